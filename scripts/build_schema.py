@@ -1,0 +1,434 @@
+"""Build src/dagsmith/schema/pipeline.schema.json, the JSON Schema of the pipeline spec.
+
+The schema is written out as data (editors and other tools read it), but kept here as Python
+so that the step options every section shares are written once. Regenerate after a change:
+
+    python scripts/build_schema.py
+
+tests/test_schema.py fails when the checked-in file differs from what this script builds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "src" / "dagsmith" / "schema" / "pipeline.schema.json"
+
+METRICS = [
+    "accuracy", "f1", "log_loss", "mean_absolute_error", "mean_squared_error",
+    "precision", "r2", "recall", "roc_auc",
+]
+NAME = {
+    "type": "string",
+    "pattern": "^[A-Za-z][A-Za-z0-9_-]*$",
+    "description": "A step name: a letter, then letters, digits, '_' or '-'. Unique across sources, "
+    "features, validations and steps.",
+}
+DURATION = {
+    "description": "A duration: 30s, 5m, 2h, 1d or combined (1h30m); a bare integer is seconds.",
+    "anyOf": [
+        {"type": "string", "pattern": "^([0-9]+[smhd])+$"},
+        {"type": "integer", "minimum": 0},
+    ],
+}
+QUANTITY = {"anyOf": [{"type": "string"}, {"type": "number", "exclusiveMinimum": 0}]}
+
+
+def obj(description: str, properties: dict, required: list[str] | None = None, **extra) -> dict:
+    """A closed object: unknown keys are errors, except x-* extension keys."""
+    out = {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "patternProperties": {"^x-": {"description": "Extension key: ignored by dagsmith."}},
+        "additionalProperties": False,
+    }
+    if required:
+        out["required"] = required
+    out.update(extra)
+    return out
+
+
+def string(description: str, **extra) -> dict:
+    return {"type": "string", "description": description, **extra}
+
+
+def names(description: str) -> dict:
+    return {"type": "array", "description": description, "items": {"$ref": "#/$defs/name"}, "uniqueItems": True}
+
+
+STEP_OPTIONS = {
+    "image": {"$ref": "#/$defs/image"},
+    "retries": {"$ref": "#/$defs/retries"},
+    "retry_delay": {"$ref": "#/$defs/retry_delay"},
+    "timeout": {"$ref": "#/$defs/timeout"},
+    "resources": {"$ref": "#/$defs/resources"},
+    "secrets": {"$ref": "#/$defs/secrets"},
+    "env": {"$ref": "#/$defs/env"},
+}
+
+
+def step(description: str, properties: dict, required: list[str] | None = None, **extra) -> dict:
+    """A section that becomes a step: its own fields plus the options `defaults:` sets."""
+    return obj(description, {**properties, **STEP_OPTIONS}, required, **extra)
+
+
+DEFS = {
+    "name": NAME,
+    "duration": DURATION,
+    "image": string("Container image the step runs in (Argo, Kubernetes, Step Functions tasks)."),
+    "retries": {"type": "integer", "minimum": 0, "maximum": 100, "description": "How many times a failed step is retried."},
+    "retry_delay": {"$ref": "#/$defs/duration", "description": "Wait between retries (e.g. 5m)."},
+    "timeout": {"$ref": "#/$defs/duration", "description": "A step running longer than this is killed and fails (e.g. 1h)."},
+    "resources": obj(
+        "Compute requested per task, in Kubernetes units.",
+        {
+            "cpu": {**QUANTITY, "description": "CPU cores: 2, 0.5 or 500m."},
+            "memory": {**QUANTITY, "description": "Memory: 512Mi, 2Gi, 1G; a bare number is bytes."},
+            "gpu": {"type": "integer", "minimum": 0, "description": "Number of GPUs."},
+        },
+    ),
+    "secrets": {
+        "type": "array",
+        "uniqueItems": True,
+        "description": "Secret NAMES made available to the step as environment variables; never values. "
+        "Resolved by each backend (Airflow Variable, Kubernetes Secret, Secrets Manager) and locally from "
+        "the environment.",
+        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+    },
+    "env": {
+        "type": "object",
+        "description": "Plain (non-secret) environment variables for the step.",
+        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "additionalProperties": {"type": ["string", "number", "boolean"]},
+    },
+    "param": obj(
+        "A run-time parameter, referenced in strings as ${params.NAME}.",
+        {
+            "type": {"enum": ["integer", "number", "string", "boolean"], "description": "The value's type."},
+            "default": {"description": "Value used when a run does not set it. Without a default the parameter is required."},
+            "description": string("What the parameter means."),
+            "enum": {"type": "array", "minItems": 1, "description": "The only values allowed."},
+        },
+        ["type"],
+    ),
+    "source": step(
+        "Where data comes from. csv/parquet/s3 read `uri`; sql runs `query` on `connection`.",
+        {
+            "type": {"enum": ["csv", "parquet", "sql", "s3"], "description": "csv | parquet | sql | s3 (objects under a prefix)."},
+            "uri": string("A file path, glob or folder (relative to the spec's folder), or an s3:// URI."),
+            "format": {"enum": ["csv", "parquet"], "description": "For type s3: the format of the objects (default parquet)."},
+            "connection": string(
+                "For type sql: the NAME of a connection (Airflow connection id; locally the environment "
+                "variable DAGSMITH_CONN_<NAME>). Never a URL or a password.",
+                pattern="^[A-Za-z][A-Za-z0-9_-]*$",
+            ),
+            "query": string("For type sql: the query that returns the table."),
+            "description": string("What this data is."),
+        },
+        ["type"],
+        allOf=[
+            {"if": {"properties": {"type": {"const": "sql"}}, "required": ["type"]},
+             "then": {"required": ["connection", "query"]},
+             "else": {"required": ["uri"]}},
+        ],
+    ),
+    "feature": step(
+        "A derived table: DuckDB SQL over its inputs (each registered under its name), or a Python transform.",
+        {
+            "inputs": names("Sources or features this feature reads, by name."),
+            "sql": string("A DuckDB SQL query. ${params.X} values are bound as parameters, never pasted."),
+            "transform": string(
+                "A Python function `package.module:function(frames: dict) -> DataFrame`.",
+                pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+            ),
+            "key": {
+                "description": "The column (or columns) that identify a row.",
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+            },
+            "description": string("What this feature table holds."),
+        },
+    ),
+    "validation": step(
+        "A data check: Great Expectations expectations run on one table.",
+        {
+            "name": {"$ref": "#/$defs/name"},
+            "on": {"$ref": "#/$defs/name", "description": "The source or feature to check."},
+            "expectations": {
+                "type": "array",
+                "minItems": 1,
+                "description": "Each item: {expectation_name: {kwargs}}, e.g. "
+                "{expect_column_values_to_not_be_null: {column: id}}.",
+                "items": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "additionalProperties": {"type": ["object", "null"], "description": "The expectation's keyword arguments."},
+                },
+            },
+            "on_failure": {"enum": ["fail", "warn"], "description": "fail: stop the run (default). warn: record and go on."},
+            "description": string("What this check protects."),
+        },
+        ["name", "on", "expectations"],
+    ),
+    "sweep": obj(
+        "Hyperparameter search: ONE fan-out with one training task per combination.",
+        {
+            "method": {"enum": ["grid", "random"], "description": "grid: every combination. random: `samples` draws."},
+            "parameters": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "Estimator parameter -> a list of values; for random also {low, high, log, type}.",
+                "additionalProperties": {
+                    "anyOf": [
+                        {"type": "array", "minItems": 1},
+                        obj(
+                            "A range to draw from (random sweeps only).",
+                            {
+                                "low": {"type": "number", "description": "Smallest value."},
+                                "high": {"type": "number", "description": "Largest value."},
+                                "log": {"type": "boolean", "description": "Draw uniformly on a log scale."},
+                                "type": {"enum": ["int", "float"], "description": "int or float (default float)."},
+                            },
+                            ["low", "high"],
+                        ),
+                    ]
+                },
+            },
+            "samples": {"type": "integer", "minimum": 1, "description": "random: how many combinations to draw."},
+            "seed": {"type": "integer", "description": "random: the seed of the draws (default 0)."},
+            "max_parallel": {"type": "integer", "minimum": 1, "description": "At most this many trials at once."},
+            "select": obj(
+                "How the best trial is chosen for evaluation.",
+                {
+                    "metric": {"enum": METRICS, "description": "Metric computed on the held-out split."},
+                    "goal": {"enum": ["max", "min"], "description": "max or min."},
+                },
+                ["metric", "goal"],
+            ),
+        },
+        ["method", "parameters"],
+    ),
+    "gate": obj(
+        "A condition on a metric. Absolute: {metric, op, value}. Champion/challenger: "
+        "{metric, compare_to: production, op, delta}: the new model's metric compared with the production "
+        "model's plus delta.",
+        {
+            "metric": {"enum": METRICS, "description": "A metric listed in evaluation.metrics."},
+            "op": {"enum": [">=", ">", "<=", "<", "=="], "description": "Comparison operator."},
+            "value": {"type": "number", "description": "Absolute threshold."},
+            "compare_to": {"enum": ["production"], "description": "Compare with the model in production."},
+            "delta": {"type": "number", "description": "Allowed difference from production (0.0: at least as good)."},
+        },
+        ["metric", "op"],
+    ),
+}
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://dagsmith.dev/schema/pipeline.schema.json",
+    "title": "dagsmith pipeline spec, version 1",
+    **obj(
+        "One ML pipeline: data sources, features, validation, training, evaluation gates, deployment and triggers.",
+        {
+            "dagsmith": {"const": 1, "description": "Spec version. Always 1."},
+            "include": {
+                "description": "Other spec files (relative to this file's folder) merged under this one before validation.",
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            },
+            "pipeline": obj(
+                "Who and what this pipeline is.",
+                {
+                    "name": string("Pipeline name: lowercase letters, digits and '-'.", pattern="^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+                    "description": string("One line on what the pipeline does."),
+                    "owner": string("Owning team or person."),
+                    "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True, "description": "Labels for search and grouping."},
+                },
+                ["name"],
+            ),
+            "params": {
+                "type": "object",
+                "description": "Run-time parameters, overridable per run (--param) and per environment.",
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "additionalProperties": {"$ref": "#/$defs/param"},
+            },
+            "defaults": obj("Step options every step inherits unless it sets its own.", dict(STEP_OPTIONS)),
+            "sources": {
+                "type": "object",
+                "description": "Data sources by name.",
+                "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": {"$ref": "#/$defs/source"},
+            },
+            "features": {
+                "type": "object",
+                "description": "Derived tables by name.",
+                "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": {"$ref": "#/$defs/feature"},
+            },
+            "validation": {"type": "array", "description": "Data checks.", "items": {"$ref": "#/$defs/validation"}},
+            "training": step(
+                "Model training: one model, one per partition, or a sweep of trials.",
+                {
+                    "inputs": names("Sources or features joined into the training table (usually one feature)."),
+                    "target": string("The label column."),
+                    "split": obj(
+                        "How rows are held out for evaluation: {test_size, seed} at random, or {column} precomputed.",
+                        {
+                            "test_size": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "description": "Share of rows held out."},
+                            "seed": {"type": "integer", "description": "Seed of the random split."},
+                            "column": string("A column whose value says which rows are held out."),
+                            "test_value": {"type": ["string", "integer", "boolean"], "description": "With column: the value that marks held-out rows (default 'test')."},
+                        },
+                    ),
+                    "partition_by": string("Train one model per distinct value of this column."),
+                    "partitions": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "items": {"type": ["string", "integer"]},
+                        "description": "Static partition values; without it, values are found at run time.",
+                    },
+                    "model": obj(
+                        "What is trained: a scikit-learn-style estimator class, or your own entrypoint.",
+                        {
+                            "estimator": string("Import path of an estimator class, e.g. sklearn.ensemble.GradientBoostingClassifier."),
+                            "entrypoint": string("Your training function, `package.module:function`."),
+                            "params": {"type": "object", "description": "Keyword arguments for the estimator or entrypoint."},
+                        },
+                    ),
+                    "sweep": {"$ref": "#/$defs/sweep"},
+                    "distributed": obj(
+                        "Data-parallel training across worker processes.",
+                        {
+                            "framework": {"enum": ["horovod", "torch"], "description": "horovod | torch (torch.distributed)."},
+                            "workers": {"type": "integer", "minimum": 1, "description": "Number of worker processes."},
+                            "gpus_per_worker": {"type": "integer", "minimum": 0, "description": "GPUs per worker (0 on CPU)."},
+                        },
+                        ["framework", "workers"],
+                    ),
+                },
+                ["inputs", "target", "model"],
+            ),
+            "evaluation": step(
+                "Metrics on the held-out split, and the gates that decide whether the model is deployed.",
+                {
+                    "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": METRICS}, "description": "Metrics to compute."},
+                    "gates": {"type": "array", "items": {"$ref": "#/$defs/gate"}, "description": "ALL must pass, or nothing after evaluation runs."},
+                },
+                ["metrics"],
+            ),
+            "deployment": step(
+                "Where the model goes when every gate passes.",
+                {
+                    "model_name": string("Registry name of the model.", pattern="^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+                    "target": {"enum": ["local", "sagemaker", "kserve"], "description": "local | sagemaker | kserve."},
+                    "strategy": {"enum": ["replace", "canary"], "description": "replace: the new model takes all traffic. canary: a share first."},
+                    "canary": obj(
+                        "Canary settings.",
+                        {"traffic_percent": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100, "description": "Share of requests sent to the new model."}},
+                        ["traffic_percent"],
+                    ),
+                },
+                ["model_name"],
+            ),
+            "triggers": obj(
+                "When the pipeline runs.",
+                {
+                    "schedule": string("Cron expression (5 fields) or @hourly/@daily/@weekly/@monthly/@yearly."),
+                    "on_new_data": {
+                        "type": "array",
+                        "description": "Continuous training: rerun when a source gets new data.",
+                        "items": obj(
+                            "Rerun when this source gets new data.",
+                            {
+                                "source": {"$ref": "#/$defs/name", "description": "A source name."},
+                                "min_interval": {"$ref": "#/$defs/duration", "description": "At most one run per interval, however much data lands."},
+                                "queue": string("Optional SQS queue URL receiving the bucket's object-created notifications."),
+                            },
+                            ["source"],
+                        ),
+                    },
+                },
+            ),
+            "steps": {
+                "type": "object",
+                "description": "Custom steps, placed by `after:`.",
+                "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": step(
+                    "A custom step.",
+                    {
+                        "after": {
+                            "type": "array",
+                            "uniqueItems": True,
+                            "items": {"type": "string"},
+                            "description": "Steps this one runs after: names, or the built-ins train, evaluate, deploy.",
+                        },
+                        "run": obj(
+                            "What runs: a Python function or a command (argv, run without a shell).",
+                            {
+                                "python": string("`package.module:function`, called with no arguments."),
+                                "command": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "argv, e.g. [python, -m, tool]."},
+                            },
+                        ),
+                        "description": string("What the step does."),
+                    },
+                    ["run"],
+                ),
+            },
+            "environments": {
+                "type": "object",
+                "description": "Overlays deep-merged onto the spec by --env NAME (mappings merge, other values replace, null deletes).",
+                "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9_-]*$"},
+                "additionalProperties": {"type": "object"},
+            },
+            "backends": obj(
+                "Per-orchestrator options; none are needed for a first compile.",
+                {
+                    "airflow": obj(
+                        "Airflow options.",
+                        {
+                            "dag_id": string("DAG id (default: the pipeline name).", pattern=r"^[\w.-]+$"),
+                            "pool": string("Airflow pool for every task."),
+                            "queue": string("Executor queue for every task."),
+                            "owner": string("Task owner (default: pipeline.owner)."),
+                            "tags": {"type": "array", "items": {"type": "string"}, "description": "Extra DAG tags."},
+                            "operator": {"enum": ["python", "bash", "kubernetes"], "description": "How tasks run the step: python (in the worker), bash, kubernetes (a pod)."},
+                            "namespace": string("Kubernetes namespace for operator: kubernetes."),
+                            "store": string("Artifact store of runs: a folder, or s3://bucket/prefix for distributed workers."),
+                        },
+                    ),
+                    "argo": obj(
+                        "Argo Workflows options.",
+                        {
+                            "namespace": string("Kubernetes namespace."),
+                            "service_account": string("Service account the workflow pods run as."),
+                            "store": string("Artifact store of runs, s3://bucket/prefix."),
+                        },
+                    ),
+                    "stepfunctions": obj(
+                        "AWS Step Functions options.",
+                        {
+                            "role_arn": string("IAM role the state machine runs as.", pattern="^arn:"),
+                            "region": string("AWS region, e.g. eu-west-1."),
+                            "store": string("Artifact store of runs, s3://bucket/prefix."),
+                        },
+                    ),
+                },
+            ),
+        },
+        ["dagsmith", "pipeline"],
+    ),
+    "$defs": DEFS,
+}
+
+
+def render() -> str:
+    return json.dumps(SCHEMA, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(render(), encoding="utf-8")
+    print(f"wrote {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}", file=sys.stderr)

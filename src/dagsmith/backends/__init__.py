@@ -1,0 +1,54 @@
+"""Backend registry. A backend turns an IR into files: `emit(ir, options) -> {relative_path: text}`.
+
+Built-in backends register here by name; third-party ones through the `dagsmith.backends`
+entry point group (the entry point loads an object with `name` and `emit`).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Callable, Protocol
+
+from ..errors import UsageError
+from ..ir import IR
+
+
+class Backend(Protocol):
+    name: str
+    default_output: str
+
+    def emit(self, ir: IR, options: dict) -> dict[str, str]: ...
+
+
+class IRBackend:
+    """`--target ir`: the IR's own JSON, the contract every other backend reads."""
+
+    name = "ir"
+    default_output = "build/ir"
+
+    def emit(self, ir: IR, options: dict) -> dict[str, str]:
+        from ..compiler import ir_filename
+
+        return {ir_filename(ir.name): ir.dumps()}
+
+
+_BUILTIN: dict[str, Callable[[], Backend]] = {"ir": IRBackend}
+# Orchestrators this project is building; asking for one before it lands says so plainly.
+PLANNED = ("airflow", "argo", "stepfunctions")
+
+
+def available() -> list[str]:
+    names = set(_BUILTIN)
+    names.update(ep.name for ep in entry_points(group="dagsmith.backends"))
+    return sorted(names)
+
+
+def get(name: str) -> Backend:
+    if name in _BUILTIN:
+        return _BUILTIN[name]()
+    for ep in entry_points(group="dagsmith.backends"):
+        if ep.name == name:
+            return ep.load()()
+    if name in PLANNED:
+        raise UsageError(f"target '{name}' is not available in this version of dagsmith yet; available targets: {', '.join(available())}")
+    raise UsageError(f"unknown target '{name}'; available targets: {', '.join(available())}")

@@ -1,0 +1,186 @@
+"""The `dagsmith` command line: validate, compile, graph, diff, schema.
+
+Exit codes: 0 success, 1 "changed" (diff), 2 a spec or usage error, 3 an internal error.
+Errors go to stderr, one per line (FILE:LINE:COL: error: spec.path: message); data goes to
+stdout, so `--format json` output can be piped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import DagsmithError, SpecError
+
+FORMAT_TEXT_JSON = click.Choice(["text", "json"])
+
+
+def _spec_option(function):
+    function = click.option("--env", "env", metavar="NAME", help="Apply the overlay environments.NAME.")(function)
+    return function
+
+
+def _params_option(function):
+    return click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a parameter's default (repeatable).")(function)
+
+
+def _compile(spec_path: str, env: str | None, params: tuple[str, ...]):
+    from .compiler import compile_spec
+    from .spec import load_spec, parse_param_overrides
+
+    return compile_spec(load_spec(spec_path, env, parse_param_overrides(list(params))))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dagsmith")
+def app():
+    """dagsmith: one YAML pipeline spec -> Airflow, Argo Workflows, Step Functions, or a local run.
+
+    \b
+    Example:
+      dagsmith validate examples/churn/pipeline.yaml
+      dagsmith compile examples/churn/pipeline.yaml --target ir -o build/ir
+    """
+
+
+@app.command(epilog="""\b
+Examples:
+  dagsmith validate pipeline.yaml              # the spec and every environment
+  dagsmith validate pipeline.yaml --env prod   # the spec with the prod overlay
+  dagsmith validate pipeline.yaml --format json""")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_spec_option
+@click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True)
+def validate(spec: str, env: str | None, fmt: str):
+    """Check SPEC. Without --env, the spec and each of its environments are checked.
+
+    Exit 0 when valid, 2 with every error listed on stderr.
+    """
+    from .spec import checked_document, environment_names
+
+    targets = [env] if env else [None] + environment_names(spec)
+    diagnostics = []
+    for name in targets:
+        try:
+            checked_document(spec, name)
+        except SpecError as exc:
+            diagnostics.extend(d for d in exc.diagnostics if d not in diagnostics)
+    if fmt == "json":
+        click.echo(json.dumps({"valid": not diagnostics, "errors": [d.to_json() for d in diagnostics]}, indent=2, sort_keys=True))
+    if diagnostics:
+        raise SpecError(diagnostics)
+    if fmt == "text":
+        checked = "the spec" + (f" with environment {env!r}" if env else "".join(f", env {n!r}" for n in targets[1:]))
+        click.echo(f"{spec}: valid ({checked})", err=True)
+
+
+@app.command(name="compile", epilog="""\b
+Examples:
+  dagsmith compile pipeline.yaml --target ir               # -> build/ir/<pipeline>.ir.json
+  dagsmith compile pipeline.yaml --target ir -o -          # IR on stdout
+  dagsmith compile pipeline.yaml --target ir --env prod --param lookback_days=60""")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--target", "-t", required=True, metavar="TARGET", help="ir (airflow, argo, stepfunctions as they land).")
+@click.option("-o", "--output", "output", metavar="DIR", help="Output folder (default build/<target>); '-' prints to stdout.")
+@_spec_option
+@_params_option
+def compile_(spec: str, target: str, output: str | None, env: str | None, params: tuple[str, ...]):
+    """Compile SPEC for an orchestrator TARGET, writing files atomically."""
+    from . import backends
+    from .output import write_files
+
+    backend = backends.get(target)
+    ir = _compile(spec, env, params)
+    files = backend.emit(ir, ir.backends.get(target, {}))
+    if output == "-":
+        for name in sorted(files):
+            click.echo(files[name], nl=False)
+        return
+    written = write_files(Path(output or backend.default_output), files)
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+
+
+@app.command(epilog="""\b
+Examples:
+  dagsmith graph pipeline.yaml                 # Mermaid (paste into a Markdown file)
+  dagsmith graph pipeline.yaml --format dot | dot -Tsvg > graph.svg""")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "json"]), default="mermaid", show_default=True)
+@_spec_option
+@_params_option
+def graph(spec: str, fmt: str, env: str | None, params: tuple[str, ...]):
+    """Print the step graph of SPEC as Mermaid, Graphviz DOT or JSON."""
+    from . import graphviz
+
+    ir = _compile(spec, env, params)
+    render = {"mermaid": graphviz.to_mermaid, "dot": graphviz.to_dot, "json": graphviz.to_json}[fmt]
+    click.echo(render(ir), nl=False)
+
+
+@app.command(epilog="""\b
+Examples:
+  git show main:pipeline.yaml > /tmp/old.yaml && dagsmith diff /tmp/old.yaml pipeline.yaml
+  dagsmith diff old.yaml new.yaml --format json""")
+@click.argument("old_spec", type=click.Path(dir_okay=False))
+@click.argument("new_spec", type=click.Path(dir_okay=False))
+@_spec_option
+@click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True)
+def diff(old_spec: str, new_spec: str, env: str | None, fmt: str):
+    """Show what changes in the compiled pipeline from OLD_SPEC to NEW_SPEC.
+
+    Exit 0 when nothing changes, 1 when something does, 2 on a spec error.
+    """
+    from . import irdiff
+
+    result = irdiff.diff(_compile(old_spec, env, ()), _compile(new_spec, env, ()))
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        click.echo(irdiff.render(result), nl=False)
+    sys.exit(0 if irdiff.is_empty(result) else 1)
+
+
+@app.command(epilog="""\b
+Example:
+  dagsmith schema > pipeline.schema.json""")
+def schema():
+    """Print the JSON Schema of the pipeline spec (for editors and other tools)."""
+    from importlib import resources
+
+    click.echo(resources.files("dagsmith.schema").joinpath("pipeline.schema.json").read_text(encoding="utf-8"), nl=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every DagsmithError becomes its lines on stderr and its exit code."""
+    try:
+        app.main(args=argv, prog_name="dagsmith", standalone_mode=False)
+    except DagsmithError as exc:
+        for line in exc.lines():
+            click.echo(line, err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # a bug: say so in one line, the traceback only on request
+        if os.environ.get("DAGSMITH_DEBUG"):
+            raise
+        click.echo(f"dagsmith: internal error: {type(exc).__name__}: {exc} (set DAGSMITH_DEBUG=1 for the traceback; please report it)", err=True)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Spec -> IR, as a short list of named passes.
+
+    expand      sections -> steps (fan-outs lowered to one step each: compiler/fanout.py)
+    guard       consumers of a validated table wait for its validations
+    order       deterministic topological order (ties broken by step id)
+    pipeline    params, triggers, metadata at pipeline level
+    check       invariants a backend relies on (acyclic, known ids, identifiers unique per backend)
+
+The spec checks (spec/semantics.py) have already rejected user mistakes with positions; a check
+failing here is a dagsmith bug, reported as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import networkx as nx
+
+from .. import naming
+from ..errors import DagsmithError
+from ..ir import IR, Step
+from ..spec.model import Spec
+from .steps import expand
+
+
+class CompilerBug(DagsmithError):
+    exit_code = 3
+
+
+def ir_filename(pipeline_name: str) -> str:
+    return f"{pipeline_name}.ir.json"
+
+
+def compile_spec(spec: Spec) -> IR:
+    steps = expand(spec, ir_filename(spec.name))
+    steps = guard_validated_tables(steps)
+    steps = order(steps)
+    ir = IR(
+        pipeline={
+            "name": spec.name,
+            "description": spec.description,
+            "owner": spec.owner,
+            "tags": list(spec.tags),
+            "spec_hash": spec.spec_hash,
+            "spec_dir": spec.spec_dir,
+        },
+        params={
+            p.name: {"type": p.type, "default": p.default, "required": p.required, "description": p.description,
+                     "enum": list(p.enum) if p.enum is not None else None}
+            for p in sorted(spec.params, key=lambda p: p.name)
+        },
+        triggers=triggers(spec),
+        steps=tuple(steps),
+        backends=spec.backends,
+    )
+    check(ir)
+    return ir
+
+
+def guard_validated_tables(steps: list[Step]) -> list[Step]:
+    """A step that reads table T also waits for every validation of T, so a failed
+    `on_failure: fail` check stops it (and everything after it)."""
+    validations: dict[str, list[str]] = {}
+    for step in steps:
+        if step.kind == "validate":
+            validations.setdefault(f"table:{step.config['table']}", []).append(step.id)
+    out = []
+    for step in steps:
+        if step.kind == "validate":
+            out.append(step)
+            continue
+        extra = [v for artifact in step.inputs for v in validations.get(artifact, ())]
+        out.append(replace(step, depends_on=tuple(sorted(set(step.depends_on) | set(extra)))) if extra else step)
+    return out
+
+
+def order(steps: list[Step]) -> list[Step]:
+    graph = nx.DiGraph()
+    by_id = {step.id: step for step in steps}
+    graph.add_nodes_from(by_id)
+    graph.add_edges_from((up, step.id) for step in steps for up in step.depends_on)
+    return [by_id[step_id] for step_id in nx.lexicographical_topological_sort(graph)]
+
+
+def triggers(spec: Spec) -> dict:
+    sources = {source.name: source for source in spec.sources}
+    return {
+        "schedule": spec.schedule,
+        "on_new_data": [
+            {
+                "source": t.source,
+                "type": sources[t.source].type,
+                "uri": sources[t.source].uri,
+                "min_interval": t.min_interval,
+                "queue": t.queue,
+            }
+            for t in sorted(spec.on_new_data, key=lambda t: t.source)
+        ],
+    }
+
+
+def check(ir: IR) -> None:
+    ids = [step.id for step in ir.steps]
+    problems = []
+    if len(set(ids)) != len(ids):
+        problems.append("duplicate step ids")
+    unknown = {up for step in ir.steps for up in step.depends_on} - set(ids)
+    if unknown:
+        problems.append(f"dependencies on unknown steps {sorted(unknown)}")
+    if not nx.is_directed_acyclic_graph(ir.graph):
+        problems.append(f"a cycle: {nx.find_cycle(ir.graph)}")
+    if naming.collisions(ids):
+        problems.append(f"identifier collisions {naming.collisions(ids)}")
+    if problems:
+        raise CompilerBug("internal compiler error (please report): " + "; ".join(problems))

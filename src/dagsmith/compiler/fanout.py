@@ -1,0 +1,87 @@
+"""Pass: lower training (sweep, partitions) into ONE fan-out step, never one step per trial.
+
+training            -> train
+training + sweep    -> train (fan-out over trials) -> select
+partition_by static -> train (fan-out over partitions x trials) -> select
+partition_by found at run time -> plan -> train (fan-out, items from plan) -> select
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..ir import FanOut, Step
+from ..spec.model import Evaluation, Training
+
+
+def trial_count(training: Training) -> int:
+    sweep = training.sweep
+    if sweep is None:
+        return 1
+    if sweep.method == "random":
+        return sweep.samples
+    return math.prod(len(values) for values in sweep.parameters.values())
+
+
+def fanout_of(training: Training) -> FanOut | None:
+    sweep = training.sweep
+    if sweep is None and training.partition_by is None:
+        return None
+    trials = trial_count(training)
+    partitions = training.partitions
+    dynamic = training.partition_by is not None and partitions is None
+    return FanOut(
+        method=sweep.method if sweep else "single",
+        parameters={name: sweep.parameters[name] for name in sorted(sweep.parameters)} if sweep else {},
+        trials=trials,
+        seed=sweep.seed if sweep else 0,
+        samples=sweep.samples if sweep else None,
+        partition_by=training.partition_by,
+        partitions=partitions,
+        items_from="plan" if dynamic else None,
+        size=None if dynamic else trials * (len(partitions) if partitions else 1),
+        max_parallel=sweep.max_parallel if sweep else None,
+    )
+
+
+def lower_training(training: Training, ir_file: str, evaluation: Evaluation | None) -> list[Step]:
+    from .steps import make_step, table
+
+    inputs = tuple(table(name) for name in training.inputs)
+    fanout = fanout_of(training)
+    config = {
+        "inputs": list(training.inputs),
+        "target": training.target,
+        "split": dict(training.split),
+        "partition_by": training.partition_by,
+        "model": {"estimator": training.estimator, "entrypoint": training.entrypoint, "params": training.model_params},
+        "distributed": (
+            {"framework": training.distributed.framework, "workers": training.distributed.workers,
+             "gpus_per_worker": training.distributed.gpus_per_worker}
+            if training.distributed else None
+        ),
+    }
+    steps: list[Step] = []
+    train_deps = training.inputs
+    if fanout and fanout.items_from:
+        steps.append(make_step(
+            ir_file, "plan", "plan", training.options, depends_on=training.inputs, inputs=inputs,
+            outputs=("items:plan",),
+            config={"inputs": list(training.inputs), "partition_by": training.partition_by, "trials": fanout.trials},
+        ))
+        train_deps = ("plan",)
+        inputs = inputs + ("items:plan",)
+    steps.append(make_step(
+        ir_file, "train", "train", training.options, depends_on=train_deps, inputs=inputs,
+        outputs=("trials:train",) if fanout else ("model:train",), config=config, fanout=fanout,
+    ))
+    if fanout:
+        sweep = training.sweep
+        # Without a sweep, each partition has a single trial: select just gathers the models.
+        metric = sweep.select_metric if sweep else (evaluation.metrics[0] if evaluation else None)
+        steps.append(make_step(
+            ir_file, "select", "select", training.options, depends_on=("train",), inputs=("trials:train",),
+            outputs=("model:select",),
+            config={"metric": metric, "goal": sweep.select_goal if sweep else None, "per_partition": training.partition_by is not None},
+        ))
+    return steps

@@ -1,0 +1,89 @@
+"""User-facing errors. Every failure a user can cause is a DagsmithError with a position.
+
+A spec can hold many mistakes at once, so a SpecError carries a list of Diagnostics and
+the CLI prints them all, one per line: ``FILE:LINE:COL: error: spec.path: message``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True, order=True)
+class Mark:
+    """A position in a spec file: 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    mark: Mark
+    path: str  # dotted spec path, e.g. "training.sweep.parameters" or "validation[0].on"
+    message: str
+    hint: str | None = None  # e.g. "did you mean 'training'?"
+
+    def format(self) -> str:
+        text = f"{self.mark}: error: {self.path or '<root>'}: {self.message}"
+        return f"{text}; {self.hint}" if self.hint else text
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.mark.file,
+            "line": self.mark.line,
+            "column": self.mark.column,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class DagsmithError(Exception):
+    """Base class of every error that dagsmith reports to a user (never a traceback)."""
+
+    exit_code = 2
+
+    def lines(self) -> list[str]:
+        return [str(self)]
+
+
+class SpecError(DagsmithError):
+    """One or more problems in a spec, each with file:line:column and the spec path."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        unique = sorted(set(diagnostics), key=lambda d: (d.mark, d.path, d.message))
+        self.diagnostics: list[Diagnostic] = unique
+        super().__init__("\n".join(d.format() for d in unique))
+
+    def lines(self) -> list[str]:
+        return [d.format() for d in self.diagnostics]
+
+
+class UsageError(DagsmithError):
+    """A wrong command-line argument (unknown target, bad --param syntax...)."""
+
+
+def did_you_mean(word: object, candidates: Iterable[str]) -> str | None:
+    """The hint for a misspelling, or None when nothing is close."""
+    if not isinstance(word, str):
+        return None
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def format_path(parts: Iterable[object]) -> str:
+    """("validation", 0, "on") -> "validation[0].on"."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

@@ -1,0 +1,161 @@
+"""The intermediate representation: what every backend and the local runner read.
+
+An IR is a DAG of Steps (frozen dataclasses) held in a networkx.DiGraph, plus pipeline-level
+params and triggers. Its JSON form (`dagsmith compile --target ir`) is versioned, sorted and
+deterministic, and `IR.from_json(ir.to_json()) == ir` holds exactly.
+
+Step kinds:
+  source    reads a table (csv, parquet, s3 prefix, or a sql query on a named connection)
+  feature   derives a table (DuckDB SQL or a Python transform)
+  validate  runs Great Expectations on a table; on_failure=fail fails the step
+  plan      finds the partition values at run time and writes the fan-out's item list
+  train     trains a model; with `fanout`, ONE step that stands for every trial
+  select    picks the best trial per partition of the train fan-out
+  evaluate  computes metrics on the held-out split
+  gate      checks the gates; when any fails, every step downstream is skipped and the run
+            ends "gated" (not failed)
+  deploy    registers/deploys the model(s) that passed
+  custom    a user step: a Python function or an argv (run without a shell)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import networkx as nx
+
+IR_VERSION = 1
+STEP_KINDS = ("source", "feature", "validate", "plan", "train", "select", "evaluate", "gate", "deploy", "custom")
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """One step that runs as many items: trials of a sweep, partitions, or partitions x trials.
+
+    Items are numbered 0..size-1; item i is partition i // trials and trial i % trials, and the
+    runtime decodes the trial's parameters from `parameters` (grid: mixed-radix over the lists in
+    key order; random: draw i of a generator seeded with `seed`). So a 20,000-trial sweep is a few
+    lines of IR, and a backend can map over index ranges instead of pushing 20,000 values.
+    """
+
+    method: str  # "grid" | "random" | "single" (partitions only, one trial each)
+    parameters: dict  # grid: name -> [values]; random: name -> [values] or {low, high, log, type}
+    trials: int  # trials per partition
+    seed: int = 0
+    samples: int | None = None
+    partition_by: str | None = None
+    partitions: tuple | None = None  # static values; None with partition_by = found at run time
+    items_from: str | None = None  # the plan step that writes the items when not static
+    size: int | None = None  # total items when known at compile time
+    max_parallel: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    kind: str
+    argv: tuple[str, ...]  # what a task runs: dagsmith step <ir-file> <step-id> [--item N]
+    depends_on: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()  # artifacts read, "<kind>:<step-id>"
+    outputs: tuple[str, ...] = ()  # artifacts written
+    image: str | None = None
+    resources: dict = field(default_factory=dict)
+    retries: int = 0
+    retry_delay: int = 60  # seconds
+    timeout: int | None = None  # seconds
+    secrets: tuple[str, ...] = ()  # names only
+    connections: tuple[str, ...] = ()  # names only
+    env: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # what the step does, by kind
+    fanout: FanOut | None = None
+
+
+@dataclass(frozen=True)
+class IR:
+    pipeline: dict  # name, description, owner, tags, spec_hash, spec_dir
+    params: dict  # name -> {type, default, required, description, enum}
+    triggers: dict  # {"schedule": str|None, "on_new_data": [{source, uri, type, min_interval, queue}]}
+    steps: tuple[Step, ...]  # in a deterministic topological order
+    backends: dict = field(default_factory=dict)
+    ir_version: int = IR_VERSION
+    graph: nx.DiGraph = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        graph = nx.DiGraph()
+        for step in self.steps:
+            graph.add_node(step.id, step=step)
+        for step in self.steps:
+            for upstream in step.depends_on:
+                graph.add_edge(upstream, step.id)
+        object.__setattr__(self, "graph", graph)
+
+    @property
+    def name(self) -> str:
+        return self.pipeline["name"]
+
+    def step(self, step_id: str) -> Step:
+        return self.graph.nodes[step_id]["step"]
+
+    def downstream(self, step_id: str) -> set[str]:
+        return nx.descendants(self.graph, step_id)
+
+    # --- JSON form ---------------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        return {
+            "ir_version": self.ir_version,
+            "pipeline": self.pipeline,
+            "params": self.params,
+            "triggers": self.triggers,
+            "backends": self.backends,
+            "steps": [_step_json(step) for step in self.steps],
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, data: dict) -> "IR":
+        version = data.get("ir_version")
+        if version != IR_VERSION:
+            from .errors import DagsmithError
+
+            raise DagsmithError(f"IR version {version!r} is not supported (this dagsmith reads version {IR_VERSION})")
+        return cls(
+            pipeline=data["pipeline"],
+            params=data["params"],
+            triggers=data["triggers"],
+            steps=tuple(_step_from_json(s) for s in data["steps"]),
+            backends=data.get("backends", {}),
+            ir_version=version,
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> "IR":
+        return cls.from_json(json.loads(text))
+
+
+_TUPLE_FIELDS = {f.name for f in fields(Step) if f.type.startswith("tuple")}
+
+
+def _step_json(step: Step) -> dict:
+    out = asdict(step)
+    for name in _TUPLE_FIELDS:
+        out[name] = list(out[name])
+    if out["fanout"] is not None and out["fanout"]["partitions"] is not None:
+        out["fanout"]["partitions"] = list(out["fanout"]["partitions"])
+    return out
+
+
+def _step_from_json(data: dict) -> Step:
+    values: dict[str, Any] = dict(data)
+    for name in _TUPLE_FIELDS:
+        values[name] = tuple(values.get(name, ()))
+    if values.get("fanout") is not None:
+        fan = dict(values["fanout"])
+        if fan.get("partitions") is not None:
+            fan["partitions"] = tuple(fan["partitions"])
+        values["fanout"] = FanOut(**fan)
+    return Step(**values)

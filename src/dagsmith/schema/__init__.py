@@ -1,0 +1,1 @@
+"""Package data: pipeline.schema.json, built by scripts/build_schema.py."""

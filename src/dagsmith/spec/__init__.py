@@ -1,0 +1,106 @@
+"""Spec loading: YAML with positions -> includes -> environment -> --param -> checks -> Spec."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import Diagnostic, SpecError, did_you_mean
+from . import schema_check, semantics
+from .build import build_spec
+from .document import apply_environment, load_document, locate
+from .model import Spec
+from .yamlpos import YMap
+
+__all__ = ["Spec", "load_spec", "environment_names", "parse_param_overrides"]
+
+
+def load_spec(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> Spec:
+    """Load, merge, check and type a spec. Raises SpecError listing every problem found."""
+    doc = checked_document(path, env, params)
+    # Relative, never absolute: the IR must not depend on where the checkout lives.
+    spec_dir = Path(os.path.relpath(Path(path).resolve().parent)).as_posix()
+    return build_spec(doc, spec_dir)
+
+
+def checked_document(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> YMap:
+    doc = apply_environment(load_document(Path(path)), env)
+    if params:
+        doc = _override_params(doc, params)
+    problems = semantics.secrets_in_plain_sight(doc)
+    leaked = {d.path for d in problems}
+    problems += [d for d in schema_check.check(doc) if d.path not in leaked]  # don't echo the password
+    if problems:
+        raise SpecError(problems)
+    problems = semantics.check(doc)
+    if problems:
+        raise SpecError(problems)
+    return doc
+
+
+def environment_names(path: str | os.PathLike) -> list[str]:
+    doc = load_document(Path(path))
+    environments = doc.get("environments")
+    return sorted(environments) if isinstance(environments, dict) else []
+
+
+def parse_param_overrides(pairs: list[str]) -> dict[str, str]:
+    """['a=1', 'b=x'] -> {'a': '1', 'b': 'x'}; values stay text until their type is known."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            from ..errors import UsageError
+
+            raise UsageError(f"--param takes NAME=VALUE, got {pair!r}")
+        out[name.strip()] = value
+    return out
+
+
+def _override_params(doc: YMap, overrides: dict[str, str]) -> YMap:
+    """Apply --param NAME=VALUE as the parameter's new default, converted to its type."""
+    params = doc.get("params")
+    problems = []
+    for name, text in overrides.items():
+        path = ("params", name)
+        if not isinstance(params, dict) or name not in params or not isinstance(params[name], dict):
+            known = list(params) if isinstance(params, dict) else []
+            problems.append(Diagnostic(locate(doc, ("params",), key=True), "params", f"--param {name}: no such parameter (known: {', '.join(known) or 'none'})", did_you_mean(name, known)))
+            continue
+        kind = params[name].get("type")
+        try:
+            value = _convert(kind, text)
+        except ValueError as exc:
+            problems.append(Diagnostic(locate(doc, path, key=True), f"params.{name}", f"--param {name}={text!r}: {exc}"))
+            continue
+        entry = YMap(params[name], mark=params[name].mark)
+        entry.key_marks = dict(params[name].key_marks)
+        entry.value_marks = dict(params[name].value_marks)
+        entry["default"] = value
+        entry.key_marks.setdefault("default", params.key_marks[name])
+        entry.value_marks.setdefault("default", params.value_marks[name])
+        params[name] = entry
+    if problems:
+        raise SpecError(problems)
+    return doc
+
+
+def _convert(kind: str, text: str):
+    if kind == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if kind == "number":
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+    if kind == "boolean":
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ValueError("expected true or false")
+    return text

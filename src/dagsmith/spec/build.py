@@ -1,0 +1,169 @@
+"""Turn a checked spec document into the typed Spec (defaults applied, durations in seconds)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .model import (
+    CustomStep, Deployment, Distributed, Evaluation, Expectation, Feature, Gate, NewDataTrigger,
+    Param, Source, Spec, StepOptions, Sweep, Training, Validation,
+)
+from .values import parse_duration
+
+_OPTION_KEYS = ("image", "retries", "retry_delay", "timeout", "resources", "secrets", "env")
+
+
+def plain(node):
+    """YMap/YList -> dict/list (for hashing and for the IR, which must not carry marks)."""
+    if isinstance(node, dict):
+        return {key: plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [plain(value) for value in node]
+    return node
+
+
+def spec_hash(doc) -> str:
+    canonical = json.dumps(plain(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _options(defaults: dict, own: dict) -> StepOptions:
+    merged = {**defaults, **{k: own[k] for k in _OPTION_KEYS if k in own}}
+    resources = {**defaults.get("resources", {}), **own.get("resources", {})}
+    return StepOptions(
+        image=merged.get("image"),
+        retries=merged.get("retries", 0),
+        retry_delay=parse_duration(merged.get("retry_delay", "1m")),
+        timeout=parse_duration(merged["timeout"]) if "timeout" in merged else None,
+        resources={k: (str(v) if k != "gpu" else v) for k, v in sorted(resources.items()) if not k.startswith("x-")},
+        secrets=tuple(merged.get("secrets", ())),
+        env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in sorted(merged.get("env", {}).items())},
+    )
+
+
+def build_spec(doc, spec_dir: str) -> Spec:
+    doc = plain(doc)
+    defaults = doc.get("defaults", {})
+    pipeline = doc["pipeline"]
+    params = tuple(
+        Param(
+            name=name, type=p["type"], default=p.get("default"), required="default" not in p,
+            description=p.get("description"), enum=tuple(p["enum"]) if "enum" in p else None,
+        )
+        for name, p in doc.get("params", {}).items()
+    )
+    sources = tuple(
+        Source(
+            name=name, type=s["type"], options=_options(defaults, s), uri=s.get("uri"),
+            format=s.get("format", "parquet") if s["type"] == "s3" else None,
+            connection=s.get("connection"), query=s.get("query"), description=s.get("description"),
+        )
+        for name, s in doc.get("sources", {}).items()
+    )
+    features = tuple(
+        Feature(
+            name=name, inputs=tuple(f.get("inputs", ())), options=_options(defaults, f), sql=f.get("sql"),
+            transform=f.get("transform"), key=(f["key"],) if isinstance(f.get("key"), str) else tuple(f.get("key", ())),
+            description=f.get("description"),
+        )
+        for name, f in doc.get("features", {}).items()
+    )
+    validations = tuple(
+        Validation(
+            name=v["name"], on=v["on"],
+            expectations=tuple(Expectation(type=k, kwargs=kw or {}) for e in v["expectations"] for k, kw in e.items()),
+            on_failure=v.get("on_failure", "fail"), options=_options(defaults, v), description=v.get("description"),
+        )
+        for v in doc.get("validation", [])
+    )
+    triggers = doc.get("triggers", {})
+    return Spec(
+        name=pipeline["name"],
+        description=pipeline.get("description"),
+        owner=pipeline.get("owner"),
+        tags=tuple(pipeline.get("tags", ())),
+        params=params,
+        sources=sources,
+        features=features,
+        validations=validations,
+        training=_training(doc["training"], defaults) if "training" in doc else None,
+        evaluation=_evaluation(doc["evaluation"], defaults) if "evaluation" in doc else None,
+        deployment=_deployment(doc["deployment"], defaults) if "deployment" in doc else None,
+        schedule=triggers.get("schedule"),
+        on_new_data=tuple(
+            NewDataTrigger(
+                source=t["source"],
+                min_interval=parse_duration(t["min_interval"]) if "min_interval" in t else None,
+                queue=t.get("queue"),
+            )
+            for t in triggers.get("on_new_data", [])
+        ),
+        steps=tuple(
+            CustomStep(
+                name=name, after=tuple(s.get("after", ())), python=s["run"].get("python"),
+                command=tuple(s["run"]["command"]) if "command" in s["run"] else None,
+                options=_options(defaults, s), description=s.get("description"),
+            )
+            for name, s in doc.get("steps", {}).items()
+        ),
+        backends={k: v for k, v in doc.get("backends", {}).items() if not k.startswith("x-")},
+        spec_dir=spec_dir,
+        spec_hash=spec_hash(doc),
+    )
+
+
+def _training(t: dict, defaults: dict) -> Training:
+    split = t.get("split", {})
+    if "column" in split:
+        split = {"column": split["column"], "test_value": split.get("test_value", "test")}
+    else:
+        split = {"test_size": split.get("test_size", 0.2), "seed": split.get("seed", 0)}
+    sweep = t.get("sweep")
+    distributed = t.get("distributed")
+    model = t["model"]
+    return Training(
+        inputs=tuple(t["inputs"]),
+        target=t["target"],
+        split=split,
+        estimator=model.get("estimator"),
+        entrypoint=model.get("entrypoint"),
+        model_params=model.get("params", {}),
+        options=_options(defaults, t),
+        partition_by=t.get("partition_by"),
+        partitions=tuple(t["partitions"]) if "partitions" in t else None,
+        sweep=Sweep(
+            method=sweep["method"],
+            parameters=sweep["parameters"],
+            samples=sweep.get("samples"),
+            seed=sweep.get("seed", 0),
+            max_parallel=sweep.get("max_parallel"),
+            select_metric=sweep["select"]["metric"],
+            select_goal=sweep["select"]["goal"],
+        ) if sweep else None,
+        distributed=Distributed(
+            framework=distributed["framework"],
+            workers=distributed["workers"],
+            gpus_per_worker=distributed.get("gpus_per_worker", 0),
+        ) if distributed else None,
+    )
+
+
+def _evaluation(e: dict, defaults: dict) -> Evaluation:
+    gates = tuple(
+        Gate(metric=g["metric"], op=g["op"], value=g.get("value"), compare_to=g.get("compare_to"),
+             delta=g.get("delta", 0.0) if "compare_to" in g else None)
+        for g in e.get("gates", [])
+    )
+    return Evaluation(metrics=tuple(e["metrics"]), gates=gates, options=_options(defaults, e))
+
+
+def _deployment(d: dict, defaults: dict) -> Deployment:
+    strategy = d.get("strategy", "replace")
+    return Deployment(
+        model_name=d["model_name"],
+        target=d.get("target", "local"),
+        strategy=strategy,
+        canary_percent=d["canary"]["traffic_percent"] if strategy == "canary" else None,
+        options=_options(defaults, d),
+    )

@@ -1,0 +1,129 @@
+"""The raw spec document: includes, environment overlays and position look-ups.
+
+Everything here works on YMap/YList trees, so a value keeps the Mark of the file and line it
+came from even after it was merged in from an include or an overlay.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import Diagnostic, Mark, SpecError, did_you_mean, format_path
+from .yamlpos import YList, YMap, load_file
+
+
+def display_name(path: Path) -> str:
+    """How errors name a file: relative to the working directory when it is below it."""
+    try:
+        return Path(os.path.relpath(path)).as_posix() if not path.is_absolute() or path.is_relative_to(Path.cwd()) else path.as_posix()
+    except ValueError:  # another drive on Windows
+        return path.as_posix()
+
+
+def load_document(path: Path) -> YMap:
+    """Load a spec with its includes merged in (the including file wins over its includes)."""
+    return _load_with_includes(Path(path), stack=())
+
+
+def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> YMap:
+    display = display_name(path)
+    root = load_file(path, display)
+    if not isinstance(root, YMap):
+        kind = "a list" if isinstance(root, YList) else f"a {type(root).__name__} value"
+        raise SpecError([Diagnostic(Mark(display, 1, 1), "", f"the top level must be a mapping of sections, got {kind}")])
+    if "include" not in root:
+        return root
+    includes = root["include"]
+    key_mark = root.key_marks["include"]
+    items = [includes] if isinstance(includes, str) else includes
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise SpecError([Diagnostic(key_mark, "include", "include takes a file path or a list of file paths")])
+    merged: YMap | None = None
+    problems: list[Diagnostic] = []
+    real = path.resolve()
+    for index, item in enumerate(items):
+        where = format_path(("include",) if isinstance(includes, str) else ("include", index))
+        mark = root.value_marks["include"] if isinstance(includes, str) else includes.item_marks[index]
+        target = (path.parent / item)
+        if target.resolve() in stack + (real,):
+            chain = " -> ".join(display_name(p) for p in stack + (real, target.resolve()))
+            problems.append(Diagnostic(mark, where, f"include cycle: {chain}"))
+            continue
+        if not target.is_file():
+            problems.append(Diagnostic(mark, where, f"included file {item!r} does not exist (paths are relative to {display_name(path.parent) or '.'})"))
+            continue
+        try:
+            included = _load_with_includes(target, stack + (real,))
+        except SpecError as exc:
+            problems.extend(exc.diagnostics)
+            continue
+        merged = included if merged is None else merge(merged, included)
+    if problems:
+        raise SpecError(problems)
+    own = YMap(((k, v) for k, v in root.items() if k != "include"), mark=root.mark)
+    for key in own:
+        own.key_marks[key] = root.key_marks[key]
+        own.value_marks[key] = root.value_marks[key]
+    return merge(merged, own) if merged is not None else own
+
+
+def merge(base: YMap, overlay: YMap) -> YMap:
+    """Deep merge: mappings merge key by key, other values replace, null deletes."""
+    out = YMap(base, mark=base.mark)
+    out.key_marks = dict(base.key_marks)
+    out.value_marks = dict(base.value_marks)
+    for key, value in overlay.items():
+        if value is None:
+            out.pop(key, None)
+            out.key_marks.pop(key, None)
+            out.value_marks.pop(key, None)
+            continue
+        if isinstance(value, YMap) and isinstance(out.get(key), YMap):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+        out.key_marks[key] = overlay.key_marks[key]
+        out.value_marks[key] = overlay.value_marks[key]
+    return out
+
+
+def apply_environment(doc: YMap, env: str | None) -> YMap:
+    """Merge `environments.<env>` onto the spec; the result has no `environments` section."""
+    environments = doc.get("environments")
+    base = YMap(((k, v) for k, v in doc.items() if k != "environments"), mark=doc.mark)
+    for key in base:
+        base.key_marks[key] = doc.key_marks[key]
+        base.value_marks[key] = doc.value_marks[key]
+    if env is None:
+        return base
+    known = sorted(environments) if isinstance(environments, dict) else []
+    if env not in known:
+        mark = doc.key_marks.get("environments", doc.mark)
+        listing = ", ".join(known) if known else "none are defined"
+        hint = did_you_mean(env, known)
+        raise SpecError([Diagnostic(mark, "environments", f"unknown environment {env!r} (known: {listing})", hint)])
+    overlay = environments[env]
+    if not isinstance(overlay, YMap):
+        raise SpecError([Diagnostic(environments.value_marks[env], f"environments.{env}", "an environment must be a mapping of spec sections")])
+    for key in ("dagsmith", "environments", "include"):
+        if key in overlay:
+            raise SpecError([Diagnostic(overlay.key_marks[key], f"environments.{env}.{key}", f"an environment cannot set '{key}'")])
+    return merge(base, overlay)
+
+
+def locate(doc, path: tuple, *, key: bool = False) -> Mark:
+    """The Mark of the value (or key) at `path`, or of its nearest ancestor that has one."""
+    mark = getattr(doc, "mark", None)
+    node = doc
+    for index, part in enumerate(path):
+        last = index == len(path) - 1
+        if isinstance(node, YMap) and part in node:
+            mark = node.key_marks[part] if (key and last) else node.value_marks[part]
+            node = node[part]
+        elif isinstance(node, YList) and isinstance(part, int) and 0 <= part < len(node):
+            mark = node.item_marks[part]
+            node = node[part]
+        else:
+            break
+    return mark or Mark("<spec>", 1, 1)

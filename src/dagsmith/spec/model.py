@@ -1,0 +1,168 @@
+"""The typed spec: what a validated pipeline.yaml means, as frozen dataclasses.
+
+Built only from a document that passed the schema and the semantic checks, so nothing here
+re-validates. Durations are already seconds; defaults are already applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: Any = None
+    required: bool = False
+    description: str | None = None
+    enum: tuple | None = None
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """What `defaults:` sets and every step may override."""
+
+    image: str | None = None
+    retries: int = 0
+    retry_delay: int = 60  # seconds
+    timeout: int | None = None  # seconds
+    resources: dict = field(default_factory=dict)  # {"cpu": "1", "memory": "2Gi", "gpu": 1}
+    secrets: tuple[str, ...] = ()
+    env: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    type: str
+    options: StepOptions
+    uri: str | None = None
+    format: str | None = None
+    connection: str | None = None
+    query: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    inputs: tuple[str, ...]
+    options: StepOptions
+    sql: str | None = None
+    transform: str | None = None
+    key: tuple[str, ...] = ()
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    type: str
+    kwargs: dict
+
+
+@dataclass(frozen=True)
+class Validation:
+    name: str
+    on: str
+    expectations: tuple[Expectation, ...]
+    on_failure: str
+    options: StepOptions
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    method: str
+    parameters: dict  # name -> list of values, or (random) {"low", "high", "log", "type"}
+    samples: int | None
+    seed: int
+    max_parallel: int | None
+    select_metric: str | None
+    select_goal: str | None
+
+
+@dataclass(frozen=True)
+class Distributed:
+    framework: str
+    workers: int
+    gpus_per_worker: int
+
+
+@dataclass(frozen=True)
+class Training:
+    inputs: tuple[str, ...]
+    target: str
+    split: dict
+    estimator: str | None
+    entrypoint: str | None
+    model_params: dict
+    options: StepOptions
+    partition_by: str | None = None
+    partitions: tuple | None = None
+    sweep: Sweep | None = None
+    distributed: Distributed | None = None
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    op: str
+    value: float | None = None
+    compare_to: str | None = None
+    delta: float | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: tuple[str, ...]
+    gates: tuple[Gate, ...]
+    options: StepOptions
+
+
+@dataclass(frozen=True)
+class Deployment:
+    model_name: str
+    target: str
+    strategy: str
+    canary_percent: float | None
+    options: StepOptions
+
+
+@dataclass(frozen=True)
+class NewDataTrigger:
+    source: str
+    min_interval: int | None  # seconds
+    queue: str | None
+
+
+@dataclass(frozen=True)
+class CustomStep:
+    name: str
+    after: tuple[str, ...]
+    python: str | None
+    command: tuple[str, ...] | None
+    options: StepOptions
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    description: str | None
+    owner: str | None
+    tags: tuple[str, ...]
+    params: tuple[Param, ...]
+    sources: tuple[Source, ...]
+    features: tuple[Feature, ...]
+    validations: tuple[Validation, ...]
+    training: Training | None
+    evaluation: Evaluation | None
+    deployment: Deployment | None
+    schedule: str | None
+    on_new_data: tuple[NewDataTrigger, ...]
+    steps: tuple[CustomStep, ...]
+    backends: dict
+    spec_dir: str  # the spec file's folder, relative paths in the spec are relative to it
+    spec_hash: str  # sha256 of the merged, validated spec (lineage)

@@ -1,0 +1,371 @@
+"""Checks the schema cannot express: references, cycles, name collisions, value languages,
+Great Expectations names, secrets in plain sight. Runs on a schema-valid document, so every
+value already has the type the schema promises; each check appends Diagnostics and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+
+import networkx as nx
+
+from .. import naming
+from ..errors import Diagnostic, did_you_mean, format_path
+from .document import locate
+from .values import check_class_path, check_cron, check_function_ref, parse_duration, parse_quantity
+from .yamlpos import YMap
+
+BUILTIN_STEPS = ("train", "select", "evaluate", "gate", "deploy", "plan")  # reserved step ids
+AFTER_BUILTINS = {"train": "training", "evaluate": "evaluation", "deploy": "deployment"}
+REFERENCE = re.compile(r"\$\{([^}]*)\}")
+RUN_VALUES = ("run.date", "run.id")
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^/\s@]+)@")
+
+
+@lru_cache(maxsize=1)
+def gx_expectations() -> dict:
+    text = resources.files("dagsmith.spec").joinpath("gx_expectations.json").read_text(encoding="utf-8")
+    return json.loads(text)["expectations"]
+
+
+def redact(text: str) -> str:
+    """Hide the password of a URL (scheme://user:PASSWORD@host) before it is printed."""
+    return _URL_PASSWORD.sub(lambda m: m.group(0).replace(m.group(1), "***"), text)
+
+
+def secrets_in_plain_sight(doc, node=None, path: tuple = ()) -> list[Diagnostic]:
+    """A URL with a password anywhere in the spec is a leaked secret (runs before the schema)."""
+    node = doc if node is None else node
+    out = []
+    if isinstance(node, str) and _URL_PASSWORD.search(node):
+        out.append(Diagnostic(
+            locate(doc, path), format_path(path),
+            "contains a URL with a password: secrets never go in a spec. Use a connection NAME "
+            "(Airflow connection / DAGSMITH_CONN_<NAME>) or `secrets: [NAME]`",
+        ))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            out.extend(secrets_in_plain_sight(doc, value, path + (key,)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            out.extend(secrets_in_plain_sight(doc, value, path + (index,)))
+    return out
+
+
+class _Checker:
+    def __init__(self, doc: YMap):
+        self.doc = doc
+        self.problems: list[Diagnostic] = []
+        self.names: dict[str, tuple] = {}  # name -> path of its definition
+
+    def error(self, path: tuple, message: str, hint: str | None = None, *, key: bool = False) -> None:
+        self.problems.append(Diagnostic(locate(self.doc, path, key=key), format_path(path), message, hint))
+
+    def run(self) -> list[Diagnostic]:
+        self.collect_names()
+        self.check_references()
+        self.check_cycles()
+        self.check_training()
+        self.check_evaluation_and_deployment()
+        self.check_steps_and_features()
+        self.check_validations()
+        self.check_values()
+        self.check_params()
+        return self.problems
+
+    # --- names ----------------------------------------------------------------------------
+
+    def collect_names(self) -> None:
+        doc = self.doc
+        defined: list[tuple[str, tuple, str]] = []
+        for section, kind in (("sources", "source"), ("features", "feature"), ("steps", "step")):
+            for name in doc.get(section, {}):
+                defined.append((name, (section, name), kind))
+        for index, item in enumerate(doc.get("validation", [])):
+            defined.append((item["name"], ("validation", index, "name"), "validation"))
+        for name, path, kind in defined:
+            key = path[0] != "validation"
+            if name in BUILTIN_STEPS:
+                self.error(path, f"'{name}' is a reserved step name (reserved: {', '.join(BUILTIN_STEPS)})", key=key)
+            elif name in self.names:
+                first = locate(self.doc, self.names[name], key=self.names[name][0] != "validation")
+                self.error(path, f"name '{name}' is already used at line {first.line}; names are unique across sources, features, validations and steps", key=key)
+            else:
+                self.names[name] = path
+        for backend, ident, first, second in naming.collisions(list(self.names) + list(BUILTIN_STEPS)):
+            path = self.names.get(second) or self.names[first]
+            self.error(path, f"names '{first}' and '{second}' both become '{ident}' on {backend}; rename one", key=path[0] != "validation")
+
+    def kind_of(self, name: str) -> str | None:
+        path = self.names.get(name)
+        return None if path is None else {"sources": "source", "features": "feature", "steps": "step", "validation": "validation"}[path[0]]
+
+    def reference(self, path: tuple, name: str, allowed: tuple[str, ...], what: str) -> None:
+        kind = self.kind_of(name)
+        if kind in allowed:
+            return
+        candidates = [n for n in self.names if self.kind_of(n) in allowed]
+        if kind is None:
+            self.error(path, f"unknown {what} '{name}'", did_you_mean(name, candidates))
+        else:
+            self.error(path, f"'{name}' is a {kind}; expected {what}")
+
+    # --- references and graph ---------------------------------------------------------------
+
+    def check_references(self) -> None:
+        doc = self.doc
+        tables = ("source", "feature")
+        for name, feature in doc.get("features", {}).items():
+            for index, ref in enumerate(feature.get("inputs", [])):
+                if ref != name:  # a self-reference is reported as a cycle
+                    self.reference(("features", name, "inputs", index), ref, tables, "source or feature")
+        for index, item in enumerate(doc.get("validation", [])):
+            self.reference(("validation", index, "on"), item["on"], tables, "source or feature")
+        training = doc.get("training")
+        if training:
+            for index, ref in enumerate(training["inputs"]):
+                self.reference(("training", "inputs", index), ref, tables, "source or feature")
+        for name, step in doc.get("steps", {}).items():
+            for index, ref in enumerate(step.get("after", [])):
+                path = ("steps", name, "after", index)
+                if ref in AFTER_BUILTINS:
+                    if AFTER_BUILTINS[ref] not in doc:
+                        self.error(path, f"'{ref}' runs only when the spec has a '{AFTER_BUILTINS[ref]}' section")
+                elif ref != name and ref not in self.names:
+                    self.error(path, f"unknown step '{ref}'", did_you_mean(ref, list(self.names) + list(AFTER_BUILTINS)))
+        for index, trigger in enumerate(doc.get("triggers", {}).get("on_new_data", [])):
+            path = ("triggers", "on_new_data", index, "source")
+            self.reference(path, trigger["source"], ("source",), "source")
+            source = doc.get("sources", {}).get(trigger["source"])
+            if source and source["type"] == "sql":
+                self.error(path, f"source '{trigger['source']}' is a sql query: on_new_data watches files and s3 prefixes")
+
+    def check_cycles(self) -> None:
+        graph = nx.DiGraph()
+        where: dict[tuple[str, str], tuple] = {}
+        for name, feature in self.doc.get("features", {}).items():
+            for index, ref in enumerate(feature.get("inputs", [])):
+                graph.add_edge(ref, name)
+                where[(ref, name)] = ("features", name, "inputs", index)
+        for name, step in self.doc.get("steps", {}).items():
+            for index, ref in enumerate(step.get("after", [])):
+                graph.add_edge(ref, name)
+                where[(ref, name)] = ("steps", name, "after", index)
+        for component in nx.strongly_connected_components(graph):
+            if len(component) == 1 and not any(graph.has_edge(n, n) for n in component):
+                continue
+            members = sorted(component)
+            cycle = nx.find_cycle(graph.subgraph(component))
+            edge = min(cycle)[:2]
+            self.error(where[edge], f"cycle between {', '.join(repr(m) for m in members)}: each depends on the next ({' -> '.join(_cycle_order(cycle))})")
+
+    # --- sections -------------------------------------------------------------------------
+
+    def check_training(self) -> None:
+        training = self.doc.get("training")
+        if not training:
+            return
+        model = training["model"]
+        has = [k for k in ("estimator", "entrypoint") if k in model]
+        if len(has) != 1:
+            self.error(("training", "model"), "set exactly one of 'estimator' or 'entrypoint'" + (f" (found both)" if has else ""), key=True)
+        if "estimator" in model:
+            self._syntax(("training", "model", "estimator"), model["estimator"], check_class_path)
+        if "entrypoint" in model:
+            self._syntax(("training", "model", "entrypoint"), model["entrypoint"], check_function_ref)
+        split = training.get("split", {})
+        if "column" in split and ("test_size" in split or "seed" in split):
+            self.error(("training", "split"), "a split is either {test_size, seed} or {column}, not both")
+        if "test_value" in split and "column" not in split:
+            self.error(("training", "split", "test_value"), "test_value goes with column", key=True)
+        if "partitions" in training and "partition_by" not in training:
+            self.error(("training", "partitions"), "partitions needs partition_by (the column they are values of)", key=True)
+        for column in ("partition_by", "split"):
+            value = training.get(column) if column == "partition_by" else split.get("column")
+            if value is not None and value == training["target"]:
+                self.error(("training", column), f"'{value}' is the target column; it cannot also be the {column.replace('_', ' ')}")
+        sweep = training.get("sweep")
+        if sweep:
+            self._check_sweep(sweep)
+
+    def _check_sweep(self, sweep: dict) -> None:
+        base = ("training", "sweep")
+        if sweep["method"] == "random" and "samples" not in sweep:
+            self.error(base, "a random sweep needs samples: (how many combinations to draw)", key=True)
+        if sweep["method"] == "grid":
+            if "samples" in sweep:
+                self.error(base + ("samples",), "samples is for method: random; a grid runs every combination", key=True)
+            for name, values in sweep["parameters"].items():
+                if not isinstance(values, list):
+                    self.error(base + ("parameters", name), "a grid sweep takes a list of values; ranges ({low, high}) need method: random")
+        for name, values in sweep["parameters"].items():
+            if isinstance(values, dict) and values["low"] > values["high"]:
+                self.error(base + ("parameters", name), f"low ({values['low']}) is greater than high ({values['high']})")
+            if isinstance(values, dict) and values.get("log") and values["low"] <= 0:
+                self.error(base + ("parameters", name, "low"), "a log-scale range needs low > 0")
+        if "select" not in sweep:
+            self.error(base, "a sweep needs select: {metric, goal} to pick the best trial", key=True)
+
+    def check_evaluation_and_deployment(self) -> None:
+        doc = self.doc
+        evaluation = doc.get("evaluation")
+        if evaluation and "training" not in doc:
+            self.error(("evaluation",), "evaluation needs a training section (it evaluates the trained model)", key=True)
+        if evaluation:
+            metrics = evaluation["metrics"]
+            for index, gate in enumerate(evaluation.get("gates", [])):
+                path = ("evaluation", "gates", index)
+                if gate["metric"] not in metrics:
+                    self.error(path + ("metric",), f"gate metric '{gate['metric']}' is not in evaluation.metrics ({', '.join(metrics)})", did_you_mean(gate["metric"], metrics))
+                if "compare_to" in gate:
+                    if "value" in gate:
+                        self.error(path, "a champion/challenger gate (compare_to) takes delta, not value")
+                elif "value" not in gate:
+                    self.error(path, "a gate needs value: (absolute threshold) or compare_to: production with delta")
+                elif "delta" in gate:
+                    self.error(path + ("delta",), "delta goes with compare_to: production", key=True)
+        deployment = doc.get("deployment")
+        if deployment:
+            if "training" not in doc:
+                self.error(("deployment",), "deployment needs a training section (it deploys the trained model)", key=True)
+            strategy = deployment.get("strategy", "replace")
+            if strategy == "canary" and "canary" not in deployment:
+                self.error(("deployment",), "strategy: canary needs canary: {traffic_percent: N}", key=True)
+            if strategy != "canary" and "canary" in deployment:
+                self.error(("deployment", "canary"), "canary settings need strategy: canary", key=True)
+
+    def check_steps_and_features(self) -> None:
+        for name, feature in self.doc.get("features", {}).items():
+            has = [k for k in ("sql", "transform") if k in feature]
+            if len(has) != 1:
+                self.error(("features", name), "set exactly one of 'sql' or 'transform'" + (" (found both)" if has else ""), key=True)
+        for name, step in self.doc.get("steps", {}).items():
+            run = step["run"]
+            has = [k for k in ("python", "command") if k in run]
+            if len(has) != 1:
+                self.error(("steps", name, "run"), "set exactly one of 'python' or 'command'" + (" (found both)" if has else ""), key=True)
+            if "python" in run:
+                self._syntax(("steps", name, "run", "python"), run["python"], check_function_ref)
+
+    def check_validations(self) -> None:
+        known = gx_expectations()
+        for v_index, item in enumerate(self.doc.get("validation", [])):
+            for e_index, expectation in enumerate(item["expectations"]):
+                ((name, kwargs),) = expectation.items()
+                path = ("validation", v_index, "expectations", e_index, name)
+                if name not in known:
+                    self.error(path, f"unknown Great Expectations expectation '{name}'", did_you_mean(name, known), key=True)
+                    continue
+                allowed = known[name]["required"] + known[name]["optional"]
+                kwargs = kwargs or {}
+                for kwarg in kwargs:
+                    if kwarg not in allowed:
+                        self.error(path + (kwarg,), f"'{name}' takes no argument '{kwarg}' (it takes: {', '.join(allowed)})", did_you_mean(kwarg, allowed), key=True)
+                missing = [r for r in known[name]["required"] if r not in kwargs]
+                if missing:
+                    self.error(path, f"'{name}' needs {', '.join(repr(m) for m in missing)}", key=True)
+
+    # --- value languages --------------------------------------------------------------------
+
+    def check_values(self) -> None:
+        doc = self.doc
+        for path, options in self._option_blocks():
+            for key in ("retry_delay", "timeout"):
+                if key in options:
+                    self._syntax(path + (key,), options[key], parse_duration)
+            resources = options.get("resources", {})
+            for key in ("cpu", "memory"):
+                if key in resources:
+                    self._syntax(path + ("resources", key), resources[key], lambda v, k=key: parse_quantity(v, k))
+        schedule = doc.get("triggers", {}).get("schedule")
+        if schedule is not None:
+            self._syntax(("triggers", "schedule"), schedule, check_cron)
+        for index, trigger in enumerate(doc.get("triggers", {}).get("on_new_data", [])):
+            if "min_interval" in trigger:
+                self._syntax(("triggers", "on_new_data", index, "min_interval"), trigger["min_interval"], parse_duration)
+
+    def _option_blocks(self):
+        doc = self.doc
+        if "defaults" in doc:
+            yield ("defaults",), doc["defaults"]
+        for section in ("sources", "features", "steps"):
+            for name, item in doc.get(section, {}).items():
+                yield (section, name), item
+        for index, item in enumerate(doc.get("validation", [])):
+            yield ("validation", index), item
+        for section in ("training", "evaluation", "deployment"):
+            if section in doc:
+                yield (section,), doc[section]
+
+    def _syntax(self, path: tuple, value, parser) -> None:
+        try:
+            parser(value)
+        except ValueError as exc:
+            self.error(path, str(exc))
+
+    # --- params -------------------------------------------------------------------------
+
+    def check_params(self) -> None:
+        params = self.doc.get("params", {})
+        for name, param in params.items():
+            path = ("params", name)
+            if "default" in param:
+                problem = param_type_problem(param["type"], param["default"])
+                if problem:
+                    self.error(path + ("default",), f"default {problem}")
+                elif "enum" in param and param["default"] not in param["enum"]:
+                    self.error(path + ("default",), f"default {param['default']!r} is not one of enum {param['enum']}")
+            for index, option in enumerate(param.get("enum", [])):
+                problem = param_type_problem(param["type"], option)
+                if problem:
+                    self.error(path + ("enum", index), f"enum value {problem}")
+        for path, text in _strings(self.doc, ()):
+            if any(isinstance(part, str) and part.startswith("x-") for part in path):
+                continue  # extension keys are the user's own business
+            for match in REFERENCE.finditer(text):
+                ref = match.group(1).strip()
+                if ref in RUN_VALUES:
+                    continue
+                if ref.startswith("params."):
+                    name = ref[len("params."):]
+                    if name not in params:
+                        self.error(path, f"unknown parameter '${{{ref}}}'", did_you_mean(name, params) if params else "declare it under params:")
+                    continue
+                self.error(path, f"unknown reference '${{{ref}}}': use ${{params.NAME}}, ${{run.date}} or ${{run.id}}")
+
+
+def _strings(node, path: tuple):
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _strings(value, path + (index,))
+
+
+def _cycle_order(cycle: list) -> list[str]:
+    """find_cycle's edges, rotated to start at the smallest name, closed back to it."""
+    nodes = [edge[0] for edge in cycle]
+    start = nodes.index(min(nodes))
+    ordered = nodes[start:] + nodes[:start]
+    return ordered + [ordered[0]]
+
+
+def param_type_problem(kind: str, value) -> str | None:
+    """None when `value` fits the parameter type, else a short reason."""
+    ok = {
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "string": isinstance(value, str),
+        "boolean": isinstance(value, bool),
+    }[kind]
+    return None if ok else f"{value!r} is not a {kind}"
+
+
+def check(doc: YMap) -> list[Diagnostic]:
+    return _Checker(doc).run()

@@ -1,0 +1,134 @@
+"""Parsers for the small value languages inside a spec: durations, cron, quantities, import paths.
+
+Each parser returns the parsed value or raises ValueError with a message fit for a user.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+
+_DURATION_PART = re.compile(r"([0-9]+)([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> int:
+    """'1h30m' -> 5400 seconds; a bare integer is already seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m, 2h or 1d")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"([0-9]+[smhd])+", value):
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 5m, 2h, 1d or 1h30m")
+    units = [unit for _, unit in _DURATION_PART.findall(value)]
+    if len(set(units)) != len(units):
+        raise ValueError(f"invalid duration {value!r}: a unit appears twice")
+    return sum(int(n) * _SECONDS[u] for n, u in _DURATION_PART.findall(value))
+
+
+# --- cron ---------------------------------------------------------------------------------
+
+CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight")
+_MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
+_DAYS = "sun mon tue wed thu fri sat".split()
+# (name, low, high, names whose index + offset is the value)
+_CRON_FIELDS = (
+    ("minute", 0, 59, None, 0),
+    ("hour", 0, 23, None, 0),
+    ("day of month", 1, 31, None, 0),
+    ("month", 1, 12, _MONTHS, 1),
+    ("day of week", 0, 7, _DAYS, 0),
+)
+
+
+def check_cron(expr: str) -> None:
+    """Validate a 5-field cron expression or a preset; raise ValueError naming the bad field."""
+    if expr.startswith("@"):
+        if expr not in CRON_PRESETS:
+            raise ValueError(f"unknown cron preset {expr!r}: use one of {', '.join(CRON_PRESETS)}")
+        return
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron expression {expr!r} has {len(fields)} fields, expected 5 (minute hour day month weekday)")
+    for text, (name, low, high, names, offset) in zip(fields, _CRON_FIELDS):
+        for part in text.split(","):
+            _check_cron_part(part, name, low, high, names, offset)
+
+
+def _cron_value(text: str, name: str, low: int, high: int, names, offset: int) -> int:
+    if names and text.lower() in names:
+        return names.index(text.lower()) + offset
+    if not text.isdigit():
+        raise ValueError(f"cron {name}: {text!r} is not a number" + (f" or a name ({names[0]}..{names[-1]})" if names else ""))
+    number = int(text)
+    if not low <= number <= high:
+        raise ValueError(f"cron {name}: {number} is out of range {low}-{high}")
+    return number
+
+
+def _check_cron_part(part: str, name: str, low: int, high: int, names, offset: int) -> None:
+    body, _, step = part.partition("/")
+    if "/" in part:
+        if not step.isdigit() or int(step) == 0:
+            raise ValueError(f"cron {name}: step {step!r} must be a positive number")
+    if body == "*":
+        return
+    start, dash, end = body.partition("-")
+    first = _cron_value(start, name, low, high, names, offset)
+    if dash:
+        last = _cron_value(end, name, low, high, names, offset)
+        if last < first:
+            raise ValueError(f"cron {name}: range {body!r} runs backwards")
+
+
+# --- Kubernetes quantities ----------------------------------------------------------------
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+_SUFFIX = {
+    None: 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+
+
+def parse_quantity(value: object, what: str) -> Decimal:
+    """'500m' -> 0.5, '2Gi' -> 2147483648 (Kubernetes quantity syntax). Must be > 0."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid {what} quantity {value!r}")
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"invalid {what} quantity {value!r}")
+        number = Decimal(str(value))
+    else:
+        match = _QUANTITY.match(str(value))
+        if not match:
+            raise ValueError(f"invalid {what} quantity {value!r}: expected e.g. 500m, 2, 512Mi, 2Gi")
+        try:
+            number = Decimal(match.group(1))
+            suffix = match.group(2)
+            number *= Decimal(10) ** int(suffix[1:]) if suffix and suffix[0] in "eE" else _SUFFIX[suffix]
+        except (InvalidOperation, KeyError, OverflowError):
+            raise ValueError(f"invalid {what} quantity {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"{what} must be greater than 0, got {value!r}")
+    return number
+
+
+# --- import paths -------------------------------------------------------------------------
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
+
+
+def check_class_path(value: str) -> None:
+    """'sklearn.ensemble.GradientBoostingClassifier': a module path and a name, dotted."""
+    if not re.fullmatch(rf"{_IDENT}(?:\.{_IDENT})+", value):
+        raise ValueError(f"{value!r} is not an import path like package.module.ClassName")
+
+
+def check_function_ref(value: str) -> None:
+    """'my_pkg.train:main': a module path, a colon, a function name."""
+    if not re.fullmatch(rf"{_DOTTED}:{_IDENT}(?:\.{_IDENT})*", value):
+        raise ValueError(f"{value!r} is not a function reference like package.module:function")
