@@ -1,0 +1,36 @@
+# Two entry points, both self-contained on a machine with only Python 3.11 and pip:
+#   make demo   the main job: make an example's data, validate, compile it, show its graph
+#   make test   the whole test suite (what CI runs, via .ci/run)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+EXAMPLE ?= churn
+
+.PHONY: demo test golden schema bench clean
+
+$(BIN)/dagsmith: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(BIN)/dagsmith
+	$(BIN)/python examples/$(EXAMPLE)/make_data.py
+	$(BIN)/dagsmith validate examples/$(EXAMPLE)/pipeline.yaml
+	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target ir -o build/ir
+	$(BIN)/dagsmith graph examples/$(EXAMPLE)/pipeline.yaml
+
+test: $(BIN)/dagsmith
+	DAGSMITH_FUZZ_EXAMPLES=2500 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+golden: $(BIN)/dagsmith
+	$(BIN)/python -m pytest -q tests/test_golden.py --update-golden
+
+schema: $(BIN)/dagsmith
+	$(BIN)/python scripts/build_schema.py
+
+bench: $(BIN)/dagsmith
+	$(BIN)/python benchmarks/compile.py
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,131 @@
+"""The command line: exit codes, streams, formats, atomic output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from dagsmith.cli import main
+
+CHURN = "examples/churn/pipeline.yaml"
+MINIMAL = "examples/minimal/pipeline.yaml"
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_validate_ok_and_bad(capsys, in_repo, tmp_path):
+    code, out, err = run(capsys, "validate", CHURN)
+    assert code == 0 and out == "" and "valid" in err and "'prod'" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dagsmith: 1\npipeline: {name: p}\ntrainig: {}\nsources: {a: {type: csvv, uri: a}}\n")
+    code, out, err = run(capsys, "validate", str(bad))
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert lines == [
+        f"{bad}:3:1: error: trainig: unknown key 'trainig'; did you mean 'training'?",
+        f"{bad}:4:21: error: sources.a.type: must be one of: csv, parquet, sql, s3; got text 'csvv'; did you mean 'csv'?",
+    ]
+
+
+def test_validate_checks_every_environment(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text(
+        "dagsmith: 1\npipeline: {name: p}\nenvironments:\n  prod:\n    defaults: {retries: many}\n"
+    )
+    code, _, err = run(capsys, "validate", "p.yaml")
+    assert code == 2 and err.startswith("p.yaml:5:25: error: defaults.retries: expected an integer, got text 'many'")
+    assert run(capsys, "validate", "p.yaml", "--env", "nope")[0] == 2
+
+
+def test_validate_json(capsys, in_repo, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dagsmith: 2\npipeline: {name: p}\n")
+    code, out, _ = run(capsys, "validate", str(bad), "--format", "json")
+    data = json.loads(out)
+    assert code == 2 and data["valid"] is False
+    assert data["errors"][0] | {"file": None} == {"file": None, "line": 1, "column": 11, "path": "dagsmith", "message": "must be 1, got an integer 2", "hint": None}
+
+
+def test_compile_to_stdout_and_dir(capsys, in_repo, tmp_path):
+    code, out, _ = run(capsys, "compile", MINIMAL, "--target", "ir", "-o", "-")
+    assert code == 0 and json.loads(out)["pipeline"]["name"] == "minimal"
+    code, _, err = run(capsys, "compile", MINIMAL, "--target", "ir", "-o", str(tmp_path))
+    assert code == 0 and (tmp_path / "minimal.ir.json").read_text() == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["minimal.ir.json"]  # no temp files left
+
+
+@pytest.mark.parametrize("target,message", [
+    ("airflow", "target 'airflow' is not available in this version of dagsmith yet; available targets: ir"),
+    ("kubeflow", "unknown target 'kubeflow'; available targets: ir"),
+])
+def test_compile_unknown_or_planned_target(capsys, in_repo, target, message):
+    code, out, err = run(capsys, "compile", MINIMAL, "--target", target)
+    assert (code, out, err.strip()) == (2, "", message)
+
+
+def test_bad_spec_leaves_output_untouched(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p.ir.json").write_text("previous")
+    (tmp_path / "p.yaml").write_text("dagsmith: 1\npipeline: {name: p}\nsources: {a: {type: csv}}\n")
+    code, _, err = run(capsys, "compile", "p.yaml", "--target", "ir", "-o", str(out))
+    assert code == 2 and "missing required key 'uri'" in err
+    assert [p.name for p in out.iterdir()] == ["p.ir.json"] and (out / "p.ir.json").read_text() == "previous"
+
+
+def test_graph_formats(capsys, in_repo):
+    code, out, _ = run(capsys, "graph", CHURN)
+    assert code == 0 and out.startswith("flowchart TD") and "train (train) x6" in out
+    code, out, _ = run(capsys, "graph", CHURN, "--format", "dot")
+    assert code == 0 and '"gate" -> "deploy";' in out
+    code, out, _ = run(capsys, "graph", CHURN, "--format", "json")
+    assert ["gate", "deploy"] in json.loads(out)["edges"]
+
+
+def test_diff(capsys, in_repo, tmp_path):
+    assert run(capsys, "diff", CHURN, CHURN)[:2] == (0, "no changes\n")
+    new = tmp_path / "pipeline.yaml"
+    shutil.copytree(REPO / "examples" / "churn", tmp_path, dirs_exist_ok=True)
+    text = new.read_text().replace("max_depth: [2, 3, 4]", "max_depth: [2, 3]").replace("after: [deploy]", "after: [evaluate]")
+    new.write_text(text)
+    code, out, _ = run(capsys, "diff", CHURN, str(new), "--format", "json")
+    data = json.loads(out)
+    assert code == 1 and data["added"] == [] and data["removed"] == []
+    assert set(data["changed"]) == {"train", "notify"}
+    assert {"field": "depends_on", "old": ["deploy"], "new": ["evaluate"]} in data["changed"]["notify"]
+    code, out, _ = run(capsys, "diff", CHURN, str(new))
+    assert code == 1 and "~ step train" in out and "fanout.trials: 6 -> 4" in out
+
+
+def test_every_command_has_help_with_an_example(capsys):
+    for command in ("validate", "compile", "graph", "diff", "schema"):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "Example" in out, command
+
+
+def test_console_script_end_to_end(in_repo):
+    """The installed `dagsmith` executable, as CI and users call it."""
+    exe = str(Path(sys.executable).parent / "dagsmith")
+    result = subprocess.run([exe, "validate", "examples/nope.yaml"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("examples/nope.yaml:1:1: error: <root>: cannot read file")
+
+
+def test_internal_error_is_one_line(capsys, monkeypatch, in_repo):
+    import dagsmith.compiler
+
+    monkeypatch.setattr(dagsmith.compiler, "expand", lambda *a: 1 / 0)
+    monkeypatch.delenv("DAGSMITH_DEBUG", raising=False)
+    code, _, err = run(capsys, "compile", MINIMAL, "--target", "ir", "-o", "-")
+    assert code == 3 and err.startswith("dagsmith: internal error: ZeroDivisionError") and "Traceback" not in err

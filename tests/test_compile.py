@@ -1,0 +1,224 @@
+"""Spec -> IR: the step graph, fan-outs, gates, validation guards, triggers, params, round trip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import EXAMPLES, REPO, compile_path
+from dagsmith.errors import SpecError
+from dagsmith.ir import IR
+
+CHURN = "examples/churn/pipeline.yaml"
+
+
+def deps(ir: IR) -> dict[str, tuple[str, ...]]:
+    return {step.id: step.depends_on for step in ir.steps}
+
+
+def test_churn_step_graph(in_repo):
+    ir = compile_path(CHURN)
+    graph = deps(ir)
+    assert [s.kind for s in ir.steps].count("train") == 1
+    # training waits for the table AND for every validation of it
+    assert set(graph["train"]) == {"churn_features", "churn_features_complete", "churn_features_plausible"}
+    assert graph["select"] == ("train",)
+    assert graph["evaluate"] == ("select",)
+    assert graph["gate"] == ("evaluate",)
+    assert graph["deploy"] == ("gate",)
+    assert graph["notify"] == ("deploy",)  # after: [deploy]
+    assert ir.downstream("gate") == {"deploy", "notify"}
+    # edges come from references, and the order is a topological one
+    seen = set()
+    for step in ir.steps:
+        assert set(step.depends_on) <= seen
+        seen.add(step.id)
+
+
+def test_sweep_is_one_fanout_step(in_repo):
+    ir = compile_path(CHURN)
+    train = ir.step("train")
+    assert train.fanout is not None and train.fanout.method == "grid"
+    assert train.fanout.size == train.fanout.trials == 6
+    assert ir.step("select").config == {"metric": "roc_auc", "goal": "max", "per_partition": False}
+
+
+def test_runtime_partitions_get_a_plan_step(in_repo):
+    ir = compile_path("examples/forecast/pipeline.yaml")
+    train = ir.step("train")
+    assert train.fanout.partition_by == "region"
+    assert train.fanout.partitions is None and train.fanout.size is None
+    assert train.fanout.items_from == "plan" and "plan" in train.depends_on
+    assert train.fanout.trials == 50
+    assert ir.step("plan").kind == "plan"
+
+
+def test_static_partitions_times_trials(write_spec):
+    path = write_spec("""
+dagsmith: 1
+pipeline: {name: p}
+sources: {sales: {type: csv, uri: s.csv}}
+training:
+  inputs: [sales]
+  target: y
+  partition_by: region
+  partitions: [de, fr, us]
+  model: {estimator: sklearn.linear_model.Ridge}
+  sweep:
+    method: random
+    samples: 7
+    seed: 3
+    parameters: {alpha: {low: 0.001, high: 10, log: true}}
+    select: {metric: r2, goal: max}
+evaluation: {metrics: [r2]}
+""")
+    fan = compile_path(path).step("train").fanout
+    assert (fan.size, fan.trials, fan.partitions, fan.items_from, fan.seed) == (21, 7, ("de", "fr", "us"), None, 3)
+
+
+def test_minimal_has_no_fanout_or_gate(in_repo):
+    ir = compile_path("examples/minimal/pipeline.yaml")
+    assert [s.id for s in ir.steps] == ["applicants", "train", "evaluate"]
+    assert ir.step("train").fanout is None
+    assert ir.step("evaluate").depends_on == ("train",)
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_json_round_trip_is_exact(example, in_repo):
+    ir = compile_path(f"examples/{example}/pipeline.yaml")
+    again = IR.loads(ir.dumps())
+    assert again == ir
+    assert again.dumps() == ir.dumps()
+
+
+def test_step_fields(in_repo):
+    ir = compile_path(CHURN)
+    step = ir.step("customers")
+    assert step.argv == ("dagsmith", "step", "churn-model.ir.json", "customers")
+    assert (step.retries, step.retry_delay, step.timeout) == (2, 300, 3600)
+    assert step.resources == {"cpu": "1", "memory": "2Gi"}
+    assert ir.step("notify").retries == 0  # the step's own value beats defaults
+    assert ir.ir_version == 1
+    assert ir.pipeline["spec_dir"] == "examples/churn"
+
+
+def test_gates_and_champion_challenger(in_repo):
+    gates = compile_path(CHURN).step("gate").config["gates"]
+    assert {"metric": "roc_auc", "op": ">=", "value": 0.75} in gates
+    assert any(g.get("compare_to") == "production" and "delta" in g for g in gates)
+
+
+def test_triggers_and_params(in_repo):
+    ir = compile_path(CHURN)
+    assert ir.triggers["schedule"] == "0 3 * * 1"
+    (trigger,) = ir.triggers["on_new_data"]
+    assert trigger["source"] == "events" and trigger["min_interval"] == 6 * 3600
+    assert trigger["uri"] == "data/events.csv" and trigger["queue"].startswith("https://sqs.")
+    assert ir.params["lookback_days"] == {"type": "integer", "default": 30, "required": False, "description": None, "enum": None}
+
+
+def test_param_override_is_typed(in_repo):
+    ir = compile_path(CHURN, params={"lookback_days": "60"})
+    assert ir.params["lookback_days"]["default"] == 60
+    with pytest.raises(SpecError, match="expected an integer"):
+        compile_path(CHURN, params={"lookback_days": "sixty"})
+    with pytest.raises(SpecError, match="no such parameter.*did you mean 'lookback_days'"):
+        compile_path(CHURN, params={"lookback_day": "1"})
+
+
+def test_environment_overlay(in_repo):
+    base, prod = compile_path(CHURN), compile_path(CHURN, env="prod")
+    assert prod.step("events").config["uri"].startswith("s3://")
+    assert prod.step("events").retries > base.step("events").retries
+    with pytest.raises(SpecError, match=r"unknown environment 'prd' \(known: dev, prod\); did you mean 'prod'\?"):
+        compile_path(CHURN, env="prd")
+
+
+def test_environment_null_deletes(write_spec):
+    path = write_spec("""
+dagsmith: 1
+pipeline: {name: p}
+sources: {a: {type: csv, uri: a.csv}}
+triggers: {schedule: "@daily"}
+environments:
+  dev: {triggers: null}
+""")
+    assert compile_path(path).triggers["schedule"] == "@daily"
+    assert compile_path(path, env="dev").triggers["schedule"] is None
+
+
+def test_include_merges_and_positions_point_into_the_included_file(write_spec):
+    write_spec("sources:\n  a: {type: csv, uri: a.csv}\ndefaults: {retries: 3}\n", "common/base.yaml")
+    write_spec("defaults: {retires: 1}\n", "common/bad.yaml")
+    path = write_spec("dagsmith: 1\ninclude: common/base.yaml\npipeline: {name: p}\ndefaults: {retries: 1}\n")
+    ir = compile_path(path)
+    assert ir.step("a").retries == 1  # the including file wins
+    bad = write_spec("dagsmith: 1\ninclude: [common/bad.yaml]\npipeline: {name: p}\n", "bad.yaml")
+    with pytest.raises(SpecError) as info:
+        compile_path(bad)
+    assert info.value.lines() == ["common/bad.yaml:1:12: error: defaults.retires: unknown key 'retires'; did you mean 'retries'?"]
+
+
+def test_yaml_12_booleans_keep_on_a_key(write_spec):
+    """PyYAML reads `on:` as True; the spec's validation.on must stay a key."""
+    path = write_spec("""
+dagsmith: 1
+pipeline: {name: p}
+sources: {a: {type: csv, uri: a.csv}}
+validation:
+  - name: ok
+    on: a
+    expectations: [{expect_table_row_count_to_be_between: {min_value: 1}}]
+""")
+    assert compile_path(path).step("ok").config["table"] == "a"
+
+
+def test_custom_step_after_train_waits_for_select(write_spec):
+    path = write_spec("""
+dagsmith: 1
+pipeline: {name: p}
+sources: {a: {type: csv, uri: a.csv}}
+training:
+  inputs: [a]
+  target: y
+  model: {estimator: sklearn.linear_model.Ridge}
+  sweep: {method: grid, parameters: {alpha: [1, 2]}, select: {metric: r2, goal: max}}
+steps:
+  report: {after: [train], run: {python: "my.mod:report"}}
+  first: {run: {command: [echo, "$(touch /tmp/x)"]}}
+""")
+    ir = compile_path(path)
+    assert ir.step("report").depends_on == ("select",)
+    assert ir.step("first").depends_on == ()
+    assert ir.step("first").config == {"command": ["echo", "$(touch /tmp/x)"]}
+
+
+def test_secrets_and_connections_are_names(write_spec):
+    path = write_spec("""
+dagsmith: 1
+pipeline: {name: p}
+defaults: {secrets: [API_TOKEN]}
+sources: {customers: {type: sql, connection: warehouse, query: "SELECT 1"}}
+""")
+    step = compile_path(path).step("customers")
+    assert step.connections == ("warehouse",) and step.secrets == ("API_TOKEN",)
+
+
+def test_determinism_across_hash_seeds(tmp_path):
+    """Same spec, same bytes, whatever PYTHONHASHSEED (two fresh interpreters)."""
+    outputs = []
+    for seed in ("1", "12345"):
+        out = tmp_path / seed
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run(
+            [sys.executable, "-m", "dagsmith.cli", "compile", CHURN, "--target", "ir", "-o", str(out)],
+            cwd=REPO, env=env, check=True, capture_output=True,
+        )
+        outputs.append((out / "churn-model.ir.json").read_bytes())
+    assert outputs[0] == outputs[1]
+    text = outputs[0].decode()
+    assert str(REPO) not in text and "/tmp" not in text  # no absolute paths

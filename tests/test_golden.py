@@ -1,0 +1,30 @@
+"""Golden IR per example (and per environment): a change in output is reviewed as a diff.
+
+Regenerate with: python -m pytest tests/test_golden.py --update-golden
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import EXAMPLES, REPO, compile_path
+
+GOLDEN = REPO / "tests" / "golden"
+CASES = [(name, None) for name in EXAMPLES] + [("churn", "dev"), ("churn", "prod"), ("forecast", "dev")]
+
+
+@pytest.mark.parametrize("example,env", CASES, ids=[f"{e}{'-' + v if v else ''}" for e, v in CASES])
+def test_golden_ir(example, env, in_repo, update_golden):
+    ir = compile_path(f"examples/{example}/pipeline.yaml", env)
+    golden = GOLDEN / f"{example}{'.' + env if env else ''}.ir.json"
+    text = ir.dumps()
+    if update_golden:
+        golden.write_text(text, encoding="utf-8")
+    assert golden.exists(), f"no golden file {golden.name}: run pytest --update-golden"
+    assert text == golden.read_text(encoding="utf-8"), f"{golden.name} differs: review, then pytest --update-golden"
+
+
+def test_every_example_has_golden_files():
+    assert set(EXAMPLES) >= {"churn", "forecast", "minimal"}
+    for example in EXAMPLES:
+        assert (GOLDEN / f"{example}.ir.json").exists()
