@@ -21,10 +21,12 @@ Step kinds:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
 
 IR_VERSION = 1
 STEP_KINDS = ("source", "feature", "validate", "plan", "train", "select", "evaluate", "gate", "deploy", "custom")
@@ -80,25 +82,37 @@ class IR:
     steps: tuple[Step, ...]  # in a deterministic topological order
     backends: dict = field(default_factory=dict)
     ir_version: int = IR_VERSION
-    graph: nx.DiGraph = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self):
+    @cached_property
+    def graph(self) -> "nx.DiGraph":
+        """The steps as a networkx.DiGraph (node attribute `step`), built on first use."""
+        import networkx as nx
+
         graph = nx.DiGraph()
         for step in self.steps:
             graph.add_node(step.id, step=step)
         for step in self.steps:
             for upstream in step.depends_on:
                 graph.add_edge(upstream, step.id)
-        object.__setattr__(self, "graph", graph)
+        return graph
+
+    @cached_property
+    def _by_id(self) -> dict[str, Step]:
+        return {step.id: step for step in self.steps}
 
     @property
     def name(self) -> str:
         return self.pipeline["name"]
 
     def step(self, step_id: str) -> Step:
-        return self.graph.nodes[step_id]["step"]
+        return self._by_id[step_id]
+
+    def has_step(self, step_id: str) -> bool:
+        return step_id in self._by_id
 
     def downstream(self, step_id: str) -> set[str]:
+        import networkx as nx
+
         return nx.descendants(self.graph, step_id)
 
     # --- JSON form ---------------------------------------------------------------------------
@@ -137,15 +151,22 @@ class IR:
         return cls.from_json(json.loads(text))
 
 
+_STEP_FIELDS = tuple(f.name for f in fields(Step))
+_FANOUT_FIELDS = tuple(f.name for f in fields(FanOut))
 _TUPLE_FIELDS = {f.name for f in fields(Step) if f.type.startswith("tuple")}
 
 
 def _step_json(step: Step) -> dict:
-    out = asdict(step)
+    # By hand rather than dataclasses.asdict, which deep-copies every value (slow on big IRs);
+    # the values are already JSON-ready and are only serialized.
+    out = {name: getattr(step, name) for name in _STEP_FIELDS}
     for name in _TUPLE_FIELDS:
         out[name] = list(out[name])
-    if out["fanout"] is not None and out["fanout"]["partitions"] is not None:
-        out["fanout"]["partitions"] = list(out["fanout"]["partitions"])
+    if step.fanout is not None:
+        fan = {name: getattr(step.fanout, name) for name in _FANOUT_FIELDS}
+        if fan["partitions"] is not None:
+            fan["partitions"] = list(fan["partitions"])
+        out["fanout"] = fan
     return out
 
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import networkx as nx
-
 from .. import naming
+from ..graphs import CycleError, topological_order
 from ..errors import DagsmithError
 from ..ir import IR, Step
 from ..spec.model import Spec
@@ -75,11 +74,12 @@ def guard_validated_tables(steps: list[Step]) -> list[Step]:
 
 
 def order(steps: list[Step]) -> list[Step]:
-    graph = nx.DiGraph()
     by_id = {step.id: step for step in steps}
-    graph.add_nodes_from(by_id)
-    graph.add_edges_from((up, step.id) for step in steps for up in step.depends_on)
-    return [by_id[step_id] for step_id in nx.lexicographical_topological_sort(graph)]
+    try:
+        ids = topological_order(by_id, ((up, step.id) for step in steps for up in step.depends_on))
+    except CycleError as exc:
+        raise CompilerBug(f"internal compiler error (please report): a cycle among steps {exc.remaining}") from None
+    return [by_id[step_id] for step_id in ids]
 
 
 def triggers(spec: Spec) -> dict:
@@ -107,8 +107,9 @@ def check(ir: IR) -> None:
     unknown = {up for step in ir.steps for up in step.depends_on} - set(ids)
     if unknown:
         problems.append(f"dependencies on unknown steps {sorted(unknown)}")
-    if not nx.is_directed_acyclic_graph(ir.graph):
-        problems.append(f"a cycle: {nx.find_cycle(ir.graph)}")
+    position = {step_id: index for index, step_id in enumerate(ids)}
+    if any(position.get(up, len(ids)) >= position[step.id] for step in ir.steps for up in step.depends_on):
+        problems.append("steps are not in topological order")
     if naming.collisions(ids):
         problems.append(f"identifier collisions {naming.collisions(ids)}")
     if problems:

@@ -44,7 +44,7 @@ def fanout_of(training: Training) -> FanOut | None:
     )
 
 
-def lower_training(training: Training, ir_file: str, evaluation: Evaluation | None) -> list[Step]:
+def lower_training(training: Training, ir_file: str, evaluation: Evaluation | None, key_columns: tuple[str, ...] = ()) -> list[Step]:
     from .steps import make_step, table
 
     inputs = tuple(table(name) for name in training.inputs)
@@ -54,6 +54,8 @@ def lower_training(training: Training, ir_file: str, evaluation: Evaluation | No
         "target": training.target,
         "split": dict(training.split),
         "partition_by": training.partition_by,
+        # Row identifiers of the input features: never used as model inputs.
+        "exclude": sorted(set(key_columns) - {training.target}),
         "model": {"estimator": training.estimator, "entrypoint": training.entrypoint, "params": training.model_params},
         "distributed": (
             {"framework": training.distributed.framework, "workers": training.distributed.workers,

@@ -64,7 +64,8 @@ def expand(spec: Spec, ir_file: str) -> list[Step]:
         ))
     last = None  # the step whose completion means "trained / evaluated / deployed so far"
     if spec.training:
-        training_steps = lower_training(spec.training, ir_file, spec.evaluation)
+        keys = tuple(k for f in spec.features if f.name in spec.training.inputs for k in f.key)
+        training_steps = lower_training(spec.training, ir_file, spec.evaluation, keys)
         steps.extend(training_steps)
         last = training_steps[-1].id
     builtin = {"train": last}
