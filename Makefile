@@ -1,10 +1,12 @@
 # Two entry points, both self-contained on a machine with only Python 3.11 and pip:
-#   make demo   the main job: make an example's data, validate, compile it, show its graph
+#   make demo   the main job: make an example's data, validate it, compile it to every
+#               available target, show its graph, and run it locally
 #   make test   the whole test suite (what CI runs, via .ci/run)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 EXAMPLE ?= churn
+RUN_ARGS ?=
 
 .PHONY: demo test golden schema bench clean
 
@@ -19,6 +21,7 @@ demo: $(BIN)/dagsmith
 	$(BIN)/dagsmith validate examples/$(EXAMPLE)/pipeline.yaml
 	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target ir -o build/ir
 	$(BIN)/dagsmith graph examples/$(EXAMPLE)/pipeline.yaml
+	$(BIN)/dagsmith run examples/$(EXAMPLE)/pipeline.yaml $(RUN_ARGS)
 
 test: $(BIN)/dagsmith
 	DAGSMITH_FUZZ_EXAMPLES=2500 $(BIN)/python -m pytest -q -p no:cacheprovider
@@ -31,6 +34,7 @@ schema: $(BIN)/dagsmith
 
 bench: $(BIN)/dagsmith
 	$(BIN)/python benchmarks/compile.py
+	$(BIN)/python benchmarks/runner.py
 
 clean:
 	rm -rf $(VENV) build

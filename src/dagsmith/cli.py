@@ -156,6 +156,107 @@ def schema():
     click.echo(resources.files("dagsmith.schema").joinpath("pipeline.schema.json").read_text(encoding="utf-8"), nl=False)
 
 
+@app.command(epilog="""\b
+Examples (what orchestrator tasks run):
+  dagsmith step build/ir/churn-model.ir.json churn_features --store s3://bucket/dagsmith
+  DAGSMITH_RUN_ID=r1 dagsmith step churn-model.ir.json train --item 3
+\b
+Environment: DAGSMITH_RUN_ID, DAGSMITH_RUN_DATE, DAGSMITH_PARAMS (JSON),
+DAGSMITH_ROOT (folder relative spec paths resolve against), DAGSMITH_STORE.""")
+@click.argument("ir_file", type=click.Path(dir_okay=False))
+@click.argument("step_id")
+@click.option("--item", metavar="JSON", help="One item of a fan-out: its index, e.g. 3 or {\"index\": 3}.")
+@click.option("--store", metavar="URI", help="Artifact store: a folder or s3://bucket/prefix (default $DAGSMITH_STORE or .dagsmith).")
+def step(ir_file: str, step_id: str, item: str | None, store: str | None):
+    """Run ONE step of a compiled pipeline (or one item of a fan-out); exit 0 or 1.
+
+    Prints the step's result as JSON on stdout.
+    """
+    from .runtime import main_step
+
+    sys.exit(main_step(ir_file, step_id, item, store))
+
+
+@app.command(epilog="""\b
+Examples:
+  dagsmith run examples/churn/pipeline.yaml
+  dagsmith run pipeline.yaml --env dev --param lookback_days=60 --max-parallel 4
+  dagsmith run pipeline.yaml --resume 20261125-101500-a1b2c3
+  dagsmith run pipeline.yaml --format json | jq .status""")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_spec_option
+@_params_option
+@click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR", help="Runs, cache and the local model registry.")
+@click.option("--max-parallel", type=click.IntRange(1), metavar="N", help="Parallel worker processes (default: CPU count).")
+@click.option("--resume", "resume_id", metavar="RUN_ID", help="Continue an interrupted or failed run; finished steps are kept.")
+@click.option("--no-cache", is_flag=True, help="Run every step, even when its inputs and code are unchanged.")
+@click.option("--run-date", metavar="YYYY-MM-DD", help="The run's logical date (${run.date}); default today.")
+@click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True, help="json: the final run record on stdout, nothing else.")
+def run(spec: str, env, params, workdir: str, max_parallel, resume_id, no_cache: bool, run_date, fmt: str):
+    """Run SPEC on this machine, no orchestrator needed.
+
+    Exit 0 when the run succeeded or was gated, 1 when a step failed, 2 on a spec error.
+    """
+    from rich.console import Console
+
+    from . import runner
+    from .runner.progress import reporter_for, summary
+
+    reporter = reporter_for(quiet=False)
+    if resume_id:
+        record = runner.resume(Path(workdir), resume_id, max_parallel=max_parallel, use_cache=not no_cache, reporter=reporter)
+    else:
+        ir = _compile(spec, env, params)
+        record = runner.start(ir, Path(workdir), max_parallel=max_parallel, use_cache=not no_cache, reporter=reporter, run_date=run_date)
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2, sort_keys=True, default=str))
+    else:
+        summary(record, Console())
+    sys.exit(1 if record["status"] == "failed" else 0)
+
+
+@app.group()
+def runs():
+    """Past local runs: `dagsmith runs list`, `dagsmith runs show RUN_ID`."""
+
+
+@runs.command(name="list", epilog="""\b
+Example:
+  dagsmith runs list --workdir .dagsmith""")
+@click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
+@click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True)
+def runs_list(workdir: str, fmt: str):
+    """List runs, oldest first: id, pipeline, status, start."""
+    from . import runner
+
+    records = [runner.load_record(Path(workdir), run_id) for run_id in runner.list_runs(Path(workdir))]
+    if fmt == "json":
+        click.echo(json.dumps([{k: r.get(k) for k in ("run_id", "pipeline", "status", "started", "ended")} for r in records], indent=2))
+        return
+    for r in records:
+        click.echo(f"{r['run_id']}  {r['pipeline']:<24} {r['status']:<10} {r['started']}")
+
+
+@runs.command(name="show", epilog="""\b
+Example:
+  dagsmith runs show 20261125-101500-a1b2c3 --format json""")
+@click.argument("run_id")
+@click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
+@click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True)
+def runs_show(run_id: str, workdir: str, fmt: str):
+    """Show one run: steps, durations, metrics, gates, validation."""
+    from rich.console import Console
+
+    from . import runner
+    from .runner.progress import summary
+
+    record = runner.load_record(Path(workdir), run_id)
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+    else:
+        summary(record, Console())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every DagsmithError becomes its lines on stderr and its exit code."""
     try:

@@ -1,0 +1,80 @@
+"""The local runner (`dagsmith run`): the embedded default orchestrator.
+
+<workdir>/runs/<run_id>/ holds the run's IR (what ran, used by --resume), run.json and the
+steps' outputs; <workdir>/cache/ and <workdir>/registry/ are shared by every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..compiler import ir_filename
+from ..errors import DagsmithError
+from ..ir import IR
+from ..runtime.context import RunValues
+from ..runtime.store import LocalStore, atomic_write_bytes
+from .executor import Executor
+from .record import RunRecord, new_run_id
+
+
+def run_dir(workdir: Path, run_id: str) -> Path:
+    return Path(workdir) / "runs" / run_id
+
+
+def start(ir: IR, workdir: Path, *, max_parallel: int | None = None, use_cache: bool = True, reporter=None,
+          run_date: str | None = None) -> dict:
+    """A new run of `ir`; returns the final run record."""
+    workdir = Path(workdir)
+    run_id = new_run_id()
+    folder = run_dir(workdir, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    ir_path = folder / ir_filename(ir.name)
+    atomic_write_bytes(ir_path, ir.dumps().encode("utf-8"))
+    environ = {"DAGSMITH_RUN_ID": run_id, "DAGSMITH_PARAMS": "{}"}
+    if run_date:
+        environ["DAGSMITH_RUN_DATE"] = run_date
+    values = RunValues.from_env(ir, environ)
+    record = RunRecord.create(folder / "run.json", run_id, ir.name, ir.pipeline["spec_hash"], values.params, [s.id for s in ir.steps])
+    record.data["run_date"] = values.run_date
+    return _execute(ir, ir_path, workdir, record, values, max_parallel, use_cache, reporter)
+
+
+def resume(workdir: Path, run_id: str, *, max_parallel: int | None = None, use_cache: bool = True, reporter=None) -> dict:
+    """Continue a run that was interrupted or failed: finished steps are not run again."""
+    folder = run_dir(Path(workdir), run_id)
+    record_path = folder / "run.json"
+    if not record_path.exists():
+        known = ", ".join(list_runs(workdir)[-5:]) or "none"
+        raise DagsmithError(f"no run {run_id!r} in {workdir} (recent runs: {known})")
+    record = RunRecord.load(record_path)
+    ir_files = sorted(folder.glob("*.ir.json"))
+    ir = IR.loads(ir_files[0].read_text(encoding="utf-8"))
+    values = RunValues(run_id=run_id, run_date=record.data.get("run_date") or RunValues.from_env(ir, {}).run_date, params=record.data["params"])
+    return _execute(ir, ir_files[0], Path(workdir), record, values, max_parallel, use_cache, reporter)
+
+
+def _execute(ir, ir_path, workdir, record, values, max_parallel, use_cache, reporter) -> dict:
+    root = Path(os.path.relpath(Path(ir.pipeline.get("spec_dir") or ".").resolve()))
+    executor = Executor(
+        ir=ir, ir_path=Path(ir_path).resolve(), store=LocalStore(Path(workdir).resolve()), record=record, values=values,
+        root=root.resolve(), max_parallel=max_parallel or os.cpu_count() or 1, use_cache=use_cache, reporter=reporter,
+    )
+    try:
+        return executor.run()
+    finally:
+        if reporter is not None:
+            reporter.close()
+
+
+def list_runs(workdir: Path) -> list[str]:
+    base = Path(workdir) / "runs"
+    return sorted(p.name for p in base.iterdir() if (p / "run.json").exists()) if base.is_dir() else []
+
+
+def load_record(workdir: Path, run_id: str) -> dict:
+    path = run_dir(Path(workdir), run_id) / "run.json"
+    if not path.exists():
+        raise DagsmithError(f"no run {run_id!r} in {workdir}")
+    return json.loads(path.read_text(encoding="utf-8"))

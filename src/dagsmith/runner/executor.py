@@ -1,0 +1,311 @@
+"""Execute an IR on this machine: topological order, parallel workers, fan-outs, retries,
+timeouts, caching, gates, and a run record that survives a kill -9 (see record.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..ir import IR, Step
+from ..runtime.context import RunValues, StepContext
+from ..runtime.store import Store
+from . import cache
+from .pool import Done, Task, WorkerPool
+from .record import FINISHED, TERMINAL, RunRecord
+
+
+@dataclass
+class FanOutState:
+    total: int
+    queue: list[int]
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    limit: int | None = None
+
+
+@dataclass
+class Executor:
+    ir: IR
+    ir_path: Path
+    store: Store
+    record: RunRecord
+    values: RunValues
+    root: Path
+    max_parallel: int
+    use_cache: bool = True
+    reporter: object = None
+    fanouts: dict = field(default_factory=dict)
+    attempts: dict = field(default_factory=dict)  # task id -> attempts so far
+    ready: list = field(default_factory=list)  # heap of (not_before, sequence, task id, Task)
+    cache_keys: dict = field(default_factory=dict)  # step id -> key to remember once it succeeds
+    sequence: itertools.count = field(default_factory=itertools.count)
+    gated: bool = False
+
+    # --- setup --------------------------------------------------------------------------
+
+    def context(self, step: Step, item: int | None = None) -> StepContext:
+        return StepContext(ir=self.ir, step=step, store=self.store, values=self.values, root=self.root, item=item)
+
+    def task_environ(self) -> dict:
+        return {
+            "DAGSMITH_RUN_ID": self.values.run_id,
+            "DAGSMITH_RUN_DATE": self.values.run_date,
+            "DAGSMITH_PARAMS": json.dumps(self.values.params, sort_keys=True),
+            "DAGSMITH_ROOT": str(self.root),
+            # Parallel processes, each with one BLAS/OpenMP thread: no oversubscription.
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        }
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        self.recover_finished()
+        pool = WorkerPool(self.max_parallel, str(self.ir_path), self.store.uri)
+        self.environ = self.task_environ()
+        try:
+            while True:
+                self.start_ready_steps()
+                self.record.flush()
+                self.dispatch(pool)
+                if not pool.busy and not self.ready:
+                    if not self.startable():
+                        break
+                    continue
+                wait = 0.2
+                if self.ready and not pool.busy:
+                    wait = max(0.0, min(wait, self.ready[0][0] - time.monotonic()))
+                for done in pool.poll(wait):
+                    self.finish(done)
+                self.record.flush()
+                self.report()
+        finally:
+            pool.close()
+        return self.close()
+
+    def startable(self) -> list[Step]:
+        out = []
+        for step in self.ir.steps:
+            if self.record.state(step.id) != "pending":
+                continue
+            if all(self.record.state(up) in FINISHED for up in step.depends_on):
+                out.append(step)
+        return out
+
+    def start_ready_steps(self) -> None:
+        for step in self.startable():
+            if self.try_cache(step):
+                continue
+            self.record.update(step.id, state="running")
+            self.event(step.id, "started")
+            if step.fanout is None:
+                self.enqueue(Task(step.id, step.id, None, step.timeout))
+                continue
+            from ..runtime.fanout import item_count
+
+            total = item_count(self.context(step))
+            todo = [i for i in range(total) if self.store.manifest(self.store.step_key(self.values.run_id, step.id, i)) is None]
+            state = FanOutState(total=total, queue=todo, done=total - len(todo), limit=step.fanout.max_parallel)
+            self.fanouts[step.id] = state
+            self.record.update(step.id, items={"total": total, "done": state.done, "failed": 0})
+            if not todo:
+                self.complete_fanout(step)
+            for item in todo:
+                self.enqueue(Task(f"{step.id}#{item}", step.id, item, step.timeout))
+
+    def enqueue(self, task: Task, not_before: float = 0.0) -> None:
+        heapq.heappush(self.ready, (not_before, next(self.sequence), task.task_id, task))
+
+    def dispatch(self, pool: WorkerPool) -> None:
+        deferred = []
+        now = time.monotonic()
+        while pool.free and self.ready and self.ready[0][0] <= now:
+            entry = heapq.heappop(self.ready)
+            task = entry[3]
+            fan = self.fanouts.get(task.step_id) if task.item is not None else None
+            if fan is not None and fan.limit is not None and fan.running >= fan.limit:
+                deferred.append(entry)
+                continue
+            if fan is not None:
+                fan.running += 1
+            task.environ = self.environ
+            task.log_path = str(self.record.path.parent / "logs" / f"{task.task_id.replace('#', '.')}.log")
+            self.attempts[task.task_id] = self.attempts.get(task.task_id, 0) + 1
+            entry = self.record.steps[task.step_id]
+            if self.attempts[task.task_id] > entry["attempts"]:  # a fan-out: its most-tried item
+                self.record.update(task.step_id, attempts=self.attempts[task.task_id])
+            pool.submit(task)
+        for entry in deferred:
+            heapq.heappush(self.ready, entry)
+
+    # --- completions ----------------------------------------------------------------------
+
+    def finish(self, done: Done) -> None:
+        step_id, _, item_text = done.task_id.partition("#")
+        step = self.ir.step(step_id)
+        item = int(item_text) if item_text else None
+        fan = self.fanouts.get(step_id) if item is not None else None
+        if fan is not None:
+            fan.running -= 1
+        if self.record.state(step_id) in TERMINAL:
+            return  # another item already failed the step
+        if done.ok:
+            if fan is None:
+                self.step_succeeded(step, done.result or {})
+            else:
+                fan.done += 1
+                self.record.update(step_id, items={"total": fan.total, "done": fan.done, "failed": fan.failed})
+                if fan.done == fan.total:
+                    self.complete_fanout(step)
+            return
+        attempts = self.attempts.get(done.task_id, 1)
+        if attempts <= step.retries:
+            label = f"item {item}" if item is not None else "step"
+            self.event(step_id, f"{label} failed (attempt {attempts}/{step.retries + 1}), retrying in {step.retry_delay}s: {_first_line(done.error)}")
+            self.enqueue(Task(done.task_id, step_id, item, step.timeout), time.monotonic() + step.retry_delay)
+            return
+        if fan is not None:
+            fan.failed += 1
+            self.record.update(step_id, items={"total": fan.total, "done": fan.done, "failed": fan.failed})
+            self.ready = [e for e in self.ready if e[3].step_id != step_id]
+            heapq.heapify(self.ready)
+        error = done.error if item is None else f"item {item}: {done.error}"
+        self.step_failed(step, error)
+
+    def complete_fanout(self, step: Step) -> None:
+        """All items done: publish the step's own manifest, listing its items' fingerprints."""
+        fingerprints = {}
+        for index in range(self.fanouts[step.id].total):
+            manifest = self.store.manifest(self.store.step_key(self.values.run_id, step.id, index))
+            fingerprints[str(index)] = manifest.get("fingerprint") if manifest else None
+        staging = self.store.stage(self.store.step_key(self.values.run_id, step.id))
+        staging.write_json("items.json", fingerprints)
+        self.store.commit(staging, {"items": len(fingerprints)})
+        self.step_succeeded(step, {"items": len(fingerprints)})
+
+    def step_succeeded(self, step: Step, result: dict) -> None:
+        self.collect(step, result)
+        self.record.update(step.id, state="succeeded", error=None)
+        key = self.cache_keys.pop(step.id, None)
+        if key:
+            fan = self.fanouts.get(step.id)
+            cache.remember(self.store, key, self.values.run_id, step.id, fan.total if fan else None)
+        self.event(step.id, "succeeded" + _brief(result))
+        if step.kind == "gate" and not result.get("passed", True):
+            self.gated = True
+            self.skip_downstream(step.id, "gated: a gate did not pass")
+
+    def step_failed(self, step: Step, error: str | None) -> None:
+        self.record.update(step.id, state="failed", error=error)
+        stored = self.store.read_json(f"{self.store.step_key(self.values.run_id, step.id)}/result.json")
+        if stored:
+            self.collect(step, stored)
+        self.event(step.id, f"failed: {_first_line(error)}")
+        self.skip_downstream(step.id, f"upstream step {step.id!r} failed")
+
+    def skip_downstream(self, step_id: str, reason: str) -> None:
+        for other in sorted(self.ir.downstream(step_id)):
+            if self.record.state(other) not in TERMINAL:
+                self.record.update(other, state="skipped", error=reason)
+                self.event(other, f"skipped ({reason})")
+
+    def collect(self, step: Step, result: dict) -> None:
+        data = self.record.data
+        if "validation" in result:
+            data["validation"][step.id] = result["validation"]
+        if step.kind == "evaluate" and "metrics" in result:
+            data["metrics"] = result["metrics"]
+        if step.kind == "gate" and "gates" in result:
+            data["gates"] = result["gates"]
+        if step.kind == "deploy" and "deployed" in result:
+            data["deployment"] = {k: v for k, v in result.items() if k != "seconds"}
+
+    # --- caching and resume -------------------------------------------------------------
+
+    def try_cache(self, step: Step) -> bool:
+        if not self.use_cache:
+            return False
+        key = cache.cache_key(self.context(step), self.ir)
+        if key is None:
+            return False
+        entry = cache.lookup(self.store, key)
+        if entry is None or entry["run_id"] == self.values.run_id:
+            self.cache_keys[step.id] = key
+            return False
+        cache.reuse(self.store, entry, self.values.run_id, step.id)
+        result = self.store.read_json(f"{self.store.step_key(self.values.run_id, step.id)}/result.json") or {}
+        self.collect(step, result)
+        self.record.update(step.id, state="cached", error=None)
+        self.event(step.id, f"cached (from run {entry['run_id']})")
+        return True
+
+    def recover_finished(self) -> None:
+        """On resume: steps whose outputs were committed but not yet recorded are done; anything
+        not finished runs again."""
+        for step in self.ir.steps:
+            state = self.record.state(step.id)
+            if state in FINISHED:
+                continue
+            key = self.store.step_key(self.values.run_id, step.id)
+            manifest = self.store.manifest(key)
+            if manifest is not None:
+                result = self.store.read_json(f"{key}/result.json") or {}
+                self.record.update(step.id, state="succeeded", error=None)
+                self.collect(step, result)
+                if step.kind == "gate" and not result.get("passed", True):
+                    self.gated = True
+            else:
+                self.record.update(step.id, state="pending", error=None)
+        for step in self.ir.steps:
+            if step.kind == "gate" and self.record.state(step.id) in FINISHED:
+                result = self.store.read_json(f"{self.store.step_key(self.values.run_id, step.id)}/result.json") or {}
+                if not result.get("passed", True):
+                    self.gated = True
+                    self.skip_downstream(step.id, "gated: a gate did not pass")
+        self.record.data["status"] = "running"
+        self.record.flush()
+
+    # --- end ------------------------------------------------------------------------------
+
+    def close(self) -> dict:
+        states = [entry["state"] for entry in self.record.steps.values()]
+        if "failed" in states:
+            status = "failed"
+        elif self.gated:
+            status = "gated"
+        else:
+            status = "succeeded"
+        self.record.data["status"] = status
+        from .record import now
+
+        self.record.data["ended"] = now()
+        self.record.save()
+        return self.record.data
+
+    def event(self, step_id: str, text: str) -> None:
+        if self.reporter is not None:
+            self.reporter.event(step_id, text)
+
+    def report(self) -> None:
+        if self.reporter is not None:
+            self.reporter.refresh(self.record.data)
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if text and text.strip() else ""
+
+
+def _brief(result: dict) -> str:
+    if isinstance(result.get("rows"), int):
+        return f" ({result['rows']} rows)"
+    if "items" in result:
+        return f" ({result['items']} items)"
+    if "passed" in result:
+        return " (gates passed)" if result["passed"] else " (gates failed)"
+    return ""

@@ -1,0 +1,228 @@
+"""Step deploy: register the model(s) that passed the gates, then move the aliases.
+
+A new version registry/<model>/<version>/ (version = 1 + the highest existing) holds the
+models (unpartitioned: model.joblib; partitioned: models/<n>.joblib, one per partition that
+passed, plus, for partitions that did not pass, a reference to the previous production
+version's model so that the version still serves every partition), metrics.json, lineage.json
+{run_id, run_date, pipeline, spec_hash, params, inputs: {source step: manifest fingerprint},
+features: {...}, partitions, model_step, model_fingerprint, selection, deployed_at} and
+model.json (the index registry.load_model reads). See registry.py for the layout.
+
+Aliases (registry/<model>/aliases.json, one atomic write):
+  replace  production = new version (the previous one goes to history); any canary ends.
+  canary   canary = {version: new, traffic_percent}; with no production yet, the new version
+           becomes production directly (the result says so).
+
+target sagemaker / kserve: a local run deploys to this registry and says so in the result.
+
+When the gate did not pass, nothing is deployed (result deployed: false; exit 0). A retry of
+the same run reuses the version it already created (same run id and model fingerprint).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+
+from . import registry
+from .context import StepContext, StepFailed
+from .data import partition_key
+from .evaluate import is_partitioned, load_selected, model_step_id, selected
+from .store import StoreError
+
+
+def _input_step(ctx: StepContext, kind: str) -> str | None:
+    for ref in ctx.step.inputs:
+        k, _, step_id = ref.partition(":")
+        if k == kind:
+            return step_id
+    return None
+
+
+def _read(ctx: StepContext, step_id: str, name: str):
+    try:
+        return ctx.read_json(step_id, name)
+    except StoreError:
+        raise StepFailed(f"step {step_id!r} has no {name} in run {ctx.values.run_id!r} (did it run?)") from None
+
+
+def lineage_inputs(ctx: StepContext, kind: str) -> dict:
+    """{step id: manifest fingerprint} of this run's steps of a kind that training depends on."""
+    import networkx as nx
+
+    model_step = model_step_id(ctx)
+    upstream = nx.ancestors(ctx.ir.graph, model_step)
+    out = {}
+    for step in ctx.ir.steps:
+        if step.kind == kind and step.id in upstream:
+            manifest = ctx.store.manifest(ctx.key_of(step.id))
+            out[step.id] = manifest.get("fingerprint") if manifest else None
+    return out
+
+
+def run(ctx: StepContext) -> dict:
+    config = ctx.step.config
+    model_name = config["model_name"]
+    target = config.get("target", "local")
+    strategy = config.get("strategy", "replace")
+    partitioned = is_partitioned(ctx)
+    notes = []
+
+    gate_id = _input_step(ctx, "gate")
+    decision = _read(ctx, gate_id, "decision.json") if gate_id else None
+    if decision is not None and not decision["passed"]:
+        result = {"deployed": False, "model": model_name, "reason": "the gates did not pass: nothing deployed"}
+        _commit_result(ctx, result)
+        return result
+
+    entries = selected(ctx)
+    if partitioned and decision is not None:
+        passed = decision.get("partitions_passed") or []
+        entries = [e for e in entries if e["partition"] in passed]
+    if not entries:
+        raise StepFailed("no model to deploy")
+
+    evaluate_id = _input_step(ctx, "metrics")
+    evaluated = _read(ctx, evaluate_id, "metrics.json") if evaluate_id else None
+    model_step = model_step_id(ctx)
+    model_fingerprint = ctx.manifest_of(model_step).get("fingerprint")
+
+    aliases = registry.read_aliases(ctx.store, model_name)
+    previous = aliases["production"]
+    existing = registry.versions(ctx.store, model_name)
+    version = _reusable(ctx, model_name, existing, model_fingerprint)
+    inherited = []
+    if version is None:
+        version = (existing[-1] if existing else 0) + 1
+        while ctx.store.manifest(registry.version_key(model_name, version)) is not None:  # lost a race
+            version += 1
+        inherited = _publish(ctx, model_name, version, entries, evaluated, partitioned, previous,
+                             model_step, model_fingerprint, decision)
+    else:
+        notes.append(f"version {version} was already created by this run (a retry): reused")
+        index = registry.version_index(ctx.store, model_name, version)
+        inherited = [e["partition"] for e in index["models"] if "version" in e]
+
+    new_aliases = dict(aliases)
+    history = list(aliases.get("history") or [])
+    if strategy == "canary" and previous is not None and previous != version:
+        percent = (config.get("canary") or {}).get("traffic_percent")
+        new_aliases["canary"] = {"version": version, "traffic_percent": percent}
+    else:
+        if strategy == "canary":
+            notes.append(f"no production model of {model_name!r} yet: version {version} became production directly (no canary)")
+        if previous is not None and previous != version:
+            history.append(previous)
+        new_aliases.update(production=version, canary=None)
+    new_aliases["history"] = history
+    if new_aliases != aliases:
+        registry.write_aliases(ctx.store, model_name, new_aliases)
+
+    location = f"{ctx.store.uri.rstrip('/')}/{registry.version_key(model_name, version)}"
+    if target != "local":
+        notes.append(f"target {target}: a local run deploys to the local model registry ({location}), not to {target}")
+    if inherited:
+        failed = set((decision or {}).get("partitions_failed") or [])
+        gated = [p for p in inherited if p in failed]
+        absent = [p for p in inherited if p not in failed]
+        if gated:
+            notes.append(f"partitions {gated} did not pass the gates: version {version} keeps their production models")
+        if absent:
+            notes.append(f"partitions {absent} are not in this run's data: version {version} keeps their production models")
+    ctx.notes.extend(notes)
+    result = {
+        "deployed": True,
+        "model": model_name,
+        "version": version,
+        "target": target,
+        "strategy": strategy,
+        "registry": location,
+        "production": new_aliases["production"],
+        "canary": new_aliases["canary"],
+        "previous_production": previous,
+    }
+    if partitioned:
+        result["partitions"] = [e["partition"] for e in entries]
+        if inherited:
+            result["inherited"] = inherited
+    if notes:
+        result["notes"] = notes
+    _commit_result(ctx, result)
+    return result
+
+
+def _commit_result(ctx: StepContext, result: dict) -> None:
+    staging = ctx.stage()
+    staging.write_json("deployment.json", result)
+    ctx.store.commit(staging)
+
+
+def _reusable(ctx: StepContext, model_name: str, existing: list[int], model_fingerprint) -> int | None:
+    """The latest version, when this same run already registered this same model (a retry)."""
+    if not existing:
+        return None
+    try:
+        lineage = registry.read_version_json(ctx.store, model_name, existing[-1], "lineage.json")
+    except (StepFailed, StoreError):
+        return None
+    if lineage.get("run_id") == ctx.values.run_id and lineage.get("model_fingerprint") == model_fingerprint:
+        return existing[-1]
+    return None
+
+
+def _publish(ctx, model_name, version, entries, evaluated, partitioned, previous, model_step, model_fingerprint, decision):
+    staging = ctx.store.stage(registry.version_key(model_name, version))
+    models, metrics = [], {}
+    for position, entry in enumerate(entries):
+        name = f"models/{position}.joblib" if partitioned else "model.joblib"
+        shutil.copyfile(ctx.input_file(entry["model_step"], entry["file"]), staging.path(name))
+        models.append({"partition": entry["partition"], "file": name})
+        if evaluated is not None:
+            scores = evaluated.get(partition_key(entry["partition"])) if partitioned else evaluated
+        else:
+            scores = entry.get("metrics") or _train_metrics(ctx, entry)
+        if partitioned:
+            metrics[partition_key(entry["partition"])] = scores
+        else:
+            metrics = scores
+    inherited = []
+    if partitioned and previous is not None:
+        have = {m["partition"] for m in models}
+        for old in registry.version_index(ctx.store, model_name, previous)["models"]:
+            if old["partition"] not in have:
+                models.append({"partition": old["partition"], "file": old["file"], "version": old.get("version", previous)})
+                inherited.append(old["partition"])
+    sample = load_selected(ctx, entries[0])
+    staging.write_json("model.json", {
+        "model_name": model_name, "version": version,
+        "partition_by": sample.get("partition_by"), "task": sample.get("task"), "target": sample.get("target"),
+        "source": sample.get("source"), "models": models,
+    })
+    staging.write_json("metrics.json", metrics)
+    staging.write_json("lineage.json", {
+        "run_id": ctx.values.run_id,
+        "run_date": ctx.values.run_date,
+        "pipeline": ctx.ir.name,
+        "spec_hash": ctx.ir.pipeline.get("spec_hash"),
+        "params": ctx.values.params,
+        "inputs": lineage_inputs(ctx, "source"),
+        "features": lineage_inputs(ctx, "feature"),
+        "partitions": [e["partition"] for e in entries] if partitioned else None,
+        "inherited": inherited or None,
+        "model_step": model_step,
+        "model_fingerprint": model_fingerprint,
+        "selection": [{k: e.get(k) for k in ("partition", "index", "trial", "params")} for e in entries]
+        if entries[0].get("index") is not None else None,
+        "gates": (decision["gates"] if len(decision["gates"]) <= 200 else f"{len(decision['gates'])} checks: see the run")
+        if decision is not None else None,
+        "deployed_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    })
+    ctx.store.commit(staging)
+    return inherited
+
+
+def _train_metrics(ctx: StepContext, entry: dict) -> dict:
+    try:
+        return ctx.read_json(entry["model_step"], "metrics.json")
+    except StoreError:
+        return {}

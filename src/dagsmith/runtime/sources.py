@@ -1,0 +1,142 @@
+"""Source steps: csv / parquet files (a file, a glob, a folder; local or s3://), s3 prefixes,
+and SQL queries on a named connection. Output: table.parquet.
+
+Connections are names: `connection: warehouse` reads DAGSMITH_CONN_WAREHOUSE from the
+environment, a SQLAlchemy URL (postgresql://..., sqlite:///file.db) or a DuckDB database file.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from .context import StepContext, StepFailed
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def connection_env(name: str) -> str:
+    return "DAGSMITH_CONN_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def _format(config: dict) -> str:
+    return config.get("format") or ("parquet" if config["type"] == "s3" else config["type"])
+
+
+def list_local(path: str, fmt: str) -> list[Path]:
+    if _GLOB.search(path):
+        files = [Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file()]
+    elif Path(path).is_dir():
+        files = [p for p in Path(path).rglob(f"*.{fmt}") if p.is_file()]
+    elif Path(path).is_file():
+        files = [Path(path)]
+    else:
+        files = []
+    return sorted(files)
+
+
+def _list_s3(uri: str, fmt: str) -> list[dict]:
+    from .s3 import list_objects
+
+    objects = list_objects(uri)
+    if uri.endswith("/") or len(objects) != 1 or objects[0]["Key"] != uri.split("/", 3)[3]:
+        objects = [o for o in objects if o["Key"].endswith(f".{fmt}")]
+    return objects
+
+
+def fingerprint(ctx: StepContext) -> str | None:
+    """What the data is now: paths, sizes and mtimes (or S3 keys, sizes and ETags).
+    None for SQL: a query's result can change without any trace, so it is never cached."""
+    config = ctx.step.config
+    if config["type"] == "sql":
+        return None
+    uri = ctx.path(config["uri"])
+    fmt = _format(config)
+    if uri.startswith("s3://"):
+        entries = [[o["Key"], o["Size"], o["ETag"]] for o in _list_s3(uri, fmt)]
+    else:
+        entries = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in list_local(uri, fmt)]
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def run(ctx: StepContext) -> dict:
+    import pyarrow.parquet as pq
+
+    config = ctx.step.config
+    data_fingerprint = fingerprint(ctx)
+    table = _read_sql(ctx, config) if config["type"] == "sql" else _read_files(ctx, config)
+    staging = ctx.stage()
+    pq.write_table(table, staging.path("table.parquet"))
+    ctx.store.commit(staging, {"data_fingerprint": data_fingerprint, "rows": table.num_rows})
+    return {"rows": table.num_rows, "columns": table.num_columns, "data_fingerprint": data_fingerprint}
+
+
+def _read_files(ctx: StepContext, config: dict):
+    import duckdb
+
+    uri = ctx.path(config["uri"])
+    fmt = _format(config)
+    with tempfile.TemporaryDirectory(prefix="dagsmith-src-") as tmp:
+        if uri.startswith("s3://"):
+            from .s3 import download, split_uri
+
+            bucket, _ = split_uri(uri)
+            files = [download(bucket, o["Key"], Path(tmp) / o["Key"]) for o in _list_s3(uri, fmt)]
+        else:
+            files = list_local(uri, fmt)
+        if not files:
+            raise StepFailed(f"source {ctx.step.id!r}: no {fmt} files at {config['uri']!r} (resolved to {uri})")
+        paths = [str(p) for p in files]
+        con = duckdb.connect()
+        try:
+            relation = con.read_parquet(paths, union_by_name=True) if fmt == "parquet" else con.read_csv(paths, union_by_name=True)
+            return relation.to_arrow_table()
+        except duckdb.Error as exc:
+            raise StepFailed(f"source {ctx.step.id!r}: cannot read {fmt} from {config['uri']!r}: {exc}") from None
+        finally:
+            con.close()
+
+
+def _read_sql(ctx: StepContext, config: dict):
+    import pyarrow as pa
+
+    variable = connection_env(config["connection"])
+    target = os.environ.get(variable)
+    if not target:
+        raise StepFailed(
+            f"source {ctx.step.id!r}: connection {config['connection']!r} is not set: "
+            f"export {variable} (a SQLAlchemy URL or a DuckDB database file)"
+        )
+    query, bound = ctx.values.bind_sql(config["query"])
+    if "://" in target:
+        import pandas as pd
+        import sqlalchemy
+
+        # SQLAlchemy binds :name parameters; the DuckDB-style $name placeholders are rewritten.
+        statement = sqlalchemy.text(re.sub(r"\$(\w+)", r":\1", query))
+        engine = sqlalchemy.create_engine(target)
+        try:
+            with engine.connect() as connection:
+                frame = pd.read_sql(statement, connection, params=bound)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise StepFailed(f"source {ctx.step.id!r}: query failed on connection {config['connection']!r}: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}") from None
+        finally:
+            engine.dispose()
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    import duckdb
+
+    try:
+        con = duckdb.connect(target, read_only=True)
+    except duckdb.Error as exc:
+        raise StepFailed(f"source {ctx.step.id!r}: cannot open DuckDB database of connection {config['connection']!r}: {exc}") from None
+    try:
+        return con.execute(query, bound).to_arrow_table()
+    except duckdb.Error as exc:
+        raise StepFailed(f"source {ctx.step.id!r}: query failed on connection {config['connection']!r}: {exc}") from None
+    finally:
+        con.close()

@@ -1,0 +1,96 @@
+"""Validation steps: Great Expectations 1.x (ephemeral context) on one table.
+
+Each expectation's outcome is saved (validation.json). `on_failure: fail` fails the step after
+saving, so the run stops downstream and still says which expectations failed and how often;
+`warn` records and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .context import StepContext, StepFailed
+
+
+def _gx():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    try:
+        import great_expectations as gx
+    except ImportError:
+        raise StepFailed("validation needs Great Expectations: pip install 'dagsmith[validation]'") from None
+    return gx
+
+
+def check_table(frame, expectations: list[dict]) -> list[dict]:
+    """Run expectations on a pandas DataFrame; one record per expectation."""
+    gx = _gx()
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    context = gx.get_context(mode="ephemeral")
+    try:
+        context.variables.progress_bars = {"globally": False}
+    except Exception:  # noqa: BLE001 - progress bars are cosmetic; older configs lack the field
+        pass
+    batch = (
+        context.data_sources.add_pandas("dagsmith")
+        .add_dataframe_asset("table")
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    suite = gx.ExpectationSuite(name="dagsmith")
+    for expectation in expectations:
+        suite.add_expectation(get_expectation_impl(expectation["type"])(**expectation["kwargs"]))
+    outcome = batch.validate(suite)
+    records = []
+    for expectation, result in zip(expectations, outcome.results):
+        raised = bool(result.exception_info and result.exception_info.get("raised_exception"))
+        details = result.result or {}
+        record = {
+            "type": expectation["type"],
+            "kwargs": expectation["kwargs"],
+            "success": bool(result.success) and not raised,
+            "unexpected_count": details.get("unexpected_count"),
+            "element_count": details.get("element_count"),
+            "observed_value": _plain(details.get("observed_value")),
+        }
+        if raised:
+            record["error"] = str(result.exception_info.get("exception_message"))
+        records.append(record)
+    return records
+
+
+def _plain(value):
+    """GX returns numpy scalars; the record is JSON."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def run(ctx: StepContext) -> dict:
+    config = ctx.step.config
+    frame = ctx.read_table(config["table"]).to_pandas()
+    records = check_table(frame, config["expectations"])
+    failed = [r for r in records if not r["success"]]
+    summary = {
+        "name": ctx.step.id,
+        "table": config["table"],
+        "on_failure": config["on_failure"],
+        "success": not failed,
+        "rows": len(frame),
+        "expectations": records,
+    }
+    result = {"validation": summary}
+    if failed and config["on_failure"] == "fail":
+        ctx.write_result(result)
+        described = "; ".join(
+            f"{r['type']}({', '.join(f'{k}={v!r}' for k, v in r['kwargs'].items())}): "
+            + (r["error"] if "error" in r else f"{r['unexpected_count']} unexpected of {r['element_count']}" if r["unexpected_count"] is not None else f"observed {r['observed_value']!r}")
+            for r in failed
+        )
+        raise StepFailed(f"validation {ctx.step.id!r} failed on table {config['table']!r}: {described}")
+    staging = ctx.stage()
+    staging.write_json("validation.json", summary)
+    ctx.store.commit(staging)
+    return result
