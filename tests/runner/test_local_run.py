@@ -273,3 +273,36 @@ def test_runs_list_and_show(project):
     assert json.loads(shown.stdout) == record
     missing = subprocess.run([DAGSMITH, "runs", "show", "nope"], capture_output=True, text=True)
     assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
+
+
+def test_parquet_globs_folders_and_python_transforms(project):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (project / "lake" / "2026").mkdir(parents=True)
+    pq.write_table(pa.table({"id": [1, 2], "v": [1.0, 2.0]}), project / "lake" / "2026" / "a.parquet")
+    pq.write_table(pa.table({"id": [3], "v": [3.0]}), project / "lake" / "b.parquet")
+    (project / "shapes.py").write_text(
+        "def double(frames):\n    df = frames['folder'].copy()\n    df['v2'] = df['v'] * 2\n    return df.sort_values('id')\n"
+    )
+    spec = write(project, """
+dagsmith: 1
+pipeline: {name: files}
+sources:
+  folder: {type: parquet, uri: lake}
+  globbed: {type: parquet, uri: "lake/*.parquet"}
+  one: {type: csv, uri: people.csv}
+features:
+  doubled: {inputs: [folder], transform: "shapes:double"}
+""")
+    result, record = run(spec)
+    assert record["status"] == "succeeded", result.stderr
+    base = project / ".dagsmith" / "runs" / record["run_id"] / "steps"
+    assert pq.read_table(base / "folder" / "table.parquet").num_rows == 3  # recursive
+    assert pq.read_table(base / "globbed" / "table.parquet").num_rows == 1
+    assert pq.read_table(base / "doubled" / "table.parquet").column("v2").to_pylist() == [2.0, 4.0, 6.0]
+    assert "folder: succeeded (3 rows)" in result.stderr  # plain progress lines when not a terminal
+    # a changed transform module re-runs the feature (code fingerprint), not the sources
+    (project / "shapes.py").write_text((project / "shapes.py").read_text().replace("* 2", "* 3"))
+    _, again = run(spec)
+    assert states(again) == {"folder": "cached", "globbed": "cached", "one": "cached", "doubled": "succeeded"}
