@@ -124,7 +124,7 @@ def test_triggers_and_params(in_repo):
 def test_param_override_is_typed(in_repo):
     ir = compile_path(CHURN, params={"lookback_days": "60"})
     assert ir.params["lookback_days"]["default"] == 60
-    with pytest.raises(SpecError, match="expected an integer"):
+    with pytest.raises(SpecError, match="'sixty' is not an integer"):
         compile_path(CHURN, params={"lookback_days": "sixty"})
     with pytest.raises(SpecError, match="no such parameter.*did you mean 'lookback_days'"):
         compile_path(CHURN, params={"lookback_day": "1"})

@@ -7,6 +7,7 @@ the CLI prints them all, one per line: ``FILE:LINE:COL: error: spec.path: messag
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -54,11 +55,27 @@ class DagsmithError(Exception):
         return [str(self)]
 
 
+# scheme://user:PASSWORD@host: the password is group 1.
+URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^/\s@]+)@")
+
+
+def redact(text: str | None) -> str | None:
+    """Hide the password of a URL (scheme://user:PASSWORD@host) before it is printed."""
+    if not text:
+        return text
+    return URL_PASSWORD.sub(lambda m: m.group(0).replace(m.group(1), "***"), text)
+
+
 class SpecError(DagsmithError):
-    """One or more problems in a spec, each with file:line:column and the spec path."""
+    """One or more problems in a spec, each with file:line:column and the spec path.
+
+    Whatever a message quotes from the spec, a URL's password is never printed: every
+    diagnostic's path, message and hint are redacted here, the one place they all pass.
+    """
 
     def __init__(self, diagnostics: Iterable[Diagnostic]):
-        unique = sorted(set(diagnostics), key=lambda d: (d.mark, d.path, d.message))
+        safe = (Diagnostic(d.mark, redact(d.path), redact(d.message), redact(d.hint)) for d in diagnostics)
+        unique = sorted(set(safe), key=lambda d: (d.mark, d.path, d.message))
         self.diagnostics: list[Diagnostic] = unique
         super().__init__("\n".join(d.format() for d in unique))
 
@@ -71,11 +88,25 @@ class UsageError(DagsmithError):
 
 
 def did_you_mean(word: object, candidates: Iterable[str]) -> str | None:
-    """The hint for a misspelling, or None when nothing is close."""
-    if not isinstance(word, str):
+    """The hint for a misspelling, or None when nothing is close.
+
+    Tries, in order: the same word in another case ('CSV' -> 'csv'), a close spelling
+    ('trainig' -> 'training'), and the one candidate the word is the start of ('min' -> 'min_value').
+    """
+    if not isinstance(word, str) or not word:
         return None
-    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    options = sorted({c for c in candidates if isinstance(c, str) and c != word})
+    folded = [c for c in options if c.lower() == word.lower()]
+    if folded:
+        return f"did you mean '{folded[0]}'?"
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    if len(word) >= 3:
+        longer = [c for c in options if c.lower().startswith(word.lower())]
+        if len(longer) == 1:
+            return f"did you mean '{longer[0]}'?"
+    return None
 
 
 def format_path(parts: Iterable[object]) -> str:

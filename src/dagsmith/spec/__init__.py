@@ -19,23 +19,34 @@ def load_spec(path: str | os.PathLike, env: str | None = None, params: dict[str,
     """Load, merge, check and type a spec. Raises SpecError listing every problem found."""
     doc = checked_document(path, env, params)
     # Relative, never absolute: the IR must not depend on where the checkout lives.
-    spec_dir = Path(os.path.relpath(Path(path).resolve().parent)).as_posix()
+    try:
+        spec_dir = Path(os.path.relpath(Path(path).resolve().parent)).as_posix()
+    except ValueError:  # on another drive (Windows): relative is impossible
+        spec_dir = Path(path).resolve().parent.as_posix()
     return build_spec(doc, spec_dir)
 
 
 def checked_document(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> YMap:
-    doc = apply_environment(load_document(Path(path)), env)
+    raw = load_document(Path(path))
+    doc = apply_environment(raw, env)
     if params:
         doc = _override_params(doc, params)
     problems = semantics.secrets_in_plain_sight(doc)
-    leaked = {d.path for d in problems}
-    problems += [d for d in schema_check.check(doc) if d.path not in leaked]  # don't echo the password
-    if problems:
-        raise SpecError(problems)
-    problems = semantics.check(doc)
+    leaked = tuple(d.path for d in problems)
+    # Nothing else about a leaked value: a message or hint could repeat the password in some form.
+    problems += [
+        d for d in schema_check.check(doc) + schema_check.check_environments(raw)
+        if not any(_within(d.path, p) for p in leaked)
+    ]
+    if not problems:
+        problems = semantics.check(doc)
     if problems:
         raise SpecError(problems)
     return doc
+
+
+def _within(path: str, ancestor: str) -> bool:
+    return path == ancestor or path.startswith((ancestor + ".", ancestor + "["))
 
 
 def environment_names(path: str | os.PathLike) -> list[str]:
@@ -71,7 +82,7 @@ def _override_params(doc: YMap, overrides: dict[str, str]) -> YMap:
         try:
             value = _convert(kind, text)
         except ValueError as exc:
-            problems.append(Diagnostic(locate(doc, path, key=True), f"params.{name}", f"--param {name}={text!r}: {exc}"))
+            problems.append(Diagnostic(locate(doc, path, key=True), f"params.{name}", f"--param {name}={text}: {exc}"))
             continue
         entry = YMap(params[name], mark=params[name].mark)
         entry.key_marks = dict(params[name].key_marks)
@@ -90,17 +101,17 @@ def _convert(kind: str, text: str):
         try:
             return int(text)
         except ValueError:
-            raise ValueError("expected an integer") from None
+            raise ValueError(f"{text!r} is not an integer") from None
     if kind == "number":
         try:
             value = float(text)
         except ValueError:
-            raise ValueError("expected a number") from None
+            raise ValueError(f"{text!r} is not a number") from None
         if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("expected a finite number")
+            raise ValueError(f"{text!r} is not a finite number")
         return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
     if kind == "boolean":
         if text.lower() in ("true", "false"):
             return text.lower() == "true"
-        raise ValueError("expected true or false")
+        raise ValueError(f"{text!r} is not true or false")
     return text

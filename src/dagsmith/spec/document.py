@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import Diagnostic, Mark, SpecError, did_you_mean, format_path
-from .yamlpos import YList, YMap, load_file
+from .yamlpos import YList, YMap, describe, load_file
 
 
 def display_name(path: Path) -> str:
@@ -30,8 +30,8 @@ def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> YMap:
     display = display_name(path)
     root = load_file(path, display)
     if not isinstance(root, YMap):
-        kind = "a list" if isinstance(root, YList) else f"a {type(root).__name__} value"
-        raise SpecError([Diagnostic(Mark(display, 1, 1), "", f"the top level must be a mapping of sections, got {kind}")])
+        mark = getattr(root, "mark", None) or Mark(display, 1, 1)
+        raise SpecError([Diagnostic(mark, "", f"the top level must be a mapping of sections (dagsmith:, pipeline:, ...), got {describe(root)}")])
     if "include" not in root:
         return root
     includes = root["include"]
@@ -41,17 +41,26 @@ def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> YMap:
         raise SpecError([Diagnostic(key_mark, "include", "include takes a file path or a list of file paths")])
     merged: YMap | None = None
     problems: list[Diagnostic] = []
-    real = path.resolve()
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):
+        real = path.absolute()
     for index, item in enumerate(items):
         where = format_path(("include",) if isinstance(includes, str) else ("include", index))
         mark = root.value_marks["include"] if isinstance(includes, str) else includes.item_marks[index]
-        target = (path.parent / item)
-        if target.resolve() in stack + (real,):
-            chain = " -> ".join(display_name(p) for p in stack + (real, target.resolve()))
+        target = path.parent / item
+        try:
+            is_file, is_dir = target.is_file(), target.is_dir()
+            target_real = target.resolve()
+        except (OSError, ValueError, RuntimeError):  # a name too long, a symlink loop (RuntimeError before 3.13)...
+            is_file, is_dir, target_real = False, False, target
+        if target_real in stack + (real,):
+            chain = " -> ".join(display_name(p) for p in stack + (real, target_real))
             problems.append(Diagnostic(mark, where, f"include cycle: {chain}"))
             continue
-        if not target.is_file():
-            problems.append(Diagnostic(mark, where, f"included file {item!r} does not exist (paths are relative to {display_name(path.parent) or '.'})"))
+        if not is_file:
+            what = "is a folder, not a file" if is_dir else "does not exist"
+            problems.append(Diagnostic(mark, where, f"included file {item!r} {what} (paths are relative to {display_name(path.parent) or '.'})"))
             continue
         try:
             included = _load_with_includes(target, stack + (real,))
@@ -105,7 +114,7 @@ def apply_environment(doc: YMap, env: str | None) -> YMap:
         raise SpecError([Diagnostic(mark, "environments", f"unknown environment {env!r} (known: {listing})", hint)])
     overlay = environments[env]
     if not isinstance(overlay, YMap):
-        raise SpecError([Diagnostic(environments.value_marks[env], f"environments.{env}", "an environment must be a mapping of spec sections")])
+        raise SpecError([Diagnostic(environments.value_marks[env], f"environments.{env}", f"an environment must be a mapping of spec sections, got {describe(overlay)}")])
     for key in ("dagsmith", "environments", "include"):
         if key in overlay:
             raise SpecError([Diagnostic(overlay.key_marks[key], f"environments.{env}.{key}", f"an environment cannot set '{key}'")])

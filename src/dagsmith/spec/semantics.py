@@ -13,7 +13,7 @@ from importlib import resources
 import networkx as nx
 
 from .. import naming
-from ..errors import Diagnostic, did_you_mean, format_path
+from ..errors import URL_PASSWORD, Diagnostic, did_you_mean, format_path
 from .document import locate
 from .values import check_class_path, check_cron, check_function_ref, parse_duration, parse_quantity
 from .yamlpos import YMap
@@ -22,7 +22,7 @@ BUILTIN_STEPS = ("train", "select", "evaluate", "gate", "deploy", "plan")  # res
 AFTER_BUILTINS = {"train": "training", "evaluate": "evaluation", "deploy": "deployment"}
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 RUN_VALUES = ("run.date", "run.id")
-_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^/\s@]+)@")
+_URL_PASSWORD = URL_PASSWORD
 
 
 @lru_cache(maxsize=1)
@@ -31,14 +31,12 @@ def gx_expectations() -> dict:
     return json.loads(text)["expectations"]
 
 
-def redact(text: str) -> str:
-    """Hide the password of a URL (scheme://user:PASSWORD@host) before it is printed."""
-    return _URL_PASSWORD.sub(lambda m: m.group(0).replace(m.group(1), "***"), text)
+_ROOT = object()
 
 
-def secrets_in_plain_sight(doc, node=None, path: tuple = ()) -> list[Diagnostic]:
+def secrets_in_plain_sight(doc, node=_ROOT, path: tuple = ()) -> list[Diagnostic]:
     """A URL with a password anywhere in the spec is a leaked secret (runs before the schema)."""
-    node = doc if node is None else node
+    node = doc if node is _ROOT else node  # not None: a null value must not restart at the root
     out = []
     if isinstance(node, str) and _URL_PASSWORD.search(node):
         out.append(Diagnostic(
@@ -48,6 +46,12 @@ def secrets_in_plain_sight(doc, node=None, path: tuple = ()) -> list[Diagnostic]
         ))
     elif isinstance(node, dict):
         for key, value in node.items():
+            if _URL_PASSWORD.search(key):
+                out.append(Diagnostic(
+                    locate(doc, path + (key,), key=True), format_path(path + (key,)),
+                    "this key contains a URL with a password: secrets never go in a spec",
+                ))
+                continue
             out.extend(secrets_in_plain_sight(doc, value, path + (key,)))
     elif isinstance(node, list):
         for index, value in enumerate(node):
@@ -91,13 +95,25 @@ class _Checker:
             if name in BUILTIN_STEPS:
                 self.error(path, f"'{name}' is a reserved step name (reserved: {', '.join(BUILTIN_STEPS)})", key=key)
             elif name in self.names:
-                first = locate(self.doc, self.names[name], key=self.names[name][0] != "validation")
-                self.error(path, f"name '{name}' is already used at line {first.line}; names are unique across sources, features, validations and steps", key=key)
+                first_path = self.names[name]
+                first = locate(self.doc, first_path, key=first_path[0] != "validation")
+                here = locate(self.doc, path, key=key)
+                where = f"line {first.line}" if first.file == here.file else f"{first.file}:{first.line}"
+                self.error(path, f"name '{name}' is already used by the {self.kind_of(name)} at {where}; names are unique across sources, features, validations and steps", key=key)
             else:
                 self.names[name] = path
+        clashes: dict[tuple[str, str], list[str]] = {}
         for backend, ident, first, second in naming.collisions(list(self.names) + list(BUILTIN_STEPS)):
-            path = self.names.get(second) or self.names[first]
-            self.error(path, f"names '{first}' and '{second}' both become '{ident}' on {backend}; rename one", key=path[0] != "validation")
+            clashes.setdefault((first, second), []).append(f"'{ident}' on {backend}")
+        for (first, second), where in clashes.items():
+            builtin = first if first in BUILTIN_STEPS else second if second in BUILTIN_STEPS else None
+            if builtin:
+                name = second if builtin == first else first
+                path = self.names[name]
+                self.error(path, f"name '{name}' becomes {' and '.join(where)}, the id of the built-in step '{builtin}'; rename it", key=path[0] != "validation")
+            else:
+                path = self.names[second]
+                self.error(path, f"names '{first}' and '{second}' both become {' and '.join(where)}; rename one", key=path[0] != "validation")
 
     def kind_of(self, name: str) -> str | None:
         path = self.names.get(name)
@@ -111,7 +127,7 @@ class _Checker:
         if kind is None:
             self.error(path, f"unknown {what} '{name}'", did_you_mean(name, candidates))
         else:
-            self.error(path, f"'{name}' is a {kind}; expected {what}")
+            self.error(path, f"'{name}' is a {kind}, not a {what}")
 
     # --- references and graph ---------------------------------------------------------------
 
@@ -144,23 +160,30 @@ class _Checker:
                 self.error(path, f"source '{trigger['source']}' is a sql query: on_new_data watches files and s3 prefixes")
 
     def check_cycles(self) -> None:
+        """Edges point from a step to what it depends on, so a cycle reads "a needs b needs a"."""
         graph = nx.DiGraph()
         where: dict[tuple[str, str], tuple] = {}
-        for name, feature in self.doc.get("features", {}).items():
-            for index, ref in enumerate(feature.get("inputs", [])):
-                graph.add_edge(ref, name)
-                where[(ref, name)] = ("features", name, "inputs", index)
-        for name, step in self.doc.get("steps", {}).items():
-            for index, ref in enumerate(step.get("after", [])):
-                graph.add_edge(ref, name)
-                where[(ref, name)] = ("steps", name, "after", index)
-        for component in nx.strongly_connected_components(graph):
-            if len(component) == 1 and not any(graph.has_edge(n, n) for n in component):
+        for section, field in (("features", "inputs"), ("steps", "after")):
+            for name, item in self.doc.get(section, {}).items():
+                if self.names.get(name) != (section, name):
+                    continue  # a duplicate or reserved name, already reported
+                for index, ref in enumerate(item.get(field, [])):
+                    graph.add_edge(name, ref)
+                    where.setdefault((name, ref), (section, name, field, index))
+        for component in sorted(nx.strongly_connected_components(graph), key=min):
+            if len(component) == 1:
+                (name,) = component
+                if graph.has_edge(name, name):
+                    path = where[(name, name)]
+                    self.error(path, f"'{name}' depends on itself: remove it from its own {path[2]}")
                 continue
             members = sorted(component)
-            cycle = nx.find_cycle(graph.subgraph(component))
-            edge = min(cycle)[:2]
-            self.error(where[edge], f"cycle between {', '.join(repr(m) for m in members)}: each depends on the next ({' -> '.join(_cycle_order(cycle))})")
+            start = members[0]
+            inside = graph.subgraph(component)
+            # The shortest way around from the first name (alphabetically) back to it.
+            back = min((nx.shortest_path(inside, nxt, start) for nxt in inside.successors(start) if nxt != start), key=lambda p: (len(p), p))
+            order = [start] + back
+            self.error(where[(order[-2], start)], f"cycle between {', '.join(repr(m) for m in members)}: each depends on the next ({' -> '.join(order)})")
 
     # --- sections -------------------------------------------------------------------------
 
@@ -171,7 +194,7 @@ class _Checker:
         model = training["model"]
         has = [k for k in ("estimator", "entrypoint") if k in model]
         if len(has) != 1:
-            self.error(("training", "model"), "set exactly one of 'estimator' or 'entrypoint'" + (f" (found both)" if has else ""), key=True)
+            self.error(("training", "model"), _one_of(has, "estimator", "a class path", "entrypoint", "package.module:function"), key=True)
         if "estimator" in model:
             self._syntax(("training", "model", "estimator"), model["estimator"], check_class_path)
         if "entrypoint" in model:
@@ -233,7 +256,7 @@ class _Checker:
                 self.error(("deployment",), "deployment needs a training section (it deploys the trained model)", key=True)
             strategy = deployment.get("strategy", "replace")
             if strategy == "canary" and "canary" not in deployment:
-                self.error(("deployment",), "strategy: canary needs canary: {traffic_percent: N}", key=True)
+                self.error(("deployment", "strategy"), "strategy: canary needs canary: {traffic_percent: N} (the share of requests the new model gets)")
             if strategy != "canary" and "canary" in deployment:
                 self.error(("deployment", "canary"), "canary settings need strategy: canary", key=True)
 
@@ -241,12 +264,12 @@ class _Checker:
         for name, feature in self.doc.get("features", {}).items():
             has = [k for k in ("sql", "transform") if k in feature]
             if len(has) != 1:
-                self.error(("features", name), "set exactly one of 'sql' or 'transform'" + (" (found both)" if has else ""), key=True)
+                self.error(("features", name), _one_of(has, "sql", "a query", "transform", "package.module:function"), key=True)
         for name, step in self.doc.get("steps", {}).items():
             run = step["run"]
             has = [k for k in ("python", "command") if k in run]
             if len(has) != 1:
-                self.error(("steps", name, "run"), "set exactly one of 'python' or 'command'" + (" (found both)" if has else ""), key=True)
+                self.error(("steps", name, "run"), _one_of(has, "python", "package.module:function", "command", "an argv list"), key=True)
             if "python" in run:
                 self._syntax(("steps", name, "run", "python"), run["python"], check_function_ref)
 
@@ -263,10 +286,13 @@ class _Checker:
                 kwargs = kwargs or {}
                 for kwarg in kwargs:
                     if kwarg not in allowed:
-                        self.error(path + (kwarg,), f"'{name}' takes no argument '{kwarg}' (it takes: {', '.join(allowed)})", did_you_mean(kwarg, allowed), key=True)
+                        hint = did_you_mean(kwarg, allowed)
+                        listing = "" if hint else f" (it takes: {', '.join(allowed)})"
+                        self.error(path + (kwarg,), f"'{name}' takes no argument '{kwarg}'{listing}", hint, key=True)
                 missing = [r for r in known[name]["required"] if r not in kwargs]
                 if missing:
-                    self.error(path, f"'{name}' needs {', '.join(repr(m) for m in missing)}", key=True)
+                    noun = "argument" if len(missing) == 1 else "arguments"
+                    self.error(path, f"'{name}' needs the {noun} {', '.join(repr(m) for m in missing)}", key=True)
 
     # --- value languages --------------------------------------------------------------------
 
@@ -304,7 +330,7 @@ class _Checker:
         try:
             parser(value)
         except ValueError as exc:
-            self.error(path, str(exc))
+            self.error(path, str(exc), getattr(exc, "hint", None))
 
     # --- params -------------------------------------------------------------------------
 
@@ -348,12 +374,10 @@ def _strings(node, path: tuple):
             yield from _strings(value, path + (index,))
 
 
-def _cycle_order(cycle: list) -> list[str]:
-    """find_cycle's edges, rotated to start at the smallest name, closed back to it."""
-    nodes = [edge[0] for edge in cycle]
-    start = nodes.index(min(nodes))
-    ordered = nodes[start:] + nodes[:start]
-    return ordered + [ordered[0]]
+def _one_of(found: list[str], first: str, first_is: str, second: str, second_is: str) -> str:
+    if found:
+        return f"set only one of '{first}' or '{second}', not both"
+    return f"needs '{first}' ({first_is}) or '{second}' ({second_is})"
 
 
 def param_type_problem(kind: str, value) -> str | None:
@@ -364,7 +388,8 @@ def param_type_problem(kind: str, value) -> str | None:
         "string": isinstance(value, str),
         "boolean": isinstance(value, bool),
     }[kind]
-    return None if ok else f"{value!r} is not a {kind}"
+    article = "an" if kind == "integer" else "a"
+    return None if ok else f"{value!r} is not {article} {kind}"
 
 
 def check(doc: YMap) -> list[Diagnostic]:

@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+
+from ..errors import did_you_mean
+
+class ValueProblem(ValueError):
+    """A ValueError that may carry a "did you mean" hint for the diagnostic."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
 
 _DURATION_PART = re.compile(r"([0-9]+)([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -22,11 +32,19 @@ def parse_duration(value: object) -> int:
             raise ValueError("a duration cannot be negative")
         return value
     if not isinstance(value, str) or not re.fullmatch(r"([0-9]+[smhd])+", value):
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 5m, 2h, 1d or 1h30m")
-    units = [unit for _, unit in _DURATION_PART.findall(value)]
+        raise ValueError(f"invalid duration {_short(value)}: expected e.g. 30s, 5m, 2h, 1d or 1h30m")
+    parts = _DURATION_PART.findall(value)
+    units = [unit for _, unit in parts]
     if len(set(units)) != len(units):
-        raise ValueError(f"invalid duration {value!r}: a unit appears twice")
-    return sum(int(n) * _SECONDS[u] for n, u in _DURATION_PART.findall(value))
+        raise ValueError(f"invalid duration {_short(value)}: a unit appears twice")
+    if any(len(number.lstrip("0")) > 12 for number, _ in parts):
+        raise ValueError(f"invalid duration {_short(value)}: the number is too large")
+    return sum(int(n) * _SECONDS[u] for n, u in parts)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # --- cron ---------------------------------------------------------------------------------
@@ -62,7 +80,11 @@ def _cron_value(text: str, name: str, low: int, high: int, names, offset: int) -
     if names and text.lower() in names:
         return names.index(text.lower()) + offset
     if not text.isdigit():
-        raise ValueError(f"cron {name}: {text!r} is not a number" + (f" or a name ({names[0]}..{names[-1]})" if names else ""))
+        hint = None
+        if names and text.isalpha() and len(text) >= 3:  # 'sept' -> 'sep', 'thurs' -> 'thu', 'jnu' -> 'jun'
+            short = text.lower()[:3]
+            hint = f"did you mean '{short}'?" if short in names else did_you_mean(text.lower(), names)
+        raise ValueProblem(f"cron {name}: {text!r} is not a number" + (f" or a name ({names[0]}..{names[-1]})" if names else ""), hint)
     number = int(text)
     if not low <= number <= high:
         raise ValueError(f"cron {name}: {number} is out of range {low}-{high}")
@@ -97,22 +119,30 @@ def parse_quantity(value: object, what: str) -> Decimal:
     """'500m' -> 0.5, '2Gi' -> 2147483648 (Kubernetes quantity syntax). Must be > 0."""
     if isinstance(value, bool):
         raise ValueError(f"invalid {what} quantity {value!r}")
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"invalid {what} quantity {value!r}")
-        number = Decimal(str(value))
-    else:
-        match = _QUANTITY.match(str(value))
-        if not match:
-            raise ValueError(f"invalid {what} quantity {value!r}: expected e.g. 500m, 2, 512Mi, 2Gi")
-        try:
+    try:
+        if isinstance(value, (int, float)):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"invalid {what} quantity {value!r}")
+            number = Decimal(str(value))
+        else:
+            match = _QUANTITY.match(str(value))
+            if not match:
+                raise ValueError(f"invalid {what} quantity {_short(value)}: expected e.g. 500m, 2, 512Mi, 2Gi")
             number = Decimal(match.group(1))
             suffix = match.group(2)
-            number *= Decimal(10) ** int(suffix[1:]) if suffix and suffix[0] in "eE" else _SUFFIX[suffix]
-        except (InvalidOperation, KeyError, OverflowError):
-            raise ValueError(f"invalid {what} quantity {value!r}") from None
+            if suffix and re.fullmatch(r"[eE][+-]?[0-9]+", suffix):
+                exponent = int(suffix[1:]) if len(suffix) < 8 else 10**9
+                if abs(exponent) > 60:
+                    raise ValueError(f"invalid {what} quantity {_short(value)}: the exponent is out of range")
+                number = number.scaleb(exponent)
+            else:
+                number *= _SUFFIX[suffix]
+    except (ArithmeticError, KeyError) as exc:  # decimal's InvalidOperation, Overflow...
+        raise ValueError(f"invalid {what} quantity {_short(value)}") from exc
     if number <= 0:
-        raise ValueError(f"{what} must be greater than 0, got {value!r}")
+        raise ValueError(f"{what} must be greater than 0, got {_short(value)}")
+    if number.adjusted() > 60:
+        raise ValueError(f"{what} quantity {_short(value)} is too large")
     return number
 
 
@@ -122,13 +152,22 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
 
 
+_CLASS_PATH = rf"{_IDENT}(?:\.{_IDENT})+"
+_FUNCTION_REF = rf"{_DOTTED}:{_IDENT}(?:\.{_IDENT})*"
+
+
 def check_class_path(value: str) -> None:
     """'sklearn.ensemble.GradientBoostingClassifier': a module path and a name, dotted."""
-    if not re.fullmatch(rf"{_IDENT}(?:\.{_IDENT})+", value):
-        raise ValueError(f"{value!r} is not an import path like package.module.ClassName")
+    if not re.fullmatch(_CLASS_PATH, value):
+        fixed = value.strip().replace(":", ".")
+        hint = f"did you mean '{fixed}'?" if re.fullmatch(_CLASS_PATH, fixed) else None
+        raise ValueProblem(f"{_short(value)} is not an import path like package.module.ClassName", hint)
 
 
 def check_function_ref(value: str) -> None:
     """'my_pkg.train:main': a module path, a colon, a function name."""
-    if not re.fullmatch(rf"{_DOTTED}:{_IDENT}(?:\.{_IDENT})*", value):
-        raise ValueError(f"{value!r} is not a function reference like package.module:function")
+    if not re.fullmatch(_FUNCTION_REF, value):
+        stripped = value.strip()
+        fixed = ":".join(stripped.rsplit(".", 1)) if ":" not in stripped else stripped
+        hint = f"did you mean '{fixed}'?" if fixed != value and re.fullmatch(_FUNCTION_REF, fixed) else None
+        raise ValueProblem(f"{_short(value)} is not a function reference like package.module:function", hint)

@@ -41,17 +41,56 @@ class YList(list):
         self.item_marks: list = []
 
 
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+MAX_NUMBER_LENGTH = 100  # characters; longer numbers are a mistake (and slow to convert)
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans (true/false only) and no implicit timestamps."""
+    """SafeLoader reading YAML 1.2 core scalars: booleans are true/false only, no timestamps,
+    numbers as in YAML 1.2 (010 is ten, 1e3 is a number, 1_000 and 1:30 are text)."""
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        if len(text) > MAX_NUMBER_LENGTH:
+            raise ValueError("number too long")
+        sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text.lstrip("+"))
+        if digits.startswith("0o"):
+            return sign * int(digits[2:], 8)
+        if digits.startswith("0x"):
+            return sign * int(digits[2:], 16)
+        return sign * int(digits, 10)
 
 
+_Loader.add_constructor(_INT, _Loader.construct_yaml_int)
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _TIMESTAMP)]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _TIMESTAMP, _INT, _FLOAT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+_Loader.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
+_Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def describe(value) -> str:
+    """How an error names a value: 'a list', "text 'gird'", 'an integer 2'."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    kind = "a boolean" if isinstance(value, bool) else "an integer" if isinstance(value, int) else "a number" if isinstance(value, float) else "text"
+    text = repr(value).lower() if isinstance(value, bool) else repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def _mark(file: str, yaml_mark) -> Mark:
@@ -59,32 +98,80 @@ def _mark(file: str, yaml_mark) -> Mark:
 
 
 def _error(file: str, yaml_mark, message: str, path: str = "") -> SpecError:
-    mark = _mark(file, yaml_mark) if yaml_mark is not None else Mark(file, 1, 1)
+    """`yaml_mark` is PyYAML's (0-based) mark, or already a Mark."""
+    mark = yaml_mark if isinstance(yaml_mark, Mark) else _mark(file, yaml_mark) if yaml_mark is not None else Mark(file, 1, 1)
     return SpecError([Diagnostic(mark, path, message)])
+
+
+NEEDS = "a spec needs at least `dagsmith: 1` and `pipeline: {name: ...}`"
+MAX_DEPTH = 100  # mappings/lists nested deeper than this are a mistake, not a pipeline
+
+# PyYAML's wording for the mistakes people make most, in plain words.
+_PLAIN_PROBLEMS = (
+    ("found character '\\t' that cannot start any token", "a tab character: YAML indents with spaces, never tabs"),
+    ("expected <block end>, but found", "bad indentation: this line does not line up with the lines above it"),
+    ("mapping values are not allowed here", "unexpected ':' here: check this line's indentation, or quote a value that contains ': '"),
+    ("but found another document", "a second YAML document ('---'): a spec file holds exactly one"),
+)
+
+
+def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
+    problem = exc.problem or ""
+    for known, plain in _PLAIN_PROBLEMS:
+        if known in problem:
+            return plain
+    match = re.match(r"found undefined alias '(.*)'$", problem)
+    if match:
+        return f"unknown alias *{match.group(1)}: define the anchor &{match.group(1)} before using it"
+    match = re.match(r"found duplicate anchor '(.*)'; first occurrence$", exc.context or "")
+    if match and exc.context_mark is not None:
+        return f"anchor &{match.group(1)} is defined twice (first at line {exc.context_mark.line + 1})"
+    match = re.match(r"could not determine a constructor for the tag '(.*)'$", problem)
+    if match:
+        tag = match.group(1).replace("tag:yaml.org,2002:", "!!")
+        return f"unsupported tag {tag}: a spec holds plain values (text, numbers, true/false, lists, mappings)"
+    context = exc.context or ""
+    if context and exc.context_mark is not None and exc.problem_mark is not None and exc.context_mark.line != exc.problem_mark.line:
+        context = f"{context} that starts at line {exc.context_mark.line + 1}"
+    if problem and context:
+        return f"{problem} ({context})"
+    return problem or context or "invalid YAML"
 
 
 def load_text(text: str, file: str):
     """Parse one YAML document into YMap/YList/scalars. Raises SpecError."""
-    loader = _Loader(text)
+    if not text.strip():
+        raise SpecError([Diagnostic(Mark(file, 1, 1), "", f"the file is empty; {NEEDS}")])
+    loader = None
     try:
+        loader = _Loader(text)  # checks for non-printable characters already
         node = loader.get_single_node()
         if node is None:
-            raise SpecError([Diagnostic(Mark(file, 1, 1), "", "the file is empty")])
+            empty = not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
+            what = "the file has only comments" if empty else "the file has no YAML document"
+            raise SpecError([Diagnostic(Mark(file, 1, 1), "", f"{what}; {NEEDS}")])
         converter = _Converter(loader, file)
         document = converter.convert(node, ())
         if converter.problems:
             raise SpecError(converter.problems)
+        if document is None:
+            raise SpecError([Diagnostic(Mark(file, 1, 1), "", f"the document is empty; {NEEDS}")])
         return document
     except yaml.MarkedYAMLError as exc:
         where = exc.problem_mark or exc.context_mark
-        message = exc.problem or exc.context or "invalid YAML"
-        if exc.problem and exc.context:
-            message = f"{exc.problem} ({exc.context})"
-        raise _error(file, where, f"YAML syntax error: {message}") from None
-    except yaml.YAMLError as exc:  # e.g. a reader error: non-printable characters
+        raise _error(file, where, f"YAML syntax error: {_yaml_message(exc)}") from None
+    except yaml.reader.ReaderError as exc:  # a control character, or another non-printable one
+        before = text[: exc.position]
+        mark = Mark(file, before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1)
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError([Diagnostic(mark, "", f"YAML syntax error: unacceptable character {what}: control characters are not allowed")]) from None
+    except yaml.YAMLError as exc:
         raise SpecError([Diagnostic(Mark(file, 1, 1), "", f"YAML error: {exc}")]) from None
+    except RecursionError:
+        raise SpecError([Diagnostic(Mark(file, 1, 1), "", f"the YAML is nested too deeply (more than {MAX_DEPTH} levels)")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_file(path: Path, display: str):
@@ -100,22 +187,36 @@ def load_file(path: Path, display: str):
     return load_text(text, display)
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
 class _Converter:
     def __init__(self, loader: _Loader, file: str):
         self.loader = loader
         self.file = file
         self.expanded = 0
         self.active: set[int] = set()  # nodes on the current path: a recursive alias loops
+        self.merging: set[int] = set()  # mappings being merged (<<:) on the current path
         self.problems: list[Diagnostic] = []  # duplicate or non-text keys, all reported at once
 
-    def convert(self, node, path: tuple):
+    def _count(self, node) -> None:
         self.expanded += 1
         if self.expanded > MAX_EXPANDED_NODES:
-            raise _error(self.file, node.start_mark, "too many nodes after expanding aliases")
+            raise _error(self.file, node.start_mark, f"too many values after expanding aliases (more than {MAX_EXPANDED_NODES:,})")
+
+    def convert(self, node, path: tuple, where=None):
+        """`where` is the mark to blame for a recursive alias (the key or list item using it)."""
+        self._count(node)
+        if len(path) > MAX_DEPTH:
+            raise _error(self.file, node.start_mark, f"nested too deeply (more than {MAX_DEPTH} levels)", format_path(path[:1]))
         if isinstance(node, ScalarNode):
-            return self.loader.construct_object(node, deep=True)
+            return self._scalar(node, path)
         if id(node) in self.active:
-            raise _error(self.file, node.start_mark, "recursive alias (an anchor used inside itself)")
+            raise _error(self.file, where or node.start_mark, "recursive alias: an anchor is used inside itself", format_path(path))
+        default = "tag:yaml.org,2002:seq" if isinstance(node, SequenceNode) else "tag:yaml.org,2002:map"
+        if node.tag != default:
+            raise _error(self.file, node.start_mark, f"unsupported tag {_tag_name(node.tag)}: a spec holds plain values (text, numbers, true/false, lists, mappings)", format_path(path))
         self.active.add(id(node))
         try:
             if isinstance(node, SequenceNode):
@@ -124,7 +225,18 @@ class _Converter:
                 return self._mapping(node, path)
         finally:
             self.active.discard(id(node))
-        raise _error(self.file, node.start_mark, f"unsupported YAML node {node.tag}")
+        raise _error(self.file, node.start_mark, f"unsupported YAML node {node.tag}", format_path(path))
+
+    def _scalar(self, node: ScalarNode, path: tuple):
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError:
+            raise
+        except Exception:  # e.g. `!!int abc`, `!!timestamp nope`: PyYAML raises plain exceptions
+            raise _error(self.file, node.start_mark, f"cannot read {describe(node.value)[5:]} as {_tag_name(node.tag)}", format_path(path)) from None
+        if not isinstance(value, _PLAIN_SCALARS):
+            raise _error(self.file, node.start_mark, f"{_tag_name(node.tag)} values are not supported: write plain text, a number, true/false or null", format_path(path))
+        return value
 
     def _sequence(self, node: SequenceNode, path: tuple) -> YList:
         out = YList(mark=_mark(self.file, node.start_mark))
@@ -134,13 +246,12 @@ class _Converter:
         return out
 
     def _mapping(self, node: MappingNode, path: tuple) -> YMap:
-        explicit = [(k, v) for k, v in node.value if k.tag != "tag:yaml.org,2002:merge"]
-        self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<: *base) into node.value
-        merged = node.value[: len(node.value) - len(explicit)]
+        explicit = [(k, v) for k, v in node.value if k.tag != _MERGE]
+        merged = self._merged(node, path)
         out = YMap(mark=_mark(self.file, node.start_mark))
         # Explicit keys first (a duplicate is an error), then merged ones that are not overridden.
-        for key_node, value_node in explicit + merged:
-            from_merge = len(out.key_marks) >= len(explicit)
+        for index, (key_node, value_node) in enumerate(explicit + merged):
+            from_merge = index >= len(explicit)
             key = self._key(key_node, path)
             if key is None:
                 continue
@@ -152,9 +263,35 @@ class _Converter:
                         f"duplicate key '{key}' (first defined at line {first.line})",
                     ))
                 continue
-            out[key] = self.convert(value_node, path + (key,))
+            out[key] = self.convert(value_node, path + (key,), where=_mark(self.file, key_node.start_mark))
             out.key_marks[key] = _mark(self.file, key_node.start_mark)
             out.value_marks[key] = _mark(self.file, value_node.start_mark)
+        return out
+
+    def _merged(self, node: MappingNode, path: tuple) -> list:
+        """The (key, value) node pairs that `<<: *anchor` merges in, earlier merges first.
+
+        PyYAML's flatten_mapping rewrites the node tree in place, which breaks an anchor that
+        is used twice; this reads it without changing it.
+        """
+        out = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                continue
+            sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, MappingNode):
+                    raise _error(self.file, source.start_mark, "<< merges a mapping or a list of mappings (e.g. <<: *defaults)", format_path(path))
+                if id(source) in self.merging or id(source) in self.active:
+                    raise _error(self.file, key_node.start_mark, "recursive merge: a mapping merges itself (<<:)", format_path(path))
+                self.merging.add(id(source))
+                try:
+                    for pair in source.value:
+                        self._count(pair[0])
+                    out.extend((k, v) for k, v in source.value if k.tag != _MERGE)
+                    out.extend(self._merged(source, path))
+                finally:
+                    self.merging.discard(id(source))
         return out
 
     def _key(self, key_node, path: tuple) -> str | None:
@@ -162,8 +299,24 @@ class _Converter:
         if not isinstance(key_node, ScalarNode):
             self.problems.append(Diagnostic(_mark(self.file, key_node.start_mark), where, "a key must be plain text, not a list or mapping"))
             return None
-        key = self.loader.construct_object(key_node)
+        try:
+            key = self.loader.construct_object(key_node)
+        except yaml.MarkedYAMLError:
+            raise
+        except Exception:
+            key = None
         if not isinstance(key, str):
-            self.problems.append(Diagnostic(_mark(self.file, key_node.start_mark), where, f"key {key_node.value!r} must be text: quote it"))
+            kinds = {bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
+            kind = kinds.get(type(key)) if key is not None or key_node.tag.endswith(":null") else None
+            self.problems.append(Diagnostic(
+                _mark(self.file, key_node.start_mark), where,
+                f"key {key_node.value} is read as {kind or _tag_name(key_node.tag)}, not text: quote it ('{key_node.value}')",
+            ))
             return None
         return key
+
+
+def _tag_name(tag: str) -> str:
+    prefix = "tag:yaml.org,2002:"
+    return "!!" + tag[len(prefix):] if tag.startswith(prefix) else tag
+
