@@ -10,9 +10,9 @@ import re
 from functools import lru_cache
 from importlib import resources
 
-import networkx as nx
 
 from .. import naming
+from ..graphs import CycleError, topological_order
 from ..errors import URL_PASSWORD, Diagnostic, did_you_mean, format_path
 from .document import locate
 from .values import check_class_path, check_cron, check_function_ref, parse_duration, parse_quantity
@@ -161,15 +161,21 @@ class _Checker:
 
     def check_cycles(self) -> None:
         """Edges point from a step to what it depends on, so a cycle reads "a needs b needs a"."""
-        graph = nx.DiGraph()
         where: dict[tuple[str, str], tuple] = {}
         for section, field in (("features", "inputs"), ("steps", "after")):
             for name, item in self.doc.get(section, {}).items():
                 if self.names.get(name) != (section, name):
                     continue  # a duplicate or reserved name, already reported
                 for index, ref in enumerate(item.get(field, [])):
-                    graph.add_edge(name, ref)
                     where.setdefault((name, ref), (section, name, field, index))
+        try:
+            topological_order((), where)  # the common case: no cycle, and no networkx import
+            return
+        except CycleError:
+            pass
+        import networkx as nx  # only to name the cycles precisely
+
+        graph = nx.DiGraph(list(where))
         for component in sorted(nx.strongly_connected_components(graph), key=min):
             if len(component) == 1:
                 (name,) = component

@@ -80,6 +80,19 @@ _Loader.add_implicit_resolver(
 )
 
 
+# libyaml's parser is ~4x faster than PyYAML's Python one. Specs are parsed with it when it is
+# there; a document it rejects is parsed again with the Python parser, whose messages the error
+# reporting is written for (so both paths report the same errors).
+_FastLoader = None
+if getattr(yaml, "__with_libyaml__", False):
+    class _FastLoader(yaml.CSafeLoader):  # type: ignore[no-redef]
+        construct_yaml_int = _Loader.construct_yaml_int
+
+    _FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+    _FastLoader.yaml_constructors = dict(_Loader.yaml_constructors)
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+
+
 def describe(value) -> str:
     """How an error names a value: 'a list', "text 'gird'", 'an integer 2'."""
     if isinstance(value, dict):
@@ -142,9 +155,18 @@ def load_text(text: str, file: str):
     """Parse one YAML document into YMap/YList/scalars. Raises SpecError."""
     if not text.strip():
         raise SpecError([Diagnostic(Mark(file, 1, 1), "", f"the file is empty; {NEEDS}")])
+    if _FastLoader is not None and not _NON_PRINTABLE.search(text):
+        try:
+            return _load(text, file, _FastLoader, fast=True)
+        except yaml.YAMLError:
+            pass  # the Python parser says what is wrong, in the words the errors expect
+    return _load(text, file, _Loader)
+
+
+def _load(text: str, file: str, loader_class, fast: bool = False):
     loader = None
     try:
-        loader = _Loader(text)  # checks for non-printable characters already
+        loader = loader_class(text)  # the Python reader checks for non-printable characters
         node = loader.get_single_node()
         if node is None:
             empty = not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
@@ -157,21 +179,26 @@ def load_text(text: str, file: str):
         if document is None:
             raise SpecError([Diagnostic(Mark(file, 1, 1), "", f"the document is empty; {NEEDS}")])
         return document
-    except yaml.MarkedYAMLError as exc:
-        where = exc.problem_mark or exc.context_mark
-        raise _error(file, where, f"YAML syntax error: {_yaml_message(exc)}") from None
-    except yaml.reader.ReaderError as exc:  # a control character, or another non-printable one
-        before = text[: exc.position]
-        mark = Mark(file, before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1)
-        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
-        raise SpecError([Diagnostic(mark, "", f"YAML syntax error: unacceptable character {what}: control characters are not allowed")]) from None
     except yaml.YAMLError as exc:
-        raise SpecError([Diagnostic(Mark(file, 1, 1), "", f"YAML error: {exc}")]) from None
+        if fast:
+            raise
+        raise _explain_yaml_error(exc, text, file) from None
     except RecursionError:
         raise SpecError([Diagnostic(Mark(file, 1, 1), "", f"the YAML is nested too deeply (more than {MAX_DEPTH} levels)")]) from None
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _explain_yaml_error(exc: yaml.YAMLError, text: str, file: str) -> SpecError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return _error(file, exc.problem_mark or exc.context_mark, f"YAML syntax error: {_yaml_message(exc)}")
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character, or another non-printable one
+        before = text[: exc.position]
+        mark = Mark(file, before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1)
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        return SpecError([Diagnostic(mark, "", f"YAML syntax error: unacceptable character {what}: control characters are not allowed")])
+    return SpecError([Diagnostic(Mark(file, 1, 1), "", f"YAML error: {exc}")])
 
 
 def load_file(path: Path, display: str):
