@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted(p.parent.name for p in (REPO / "examples").glob("*/pipeline.yaml"))
+from dagsmith_testing import REPO
 
 
 def pytest_addoption(parser):
@@ -40,12 +39,6 @@ def write_spec(tmp_path, monkeypatch):
 
     return write
 
-
-def compile_path(path, env=None, params=None):
-    from dagsmith.compiler import compile_spec
-    from dagsmith.spec import load_spec
-
-    return compile_spec(load_spec(path, env, params))
 
 
 def pytest_configure(config):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from dagsmith_testing import REPO
 from dagsmith.cli import main
 
 CHURN = "examples/churn/pipeline.yaml"
@@ -65,8 +65,8 @@ def test_compile_to_stdout_and_dir(capsys, in_repo, tmp_path):
 
 
 @pytest.mark.parametrize("target,message", [
-    ("airflow", "target 'airflow' is not available in this version of dagsmith yet; available targets: ir"),
-    ("kubeflow", "unknown target 'kubeflow'; available targets: ir"),
+    ("argo", "target 'argo' is not available in this version of dagsmith yet; available targets: airflow, ir"),
+    ("kubeflow", "unknown target 'kubeflow'; available targets: airflow, ir"),
 ])
 def test_compile_unknown_or_planned_target(capsys, in_repo, target, message):
     code, out, err = run(capsys, "compile", MINIMAL, "--target", target)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import EXAMPLES, REPO, compile_path
+from dagsmith_testing import EXAMPLES, REPO, compile_path
 from dagsmith.errors import SpecError
 from dagsmith.ir import IR
 

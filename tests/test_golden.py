@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import EXAMPLES, REPO, compile_path
+from dagsmith_testing import EXAMPLES, REPO, compile_path
 
 GOLDEN = REPO / "tests" / "golden"
 CASES = [(name, None) for name in EXAMPLES] + [("churn", "dev"), ("churn", "prod"), ("forecast", "dev")]
@@ -28,3 +28,19 @@ def test_every_example_has_golden_files():
     assert set(EXAMPLES) >= {"churn", "forecast", "minimal"}
     for example in EXAMPLES:
         assert (GOLDEN / f"{example}.ir.json").exists()
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_golden_airflow_dag(example, in_repo, update_golden):
+    """The generated DAG file per example (the IR beside it is covered above)."""
+    from dagsmith.backends import get
+
+    ir = compile_path(f"examples/{example}/pipeline.yaml")
+    files = get("airflow").emit(ir, ir.backends.get("airflow", {}))
+    (dag_file,) = [name for name in files if name.endswith(".py")]
+    golden = GOLDEN / "airflow" / f"{example}.py"
+    if update_golden:
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(files[dag_file], encoding="utf-8")
+    assert golden.exists(), f"no golden file {golden.name}: run pytest --update-golden"
+    assert files[dag_file] == golden.read_text(encoding="utf-8"), f"airflow/{golden.name} differs: review, then pytest --update-golden"

@@ -7,7 +7,7 @@ import json
 
 from jsonschema import Draft202012Validator
 
-from conftest import EXAMPLES, REPO
+from dagsmith_testing import EXAMPLES, REPO
 from dagsmith.spec.schema_check import pipeline_schema
 from dagsmith.spec.yamlpos import load_text
 

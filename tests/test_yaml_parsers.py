@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO
+from dagsmith_testing import REPO
 from dagsmith.errors import SpecError
 from dagsmith.spec import yamlpos
 

@@ -148,6 +148,32 @@ def diff(old_spec: str, new_spec: str, env: str | None, fmt: str):
 
 @app.command(epilog="""\b
 Example:
+  dagsmith deploy pipeline.yaml --target airflow --dags-folder /opt/airflow/dags --env prod""")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--target", "-t", required=True, metavar="TARGET", help="airflow (argo and stepfunctions as they land).")
+@click.option("--dags-folder", type=click.Path(file_okay=False), metavar="DIR", help="airflow: the dags folder to deploy into.")
+@_spec_option
+@_params_option
+def deploy(spec: str, target: str, dags_folder: str | None, env: str | None, params: tuple[str, ...]):
+    """Compile SPEC, prove the orchestrator accepts it, then deploy it atomically.
+
+    Nothing is deployed when anything fails: the destination stays as it was.
+    """
+    from . import backends
+    from .errors import UsageError
+
+    backend = backends.get(target)
+    if not hasattr(backend, "deploy"):
+        raise UsageError(f"deploy is not available for target {target!r} yet")
+    if target == "airflow" and not dags_folder:
+        raise UsageError("deploy --target airflow needs --dags-folder DIR")
+    ir = _compile(spec, env, params)
+    for path in backend.deploy(ir, ir.backends.get(target, {}), Path(dags_folder)):
+        click.echo(f"deployed {path}", err=True)
+
+
+@app.command(epilog="""\b
+Example:
   dagsmith schema > pipeline.schema.json""")
 def schema():
     """Print the JSON Schema of the pipeline spec (for editors and other tools)."""

@@ -31,9 +31,15 @@ class IRBackend:
         return {ir_filename(ir.name): ir.dumps()}
 
 
-_BUILTIN: dict[str, Callable[[], Backend]] = {"ir": IRBackend}
+def _airflow() -> Backend:
+    from .airflow import AirflowBackend
+
+    return AirflowBackend()
+
+
+_BUILTIN: dict[str, Callable[[], Backend]] = {"ir": IRBackend, "airflow": _airflow}
 # Orchestrators this project is building; asking for one before it lands says so plainly.
-PLANNED = ("airflow", "argo", "stepfunctions")
+PLANNED = ("argo", "stepfunctions")
 
 
 def _entry_points():

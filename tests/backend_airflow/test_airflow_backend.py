@@ -1,0 +1,267 @@
+"""The Airflow backend, checked by real Airflow 3: DagBag loads every generated DAG, and
+dag.test() runs them with the real dagsmith runtime (DuckDB, Great Expectations, scikit-learn)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_helpers import REPO, load_dags, states
+
+EXAMPLES = ["churn", "forecast", "minimal"]
+
+
+def make_data(example: str) -> Path:
+    subprocess.run([sys.executable, str(REPO / "examples" / example / "make_data.py")], check=True, capture_output=True)
+    return REPO / "examples" / example
+
+
+def no_retries(dag):
+    for task in dag.tasks:
+        task.retries = 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_example_loads_in_dagbag(example, compile_dag):
+    out = compile_dag(REPO / "examples" / example / "pipeline.yaml")
+    bag = load_dags(out)
+    assert bag.import_errors == {}
+    assert len(bag.dags) == 1
+    (dag,) = bag.dags.values()
+    fanouts = [t for t in dag.tasks if t.task_id in ("train",)]
+    if example != "minimal":
+        assert len(fanouts) == 1  # the sweep is ONE (mapped) task
+
+
+@pytest.mark.slow
+def test_asset_schedule_has_an_asset_per_source(compile_dag):
+    out = compile_dag(REPO / "examples" / "churn" / "pipeline.yaml")
+    (dag,) = load_dags(out).dags.values()
+    schedule = dag.timetable
+    assert type(schedule).__name__ == "AssetOrTimeSchedule"  # cron OR new data
+    assert schedule.timetable.expression == "0 3 * * 1"
+    (asset,) = schedule.asset_condition.objects
+    assert (asset.name, asset.uri) == ("churn-model.events", "data/events.csv")
+    (watcher,) = asset.watchers  # the SQS notification itself starts the run
+    assert type(watcher.trigger).__name__ == "MessageQueueTrigger"
+    assert "churn-events-landed" in repr(watcher.trigger.__dict__)
+
+
+@pytest.fixture
+def run_env(monkeypatch, tmp_path):
+    store = tmp_path / "store"
+    monkeypatch.setenv("DAGSMITH_STORE", str(store))
+    return store
+
+
+def _run(dag, root: Path, monkeypatch, conf=None):
+    monkeypatch.setenv("DAGSMITH_ROOT", str(root))
+    no_retries(dag)
+    return dag.test(run_conf=conf or {})
+
+
+@pytest.mark.slow
+def test_churn_runs_end_to_end_like_the_local_runner(compile_dag, run_env, monkeypatch, tmp_path):
+    root = make_data("churn")
+    out = compile_dag(root / "pipeline.yaml")
+    (dag,) = load_dags(out).dags.values()
+    dag_run = _run(dag, root, monkeypatch)
+    got = states(dag_run)
+    assert str(dag_run.state.value if hasattr(dag_run.state, "value") else dag_run.state) == "success", got
+    assert all(state == "success" for state in got.values()), got
+    assert sorted(k for k in got if k.startswith("train[")) == [f"train[{i}]" for i in range(6)]  # one instance per trial
+    # the same metrics as `dagsmith run` on the same data
+    runs = list((run_env / "runs").iterdir())
+    (airflow_run,) = runs
+    airflow_metrics = json.loads((airflow_run / "steps" / "evaluate" / "result.json").read_text())["metrics"]
+    local = subprocess.run(
+        [str(Path(sys.executable).parent / "dagsmith"), "run", str(root / "pipeline.yaml"), "--workdir", str(tmp_path / "local"), "--format", "json"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert json.loads(local.stdout)["metrics"] == airflow_metrics
+
+
+@pytest.mark.slow
+def test_failing_gate_skips_deploy(compile_dag, run_env, monkeypatch, tmp_path):
+    root = make_data("churn")
+    folder = tmp_path / "churn"
+    shutil.copytree(root, folder)
+    spec = folder / "pipeline.yaml"
+    spec.write_text(spec.read_text().replace("value: 0.75", "value: 0.999"))
+    (dag,) = load_dags(compile_dag(spec)).dags.values()
+    dag_run = _run(dag, folder, monkeypatch)
+    got = states(dag_run)
+    assert got["gate"] == "success" and got["deploy"] == "skipped" and got["notify"] == "skipped", got
+    assert str(dag_run.state.value if hasattr(dag_run.state, "value") else dag_run.state) == "success"
+
+
+@pytest.mark.slow
+def test_failing_validation_marks_downstream_upstream_failed(compile_dag, run_env, monkeypatch, tmp_path):
+    root = make_data("minimal")
+    folder = tmp_path / "minimal"
+    shutil.copytree(root, folder)
+    spec = folder / "pipeline.yaml"
+    spec.write_text(spec.read_text() + """validation:
+  - name: impossible
+    on: applicants
+    expectations:
+      - expect_table_row_count_to_be_between: {min_value: 1000000}
+""")
+    (dag,) = load_dags(compile_dag(spec)).dags.values()
+    got = states(_run(dag, folder, monkeypatch))
+    assert got["impossible"] == "failed" and got["train"] == "upstream_failed" and got["evaluate"] == "upstream_failed", got
+
+
+HOSTILE = r'''"""; import os; os.system("touch MARKER") #'''
+
+
+@pytest.mark.slow
+def test_hostile_strings_reach_airflow_exactly_and_run_nothing(compile_dag, run_env, monkeypatch, tmp_path):
+    marker = tmp_path / "MARKER"
+    evil = HOSTILE.replace("MARKER", str(marker))
+    values = [evil, "{{ ti.xcom_push('x', 1) }}", "{% raw %}", "${params.n}", "back\\slash\nnew line", "'''"]
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(json.dumps({
+        "dagsmith": 1,
+        "pipeline": {"name": "hostile", "description": "\n".join(values), "tags": values[1:5] + ['"""; x=1 #']},
+        "params": {"n": {"type": "string", "default": evil, "description": values[1]}},
+        "sources": {"a": {"type": "csv", "uri": "a.csv"}},
+        "features": {"f": {"inputs": ["a"], "sql": "SELECT *, ${params.n} AS evil, '{{ x }}' AS tpl FROM a"}},
+    }))
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    out = compile_dag(spec)
+    (dag,) = load_dags(out).dags.values()
+    assert dag.description == "\n".join(values)
+    assert set(values[1:5]) <= set(dag.tags)
+    assert dag.params["n"] == evil
+    assert not marker.exists()
+    got = states(_run(dag, tmp_path, monkeypatch))
+    assert got == {"a": "success", "f": "success"}
+    assert not marker.exists()
+    import pyarrow.parquet as pq
+
+    (run_dir,) = list((run_env / "runs").iterdir())
+    table = pq.read_table(run_dir / "steps" / "f" / "table.parquet")
+    assert table.column("evil").to_pylist() == [evil] and table.column("tpl").to_pylist() == ["{{ x }}"]
+
+
+def test_min_interval_guard_admits_one_data_run_per_interval(tmp_path, monkeypatch):
+    from dagsmith.backends import airflow_tasks
+
+    out = tmp_path / "build"
+    subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(REPO / "examples/churn/pipeline.yaml"), "--target", "airflow", "-o", str(out)], check=True, capture_output=True, cwd=REPO)
+    monkeypatch.setenv("DAGSMITH_STORE", str(tmp_path / "store"))
+    ir = str(out / "churn-model.ir.json")
+
+    class Run:
+        def __init__(self, run_type):
+            self.run_type = run_type
+
+    data = {"dag_run": Run("asset_triggered")}
+    assert airflow_tasks.min_interval_guard(ir, 3600, run_id="r1", **data) is True
+    assert airflow_tasks.min_interval_guard(ir, 3600, run_id="r2", **data) is False  # too soon: skipped
+    assert airflow_tasks.min_interval_guard(ir, 3600, run_id="r3", dag_run=Run("scheduled")) is True  # cron runs pass
+    assert airflow_tasks.min_interval_guard(ir, 0, run_id="r4", **data) is True  # interval over
+
+
+def test_deterministic_and_small_for_a_20000_trial_sweep(tmp_path):
+    regions = ", ".join(f"r{i:03d}" for i in range(200))
+    values = ", ".join(str(i) for i in range(100))
+    spec = tmp_path / "wide.yaml"
+    spec.write_text(f"""dagsmith: 1
+pipeline: {{name: wide}}
+sources: {{sales: {{type: csv, uri: s.csv}}}}
+training:
+  inputs: [sales]
+  target: y
+  partition_by: region
+  partitions: [{regions}]
+  model: {{estimator: sklearn.linear_model.Ridge}}
+  sweep: {{method: grid, parameters: {{alpha: [{values}]}}, select: {{metric: r2, goal: max}}}}
+""")
+    texts = []
+    for name in ("a", "b"):
+        subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / name)], check=True, capture_output=True)
+        texts.append((tmp_path / name / "wide.py").read_bytes())
+    assert texts[0] == texts[1]
+    assert len(texts[0]) < 100_000
+    assert texts[0].count(b"PythonOperator.partial(") == 1
+
+
+def test_backend_limits_are_compile_errors(tmp_path):
+    spec = tmp_path / "p.yaml"
+    spec.write_text("dagsmith: 1\npipeline: {name: p, tags: [" + "t" * 101 + "]}\nsources: {a: {type: csv, uri: a.csv}}\n")
+    result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2 and "longer than the 100 characters Airflow allows" in result.stderr
+    assert not (tmp_path / "out").exists()
+    spec.write_text("dagsmith: 1\npipeline: {name: p}\nsources: {a: {type: csv, uri: a.csv}}\nbackends: {airflow: {operator: kubernetes}}\n")
+    result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2 and "'kubernetes' is not supported by the airflow backend yet" in result.stderr
+
+
+@pytest.mark.slow
+def test_connections_come_from_airflow_by_name(compile_dag, run_env, monkeypatch, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "warehouse.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE customers (id INTEGER)")
+        con.executemany("INSERT INTO customers VALUES (?)", [(1,), (2,)])
+    monkeypatch.delenv("DAGSMITH_CONN_WAREHOUSE", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", f"sqlite:///{db}")  # an Airflow connection, by id
+    monkeypatch.setenv("AIRFLOW_VAR_API_TOKEN", "s3cr3t")  # an Airflow Variable
+    (tmp_path / "check.py").write_text("import os\ndef token():\n    assert os.environ['API_TOKEN'] == 's3cr3t'\n")
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text("""dagsmith: 1
+pipeline: {name: conns}
+sources:
+  customers: {type: sql, connection: warehouse, query: SELECT * FROM customers}
+steps:
+  uses_token: {after: [customers], run: {python: "check:token"}, secrets: [API_TOKEN]}
+""")
+    out = compile_dag(spec)
+    text = (out / "conns.py").read_text()
+    assert "s3cr3t" not in text and str(db) not in text  # names only in generated code
+    (dag,) = load_dags(out).dags.values()
+    got = states(_run(dag, tmp_path, monkeypatch))
+    assert got == {"customers": "success", "uses_token": "success"}, got
+
+
+@pytest.mark.slow
+def test_deploy_is_atomic_and_checked_by_dagbag(airflow_home, tmp_path):
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "other.py").write_text("# somebody else's DAG\n")
+    exe = str(Path(sys.executable).parent / "dagsmith")
+    result = subprocess.run([exe, "deploy", "examples/minimal/pipeline.yaml", "--target", "airflow", "--dags-folder", str(dags)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in dags.iterdir()) == ["minimal.ir.json", "minimal.py", "other.py"]
+    assert not list(tmp_path.glob(".dagsmith-deploy-*"))  # staging cleaned up
+    assert load_dags(dags).import_errors == {}
+    # When Airflow refuses the DAG, nothing changes (simulated: the compiler already rejects
+    # everything this test could make Airflow refuse for real).
+    before = {p.name: p.read_bytes() for p in dags.iterdir()}
+    from dagsmith.backends import airflow as backend
+    from dagsmith.errors import UsageError
+
+    from dagsmith.compiler import compile_spec
+    from dagsmith.spec import load_spec
+
+    ir = compile_spec(load_spec(str(REPO / "examples/minimal/pipeline.yaml")))
+    ir = type(ir)(**{**{f: getattr(ir, f) for f in ("pipeline", "params", "triggers", "steps", "backends", "ir_version")},
+                     "pipeline": {**ir.pipeline, "description": "changed"}})
+    original = backend.dagbag_import_errors
+    backend.dagbag_import_errors = lambda folder: {str(folder / "minimal.py"): "Traceback...\nValueError: refused"}
+    try:
+        with pytest.raises(UsageError, match="Airflow cannot load the generated DAG, nothing deployed: minimal.py: ValueError: refused"):
+            backend.AirflowBackend().deploy(ir, {}, dags)
+    finally:
+        backend.dagbag_import_errors = original
+    assert {p.name: p.read_bytes() for p in dags.iterdir()} == before
+    assert not list(tmp_path.glob(".dagsmith-deploy-*"))

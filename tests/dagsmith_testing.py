@@ -1,0 +1,18 @@
+"""What tests share besides fixtures (tests/conftest.py): paths and a compile helper.
+
+Test files import from here, never from conftest (two conftest modules exist: tests/ and
+tests/backend_airflow/, and `import conftest` would pick either)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted(p.parent.name for p in (REPO / "examples").glob("*/pipeline.yaml"))
+
+
+def compile_path(path, env=None, params=None):
+    from dagsmith.compiler import compile_spec
+    from dagsmith.spec import load_spec
+
+    return compile_spec(load_spec(path, env, params))
