@@ -191,16 +191,17 @@ Environment: DAGSMITH_RUN_ID, DAGSMITH_RUN_DATE, DAGSMITH_PARAMS (JSON),
 DAGSMITH_ROOT (folder relative spec paths resolve against), DAGSMITH_STORE.""")
 @click.argument("ir_file", type=click.Path(dir_okay=False))
 @click.argument("step_id")
-@click.option("--item", metavar="JSON", help="One item of a fan-out: its index, e.g. 3 or {\"index\": 3}.")
+@click.option("--item", metavar="JSON", help="Fan-out items: an index (3), {\"index\": 3} or a range {\"start\": 0, \"stop\": 20}.")
 @click.option("--store", metavar="URI", help="Artifact store: a folder or s3://bucket/prefix (default $DAGSMITH_STORE or .dagsmith).")
-def step(ir_file: str, step_id: str, item: str | None, store: str | None):
+@click.option("--skip-exit-code", type=click.IntRange(2, 255), metavar="N", help="Exit N when a gate does not pass (for orchestrators that skip on an exit code).")
+def step(ir_file: str, step_id: str, item: str | None, store: str | None, skip_exit_code: int | None):
     """Run ONE step of a compiled pipeline (or one item of a fan-out); exit 0 or 1.
 
     Prints the step's result as JSON on stdout.
     """
     from .runtime import main_step
 
-    sys.exit(main_step(ir_file, step_id, item, store))
+    sys.exit(main_step(ir_file, step_id, item, store, skip_exit_code))
 
 
 @app.command(epilog="""\b

@@ -265,3 +265,25 @@ def test_deploy_is_atomic_and_checked_by_dagbag(airflow_home, tmp_path):
         backend.dagbag_import_errors = original
     assert {p.name: p.read_bytes() for p in dags.iterdir()} == before
     assert not list(tmp_path.glob(".dagsmith-deploy-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gate_value,expected", [(0.75, "success"), (0.999, "skipped")])
+def test_bash_operator_mode(compile_dag, run_env, monkeypatch, tmp_path, gate_value, expected):
+    """operator: bash runs `dagsmith step` in a shell per task (dagsmith on the worker's PATH)."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")
+    root = make_data("churn")
+    folder = tmp_path / "churn"
+    shutil.copytree(root, folder)
+    spec = folder / "pipeline.yaml"
+    text = spec.read_text().replace("value: 0.75", f"value: {gate_value}")
+    spec.write_text(text.replace("airflow: {dag_id: churn_model, pool: ml, tags: [ml]}", "airflow: {dag_id: churn_model, pool: ml, tags: [ml], operator: bash}"))
+    out = compile_dag(spec)
+    assert "BashOperator(" in (out / "churn_model.py").read_text()
+    (dag,) = load_dags(out).dags.values()
+    got = states(_run(dag, folder, monkeypatch, conf={"lookback_days": 45}))
+    assert sorted(k for k in got if k.startswith("train[")) == [f"train[{i}]" for i in range(6)]
+    assert got["deploy"] == expected and got["notify"] == expected, got
+    assert got["gate"] == ("success" if expected == "success" else "skipped")
+    (run_dir,) = list((run_env / "runs").iterdir())
+    assert (run_dir / "steps" / "evaluate" / "manifest.json").exists()

@@ -28,8 +28,9 @@ from ..compiler import ir_filename
 from ..errors import UsageError
 from ..ir import IR, Step
 
-OPERATORS_SUPPORTED = ("python",)
-OPERATORS_PLANNED = ("bash", "kubernetes")
+OPERATORS_SUPPORTED = ("python", "bash")
+OPERATORS_PLANNED = ("kubernetes",)
+GATED_EXIT_CODE = 99  # bash mode: `dagsmith step --skip-exit-code`, BashOperator(skip_on_exit_code)
 # IR fields that cannot apply when the step runs inside the Airflow worker.
 WORKER_MODE_NOT_APPLIED = ("image", "resources")
 _PARAM_TYPES = {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean"}
@@ -177,6 +178,8 @@ class AirflowBackend:
             "assets": assets,
             "has_watchers": any(a["queue"] for a in assets),
             "has_gate": any(step.kind == "gate" for step in ir.steps),
+            "bash": operator == "bash",
+            "gated_exit_code": GATED_EXIT_CODE,
             "guard": guard,
             "tags": tags,
             "default_args": default_args,

@@ -7,8 +7,8 @@ no spec text passes through Airflow's templating); the rest comes from the IR at
 Run values: DAGSMITH_RUN_ID is Airflow's run_id, DAGSMITH_RUN_DATE the run's logical date (or,
 for runs without one, the time it was triggered), DAGSMITH_PARAMS the DAG run's params.
 Store: `backends.airflow.store` from the spec, else $DAGSMITH_STORE, else $AIRFLOW_HOME/dagsmith.
-Relative data paths resolve against $DAGSMITH_ROOT, else `backends.airflow.root`, else the
-folder of the DAG file.
+Relative data paths resolve against $DAGSMITH_ROOT, else the folder of the DAG file (see
+runtime/context.py: the same rules hold for `dagsmith step` in the bash operator mode).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,27 +29,22 @@ def _load(ir_path: str):
 
 
 def _store(ir):
+    from ..runtime.context import default_store_uri
     from ..runtime.store import Store
 
-    options = ir.backends.get("airflow", {})
-    uri = options.get("store") or os.environ.get("DAGSMITH_STORE")
-    if not uri:
-        home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
-        uri = os.path.join(home, "dagsmith")
-    return Store.open(uri)
+    return Store.open(default_store_uri(ir, {**os.environ, "DAGSMITH_BACKEND": "airflow"}))
 
 
-def _environ(ir, ir_path: str, context) -> dict:
+def _environ(ir, context) -> dict:
     run = context.get("dag_run")
     when = context.get("logical_date") or getattr(run, "logical_date", None) or getattr(run, "run_after", None)
     params = context.get("params") or {}
-    root = os.environ.get("DAGSMITH_ROOT") or ir.backends.get("airflow", {}).get("root") or str(Path(ir_path).parent)
     return {
         **os.environ,
+        "DAGSMITH_BACKEND": "airflow",
         "DAGSMITH_RUN_ID": str(context["run_id"]),
         "DAGSMITH_RUN_DATE": when.date().isoformat() if when is not None else "",
         "DAGSMITH_PARAMS": json.dumps({name: params[name] for name in ir.params if name in params}, default=str),
-        "DAGSMITH_ROOT": root,
     }
 
 
@@ -56,7 +52,7 @@ def _context(ir_path: str, step_id: str, item, context):
     from ..runtime import make_context
 
     ir = _load(ir_path)
-    return make_context(ir, step_id, _store(ir), item, _environ(ir, ir_path, context))
+    return make_context(ir, step_id, _store(ir), item, _environ(ir, context), ir_path)
 
 
 def _names_from_airflow(step) -> dict:
@@ -105,14 +101,29 @@ def run_gate(ir_path: str, step_id: str, **context) -> bool:
     return bool(_run(ir_path, step_id, None, context).get("passed", True))
 
 
-def fanout_batches(ir_path: str, step_id: str, max_map_length: int, **context) -> list[list[int]]:
+def fanout_batches(ir_path: str, step_id: str, max_map_length: int, render: str = "python", **context) -> list:
     """The fan-out's items as at most `max_map_length` [start, stop) ranges: one mapped task
-    instance per range, one item per instance whenever the fan-out fits."""
+    instance per range, one item per instance whenever the fan-out fits. render="bash" gives
+    each range as the `dagsmith step` command that runs it."""
     from ..runtime.fanout import item_count
 
     total = item_count(_context(ir_path, step_id, None, context))
     size = max(1, math.ceil(total / max_map_length))
-    return [[start, min(start + size, total)] for start in range(0, total, size)]
+    ranges = [[start, min(start + size, total)] for start in range(0, total, size)]
+    if render == "bash":
+        return [bash_command(ir_path, step_id, json.dumps({"start": a, "stop": b})) for a, b in ranges]
+    return ranges
+
+
+def bash_command(ir_path: str, step_id: str, item: str | None = None, skip_exit_code: int | None = None) -> str:
+    """`dagsmith step` as one shell-quoted command line (operator: bash). It holds no spec text:
+    the IR path, a step id, digits; the run's values come in the task's environment."""
+    argv = ["dagsmith", "step", ir_path, step_id]
+    if item is not None:
+        argv += ["--item", item]
+    if skip_exit_code is not None:
+        argv += ["--skip-exit-code", str(skip_exit_code)]
+    return shlex.join(argv)
 
 
 def run_items(start: int, stop: int, ir_path: str, step_id: str, **context) -> None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..ir import IR
-from .context import RunValues, StepContext, StepFailed, default_root
+from .context import RunValues, StepContext, StepFailed, default_root, default_store_uri
 from .store import Store
 
 _KINDS = {
@@ -50,7 +50,7 @@ def load_ir(path: str | os.PathLike) -> IR:
         raise StepFailed(f"{path} is not a dagsmith IR file ({type(exc).__name__}: {exc})") from None
 
 
-def make_context(ir: IR, step_id: str, store: Store, item: int | None = None, environ=os.environ) -> StepContext:
+def make_context(ir: IR, step_id: str, store: Store, item: int | None = None, environ=os.environ, ir_file: str | None = None) -> StepContext:
     if not ir.has_step(step_id):
         from ..errors import did_you_mean
 
@@ -59,7 +59,7 @@ def make_context(ir: IR, step_id: str, store: Store, item: int | None = None, en
     step = ir.step(step_id)
     if item is not None and step.fanout is None:
         raise StepFailed(f"step {step_id!r} is not a fan-out: it takes no --item")
-    return StepContext(ir=ir, step=step, store=store, values=RunValues.from_env(ir, environ), root=default_root(ir, environ), item=item)
+    return StepContext(ir=ir, step=step, store=store, values=RunValues.from_env(ir, environ), root=default_root(ir, environ, ir_file), item=item)
 
 
 def run_step(ctx: StepContext) -> dict:
@@ -81,25 +81,34 @@ def run_step(ctx: StepContext) -> dict:
     return result
 
 
-def parse_item(text: str | None) -> int | None:
-    """--item takes JSON: an index (17) or {"index": 17}."""
+def parse_items(text: str | None) -> list[int | None]:
+    """--item takes JSON: an index (17), {"index": 17}, or a range {"start": 0, "stop": 20}
+    (what orchestrators map over when a fan-out has more items than they can map)."""
     if text is None:
-        return None
+        return [None]
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        raise StepFailed(f"--item takes JSON (an index like 17 or {{\"index\": 17}}), got {text!r}") from None
+        raise StepFailed(f"--item takes JSON (17, {{\"index\": 17}} or {{\"start\": 0, \"stop\": 20}}), got {text!r}") from None
+    if isinstance(value, dict) and set(value) == {"start", "stop"}:
+        start, stop = value["start"], value["stop"]
+        if all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (start, stop)) and start < stop:
+            return list(range(start, stop))
+        raise StepFailed(f"--item range needs 0 <= start < stop, got {text!r}")
     if isinstance(value, dict):
         value = value.get("index")
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise StepFailed(f"--item must be a non-negative item index, got {text!r}")
-    return value
+        raise StepFailed(f"--item must be a non-negative item index or a range, got {text!r}")
+    return [value]
 
 
-def main_step(ir_file: str, step_id: str, item: str | None, store_uri: str | None) -> int:
+def main_step(ir_file: str, step_id: str, item: str | None, store_uri: str | None, skip_exit_code: int | None = None) -> int:
     ir = load_ir(ir_file)
-    store = Store.open(store_uri or os.environ.get("DAGSMITH_STORE") or ".dagsmith")
-    ctx = make_context(ir, step_id, store, parse_item(item))
-    result = run_step(ctx)
-    print(json.dumps(result, sort_keys=True, default=str), file=sys.stdout)
+    store = Store.open(store_uri or default_store_uri(ir))
+    for index in parse_items(item):
+        result = run_step(make_context(ir, step_id, store, index, os.environ, ir_file))
+        print(json.dumps(result, sort_keys=True, default=str), file=sys.stdout)
+        if skip_exit_code is not None and result.get("passed") is False:
+            print(f"step {step_id!r}: gates did not pass: exiting {skip_exit_code} so what follows is skipped", file=sys.stderr)
+            return skip_exit_code
     return 0

@@ -129,5 +129,31 @@ class StepContext:
         self.store.write_json(f"{self.key}/result.json", data)
 
 
-def default_root(ir: IR, environ=os.environ) -> Path:
-    return Path(environ.get("DAGSMITH_ROOT") or ir.pipeline.get("spec_dir") or ".")
+def default_root(ir: IR, environ=os.environ, ir_file: str | None = None) -> Path:
+    """$DAGSMITH_ROOT; under an orchestrator ($DAGSMITH_BACKEND set) the IR file's folder;
+    else the spec's folder as compiled (a local run from the same working directory)."""
+    if environ.get("DAGSMITH_ROOT"):
+        return Path(environ["DAGSMITH_ROOT"])
+    if environ.get("DAGSMITH_BACKEND") and ir_file:
+        return Path(ir_file).resolve().parent
+    return Path(ir.pipeline.get("spec_dir") or ".")
+
+
+# Where an orchestrator's runs keep artifacts when its spec options name no store.
+_BACKEND_STORES = {
+    "airflow": lambda environ: os.path.join(environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow"), "dagsmith"),
+}
+
+
+def default_store_uri(ir: IR, environ=os.environ) -> str:
+    """`backends.<$DAGSMITH_BACKEND>.store` from the spec, else $DAGSMITH_STORE, else the
+    backend's own default, else .dagsmith in the working directory."""
+    backend = environ.get("DAGSMITH_BACKEND")
+    configured = ir.backends.get(backend, {}).get("store") if backend else None
+    if configured:
+        return configured
+    if environ.get("DAGSMITH_STORE"):
+        return environ["DAGSMITH_STORE"]
+    if backend in _BACKEND_STORES:
+        return _BACKEND_STORES[backend](environ)
+    return ".dagsmith"
