@@ -397,6 +397,10 @@ SCHEMA = {
                             "operator": {"enum": ["python", "bash", "kubernetes"], "description": "How tasks run the step: python (in the worker), bash, kubernetes (a pod)."},
                             "namespace": string("Kubernetes namespace for operator: kubernetes."),
                             "store": string("Artifact store of runs: a folder, or s3://bucket/prefix for distributed workers."),
+                            "max_map_length": {
+                                "type": "integer", "minimum": 1,
+                                "description": "Airflow's [core] max_map_length (default 1024): a larger fan-out maps over this many ranges of items.",
+                            },
                         },
                     ),
                     "argo": obj(

@@ -202,7 +202,8 @@ def test_backend_limits_are_compile_errors(tmp_path):
     assert not (tmp_path / "out").exists()
     spec.write_text("dagsmith: 1\npipeline: {name: p}\nsources: {a: {type: csv, uri: a.csv}}\nbackends: {airflow: {operator: kubernetes}}\n")
     result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "out")], capture_output=True, text=True)
-    assert result.returncode == 2 and "'kubernetes' is not supported by the airflow backend yet" in result.stderr
+    assert result.returncode == 2 and "kubernetes needs backends.airflow.store: s3://" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
@@ -287,3 +288,103 @@ def test_bash_operator_mode(compile_dag, run_env, monkeypatch, tmp_path, gate_va
     assert got["gate"] == ("success" if expected == "success" else "skipped")
     (run_dir,) = list((run_env / "runs").iterdir())
     assert (run_dir / "steps" / "evaluate" / "manifest.json").exists()
+
+
+K8S_OPTIONS = 'airflow: {dag_id: churn_model, pool: ml, tags: [ml], operator: kubernetes, namespace: ml, store: "s3://acme-ml/dagsmith"}'
+
+
+def _kubernetes_spec(tmp_path) -> Path:
+    folder = tmp_path / "churn"
+    shutil.copytree(REPO / "examples" / "churn", folder, ignore=shutil.ignore_patterns("data"))
+    spec = folder / "pipeline.yaml"
+    text = spec.read_text().replace("airflow: {dag_id: churn_model, pool: ml, tags: [ml]}", K8S_OPTIONS)
+    text = text.replace("steps:\n  notify:", "steps:\n  notify:\n    secrets: [SLACK_TOKEN]\n    resources: {gpu: 1}")
+    spec.write_text(text)
+    return spec
+
+
+@pytest.mark.slow
+def test_kubernetes_operator_mode_builds_pods(compile_dag, tmp_path):
+    """No cluster runs here: Airflow parses the DAG, and the pods' specs are checked."""
+    out = compile_dag(_kubernetes_spec(tmp_path))
+    (dag,) = load_dags(out).dags.values()
+    pods = {t.task_id: t for t in dag.tasks if type(t).__name__ in ("KubernetesPodOperator", "MappedOperator")}
+    notify = pods["notify"]
+    assert notify.image == "ghcr.io/acme/churn:1.4.2" and notify.namespace == "ml" and notify.cmds == ["dagsmith"]
+    assert notify.arguments[0] == "step" and notify.arguments[1].startswith("s3://acme-ml/dagsmith/ir/churn-model-")
+    assert notify.container_resources.limits == {"nvidia.com/gpu": "1"}
+    (secret,) = notify.secrets
+    assert (secret.deploy_target, secret.secret, secret.key) == ("SLACK_TOKEN", "slack-token", "SLACK_TOKEN")
+    assert pods["gate"].skip_on_exit_code == [99] or pods["gate"].skip_on_exit_code == {99} or 99 in pods["gate"].skip_on_exit_code
+    assert type(pods["train"]).__name__ == "MappedOperator"  # one mapped pod task for the sweep
+
+
+def test_kubernetes_mode_refuses_what_pods_cannot_do(tmp_path):
+    spec = _kubernetes_spec(tmp_path)
+    exe = str(Path(sys.executable).parent / "dagsmith")
+    local = spec.read_text().replace('store: "s3://acme-ml/dagsmith"', "store: /var/dagsmith")
+    spec.write_text(local)
+    result = subprocess.run([exe, "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 2 and "needs backends.airflow.store: s3://" in result.stderr
+    spec.write_text(local.replace("store: /var/dagsmith", 'store: "s3://b/p"').replace("  image: ghcr.io/acme/churn:1.4.2\n", "", 1))
+    result = subprocess.run([exe, "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 2 and "no image for:" in result.stderr
+
+
+@pytest.mark.slow
+def test_kubernetes_deploy_uploads_the_ir_for_the_pods(airflow_home, tmp_path, monkeypatch):
+    """S3 is moto's server on 127.0.0.1 (no AWS here); Airflow's DagBag is real."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="acme-ml")
+        dags = tmp_path / "dags"
+        dags.mkdir()
+        result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "deploy", str(_kubernetes_spec(tmp_path)), "--target", "airflow", "--dags-folder", str(dags)], capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        (key,) = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="acme-ml")["Contents"]]
+        assert key.startswith("dagsmith/ir/churn-model-") and key.endswith(".ir.json")
+        assert f"s3://acme-ml/{key}" in (dags / "churn_model.py").read_text()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_fanouts_larger_than_max_map_length_run_in_ranges(compile_dag, run_env, monkeypatch, tmp_path):
+    root = make_data("churn")
+    folder = tmp_path / "churn"
+    shutil.copytree(root, folder)
+    spec = folder / "pipeline.yaml"
+    spec.write_text(spec.read_text().replace("airflow: {dag_id: churn_model, pool: ml, tags: [ml]}", "airflow: {dag_id: churn_model, pool: ml, tags: [ml], max_map_length: 4}"))
+    (dag,) = load_dags(compile_dag(spec)).dags.values()
+    got = states(_run(dag, folder, monkeypatch))
+    assert sorted(k for k in got if k.startswith("train[")) == ["train[0]", "train[1]", "train[2]"]  # 6 items, 2 per instance
+    assert all(v == "success" for v in got.values()), got
+    (run_dir,) = list((run_env / "runs").iterdir())
+    assert sorted(int(p.name) for p in (run_dir / "items" / "train").iterdir()) == list(range(6))
+
+
+@pytest.mark.slow
+def test_dag_attributes_and_no_warnings_from_generated_code(compile_dag):
+    import warnings
+
+    out = compile_dag(REPO / "examples" / "churn" / "pipeline.yaml")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (dag,) = load_dags(out).dags.values()
+    ours = [w for w in caught if str(out) in str(w.filename)]
+    assert ours == [], [str(w.message) for w in ours]
+    assert dag.description.startswith("Weekly churn model")
+    assert dag.params.get_param("lookback_days").schema["type"] == "integer" and dag.params["lookback_days"] == 30
+    task = dag.get_task("customers")
+    assert (task.retries, task.retry_delay.total_seconds(), task.execution_timeout.total_seconds()) == (2, 300, 3600)
+    assert (task.pool, task.owner) == ("ml", "growth-ml")
+    assert dag.get_task("notify").retries == 0
+    assert set(dag.tags) >= {"churn", "ml", "dagsmith"}

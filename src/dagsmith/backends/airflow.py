@@ -28,8 +28,7 @@ from ..compiler import ir_filename
 from ..errors import UsageError
 from ..ir import IR, Step
 
-OPERATORS_SUPPORTED = ("python", "bash")
-OPERATORS_PLANNED = ("kubernetes",)
+OPERATORS_SUPPORTED = ("python", "bash", "kubernetes")
 GATED_EXIT_CODE = 99  # bash mode: `dagsmith step --skip-exit-code`, BashOperator(skip_on_exit_code)
 # IR fields that cannot apply when the step runs inside the Airflow worker.
 WORKER_MODE_NOT_APPLIED = ("image", "resources")
@@ -104,6 +103,11 @@ class AirflowBackend:
             if errors:
                 details = "; ".join(f"{Path(path).name}: {message.strip().splitlines()[-1]}" for path, message in sorted(errors.items()))
                 raise UsageError(f"Airflow cannot load the generated DAG, nothing deployed: {details}")
+            if options.get("operator") == "kubernetes":  # pods read the IR from the store
+                from ..runtime.s3 import client, split_uri
+
+                bucket, key = split_uri(ir_uri(ir, options))
+                client().put_object(Bucket=bucket, Key=key, Body=files[ir_filename(ir.name)].encode("utf-8"))
             ordered = sorted(files, key=lambda name: name.endswith(".py"))  # the DAG file last
             for name in ordered:
                 os.replace(staging / name, dags_folder / name)
@@ -120,6 +124,8 @@ class AirflowBackend:
                 f"backends.airflow.operator: {operator!r} is not supported by the airflow backend yet "
                 f"(supported: {', '.join(OPERATORS_SUPPORTED)}); it is planned"
             )
+        if operator == "kubernetes":
+            self.check_kubernetes(ir, options)
         dag_id = options.get("dag_id") or naming.airflow_id(ir.name)
         if len(dag_id) > 250:
             raise AirflowBackendError(f"backends.airflow.dag_id: {dag_id[:40]!r}... is longer than Airflow's 250 characters")
@@ -132,6 +138,22 @@ class AirflowBackend:
                 if task_id in ids:
                     raise AirflowBackendError(f"steps {ids[task_id]!r} and {step.id!r} would both be the Airflow task {task_id!r}")
                 ids[task_id] = step.id
+
+    @staticmethod
+    def check_kubernetes(ir: IR, options: dict) -> None:
+        """Pods share no disk and Airflow renders the operator's fields as templates."""
+        store = options.get("store") or ""
+        if not store.startswith("s3://"):
+            raise AirflowBackendError("backends.airflow.operator: kubernetes needs backends.airflow.store: s3://bucket/prefix (pods share no disk)")
+        missing = [step.id for step in ir.steps if not step.image]
+        if missing:
+            raise AirflowBackendError(f"backends.airflow.operator: kubernetes runs each step in its image; no image for: {', '.join(missing)} (set defaults.image)")
+        for value in [store, options.get("namespace") or "", *(step.image for step in ir.steps)]:
+            if "{{" in value or "{%" in value:
+                raise AirflowBackendError(f"{value!r}: Airflow renders pod fields as templates, so they cannot contain '{{{{' or '{{%'")
+        namespace = options.get("namespace")
+        if namespace and naming.k8s_name(namespace) != namespace:
+            raise AirflowBackendError(f"backends.airflow.namespace: {namespace!r} is not a Kubernetes namespace name")
 
     @staticmethod
     def task_ids(step: Step) -> list[str]:
@@ -158,7 +180,7 @@ class AirflowBackend:
         assets = self.assets(ir)
         schedule, sdk_imports = self.schedule(ir, assets)
         operator = options.get("operator", "python")
-        used = {field for step in ir.steps for field in WORKER_MODE_NOT_APPLIED if getattr(step, field)}
+        used = {field for step in ir.steps for field in WORKER_MODE_NOT_APPLIED if getattr(step, field)} if operator != "kubernetes" else set()
         default_args = {"owner": options.get("owner") or ir.pipeline.get("owner") or "dagsmith"}
         for key in ("pool", "queue"):
             if options.get(key):
@@ -179,6 +201,9 @@ class AirflowBackend:
             "has_watchers": any(a["queue"] for a in assets),
             "has_gate": any(step.kind == "gate" for step in ir.steps),
             "bash": operator == "bash",
+            "kubernetes": operator == "kubernetes",
+            "namespace": options.get("namespace") or "default",
+            "ir_uri": ir_uri(ir, options) if operator == "kubernetes" else None,
             "gated_exit_code": GATED_EXIT_CODE,
             "guard": guard,
             "tags": tags,
@@ -211,6 +236,13 @@ class AirflowBackend:
         return {
             "task_id": task_id,
             "step_id": step.id,
+            "pod_name": naming.k8s_name(f"{step.id}"),
+            "image": step.image,
+            "resources": pod_resources(step.resources),
+            # A secret NAME is the Kubernetes Secret k8s_name(NAME) with the key NAME; a connection
+            # is the Secret dagsmith-conn-<name> with the key uri (docs/backends/airflow.md).
+            "secrets": [{"name": name, "secret": naming.k8s_name(name), "key": name} for name in step.secrets]
+            + [{"name": connection_variable(c), "secret": naming.k8s_name(f"dagsmith-conn-{c}"), "key": "uri"} for c in step.connections],
             "comment": comment + (": a failed gate skips what follows" if gate else ""),
             "mapped": step.fanout is not None,
             "batches_id": f"{task_id}__batches",
@@ -254,3 +286,21 @@ def dagbag_import_errors(folder: Path) -> dict:
     except ImportError:
         raise UsageError("deploying to Airflow needs Airflow: pip install 'dagsmith[airflow]'") from None
     return dict(DagBag(dag_folder=str(folder)).import_errors)
+
+
+def ir_uri(ir: IR, options: dict) -> str:
+    """Where pods read the IR: in the store, named by the spec's hash (deploy uploads it)."""
+    return f"{options['store'].rstrip('/')}/ir/{ir.name}-{(ir.pipeline.get('spec_hash') or '')[:12]}.ir.json"
+
+
+def connection_variable(name: str) -> str:
+    from ..runtime.sources import connection_env
+
+    return connection_env(name)
+
+
+def pod_resources(resources: dict) -> dict:
+    """IR resources -> Kubernetes requests and limits (GPUs are limits: nvidia.com/gpu)."""
+    requests = {key: str(resources[key]) for key in ("cpu", "memory") if key in resources}
+    limits = {"nvidia.com/gpu": str(resources["gpu"])} if resources.get("gpu") else {}
+    return {"requests": requests, "limits": limits}

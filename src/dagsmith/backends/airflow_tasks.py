@@ -101,10 +101,11 @@ def run_gate(ir_path: str, step_id: str, **context) -> bool:
     return bool(_run(ir_path, step_id, None, context).get("passed", True))
 
 
-def fanout_batches(ir_path: str, step_id: str, max_map_length: int, render: str = "python", **context) -> list:
+def fanout_batches(ir_path: str, step_id: str, max_map_length: int, render: str = "python", pod_ir: str | None = None, **context) -> list:
     """The fan-out's items as at most `max_map_length` [start, stop) ranges: one mapped task
     instance per range, one item per instance whenever the fan-out fits. render="bash" gives
-    each range as the `dagsmith step` command that runs it."""
+    each range as the `dagsmith step` command that runs it; render="kubernetes" as the pod's
+    arguments (reading the IR at `pod_ir`)."""
     from ..runtime.fanout import item_count
 
     total = item_count(_context(ir_path, step_id, None, context))
@@ -112,6 +113,8 @@ def fanout_batches(ir_path: str, step_id: str, max_map_length: int, render: str 
     ranges = [[start, min(start + size, total)] for start in range(0, total, size)]
     if render == "bash":
         return [bash_command(ir_path, step_id, json.dumps({"start": a, "stop": b})) for a, b in ranges]
+    if render == "kubernetes":
+        return [["step", pod_ir, step_id, "--item", json.dumps({"start": a, "stop": b})] for a, b in ranges]
     return ranges
 
 

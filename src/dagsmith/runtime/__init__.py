@@ -40,6 +40,16 @@ _EXTRAS = {
 
 
 def load_ir(path: str | os.PathLike) -> IR:
+    """The IR from a file, or from s3://bucket/key (pods read it from the artifact store)."""
+    if str(path).startswith("s3://"):
+        from .s3 import client, split_uri
+
+        bucket, key = split_uri(str(path))
+        try:
+            text = client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        except Exception as exc:  # noqa: BLE001 - any S3 failure means the same to the user
+            raise StepFailed(f"cannot read IR {path}: {exc}") from None
+        return IR.loads(text)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
