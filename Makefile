@@ -20,6 +20,7 @@ demo: $(BIN)/dagsmith
 	$(BIN)/python examples/$(EXAMPLE)/make_data.py
 	$(BIN)/dagsmith validate examples/$(EXAMPLE)/pipeline.yaml
 	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target ir -o build/ir
+	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target airflow -o build/airflow
 	$(BIN)/dagsmith graph examples/$(EXAMPLE)/pipeline.yaml
 	$(BIN)/dagsmith run examples/$(EXAMPLE)/pipeline.yaml $(RUN_ARGS)
 
@@ -35,6 +36,7 @@ schema: $(BIN)/dagsmith
 bench: $(BIN)/dagsmith
 	$(BIN)/python benchmarks/compile.py
 	$(BIN)/python benchmarks/runner.py
+	$(BIN)/python benchmarks/airflow.py
 
 clean:
 	rm -rf $(VENV) build
