@@ -388,3 +388,27 @@ def test_dag_attributes_and_no_warnings_from_generated_code(compile_dag):
     assert (task.pool, task.owner) == ("ml", "growth-ml")
     assert dag.get_task("notify").retries == 0
     assert set(dag.tags) >= {"churn", "ml", "dagsmith"}
+
+
+@pytest.mark.parametrize("mode", ["python", "bash", "kubernetes"])
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_generated_code_imports_only_what_it_uses_and_compiles(mode, example, tmp_path):
+    import ast
+
+    folder = tmp_path / example
+    shutil.copytree(REPO / "examples" / example, folder, ignore=shutil.ignore_patterns("data"))
+    spec = folder / "pipeline.yaml"
+    options = {"python": "{}", "bash": "{operator: bash}", "kubernetes": '{operator: kubernetes, store: "s3://b/p"}'}[mode]
+    text = spec.read_text()
+    text = text.split("\nbackends:")[0] + f"\nbackends:\n  airflow: {options}\n"
+    if "image:" not in text:
+        text = text.replace("sources:", "defaults: {image: 'ghcr.io/acme/x:1'}\nsources:", 1)
+    spec.write_text(text)
+    out = tmp_path / "out"
+    result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(spec), "--target", "airflow", "-o", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    (dag_file,) = out.glob("*.py")
+    tree = ast.parse(dag_file.read_text())  # valid Python
+    imported = {alias.asname or alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    assert imported - used - {"annotations"} == set()

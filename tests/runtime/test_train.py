@@ -11,59 +11,17 @@ import json
 import math
 import textwrap
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
 
 from dagsmith.ir import FanOut
-from dagsmith.runtime import make_context, run_step
 from dagsmith.runtime.context import StepFailed
 from dagsmith.runtime.data import training_frame
 from dagsmith.runtime.fanout import decode, item_count, partitions_of
-from dagsmith.runtime.store import LocalStore
 from dagsmith.runtime.train import best_trial
 
-RUN = "r1"
-
-
-# --- helpers (self-contained: test_evaluate_deploy.py has its own copy) ----------------------------
-
-class Pipeline:
-    """A compiled spec + a LocalStore holding its source tables for one or more runs."""
-
-    def __init__(self, tmp_path, spec: str, tables: dict, run: str = RUN):
-        from dagsmith.compiler import compile_spec
-        from dagsmith.spec import load_spec
-
-        self.root = tmp_path
-        path = tmp_path / "pipeline.yaml"
-        path.write_text(textwrap.dedent(spec), encoding="utf-8")
-        self.ir = compile_spec(load_spec(path))
-        self.store = LocalStore(tmp_path / "store")
-        self.tables = tables
-        self.commit_tables(run)
-
-    def commit_tables(self, run: str, tables: dict | None = None) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        for step_id, frame in (tables or self.tables).items():
-            staging = self.store.stage(self.store.step_key(run, step_id))
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), staging.path("table.parquet"))
-            self.store.commit(staging)
-
-    def ctx(self, step_id: str, item: int | None = None, run: str = RUN):
-        env = {"DAGSMITH_RUN_ID": run, "DAGSMITH_RUN_DATE": "2024-06-03", "DAGSMITH_ROOT": str(self.root)}
-        return make_context(self.ir, step_id, self.store, item, environ=env)
-
-    def run(self, step_id: str, item: int | None = None, run: str = RUN) -> dict:
-        return run_step(self.ctx(step_id, item, run))
-
-    def read(self, step_id: str, name: str, item: int | None = None, run: str = RUN):
-        ctx = self.ctx(step_id, run=run)
-        path = ctx.input_file(step_id, name, item)
-        return json.loads(path.read_text()) if name.endswith(".json") else joblib.load(path)
+from runtime_testing import RUN, Pipeline  # noqa: E402
 
 
 def classification_rows(n: int = 240, seed: int = 0, regions=("a", "b")) -> pd.DataFrame:

@@ -196,12 +196,17 @@ class AirflowBackend:
             "dag_id": dag_id,
             "description": ir.pipeline.get("description"),
             "schedule": schedule,
-            "sdk_imports": sorted({"DAG", "Param", *sdk_imports}),
+            "sdk_imports": sorted({"DAG", *sdk_imports} | ({"Param"} if ir.params else set())),
+            "python_imports": python_imports(ir, operator, guard),
             "assets": assets,
             "has_watchers": any(a["queue"] for a in assets),
             "has_gate": any(step.kind == "gate" for step in ir.steps),
             "bash": operator == "bash",
             "kubernetes": operator == "kubernetes",
+            "pod_secrets": any(step.secrets or step.connections for step in ir.steps),
+            # Pods run dagsmith themselves; the Airflow side needs it only to list fan-out items
+            # or to guard min_interval.
+            "uses_tasks_module": operator != "kubernetes" or guard is not None or any(s.fanout for s in ir.steps),
             "namespace": options.get("namespace") or "default",
             "ir_uri": ir_uri(ir, options) if operator == "kubernetes" else None,
             "gated_exit_code": GATED_EXIT_CODE,
@@ -304,3 +309,17 @@ def pod_resources(resources: dict) -> dict:
     requests = {key: str(resources[key]) for key in ("cpu", "memory") if key in resources}
     limits = {"nvidia.com/gpu": str(resources["gpu"])} if resources.get("gpu") else {}
     return {"requests": requests, "limits": limits}
+
+
+def python_imports(ir: IR, operator: str, guard) -> list[str]:
+    """The operators from providers.standard that the DAG file uses (and no others)."""
+    names = set()
+    if guard:
+        names.add("ShortCircuitOperator")
+    if any(step.fanout for step in ir.steps):
+        names.add("PythonOperator")  # the <step>__batches tasks
+    if operator == "python":
+        names.add("PythonOperator")
+        if any(step.kind == "gate" for step in ir.steps):
+            names.add("ShortCircuitOperator")
+    return sorted(names)

@@ -18,7 +18,6 @@ import math
 import os
 import shlex
 from functools import lru_cache
-from pathlib import Path
 
 
 @lru_cache(maxsize=8)

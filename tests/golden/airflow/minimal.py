@@ -11,7 +11,7 @@ import datetime
 from pathlib import Path
 
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from dagsmith.backends import airflow_tasks
 
