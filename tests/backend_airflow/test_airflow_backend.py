@@ -133,6 +133,8 @@ def test_hostile_strings_reach_airflow_exactly_and_run_nothing(compile_dag, run_
         "params": {"n": {"type": "string", "default": evil, "description": values[1]}},
         "sources": {"a": {"type": "csv", "uri": "a.csv"}},
         "features": {"f": {"inputs": ["a"], "sql": "SELECT *, ${params.n} AS evil, '{{ x }}' AS tpl FROM a"}},
+        "steps": {"argv": {"after": ["f"], "run": {"command": [
+            sys.executable, "-c", "import sys, json; open('argv.json', 'w').write(json.dumps(sys.argv[1:]))", *values[:3], "$(touch " + str(marker) + ")"]}}},
     }))
     (tmp_path / "a.csv").write_text("x\n1\n")
     out = compile_dag(spec)
@@ -142,8 +144,9 @@ def test_hostile_strings_reach_airflow_exactly_and_run_nothing(compile_dag, run_
     assert dag.params["n"] == evil
     assert not marker.exists()
     got = states(_run(dag, tmp_path, monkeypatch))
-    assert got == {"a": "success", "f": "success"}
+    assert got == {"a": "success", "f": "success", "argv": "success"}
     assert not marker.exists()
+    assert json.loads((tmp_path / "argv.json").read_text()) == [*values[:3], "$(touch " + str(marker) + ")"]
     import pyarrow.parquet as pq
 
     (run_dir,) = list((run_env / "runs").iterdir())
