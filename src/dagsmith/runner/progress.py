@@ -40,7 +40,7 @@ class LiveReporter:
         self.console = console
         self.started = time.monotonic()
         self.record: dict | None = None
-        self.live = Live(console=console, refresh_per_second=8, transient=False, get_renderable=self.render)
+        self.live = Live(console=console, refresh_per_second=8, transient=True, get_renderable=self.render)  # the summary replaces it
         self.live.start()
 
     def event(self, step_id: str, text: str) -> None:
