@@ -9,7 +9,13 @@ from dagsmith_testing import REPO
 from dagsmith.errors import SpecError
 from dagsmith.spec import yamlpos
 
-FILES = sorted(REPO.glob("examples/*/pipeline.yaml")) + sorted((REPO / "tests" / "errors").rglob("*.yaml"))
+# Files with non-printable characters never reach libyaml (load_text sends them to the Python
+# parser, whose reader rejects them), so only the others can be compared.
+FILES = [
+    path
+    for path in sorted(REPO.glob("examples/*/pipeline.yaml")) + sorted((REPO / "tests" / "errors").rglob("*.yaml"))
+    if not yamlpos._NON_PRINTABLE.search(path.read_text(encoding="utf-8", errors="replace"))
+]
 
 
 def _walk(node, path=()):
@@ -37,8 +43,6 @@ def _read(text, loader):
 @pytest.mark.parametrize("path", FILES, ids=[p.relative_to(REPO).as_posix() for p in FILES])
 def test_fast_and_python_parsers_agree(path):
     text = path.read_text(encoding="utf-8", errors="replace")
-    if yamlpos._NON_PRINTABLE.search(text):
-        pytest.skip("non-printable characters always take the Python parser")
     fast, python = _read(text, yamlpos._FastLoader), _read(text, yamlpos._Loader)
     if fast and fast[0] == "fallback":
         assert isinstance(python, list) and python and isinstance(python[0], str)  # Python reports it
