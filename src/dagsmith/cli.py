@@ -284,6 +284,12 @@ def runs_show(run_id: str, workdir: str, fmt: str):
         summary(record, Console())
 
 
+# --- serving commands: serve, promote, rollback (issue 6) ---
+
+
+# --- continuous training: watch (issue 6) ---
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every DagsmithError becomes its lines on stderr and its exit code."""
     try:
