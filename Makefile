@@ -13,6 +13,9 @@ RUN_ARGS ?=
 $(BIN)/dagsmith: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU build of torch first (on these machines a local wheel); an unpinned torch would
+	# pull a multi-GB CUDA build to satisfy the train extra's range.
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
@@ -24,7 +27,12 @@ demo: $(BIN)/dagsmith
 	$(BIN)/dagsmith graph examples/$(EXAMPLE)/pipeline.yaml
 	$(BIN)/dagsmith run examples/$(EXAMPLE)/pipeline.yaml $(RUN_ARGS)
 
-test: $(BIN)/dagsmith
+# horovod 0.28.1 is built from source (patched for C++17) once per venv: scripts/install-horovod.sh
+$(VENV)/.horovod: $(BIN)/dagsmith scripts/install-horovod.sh
+	PYTHON=$(BIN)/python bash scripts/install-horovod.sh
+	touch $@
+
+test: $(BIN)/dagsmith $(VENV)/.horovod
 	DAGSMITH_FUZZ_EXAMPLES=2500 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 golden: $(BIN)/dagsmith

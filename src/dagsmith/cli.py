@@ -286,8 +286,118 @@ def runs_show(run_id: str, workdir: str, fmt: str):
 
 # --- serving commands: serve, promote, rollback (issue 6) ---
 
+@app.command(name="serve", epilog="""\b
+Examples:
+  dagsmith serve churn --workdir .dagsmith --port 8080
+  curl -s localhost:8080/predict -d '{"rows": [{"age": 31, "tenure_months": 12, ...}]}'
+  curl -s localhost:8080/health; curl -s localhost:8080/metrics""")
+@click.argument("model")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port (printed).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR", help="Where the local model registry is (as for `dagsmith run`).")
+@click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+def serve_command(model: str, port: int, host: str, workdir: str, access_log: bool):
+    """Serve MODEL's production version (and its canary, at its traffic percent) over HTTP.
+
+    POST /predict, GET /health, GET /metrics (Prometheus). promote / rollback take effect
+    without a restart. Ctrl-C stops. See docs/serving.md.
+    """
+    from .serving import serve
+
+    serve(workdir, model, host, port, access_log=access_log, echo=lambda text: click.echo(text))
+
+
+@app.command(name="promote", epilog="""\b
+Example:
+  dagsmith promote churn --workdir .dagsmith""")
+@click.argument("model")
+@click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
+def promote_command(model: str, workdir: str):
+    """Make MODEL's canary the production version (the old one goes to history).
+
+    Exit 2 when there is no canary.
+    """
+    from .runtime.store import Store
+    from .serving import promote
+
+    click.echo(promote(Store.open(workdir), model)["message"])
+
+
+@app.command(name="rollback", epilog="""\b
+Example:
+  dagsmith rollback churn --workdir .dagsmith""")
+@click.argument("model")
+@click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
+def rollback_command(model: str, workdir: str):
+    """Restore MODEL's previous production version (from history); any canary ends.
+
+    Exit 2 when there is no earlier production version.
+    """
+    from .runtime.store import Store
+    from .serving import rollback
+
+    click.echo(rollback(Store.open(workdir), model)["message"])
+
+
 
 # --- continuous training: watch (issue 6) ---
+
+
+@app.command(epilog="""\b
+Examples:
+  dagsmith watch pipeline.yaml                         # poll every 30 s, run on new data
+  dagsmith watch pipeline.yaml --env prod --interval 300
+  dagsmith watch pipeline.yaml --once --format json    # from cron / CI: check, run if due, exit
+\b
+State: <workdir>/watch/<pipeline>.json; lock: <workdir>/watch/<pipeline>.lock. See docs/watch.md.""")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_spec_option
+@_params_option
+@click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR", help="Runs, cache, registry and the watch state.")
+@click.option("--once", is_flag=True, help="Check once (and run if due), then exit.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, metavar="S", help="Polling period in seconds.")
+@click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True, help="json: each check's outcome as one JSON line on stdout.")
+def watch(spec: str, env, params, workdir: str, once: bool, interval: float, fmt: str):
+    """Watch SPEC's triggers.on_new_data sources and run the pipeline when new data lands.
+
+    At most one run per min_interval, never two at once. Decisions are logged on stderr.
+    Exit 0 (nothing to do, or the run succeeded / was gated), 1 when a run failed (--once),
+    2 on a spec error, a spec without on_new_data, or another watcher holding the lock.
+    Ctrl-C (or SIGTERM) stops the watcher cleanly with exit 0.
+    """
+    import signal
+
+    from . import runner
+    from .runner.progress import reporter_for
+    from .runner.watch import Watcher
+
+    ir = _compile(spec, env, params)
+
+    def start(ir_, workdir_):
+        return runner.start(ir_, workdir_, reporter=reporter_for(quiet=False))
+
+    def emit(outcome: dict) -> None:
+        if fmt == "json":
+            click.echo(json.dumps(outcome, sort_keys=True))
+
+    watcher = Watcher(ir, Path(workdir), run=start)
+    with watcher:
+        if once:
+            outcome = watcher.check()
+            emit(outcome)
+            sys.exit(1 if (outcome["run"] or {}).get("status") == "failed" else 0)
+
+        def stop(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        click.echo(f"watch {ir.name}: watching {', '.join(t.source for t in watcher.triggers)} every {interval:g}s (Ctrl-C stops)", err=True)
+        try:
+            watcher.loop(interval, on_check=emit)
+        except KeyboardInterrupt:
+            click.echo(f"watch {ir.name}: stopped", err=True)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

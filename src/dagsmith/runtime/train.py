@@ -19,7 +19,8 @@ entrypoint), dropped (feature columns left out, with why).
 An entrypoint `package.module:function` is called as
 ``function(train, test, params, context) -> fitted model``: train and test are DataFrames of the
 encoded feature columns plus the target column; params are model.params merged with the
-trial's; context has rank (0), world_size (1), output_dir (a folder whose files are committed
+trial's; context has rank (0), world_size (1) (with training.distributed: the worker's, see
+distributed.py), output_dir (a folder whose files are committed
 with the model), target, features (the feature column names), partition, trial, run_id. The
 returned object needs `predict` (and `predict_proba` for roc_auc / log_loss), and must be
 picklable by joblib. The spec's folder is on sys.path while it runs.
@@ -110,9 +111,9 @@ def fit(ctx: StepContext, prepared, params: dict, partition, trial: int | None, 
     model = config["model"]
     user_path(ctx.root)
     if config.get("distributed"):
-        note = f"distributed training ({config['distributed'].get('framework')}) runs as one worker (rank 0 of 1) in this runtime"
-        if note not in ctx.notes:
-            ctx.notes.append(note)
+        from .distributed import fit_distributed  # `workers` processes, each on its shard
+
+        return fit_distributed(ctx, config, prepared, params, partition, trial, output_dir)
     if model.get("estimator"):
         estimator = make_estimator(config, params)
         try:

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Build and install horovod 0.28.1 (PyTorch + Gloo, CPU, no MPI/TensorFlow/MXNet) into the
+# current Python, for `training.distributed.framework: horovod`.
+#
+# horovod 0.28.1 is the last release, and its C++ is compiled as C++14 while PyTorch >= 2.1
+# headers need C++17: so the sdist is patched (C++ standard 14 -> 17 in the top-level
+# CMakeLists.txt and horovod/torch/CMakeLists.txt, gloo's -std=c++11 -> -std=c++17) and built
+# from source. Needs cmake, a C++17 compiler (g++ >= 9) and torch already installed.
+#
+#   PYTHON=/path/to/python scripts/install-horovod.sh     (default: python3 on PATH)
+#
+# Takes several minutes (it compiles gloo and horovod's core).
+set -euo pipefail
+
+PYTHON="${PYTHON:-python3}"
+VERSION="0.28.1"
+
+command -v cmake >/dev/null || { echo "install-horovod: cmake is needed (apt-get install cmake)" >&2; exit 1; }
+command -v "${CXX:-g++}" >/dev/null || { echo "install-horovod: a C++ compiler is needed (apt-get install g++)" >&2; exit 1; }
+"$PYTHON" -c "import torch" 2>/dev/null || { echo "install-horovod: install torch first (pip install 'dagsmith[train]')" >&2; exit 1; }
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+"$PYTHON" -m pip download --no-binary :all: --no-deps "horovod==${VERSION}" -d .
+tar xzf "horovod-${VERSION}.tar.gz"
+cd "horovod-${VERSION}"
+
+# C++14 -> C++17 (PyTorch's headers need it).
+sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' CMakeLists.txt horovod/torch/CMakeLists.txt
+sed -i 's/-std=c++11 -fPIC/-std=c++17 -fPIC/' third_party/gloo/CMakeLists.txt
+grep -q 'CMAKE_CXX_STANDARD 17' CMakeLists.txt
+grep -q 'CMAKE_CXX_STANDARD 17' horovod/torch/CMakeLists.txt
+grep -q -- '-std=c++17 -fPIC' third_party/gloo/CMakeLists.txt
+
+# Build dependencies the no-isolation build uses from the current environment.
+"$PYTHON" -m pip install wheel packaging
+
+HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_TENSORFLOW=1 \
+HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=gloo MAKEFLAGS="-j$(nproc)" \
+    "$PYTHON" -m pip install --no-build-isolation --no-cache-dir -v .
+
+cd /
+"$PYTHON" -c "import horovod.torch as hvd; print('horovod', hvd.__version__ if hasattr(hvd, '__version__') else '', 'gloo built:', hvd.gloo_built())"

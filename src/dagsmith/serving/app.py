@@ -1,0 +1,406 @@
+"""What the server serves, without the HTTP: the deployment, routing, predictions, reloading.
+
+A `Deployment` is an immutable snapshot: the production version's models, the canary's (if
+any) and its traffic percent. Each request takes the current snapshot once (one attribute
+read) and uses it to the end, so a reload never changes the models under a running request.
+
+Reloading: a watcher thread looks at aliases.json every `reload_interval` seconds (a `stat`
+locally: inode, mtime, size; the file's content on other stores). When it changed, the new
+snapshot is built first (every model of the new versions loaded, reusing the models of
+versions already loaded: a version never changes once written), then the reference is swapped.
+If building fails (e.g. aliases.json names a missing version), the old snapshot keeps serving
+and the error is logged and shown by /health.
+
+Routing: with a canary, a request goes to it with probability traffic_percent / 100 (one shared
+random generator under a lock). A request with an `X-Request-Id` header is routed by a hash of
+that id instead, so the same id always gets the same version (sticky) while the canary and its
+percent stay the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..errors import DagsmithError
+from ..runtime import registry
+from ..runtime.data import json_scalar, model_input, partition_key
+from ..runtime.store import LocalStore, Store
+from .metrics import Metrics
+
+
+class ServingError(DagsmithError):
+    """The model cannot be served / the aliases cannot be changed (exit 2)."""
+
+    exit_code = 2
+
+
+class RequestError(Exception):
+    """A client mistake: answered with `status` and {"error": reason}."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class PredictionFailed(Exception):
+    """The model raised while predicting: a 500, counted in dagsmith_prediction_errors_total."""
+
+
+@dataclass(frozen=True)
+class VersionModels:
+    version: int
+    partition_by: str | None
+    task: str | None
+    models: dict  # partition key (partition_key(value); None when unpartitioned) -> model dict
+
+    def model_for(self, key):
+        return self.models.get(key)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    production: VersionModels
+    canary: VersionModels | None
+    traffic_percent: float  # 0 when there is no canary
+    signature: object
+    aliases: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        text = f"production v{self.production.version}"
+        if self.canary is not None:
+            text += f", canary v{self.canary.version} at {self.traffic_percent:g}%"
+        return text
+
+
+def _log_stderr(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+class ServingApp:
+    def __init__(self, store: Store, model: str, *, reload_interval: float = 0.5, seed=None, log=_log_stderr):
+        self.store = store
+        self.model = model
+        self.reload_interval = reload_interval
+        self.log = log
+        self.metrics = Metrics(model)
+        self.reload_error: str | None = None
+        self._failed_signature = object()
+        self._load_lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.deployment: Deployment = self._load(None)
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def _signature(self):
+        key = registry.aliases_key(self.model)
+        if isinstance(self.store, LocalStore):
+            try:
+                st = os.stat(self.store.root / key)
+            except FileNotFoundError:
+                return None
+            return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return json.dumps(self.store.read_json(key), sort_keys=True)
+
+    def _load(self, current: Deployment | None) -> Deployment:
+        signature = self._signature()
+        if self.store.read_json(registry.aliases_key(self.model)) is None:
+            raise ServingError(f"model {self.model!r} is not in the registry of {self.store.uri} "
+                               f"(no registry/{self.model}/aliases.json: has a deploy step run with this workdir?)")
+        aliases = registry.read_aliases(self.store, self.model)
+        if aliases["production"] is None:
+            raise ServingError(f"model {self.model!r} has no production version in {self.store.uri}")
+        loaded = {}
+        if current is not None:
+            loaded = {current.production.version: current.production}
+            if current.canary is not None:
+                loaded[current.canary.version] = current.canary
+        production = self._version(int(aliases["production"]), loaded)
+        canary, percent = None, 0.0
+        alias = aliases.get("canary")
+        if alias and alias.get("version") is not None and int(alias["version"]) != production.version:
+            percent = float(alias.get("traffic_percent") or 0)
+            if not math.isfinite(percent):
+                percent = 0.0
+            percent = min(max(percent, 0.0), 100.0)
+            canary = self._version(int(alias["version"]), loaded)
+        return Deployment(production, canary, percent if canary is not None else 0.0, signature, aliases)
+
+    def _version(self, version: int, loaded: dict) -> VersionModels:
+        if version in loaded:
+            return loaded[version]
+        try:
+            index = registry.version_index(self.store, self.model, version)
+        except DagsmithError as exc:
+            raise ServingError(f"cannot load model {self.model!r} version {version}: {exc}") from None
+        partition_by = index.get("partition_by")
+        models = {}
+        for entry in index["models"]:
+            partition = entry.get("partition")
+            try:
+                model = registry.load_model(self.store, self.model, version, partition)
+            except DagsmithError as exc:
+                raise ServingError(f"cannot load model {self.model!r} version {version}: {exc}") from None
+            models[partition_key(partition) if partition_by else None] = model
+        return VersionModels(version, partition_by, index.get("task"), models)
+
+    def check_reload(self) -> bool:
+        """Apply a change of aliases.json, if any; True when the snapshot changed."""
+        try:
+            signature = self._signature()
+        except Exception:  # e.g. a transient store error: try again at the next tick
+            return False
+        current = self.deployment
+        if signature == current.signature or signature == self._failed_signature:
+            return False
+        with self._load_lock:
+            current = self.deployment
+            if signature == current.signature:
+                return False
+            try:
+                new = self._load(current)
+            except Exception as exc:  # keep serving the old snapshot
+                self._failed_signature = signature
+                self.reload_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DagsmithError) else str(exc)
+                self.log(f"reload of {self.model!r} aliases failed, still serving {current.describe()}: {self.reload_error}")
+                return False
+            self.deployment = new  # one reference swap: requests in flight keep their snapshot
+            self.reload_error = None
+            self.metrics.reloaded()
+            if new.describe() != current.describe():
+                self.log(f"{self.model}: aliases changed: {current.describe()} -> {new.describe()}")
+            return True
+
+    def start_watching(self) -> None:
+        if self._watcher is not None or self.reload_interval <= 0:
+            return
+        self._stop.clear()
+        self._watcher = threading.Thread(target=self._watch, name="dagsmith-alias-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.reload_interval):
+            self.check_reload()
+
+    # --- routing ------------------------------------------------------------------------------
+
+    def route(self, deployment: Deployment, request_id: str | None = None) -> VersionModels:
+        if deployment.canary is None or deployment.traffic_percent <= 0:
+            return deployment.production
+        if request_id:
+            digest = hashlib.sha256(f"{deployment.canary.version}:{request_id}".encode("utf-8", "replace")).digest()
+            draw = int.from_bytes(digest[:8], "big") / 2.0**64
+        else:
+            with self._rng_lock:
+                draw = self._rng.random()
+        return deployment.canary if draw * 100.0 < deployment.traffic_percent else deployment.production
+
+    def health(self) -> dict:
+        d = self.deployment
+        return {
+            "status": "ok",
+            "model": self.model,
+            "production": d.production.version,
+            "canary": {"version": d.canary.version, "traffic_percent": d.traffic_percent} if d.canary else None,
+            "partition_by": d.production.partition_by,
+            "reload_error": self.reload_error,
+        }
+
+    def render_metrics(self) -> str:
+        d = self.deployment
+        return self.metrics.render(d.production.version, d.canary.version if d.canary else None, d.traffic_percent)
+
+    # --- predictions --------------------------------------------------------------------------
+
+    @staticmethod
+    def parse_rows(body: bytes) -> list[dict]:
+        """{"rows": [{...}, ...]} or [{...}, ...] -> the rows; RequestError 400 otherwise."""
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RequestError(400, "the body is not UTF-8 text") from None
+        except ValueError as exc:
+            raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+        if isinstance(data, dict):
+            if "rows" not in data:
+                raise RequestError(400, 'expected a JSON object {"rows": [{column: value, ...}, ...]} '
+                                        f'or a list of rows; got an object with keys {sorted(data)[:10]}')
+            rows = data["rows"]
+        elif isinstance(data, list):
+            rows = data
+        else:
+            raise RequestError(400, 'expected {"rows": [{column: value, ...}, ...]} or a list of rows, '
+                                    f"got a JSON {_json_type(data)}")
+        if not isinstance(rows, list):
+            raise RequestError(400, f'"rows" must be a list of objects, got a JSON {_json_type(rows)}')
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise RequestError(400, f"rows[{i}] must be an object {{column: value}}, got a JSON {_json_type(row)}")
+        return rows
+
+    def predict(self, version: VersionModels, rows: list[dict]) -> dict:
+        result = {"model": self.model, "version": version.version, "predictions": []}
+        if not rows:
+            return result
+        groups: dict = {}
+        if version.partition_by:
+            column = version.partition_by
+            for i, row in enumerate(rows):
+                if column not in row or row[column] is None:
+                    raise RequestError(422, f"rows[{i}] lacks the partition column {column!r}: "
+                                            "it selects which partition's model answers")
+                value = row[column]
+                if isinstance(value, (dict, list)):
+                    raise RequestError(400, f"rows[{i}].{column}: expected a scalar, got a JSON {_json_type(value)}")
+                key = partition_key(json_scalar(value))
+                if version.model_for(key) is None:
+                    known = sorted(version.models)
+                    shown = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
+                    raise RequestError(422, f"unknown partition {column}={value!r} in rows[{i}] "
+                                            f"(version {version.version} serves: {shown})")
+                groups.setdefault(key, []).append(i)
+        else:
+            groups[None] = list(range(len(rows)))
+
+        predictions: list = [None] * len(rows)
+        probabilities: list | None = [None] * len(rows) if version.task == "classifier" else None
+        for key, positions in groups.items():
+            model = version.model_for(key)
+            preds, probs = self._predict_group(model, [rows[i] for i in positions], positions)
+            for n, i in enumerate(positions):
+                predictions[i] = preds[n]
+            if probabilities is not None:
+                if probs is None:
+                    probabilities = None
+                else:
+                    for n, i in enumerate(positions):
+                        probabilities[i] = probs[n]
+        result["predictions"] = predictions
+        if probabilities is not None:
+            result["probabilities"] = probabilities
+        return result
+
+    def _predict_group(self, model: dict, rows: list[dict], positions: list[int]):
+        import pandas as pd
+
+        encoding = model["encoding"]
+        features = list(encoding["features"])
+        for n, row in enumerate(rows):
+            missing = [c for c in features if c not in row]
+            if missing:
+                raise RequestError(422, f"rows[{positions[n]}] lacks feature columns the model needs: {', '.join(missing)}")
+            for c in features:
+                if isinstance(row[c], (dict, list)):
+                    raise RequestError(400, f"rows[{positions[n]}].{c}: expected a scalar, got a JSON {_json_type(row[c])}")
+        frame = pd.DataFrame([{c: row[c] for c in features} for row in rows], columns=features)
+        frame = _coerce(frame, encoding, positions)
+        try:
+            X = model_input(model, frame)
+        except DagsmithError as exc:
+            raise RequestError(422, str(exc)) from None
+        except (ValueError, TypeError) as exc:
+            raise RequestError(422, f"the rows cannot be encoded for the model: {exc}") from None
+        estimator = model["estimator"]
+        try:
+            raw = estimator.predict(X)
+        except Exception as exc:
+            raise PredictionFailed(f"the model failed to predict: {type(exc).__name__}: {exc}") from exc
+        preds = [json_scalar(v) for v in list(raw)]
+        probs = None
+        if model.get("task") == "classifier" and hasattr(estimator, "predict_proba"):
+            try:
+                matrix = estimator.predict_proba(X)
+                classes = [partition_key(json_scalar(c)) for c in getattr(estimator, "classes_", range(matrix.shape[1]))]
+                probs = [{c: _finite(p) for c, p in zip(classes, line)} for line in matrix.tolist()]
+            except Exception:  # probabilities are a bonus: the predictions stand
+                probs = None
+        return preds, probs
+
+
+def _finite(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+_TRUE = {"true": 1, "false": 0, "1": 1, "0": 0, "yes": 1, "no": 0}
+
+
+def _coerce(frame, encoding: dict, positions: list[int]):
+    """JSON values -> the dtypes the encoding expects; RequestError 422 for a value that fits not."""
+    import pandas as pd
+
+    categorical = set(encoding.get("categorical") or [])
+    boolean = set(encoding.get("boolean") or [])
+    duration = set(encoding.get("duration") or [])
+
+    def bad(column, mask, what):
+        n = int(mask.values.argmax())
+        raise RequestError(422, f"rows[{positions[n]}].{column}: {frame[column].iloc[n]!r} is not {what}")
+
+    for column in frame.columns:
+        series = frame[column]
+        if column in categorical:
+            continue
+        if column in boolean:
+            def to01(v):
+                if v is None or (isinstance(v, float) and math.isnan(v)):
+                    return math.nan
+                if isinstance(v, bool):
+                    return int(v)
+                if isinstance(v, (int, float)) and v in (0, 1):
+                    return int(v)
+                if isinstance(v, str) and v.strip().lower() in _TRUE:
+                    return _TRUE[v.strip().lower()]
+                return -1
+            converted = series.map(to01)
+            if (converted == -1).any():
+                bad(column, converted == -1, "a boolean (true/false, 0/1)")
+            frame[column] = converted if converted.isna().any() else converted.astype("int8")
+        elif column in duration:
+            try:
+                if pd.api.types.is_numeric_dtype(series):
+                    frame[column] = pd.to_timedelta(series, unit="s")
+                else:
+                    frame[column] = pd.to_timedelta(series)
+            except (ValueError, TypeError):
+                bad(column, series.notna(), "a duration (seconds, or text like '1 days 02:00:00')")
+        elif not pd.api.types.is_numeric_dtype(series) or series.dtype == bool:
+            converted = pd.to_numeric(series, errors="coerce")
+            wrong = series.notna() & converted.isna()
+            if wrong.any():
+                bad(column, wrong, "a number")
+            frame[column] = converted
+    return frame
