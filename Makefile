@@ -29,7 +29,7 @@ demo: $(BIN)/dagsmith
 
 # horovod 0.28.1 is built from source (patched for C++17) once per venv: scripts/install-horovod.sh
 $(VENV)/.horovod: $(BIN)/dagsmith scripts/install-horovod.sh
-	PYTHON=$(BIN)/python bash scripts/install-horovod.sh
+	PYTHON=$(abspath $(BIN)/python) bash scripts/install-horovod.sh
 	touch $@
 
 test: $(BIN)/dagsmith $(VENV)/.horovod

@@ -13,6 +13,9 @@
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
+case "$PYTHON" in  # a relative path must survive the cd into the build folder below
+  */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
+esac
 VERSION="0.28.1"
 
 command -v cmake >/dev/null || { echo "install-horovod: cmake is needed (apt-get install cmake)" >&2; exit 1; }
