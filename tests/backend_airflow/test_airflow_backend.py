@@ -335,28 +335,16 @@ def test_kubernetes_mode_refuses_what_pods_cannot_do(tmp_path):
 
 
 @pytest.mark.slow
-def test_kubernetes_deploy_uploads_the_ir_for_the_pods(airflow_home, tmp_path, monkeypatch):
+def test_kubernetes_deploy_uploads_the_ir_for_the_pods(airflow_home, tmp_path, aws_s3):
     """S3 is moto's server on 127.0.0.1 (no AWS here); Airflow's DagBag is real."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(key, value)
-        import boto3
-
-        boto3.client("s3").create_bucket(Bucket="acme-ml")
-        dags = tmp_path / "dags"
-        dags.mkdir()
-        result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "deploy", str(_kubernetes_spec(tmp_path)), "--target", "airflow", "--dags-folder", str(dags)], capture_output=True, text=True, cwd=REPO)
-        assert result.returncode == 0, result.stderr
-        (key,) = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="acme-ml")["Contents"]]
-        assert key.startswith("dagsmith/ir/churn-model-") and key.endswith(".ir.json")
-        assert f"s3://acme-ml/{key}" in (dags / "churn_model.py").read_text()
-    finally:
-        server.stop()
+    aws_s3.create_bucket(Bucket="acme-ml")
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "deploy", str(_kubernetes_spec(tmp_path)), "--target", "airflow", "--dags-folder", str(dags)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    (key,) = [o["Key"] for o in aws_s3.list_objects_v2(Bucket="acme-ml")["Contents"]]
+    assert key.startswith("dagsmith/ir/churn-model-") and key.endswith(".ir.json")
+    assert f"s3://acme-ml/{key}" in (dags / "churn_model.py").read_text()
 
 
 @pytest.mark.slow

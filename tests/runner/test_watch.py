@@ -253,29 +253,11 @@ def test_cli_once_exits_1_when_the_run_fails(project):
 # --- S3 --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def s3(s3_server, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    import boto3
-
-    client = boto3.client("s3")
+def s3(aws_s3, monkeypatch):
     bucket = "watch-lake"
-    client.create_bucket(Bucket=bucket)
-    return client, bucket
+    aws_s3.create_bucket(Bucket=bucket)
+    return aws_s3, bucket
 
 
 S3_SPEC = """

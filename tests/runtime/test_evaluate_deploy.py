@@ -266,36 +266,23 @@ def test_partitioned_gates_deploy_passing_partitions_and_keep_the_rest(tmp_path)
         registry.load_model(p.store, "churn", 2, "zz")
 
 
-def test_registry_on_an_s3_store(tmp_path, monkeypatch):
+def test_registry_on_an_s3_store(tmp_path, aws_s3):
     """The registry goes through the Store API: the same deploy/gate/load on S3 (moto's server
     on 127.0.0.1, the only local stand-in for S3)."""
-    from moto.server import ThreadedMotoServer
+    from dagsmith.runtime.store import Store
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for name, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(name, value)
-        import boto3
-
-        from dagsmith.runtime.store import Store
-
-        boto3.client("s3").create_bucket(Bucket="models")
-        gates = """  gates:
+    aws_s3.create_bucket(Bucket="models")
+    gates = """  gates:
     - {metric: roc_auc, compare_to: production, op: ">=", delta: -1.0}"""
-        text = spec(gates=gates, deployment=DEPLOY.replace("replace", "canary, canary: {traffic_percent: 5}"))
-        p = Pipeline(tmp_path, text, {"rows": classification_rows()}, store=Store.open("s3://models/ml"))
-        assert p.run_through("deploy")["deploy"]["production"] == 1
-        second = p.run_through("deploy", run="r2")
-        assert second["gate"]["gates"][0]["production_version"] == 1 and second["gate"]["passed"] is True
-        assert second["deploy"]["canary"] == {"version": 2, "traffic_percent": 5}
-        fresh = Store.open("s3://models/ml")  # another process: nothing cached
-        assert registry.versions(fresh, "churn") == [1, 2]
-        assert registry.read_aliases(fresh, "churn")["production"] == 1
-        assert registry.load_model(fresh, "churn", 2)["task"] == "classifier"
-        keys = boto3.client("s3").list_objects_v2(Bucket="models", Prefix="ml/registry/churn/2/")["Contents"]
-        assert {k["Key"].rsplit("/", 1)[1] for k in keys} >= {"manifest.json", "model.joblib", "lineage.json", "metrics.json"}
-    finally:
-        server.stop()
+    text = spec(gates=gates, deployment=DEPLOY.replace("replace", "canary, canary: {traffic_percent: 5}"))
+    p = Pipeline(tmp_path, text, {"rows": classification_rows()}, store=Store.open("s3://models/ml"))
+    assert p.run_through("deploy")["deploy"]["production"] == 1
+    second = p.run_through("deploy", run="r2")
+    assert second["gate"]["gates"][0]["production_version"] == 1 and second["gate"]["passed"] is True
+    assert second["deploy"]["canary"] == {"version": 2, "traffic_percent": 5}
+    fresh = Store.open("s3://models/ml")  # another process: nothing cached
+    assert registry.versions(fresh, "churn") == [1, 2]
+    assert registry.read_aliases(fresh, "churn")["production"] == 1
+    assert registry.load_model(fresh, "churn", 2)["task"] == "classifier"
+    keys = aws_s3.list_objects_v2(Bucket="models", Prefix="ml/registry/churn/2/")["Contents"]
+    assert {k["Key"].rsplit("/", 1)[1] for k in keys} >= {"manifest.json", "model.joblib", "lineage.json", "metrics.json"}
