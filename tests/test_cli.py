@@ -53,7 +53,7 @@ def test_validate_json(capsys, in_repo, tmp_path):
     code, out, _ = run(capsys, "validate", str(bad), "--format", "json")
     data = json.loads(out)
     assert code == 2 and data["valid"] is False
-    assert data["errors"][0] | {"file": None} == {"file": None, "line": 1, "column": 11, "path": "dagsmith", "message": "unsupported spec version 2: this dagsmith reads `dagsmith: 1`", "hint": None}
+    assert data["errors"][0] | {"file": None} == {"file": None, "line": 1, "column": 11, "path": "dagsmith", "message": "unsupported spec version 2: this dagsmith reads `dagsmith: 1`", "hint": None, "level": "error"}
 
 
 def test_compile_to_stdout_and_dir(capsys, in_repo, tmp_path):

@@ -97,11 +97,11 @@ def test_json_round_trip_is_exact(example, in_repo):
 def test_step_fields(in_repo):
     ir = compile_path(CHURN)
     step = ir.step("customers")
-    assert step.argv == ("dagsmith", "step", "churn-model.ir.json", "customers")
+    assert step.origin == ("sources", "customers") and ir.step("churn_features_complete").origin == ("validation", 0)
     assert (step.retries, step.retry_delay, step.timeout) == (2, 300, 3600)
     assert step.resources == {"cpu": "1", "memory": "2Gi"}
     assert ir.step("notify").retries == 0  # the step's own value beats defaults
-    assert ir.ir_version == 1
+    assert ir.ir_version == 2
     assert ir.pipeline["spec_dir"] == "examples/churn"
 
 

@@ -30,10 +30,33 @@ def _params_option(function):
 
 
 def _compile(spec_path: str, env: str | None, params: tuple[str, ...]):
-    from .compiler import compile_spec
-    from .spec import load_spec, parse_param_overrides
+    return _compile_with_document(spec_path, env, params)[0]
 
-    return compile_spec(load_spec(spec_path, env, parse_param_overrides(list(params))))
+
+def _compile_with_document(spec_path: str, env: str | None, params: tuple[str, ...]):
+    from .compiler import compile_spec
+    from .spec import load_spec_and_document, parse_param_overrides
+
+    spec, doc = load_spec_and_document(spec_path, env, parse_param_overrides(list(params)))
+    return compile_spec(spec), doc
+
+
+def _for_target(backend, spec_path: str, env: str | None, params: tuple[str, ...]):
+    """Compile SPEC and check it against the backend's capabilities: every error at once, at its
+    line in the spec (nothing is written); warnings are printed and the command goes on."""
+    from .errors import SpecError
+    from .spec import diagnostics_at
+
+    ir, doc = _compile_with_document(spec_path, env, params)
+    options = ir.backends.get(backend.name, {})
+    check = getattr(backend, "check", None)
+    diagnostics = diagnostics_at(doc, check(ir, options)) if check else []
+    errors = [d for d in diagnostics if d.level == "error"]
+    if errors:
+        raise SpecError(errors)
+    for warning in diagnostics:
+        click.echo(warning.format(), err=True)
+    return ir, options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -95,8 +118,8 @@ def compile_(spec: str, target: str, output: str | None, env: str | None, params
     from .output import write_files
 
     backend = backends.get(target)
-    ir = _compile(spec, env, params)
-    files = backend.emit(ir, ir.backends.get(target, {}))
+    ir, options = _for_target(backend, spec, env, params)
+    files = backend.emit(ir, options)
     if output == "-":
         for name in sorted(files):
             click.echo(files[name], nl=False)
@@ -167,8 +190,8 @@ def deploy(spec: str, target: str, dags_folder: str | None, env: str | None, par
         raise UsageError(f"deploy is not available for target {target!r} yet")
     if target == "airflow" and not dags_folder:
         raise UsageError("deploy --target airflow needs --dags-folder DIR")
-    ir = _compile(spec, env, params)
-    for path in backend.deploy(ir, ir.backends.get(target, {}), Path(dags_folder)):
+    ir, options = _for_target(backend, spec, env, params)
+    for path in backend.deploy(ir, options, Path(dags_folder)):
         click.echo(f"deployed {path}", err=True)
 
 
@@ -182,26 +205,73 @@ def schema():
     click.echo(resources.files("dagsmith.schema").joinpath("pipeline.schema.json").read_text(encoding="utf-8"), nl=False)
 
 
+_STEP_ENVIRONMENT = """\b
+Environment (runtime/environment.py): DAGSMITH_RUN_ID, DAGSMITH_RUN_DATE, DAGSMITH_PARAMS (JSON),
+DAGSMITH_ROOT (folder relative spec paths resolve against), DAGSMITH_STORE, DAGSMITH_TRIGGER."""
+_STORE_OPTION = click.option("--store", metavar="URI", help="Artifact store: a folder or s3://bucket/prefix (default $DAGSMITH_STORE or .dagsmith).")
+_OUTCOME_OPTION = click.option("--outcome", metavar="PATH", help="Also write the result as one JSON file at PATH (for Argo output parameters, Step Functions task results).")
+
+
 @app.command(epilog="""\b
 Examples (what orchestrator tasks run):
   dagsmith step build/ir/churn-model.ir.json churn_features --store s3://bucket/dagsmith
-  DAGSMITH_RUN_ID=r1 dagsmith step churn-model.ir.json train --item 3
-\b
-Environment: DAGSMITH_RUN_ID, DAGSMITH_RUN_DATE, DAGSMITH_PARAMS (JSON),
-DAGSMITH_ROOT (folder relative spec paths resolve against), DAGSMITH_STORE.""")
+  DAGSMITH_RUN_ID=r1 dagsmith step churn-model.ir.json train --item '{"start": 0, "stop": 20}'
+  dagsmith step churn-model.ir.json gate --outcome /tmp/outcome.json --skip-exit-code 99
+""" + _STEP_ENVIRONMENT)
 @click.argument("ir_file", type=click.Path(dir_okay=False))
 @click.argument("step_id")
 @click.option("--item", metavar="JSON", help="Fan-out items: an index (3), {\"index\": 3} or a range {\"start\": 0, \"stop\": 20}.")
-@click.option("--store", metavar="URI", help="Artifact store: a folder or s3://bucket/prefix (default $DAGSMITH_STORE or .dagsmith).")
+@_STORE_OPTION
+@_OUTCOME_OPTION
 @click.option("--skip-exit-code", type=click.IntRange(2, 255), metavar="N", help="Exit N when a gate does not pass (for orchestrators that skip on an exit code).")
-def step(ir_file: str, step_id: str, item: str | None, store: str | None, skip_exit_code: int | None):
-    """Run ONE step of a compiled pipeline (or one item of a fan-out); exit 0 or 1.
+def step(ir_file: str, step_id: str, item: str | None, store: str | None, outcome: str | None, skip_exit_code: int | None):
+    """Run ONE step of a compiled pipeline (or items of a fan-out); exit 0 or 1.
 
-    Prints the step's result as JSON on stdout.
+    Prints each item's result as a JSON line on stdout.
     """
-    from .runtime import main_step
+    from .runtime.commands import main_step
 
-    sys.exit(main_step(ir_file, step_id, item, store, skip_exit_code))
+    sys.exit(main_step(ir_file, step_id, item, store, skip_exit_code, outcome))
+
+
+@app.command(epilog="""\b
+Example (what a fan-out's listing task runs; each range is a valid --item of `dagsmith step`):
+  dagsmith ranges churn-model.ir.json train --max 1024 --outcome /tmp/ranges.json
+""" + _STEP_ENVIRONMENT)
+@click.argument("ir_file", type=click.Path(dir_okay=False))
+@click.argument("step_id")
+@click.option("--max", "max_ranges", type=click.IntRange(1), required=True, metavar="N", help="At most N ranges (the orchestrator's map limit).")
+@_STORE_OPTION
+@_OUTCOME_OPTION
+def ranges(ir_file: str, step_id: str, max_ranges: int, store: str | None, outcome: str | None):
+    """Print the items of fan-out STEP_ID as at most N ranges: [{"start": 0, "stop": 2}, ...].
+
+    Partitions found at run time are read from the run's plan step, which must have run.
+    """
+    from .runtime.commands import main_ranges
+
+    sys.exit(main_ranges(ir_file, step_id, max_ranges, store, outcome))
+
+
+@app.command(epilog="""\b
+Examples (the first task of a pipeline with on_new_data min_interval):
+  DAGSMITH_TRIGGER='{"sources": ["events"], "at": "2026-11-30T08:00:00Z"}' dagsmith admit churn-model.ir.json --wait
+  dagsmith admit churn-model.ir.json --outcome /tmp/admit.json --skip-exit-code 99
+""" + _STEP_ENVIRONMENT)
+@click.argument("ir_file", type=click.Path(dir_okay=False))
+@_STORE_OPTION
+@_OUTCOME_OPTION
+@click.option("--skip-exit-code", type=click.IntRange(2, 255), metavar="N", help="Exit N when the run is covered by an earlier one (skip it whole).")
+@click.option("--wait", is_flag=True, help="When min_interval holds the run, sleep until it may start instead of exiting 75.")
+def admit(ir_file: str, store: str | None, outcome: str | None, skip_exit_code: int | None, wait: bool):
+    """Admit this run under triggers.on_new_data min_interval (see docs/triggers.md).
+
+    Prints {"action": "admit" | "hold" | "covered", "admitted", "wait_seconds", "reason"}.
+    Exit 0 admitted; covered: --skip-exit-code (or 0); hold: 75 (try again later) unless --wait.
+    """
+    from .runtime.commands import main_admit
+
+    sys.exit(main_admit(ir_file, store, outcome, skip_exit_code, wait))
 
 
 @app.command(epilog="""\b

@@ -30,9 +30,10 @@ class Diagnostic:
     path: str  # dotted spec path, e.g. "training.sweep.parameters" or "validation[0].on"
     message: str
     hint: str | None = None  # e.g. "did you mean 'training'?"
+    level: str = "error"  # or "warning": printed, and the command goes on
 
     def format(self) -> str:
-        text = f"{self.mark}: error: {self.path or '<root>'}: {self.message}"
+        text = f"{self.mark}: {self.level}: {self.path or '<root>'}: {self.message}"
         return f"{text}; {self.hint}" if self.hint else text
 
     def to_json(self) -> dict:
@@ -43,6 +44,7 @@ class Diagnostic:
             "path": self.path,
             "message": self.message,
             "hint": self.hint,
+            "level": self.level,
         }
 
 
@@ -74,7 +76,7 @@ class SpecError(DagsmithError):
     """
 
     def __init__(self, diagnostics: Iterable[Diagnostic]):
-        safe = (Diagnostic(d.mark, redact(d.path), redact(d.message), redact(d.hint)) for d in diagnostics)
+        safe = (Diagnostic(d.mark, redact(d.path), redact(d.message), redact(d.hint), d.level) for d in diagnostics)
         unique = sorted(set(safe), key=lambda d: (d.mark, d.path, d.message))
         self.diagnostics: list[Diagnostic] = unique
         super().__init__("\n".join(d.format() for d in unique))

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import networkx as nx
 
-IR_VERSION = 1
+# 2: steps declare every artifact they read, carry their spec `origin`, and no `argv` (the
+# execution plan builds each task's command: backends/plan.py).
+IR_VERSION = 2
+
+
+def ir_filename(pipeline_name: str) -> str:
+    """The IR file's name wherever it is written (build folder, run folder, beside a DAG)."""
+    return f"{pipeline_name}.ir.json"
 STEP_KINDS = ("source", "feature", "validate", "plan", "train", "select", "evaluate", "gate", "deploy", "custom")
 
 
@@ -58,7 +65,6 @@ class FanOut:
 class Step:
     id: str
     kind: str
-    argv: tuple[str, ...]  # what a task runs: dagsmith step <ir-file> <step-id> [--item N]
     depends_on: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()  # artifacts read, "<kind>:<step-id>"
     outputs: tuple[str, ...] = ()  # artifacts written
@@ -72,6 +78,7 @@ class Step:
     env: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)  # what the step does, by kind
     fanout: FanOut | None = None
+    origin: tuple = ()  # where it is defined in the spec, e.g. ("features", "activity"), for messages
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ class IR:
         if version != IR_VERSION:
             from .errors import DagsmithError
 
-            raise DagsmithError(f"IR version {version!r} is not supported (this dagsmith reads version {IR_VERSION})")
+            raise DagsmithError(f"IR version {version!r} is not supported (this dagsmith reads version {IR_VERSION}): compile the spec again")
         return cls(
             pipeline=data["pipeline"],
             params=data["params"],

@@ -154,23 +154,48 @@ def test_hostile_strings_reach_airflow_exactly_and_run_nothing(compile_dag, run_
     assert table.column("evil").to_pylist() == [evil] and table.column("tpl").to_pylist() == ["{{ x }}"]
 
 
-def test_min_interval_guard_admits_one_data_run_per_interval(tmp_path, monkeypatch):
+def test_admission_sensor_holds_then_admits_once_and_skips_covered_runs(tmp_path, monkeypatch):
+    """The dagsmith-admit sensor's poke, in-process, with Airflow-like contexts (dag.test()
+    cannot create an asset-triggered run): runtime/admission.py's one meaning of min_interval."""
+    import datetime as dt
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from dagsmith.backends import airflow_tasks
+    from dagsmith.runtime import admission
 
     out = tmp_path / "build"
     subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(REPO / "examples/churn/pipeline.yaml"), "--target", "airflow", "-o", str(out)], check=True, capture_output=True, cwd=REPO)
-    monkeypatch.setenv("DAGSMITH_STORE", str(tmp_path / "store"))
+    assert 'tasks["dagsmith-admit"] = PythonSensor(' in (out / "churn_model.py").read_text()
+    store = str(tmp_path / "store")
     ir = str(out / "churn-model.ir.json")
 
     class Run:
-        def __init__(self, run_type):
-            self.run_type = run_type
+        def __init__(self, run_type, queued_at):
+            self.run_type, self.queued_at = run_type, queued_at
 
-    data = {"dag_run": Run("asset_triggered")}
-    assert airflow_tasks.min_interval_guard(ir, 3600, run_id="r1", **data) is True
-    assert airflow_tasks.min_interval_guard(ir, 3600, run_id="r2", **data) is False  # too soon: skipped
-    assert airflow_tasks.min_interval_guard(ir, 3600, run_id="r3", dag_run=Run("scheduled")) is True  # cron runs pass
-    assert airflow_tasks.min_interval_guard(ir, 0, run_id="r4", **data) is True  # interval over
+    class Event:
+        def __init__(self, timestamp):
+            self.timestamp = timestamp
+
+    class Asset:
+        name = "churn-model.events"
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def data_run(run_id, landed):
+        return {"run_id": run_id, "params": {}, "dag_run": Run("asset_triggered", landed), "triggering_asset_events": {Asset(): [Event(landed)]}}
+
+    assert airflow_tasks.admit(ir, store, **data_run("r1", now)) is True  # the first run
+    assert (Path(store) / admission.state_key("churn-model")).exists()
+    later = now + dt.timedelta(seconds=5)
+    assert airflow_tasks.admit(ir, store, **data_run("r2", later)) is False  # 6h not over: held (the sensor pokes again)
+    with pytest.raises(AirflowSkipException, match="landed before the last run started"):
+        airflow_tasks.admit(ir, store, **data_run("r3", now - dt.timedelta(seconds=60)))  # r1 read that data
+    scheduled = {"run_id": "r4", "params": {}, "dag_run": Run("scheduled", later)}
+    assert airflow_tasks.admit(ir, store, **scheduled) is True  # cron and manual runs always start
+    state = json.loads((Path(store) / admission.state_key("churn-model")).read_text())
+    assert state["run_id"] == "r4"
 
 
 def test_deterministic_and_small_for_a_20000_trial_sweep(tmp_path):
@@ -205,7 +230,8 @@ def test_backend_limits_are_compile_errors(tmp_path):
     assert not (tmp_path / "out").exists()
     spec.write_text("dagsmith: 1\npipeline: {name: p}\nsources: {a: {type: csv, uri: a.csv}}\nbackends: {airflow: {operator: kubernetes}}\n")
     result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "out")], capture_output=True, text=True)
-    assert result.returncode == 2 and "kubernetes needs backends.airflow.store: s3://" in result.stderr
+    assert result.returncode == 2 and "share no disk: set backends.airflow.store: s3://bucket/prefix" in result.stderr
+    assert "p.yaml:4:" in result.stderr  # at the line of backends.airflow in the spec
     assert not (tmp_path / "out").exists()
 
 
@@ -284,6 +310,7 @@ def test_bash_operator_mode(compile_dag, run_env, monkeypatch, tmp_path, gate_va
     spec.write_text(text.replace("airflow: {dag_id: churn_model, pool: ml, tags: [ml]}", "airflow: {dag_id: churn_model, pool: ml, tags: [ml], operator: bash}"))
     out = compile_dag(spec)
     assert "BashOperator(" in (out / "churn_model.py").read_text()
+    monkeypatch.setenv("DAGSMITH_ROOT", str(folder))  # read where the DAG file is parsed (the worker)
     (dag,) = load_dags(out).dags.values()
     got = states(_run(dag, folder, monkeypatch, conf={"lookback_days": 45}))
     assert sorted(k for k in got if k.startswith("train[")) == [f"train[{i}]" for i in range(6)]
@@ -328,10 +355,11 @@ def test_kubernetes_mode_refuses_what_pods_cannot_do(tmp_path):
     local = spec.read_text().replace('store: "s3://acme-ml/dagsmith"', "store: /var/dagsmith")
     spec.write_text(local)
     result = subprocess.run([exe, "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "o")], capture_output=True, text=True)
-    assert result.returncode == 2 and "needs backends.airflow.store: s3://" in result.stderr
+    assert result.returncode == 2 and "share no disk: set backends.airflow.store: s3://" in result.stderr
     spec.write_text(local.replace("store: /var/dagsmith", 'store: "s3://b/p"').replace("  image: ghcr.io/acme/churn:1.4.2\n", "", 1))
     result = subprocess.run([exe, "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "o")], capture_output=True, text=True)
-    assert result.returncode == 2 and "no image for:" in result.stderr
+    assert result.returncode == 2 and "runs each step in its image: step 'customers' has none" in result.stderr
+    assert "runs each step in its image: step 'train' has none" in result.stderr  # every problem at once
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ class IRBackend:
     default_output = "build/ir"
 
     def emit(self, ir: IR, options: dict) -> dict[str, str]:
-        from ..compiler import ir_filename
+        from ..ir import ir_filename
 
         return {ir_filename(ir.name): ir.dumps()}
 

@@ -1,19 +1,20 @@
-"""Airflow 3 backend: the IR as a DAG file (airflow.sdk + providers.standard) and the IR beside it.
+"""Airflow 3 backend: the execution plan as a DAG file (airflow.sdk + providers) and the IR beside it.
 
-Mapping (anything else in the IR is refused by `check`, never dropped silently):
-  step                  -> a PythonOperator running the step through the dagsmith runtime
-  fan-out (sweep, partitions) -> ONE mapped task over index ranges (`.expand`), preceded by a
-                           small task that lists the ranges: at most `max_map_length` instances
-                           (Airflow's limit, 1024 by default), one item each when they fit
-  gate                  -> a ShortCircuitOperator: a failed gate skips deploy and what follows;
-                           the run ends `success` (dagsmith's "gated")
+Mapping of the plan's tasks (what the backend cannot express is a Problem, never dropped):
+  step                  -> a task running the step through the dagsmith runtime (operator mode)
+  fan-out step          -> ONE mapped task (`.expand`) over the item ranges its `dagsmith-ranges-*`
+                           task lists: at most `max_map_length` instances (Airflow's limit, 1024
+                           by default), one item each when they fit
+  gate                  -> a ShortCircuitOperator (python) or `skip_on_exit_code` (bash,
+                           kubernetes): a failed gate skips its scope; the run ends `success`
+                           (dagsmith's "gated")
+  dagsmith-admit        -> a PythonSensor (mode reschedule) applying min_interval: holds the run
+                           while the interval runs, skips it whole when an earlier run read its data
   failed validation     -> the task fails; what depends on it is upstream_failed
   retries, retry_delay, timeout -> retries, retry_delay, execution_timeout
   params                -> Param with type, default, description, enum
   schedule / on_new_data -> cron, Assets (AssetAny), or AssetOrTimeSchedule for both; a trigger's
                            SQS queue becomes an AssetWatcher with a MessageQueueTrigger
-  min_interval          -> a first ShortCircuitOperator that skips data-triggered runs that come
-                           too soon after the last one
 """
 
 from __future__ import annotations
@@ -24,19 +25,21 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import naming
-from ..compiler import ir_filename
 from ..errors import UsageError
-from ..ir import IR, Step
+from ..ir import IR
+from ..runtime import environment as E
+from . import kubernetes
+from .plan import Plan, Task, build_plan
+from .problems import Capabilities, Problem, check_capabilities, error, raise_errors
 
-OPERATORS_SUPPORTED = ("python", "bash", "kubernetes")
-GATED_EXIT_CODE = 99  # bash mode: `dagsmith step --skip-exit-code`, BashOperator(skip_on_exit_code)
-# IR fields that cannot apply when the step runs inside the Airflow worker.
-WORKER_MODE_NOT_APPLIED = ("image", "resources")
+OPTIONS = ("backends", "airflow")
+MODES = {
+    "python": Capabilities("airflow", "operator mode python", runs_images=False, shared_disk=True, options_path=OPTIONS),
+    "bash": Capabilities("airflow", "operator mode bash", runs_images=False, shared_disk=True, options_path=OPTIONS),
+    "kubernetes": Capabilities("airflow", "operator mode kubernetes", runs_images=True, shared_disk=False, options_path=OPTIONS),
+}
+DEFAULT_MAX_MAP_LENGTH = 1024  # Airflow's [core] max_map_length
 _PARAM_TYPES = {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean"}
-
-
-class AirflowBackendError(UsageError):
-    """The IR uses something this backend cannot express (named, never dropped)."""
 
 
 def _environment() -> Environment:
@@ -75,12 +78,17 @@ class AirflowBackend:
     name = "airflow"
     default_output = "build/airflow"
 
+    def plan(self, ir: IR, options: dict) -> Plan:
+        operator = options.get("operator", "python")
+        ir_uri = self.ir_uri(ir, options) if operator == "kubernetes" else None
+        return build_plan(ir, store=options.get("store"), max_ranges=int(options.get("max_map_length", DEFAULT_MAX_MAP_LENGTH)), ir_uri=ir_uri)
+
     def emit(self, ir: IR, options: dict) -> dict[str, str]:
-        self.check(ir, options)
+        raise_errors(self.name, self.check(ir, options))
+        plan = self.plan(ir, options)
         dag_id = options.get("dag_id") or naming.airflow_id(ir.name)
-        context = self.context(ir, options, dag_id)
-        text = _environment().get_template("airflow_dag.py.j2").render(**context)
-        return {f"{dag_id}.py": text, ir_filename(ir.name): ir.dumps()}
+        text = _environment().get_template("airflow_dag.py.j2").render(**self.context(plan, options, dag_id))
+        return {f"{dag_id}.py": text, plan.ir_file: ir.dumps()}
 
     def deploy(self, ir: IR, options: dict, dags_folder: Path) -> list[Path]:
         """Compile into a staging folder beside DIR, prove Airflow loads it (DagBag, zero import
@@ -96,6 +104,7 @@ class AirflowBackend:
         if not dags_folder.is_dir():
             raise UsageError(f"--dags-folder {dags_folder}: no such folder")
         files = self.emit(ir, options)
+        plan = self.plan(ir, options)
         staging = Path(tempfile.mkdtemp(prefix=".dagsmith-deploy-", dir=dags_folder.parent))
         try:
             write_files(staging, files)
@@ -103,11 +112,11 @@ class AirflowBackend:
             if errors:
                 details = "; ".join(f"{Path(path).name}: {message.strip().splitlines()[-1]}" for path, message in sorted(errors.items()))
                 raise UsageError(f"Airflow cannot load the generated DAG, nothing deployed: {details}")
-            if options.get("operator") == "kubernetes":  # pods read the IR from the store
+            if plan.ir_uri:  # pods read the IR from the store
                 from ..runtime.s3 import client, split_uri
 
-                bucket, key = split_uri(ir_uri(ir, options))
-                client().put_object(Bucket=bucket, Key=key, Body=files[ir_filename(ir.name)].encode("utf-8"))
+                bucket, key = split_uri(plan.ir_uri)
+                client().put_object(Bucket=bucket, Key=key, Body=files[plan.ir_file].encode("utf-8"))
             ordered = sorted(files, key=lambda name: name.endswith(".py"))  # the DAG file last
             for name in ordered:
                 os.replace(staging / name, dags_folder / name)
@@ -117,119 +126,110 @@ class AirflowBackend:
 
     # --- capabilities ---------------------------------------------------------------------
 
-    def check(self, ir: IR, options: dict) -> None:
+    def check(self, ir: IR, options: dict) -> list[Problem]:
+        """Every problem at once: errors (nothing is written) and warnings (printed)."""
         operator = options.get("operator", "python")
-        if operator not in OPERATORS_SUPPORTED:
-            raise AirflowBackendError(
-                f"backends.airflow.operator: {operator!r} is not supported by the airflow backend yet "
-                f"(supported: {', '.join(OPERATORS_SUPPORTED)}); it is planned"
-            )
-        if operator == "kubernetes":
-            self.check_kubernetes(ir, options)
+        if operator not in MODES:
+            return [error(OPTIONS + ("operator",), f"{operator!r} is not an Airflow operator mode (supported: {', '.join(MODES)})")]
+        problems = check_capabilities(ir, MODES[operator], options.get("store"))
         dag_id = options.get("dag_id") or naming.airflow_id(ir.name)
         if len(dag_id) > 250:
-            raise AirflowBackendError(f"backends.airflow.dag_id: {dag_id[:40]!r}... is longer than Airflow's 250 characters")
-        for tag in [*ir.pipeline.get("tags", []), *options.get("tags", [])]:
-            if len(tag) > 100:
-                raise AirflowBackendError(f"tag {tag[:30]!r}... is longer than the 100 characters Airflow allows")
-        ids = {}
-        for step in ir.steps:
-            for task_id in self.task_ids(step):
-                if task_id in ids:
-                    raise AirflowBackendError(f"steps {ids[task_id]!r} and {step.id!r} would both be the Airflow task {task_id!r}")
-                ids[task_id] = step.id
-
-    @staticmethod
-    def check_kubernetes(ir: IR, options: dict) -> None:
-        """Pods share no disk and Airflow renders the operator's fields as templates."""
-        store = options.get("store") or ""
-        if not store.startswith("s3://"):
-            raise AirflowBackendError("backends.airflow.operator: kubernetes needs backends.airflow.store: s3://bucket/prefix (pods share no disk)")
-        missing = [step.id for step in ir.steps if not step.image]
-        if missing:
-            raise AirflowBackendError(f"backends.airflow.operator: kubernetes runs each step in its image; no image for: {', '.join(missing)} (set defaults.image)")
-        for value in [store, options.get("namespace") or "", *(step.image for step in ir.steps)]:
+            problems.append(error(OPTIONS + ("dag_id",), f"{dag_id[:40]!r}... is longer than Airflow's 250 characters"))
+        for path, tags in ((("pipeline", "tags"), ir.pipeline.get("tags", [])), (OPTIONS + ("tags",), options.get("tags", []))):
+            for index, tag in enumerate(tags):
+                if len(tag) > 100:
+                    problems.append(error(path + (index,), f"tag {tag[:30]!r}... is longer than the 100 characters Airflow allows"))
+        if int(options.get("max_map_length", DEFAULT_MAX_MAP_LENGTH)) < 1:
+            problems.append(error(OPTIONS + ("max_map_length",), "must be at least 1"))
+        templated = [(OPTIONS + ("store",), options.get("store") or "")]
+        if operator == "kubernetes":
+            problems += kubernetes.check(ir, options.get("namespace"), OPTIONS)
+            templated += [(OPTIONS + ("namespace",), options.get("namespace") or "")] + [(tuple(step.origin) + ("image",), step.image or "") for step in ir.steps]
+        for path, value in templated:
             if "{{" in value or "{%" in value:
-                raise AirflowBackendError(f"{value!r}: Airflow renders pod fields as templates, so they cannot contain '{{{{' or '{{%'")
-        namespace = options.get("namespace")
-        if namespace and naming.k8s_name(namespace) != namespace:
-            raise AirflowBackendError(f"backends.airflow.namespace: {namespace!r} is not a Kubernetes namespace name")
+                problems.append(error(path, f"{value!r}: Airflow renders task fields as templates, so they cannot contain '{{{{' or '{{%'"))
+        return _unique(problems)
 
     @staticmethod
-    def task_ids(step: Step) -> list[str]:
-        task_id = naming.airflow_id(step.id)
-        return [task_id, f"{task_id}__batches"] if step.fanout else [task_id]
+    def ir_uri(ir: IR, options: dict) -> str:
+        """Where pods read the IR: in the store, named by the spec's hash (deploy uploads it)."""
+        return f"{options['store'].rstrip('/')}/ir/{ir.name}-{(ir.pipeline.get('spec_hash') or '')[:12]}.ir.json"
 
-    # --- the template's view of the IR ------------------------------------------------------
+    # --- the template's view of the plan ----------------------------------------------------
 
-    def context(self, ir: IR, options: dict, dag_id: str) -> dict:
-        tasks = [self.task(step, options) for step in ir.steps]
-        edges = []
-        for step in ir.steps:
-            task_id = naming.airflow_id(step.id)
-            if step.fanout:
-                edges.extend((naming.airflow_id(up), f"{task_id}__batches") for up in step.depends_on)
-                edges.append((f"{task_id}__batches", task_id))
-            else:
-                edges.extend((naming.airflow_id(up), task_id) for up in step.depends_on)
-        intervals = [t["min_interval"] for t in ir.triggers["on_new_data"] if t.get("min_interval")]
-        guard = min(intervals) if intervals else None
-        if guard:  # the guard runs first: every root step waits for it
-            roots = [s for s in ir.steps if not s.depends_on]
-            edges = [("min_interval_guard", self.task_ids(s)[-1]) for s in roots] + edges
-        assets = self.assets(ir)
-        schedule, sdk_imports = self.schedule(ir, assets)
+    def context(self, plan: Plan, options: dict, dag_id: str) -> dict:
+        ir = plan.ir
         operator = options.get("operator", "python")
-        used = {field for step in ir.steps for field in WORKER_MODE_NOT_APPLIED if getattr(step, field)} if operator != "kubernetes" else set()
+        tasks = [self.task(plan, task, operator) for task in plan.tasks]
+        assets = self.assets(plan)
+        schedule, sdk_imports = self.schedule(plan, assets)
         default_args = {"owner": options.get("owner") or ir.pipeline.get("owner") or "dagsmith"}
         for key in ("pool", "queue"):
             if options.get(key):
                 default_args[key] = options[key]
         tags = list(dict.fromkeys(["dagsmith", *ir.pipeline.get("tags", []), *options.get("tags", [])]))
+        problems = self.check(ir, options)
         return {
             "title": f"Airflow DAG of the dagsmith pipeline {ir.name}.",
             "pipeline": ir.name,
             "spec_hash": ir.pipeline.get("spec_hash") or "",
-            "ir_file": ir_filename(ir.name),
+            "ir_file": plan.ir_file,
             "operator": operator,
-            "not_applied": sorted(used),
+            "warnings": [p.message for p in problems],
             "dag_id": dag_id,
             "description": ir.pipeline.get("description"),
             "schedule": schedule,
-            "sdk_imports": sorted({"DAG", *sdk_imports} | ({"Param"} if ir.params else set())),
-            "python_imports": python_imports(ir, operator, guard),
+            "sdk_imports": sorted({"DAG", *sdk_imports} | ({"Param"} if plan.params else set())),
+            "python_imports": python_imports(plan, operator),
+            "sensor": plan.admission is not None,
             "assets": assets,
             "has_watchers": any(a["queue"] for a in assets),
-            "has_gate": any(step.kind == "gate" for step in ir.steps),
             "bash": operator == "bash",
             "kubernetes": operator == "kubernetes",
-            "pod_secrets": any(step.secrets or step.connections for step in ir.steps),
-            # Pods run dagsmith themselves; the Airflow side needs it only to list fan-out items
-            # or to guard min_interval.
-            "uses_tasks_module": operator != "kubernetes" or guard is not None or any(s.fanout for s in ir.steps),
+            "pod_secrets": any(kubernetes.secret_refs(step) for step in ir.steps),
+            # bash tasks and pods run `dagsmith` themselves; the Airflow side needs it only to
+            # list fan-out items or to admit runs.
+            "uses_tasks_module": operator == "python" or any(t.synthetic for t in plan.tasks),
+            "needs_store": operator != "kubernetes" or any(t.synthetic for t in plan.tasks),
+            "store": plan.store,
             "namespace": options.get("namespace") or "default",
-            "ir_uri": ir_uri(ir, options) if operator == "kubernetes" else None,
-            "gated_exit_code": GATED_EXIT_CODE,
-            "guard": guard,
+            "ir_uri": plan.ir_uri,
+            "env_store": E.STORE,
+            "env_root": E.ROOT,
+            # Airflow renders these per run (the only templated values in the file).
+            "run_env": E.run_environment("{{ run_id }}", "{{ (logical_date or dag_run.run_after) | ds }}", "{{ params | tojson }}"),
             "tags": tags,
             "default_args": default_args,
             "params": [
-                {
-                    "name": name, "type": _PARAM_TYPES[param["type"]], "has_default": not param["required"],
-                    "default": param["default"], "description": param.get("description"), "enum": param.get("enum"),
-                }
-                for name, param in ir.params.items()
+                {"name": p.name, "type": _PARAM_TYPES[p.type], "has_default": not p.required, "default": p.default,
+                 "description": p.description, "enum": list(p.enum) if p.enum else None}
+                for p in plan.params
             ],
             "tasks": tasks,
-            "edges": edges,
-            "max_map_length": int(options.get("max_map_length", 1024)),
+            "edges": [(naming.airflow_id(up), naming.airflow_id(down)) for up, down in plan.edges],
         }
 
-    def task(self, step: Step, options: dict) -> dict:
+    def task(self, plan: Plan, task: Task, operator: str) -> dict:
+        out = {"task_id": naming.airflow_id(task.id), "kind": task.kind, "step_id": task.step.id if task.step else None}
+        if task.kind == "admit":
+            intervals = [s for s in plan.admission.intervals.values() if s]
+            out.update(
+                comment=f"min_interval: new data within {min(intervals)}s of the last run's start is held, then runs once",
+                poke_interval=max(1, min(300, min(intervals) // 10)),
+                # Held at most the longest interval; a sensor past its timeout is skipped, not failed.
+                timeout=max(intervals) + 3600,
+            )
+            return out
+        if task.kind == "ranges":
+            # bash and kubernetes: the mapped step's command line, each range appends --item
+            mapped = plan.task(task.step.id).command
+            out.update(comment=f"lists the item ranges of {task.step.id} (at most {plan.max_ranges})", max_ranges=plan.max_ranges,
+                       argv=_argv_expr(mapped.prefix(_IR), operator))
+            return out
+        step = task.step
         task_options = [("retries", str(step.retries)), ("retry_delay", _duration(step.retry_delay))]
         if step.timeout:
             task_options.append(("execution_timeout", _duration(step.timeout)))
-        task_id = naming.airflow_id(step.id)
         comment = f"{step.kind} step {step.id}"
         if step.fanout:
             fan = step.fanout
@@ -237,40 +237,37 @@ class AirflowBackend:
             comment = f"{step.kind} fan-out: {size}, one mapped task"
             if fan.max_parallel:
                 task_options.append(("max_active_tis_per_dagrun", str(int(fan.max_parallel))))
-        gate = step.kind == "gate"
-        return {
-            "task_id": task_id,
-            "step_id": step.id,
-            "pod_name": naming.k8s_name(f"{step.id}"),
-            "image": step.image,
-            "resources": pod_resources(step.resources),
-            # A secret NAME is the Kubernetes Secret k8s_name(NAME) with the key NAME; a connection
-            # is the Secret dagsmith-conn-<name> with the key uri (docs/backends/airflow.md).
-            "secrets": [{"name": name, "secret": naming.k8s_name(name), "key": name} for name in step.secrets]
-            + [{"name": connection_variable(c), "secret": naming.k8s_name(f"dagsmith-conn-{c}"), "key": "uri"} for c in step.connections],
-            "comment": comment + (": a failed gate skips what follows" if gate else ""),
-            "mapped": step.fanout is not None,
-            "batches_id": f"{task_id}__batches",
-            "operator": "ShortCircuitOperator" if gate else "PythonOperator",
-            "callable": "run_gate" if gate else "run_step",
-            "options": task_options,
-        }
+        gate = task.decides
+        out.update(
+            pod_name=naming.k8s_name(step.id),
+            image=step.image,
+            resources=kubernetes.pod_resources(step),
+            secrets=[{"name": ref.env, "secret": ref.secret, "key": ref.key} for ref in kubernetes.secret_refs(step)],
+            comment=comment + (": a failed gate skips what follows" if gate else ""),
+            mapped=task.maps_over is not None,
+            maps_over=naming.airflow_id(task.maps_over) if task.maps_over else None,
+            gate=gate,
+            skip_exit_code=task.command.skip_exit_code,
+            argv=None if task.maps_over else _argv_expr(task.command.argv(_IR), operator),
+            options=task_options,
+        )
+        return out
 
     @staticmethod
-    def assets(ir: IR) -> list[dict]:
+    def assets(plan: Plan) -> list[dict]:
         return [
             {
-                "name": f"{ir.name}.{trigger['source']}",
-                "uri": trigger["uri"] or f"dagsmith://{ir.name}/{trigger['source']}",
+                "name": f"{plan.name}.{trigger['source']}",
+                "uri": trigger["uri"] or f"dagsmith://{plan.name}/{trigger['source']}",
                 "queue": trigger.get("queue"),
-                "watcher": f"{ir.name}.{trigger['source']}.sqs",
+                "watcher": f"{plan.name}.{trigger['source']}.sqs",
             }
-            for trigger in ir.triggers["on_new_data"]
+            for trigger in plan.on_new_data
         ]
 
     @staticmethod
-    def schedule(ir: IR, assets: list[dict]) -> tuple[str, set[str]]:
-        cron = ir.triggers.get("schedule")
+    def schedule(plan: Plan, assets: list[dict]) -> tuple[str, set[str]]:
+        cron = plan.schedule
         imports = {"Asset"} if assets else set()
         if any(a["queue"] for a in assets):
             imports.add("AssetWatcher")
@@ -284,6 +281,22 @@ class AirflowBackend:
         return (f'AssetOrTimeSchedule(timetable=CronTriggerTimetable({_py(cron)}, timezone="UTC"), assets={on_data})', imports)
 
 
+_IR = "\x00IR"  # stands for the IR's location in a command line: a variable of the DAG file
+
+
+def _argv_expr(argv: list[str], operator: str) -> str:
+    """A command line as a Python list expression of the DAG file: the IR is its variable (IR, a
+    path beside the DAG file; IR_URI for pods, whose command is `dagsmith`, so left out)."""
+    if operator == "kubernetes":
+        argv = argv[1:]
+    ir_var = "IR_URI" if operator == "kubernetes" else "IR"
+    return "[" + ", ".join(ir_var if arg == _IR else _py(arg) for arg in argv) + "]"
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
 def dagbag_import_errors(folder: Path) -> dict:
     """Parse every DAG file of a folder with Airflow's own DagBag: {file: error}."""
     try:
@@ -293,33 +306,16 @@ def dagbag_import_errors(folder: Path) -> dict:
     return dict(DagBag(dag_folder=str(folder)).import_errors)
 
 
-def ir_uri(ir: IR, options: dict) -> str:
-    """Where pods read the IR: in the store, named by the spec's hash (deploy uploads it)."""
-    return f"{options['store'].rstrip('/')}/ir/{ir.name}-{(ir.pipeline.get('spec_hash') or '')[:12]}.ir.json"
-
-
-def connection_variable(name: str) -> str:
-    from ..runtime.sources import connection_env
-
-    return connection_env(name)
-
-
-def pod_resources(resources: dict) -> dict:
-    """IR resources -> Kubernetes requests and limits (GPUs are limits: nvidia.com/gpu)."""
-    requests = {key: str(resources[key]) for key in ("cpu", "memory") if key in resources}
-    limits = {"nvidia.com/gpu": str(resources["gpu"])} if resources.get("gpu") else {}
-    return {"requests": requests, "limits": limits}
-
-
-def python_imports(ir: IR, operator: str, guard) -> list[str]:
-    """The operators from providers.standard that the DAG file uses (and no others)."""
+def python_imports(plan: Plan, operator: str) -> list[str]:
+    """The operators from providers.standard.operators.python that the DAG file uses (no others)."""
     names = set()
-    if guard:
-        names.add("ShortCircuitOperator")
-    if any(step.fanout for step in ir.steps):
-        names.add("PythonOperator")  # the <step>__batches tasks
+    if any(task.kind == "ranges" for task in plan.tasks):
+        names.add("PythonOperator")
     if operator == "python":
         names.add("PythonOperator")
-        if any(step.kind == "gate" for step in ir.steps):
+        if any(task.decides and task.kind == "step" for task in plan.tasks):
             names.add("ShortCircuitOperator")
     return sorted(names)
+
+
+GATED_EXIT_CODE = E.SKIP_EXIT_CODE  # bash and kubernetes modes: the exit code that skips a gate's scope

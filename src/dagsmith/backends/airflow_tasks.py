@@ -1,20 +1,17 @@
-"""What the tasks of a generated Airflow DAG call (operator: python).
+"""What the Python callables of a generated Airflow DAG run: the step commands, in-process.
 
 The DAG file imports this module when Airflow parses it, so it imports nothing heavy at module
-level. Every callable gets only step ids and the IR file's name from the DAG file (safe names:
-no spec text passes through Airflow's templating); the rest comes from the IR at run time.
-
-Run values: DAGSMITH_RUN_ID is Airflow's run_id, DAGSMITH_RUN_DATE the run's logical date (or,
-for runs without one, the time it was triggered), DAGSMITH_PARAMS the DAG run's params.
-Store: `backends.airflow.store` from the spec, else $DAGSMITH_STORE, else $AIRFLOW_HOME/dagsmith.
-Relative data paths resolve against $DAGSMITH_ROOT, else the folder of the DAG file (see
-runtime/context.py: the same rules hold for `dagsmith step` in the bash operator mode).
+level. Every callable gets only step ids, the IR file's path, the store and the root from the
+DAG file (no spec text passes through Airflow's templating); the rest comes from the IR at run
+time. They call the same functions as `dagsmith step`, `dagsmith ranges` and `dagsmith admit`
+(runtime/commands.py), with the run environment of runtime/environment.py built from Airflow's
+context: DAGSMITH_RUN_ID is the run_id, DAGSMITH_RUN_DATE the logical date (or, for runs without
+one, the time the run was due), DAGSMITH_PARAMS the run's params.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 from functools import lru_cache
@@ -27,31 +24,27 @@ def _load(ir_path: str):
     return load_ir(ir_path)
 
 
-def _store(ir):
-    from ..runtime.context import default_store_uri
-    from ..runtime.store import Store
-
-    return Store.open(default_store_uri(ir, {**os.environ, "DAGSMITH_BACKEND": "airflow"}))
-
-
-def _environ(ir, context) -> dict:
+def run_date(context) -> str:
     run = context.get("dag_run")
     when = context.get("logical_date") or getattr(run, "logical_date", None) or getattr(run, "run_after", None)
+    return when.date().isoformat() if when is not None else ""
+
+
+def _environ(ir, context, store: str, root: str) -> dict:
+    """The run environment; DAGSMITH_ROOT set in the worker wins over the DAG file's folder."""
+    from ..runtime.environment import ROOT, run_environment
+
     params = context.get("params") or {}
-    return {
-        **os.environ,
-        "DAGSMITH_BACKEND": "airflow",
-        "DAGSMITH_RUN_ID": str(context["run_id"]),
-        "DAGSMITH_RUN_DATE": when.date().isoformat() if when is not None else "",
-        "DAGSMITH_PARAMS": json.dumps({name: params[name] for name in ir.params if name in params}, default=str),
-    }
+    chosen = {name: params[name] for name in ir.params if name in params}
+    return {**os.environ, **run_environment(str(context["run_id"]), run_date(context), chosen, store=store, root=os.environ.get(ROOT) or root)}
 
 
-def _context(ir_path: str, step_id: str, item, context):
+def _context(ir_path: str, step_id: str, store: str, root: str, item, context):
     from ..runtime import make_context
+    from ..runtime.store import Store
 
     ir = _load(ir_path)
-    return make_context(ir, step_id, _store(ir), item, _environ(ir, context), ir_path)
+    return make_context(ir, step_id, Store.open(store), item, _environ(ir, context, store, root))
 
 
 def _names_from_airflow(step) -> dict:
@@ -77,10 +70,10 @@ def _names_from_airflow(step) -> dict:
     return found
 
 
-def _run(ir_path: str, step_id: str, item, context) -> dict:
+def _run(ir_path: str, step_id: str, store: str, root: str, item, context) -> dict:
     from ..runtime import run_step
 
-    ctx = _context(ir_path, step_id, item, context)
+    ctx = _context(ir_path, step_id, store, root, item, context)
     added = _names_from_airflow(ctx.step)
     os.environ.update(added)
     try:
@@ -90,68 +83,70 @@ def _run(ir_path: str, step_id: str, item, context) -> dict:
             os.environ.pop(name, None)
 
 
-def run_step(ir_path: str, step_id: str, **context) -> None:
+def run_step(ir_path: str, step_id: str, store: str, root: str, **context) -> None:
     """One step. A failure raises, so the task fails and what follows is upstream_failed."""
-    _run(ir_path, step_id, None, context)
+    _run(ir_path, step_id, store, root, None, context)
 
 
-def run_gate(ir_path: str, step_id: str, **context) -> bool:
+def run_gate(ir_path: str, step_id: str, store: str, root: str, **context) -> bool:
     """A gate, for a ShortCircuitOperator: False skips deployment and everything after it."""
-    return bool(_run(ir_path, step_id, None, context).get("passed", True))
+    return bool(_run(ir_path, step_id, store, root, None, context).get("passed", True))
 
 
-def fanout_batches(ir_path: str, step_id: str, max_map_length: int, render: str = "python", pod_ir: str | None = None, **context) -> list:
-    """The fan-out's items as at most `max_map_length` [start, stop) ranges: one mapped task
-    instance per range, one item per instance whenever the fan-out fits. render="bash" gives
-    each range as the `dagsmith step` command that runs it; render="kubernetes" as the pod's
-    arguments (reading the IR at `pod_ir`)."""
-    from ..runtime.fanout import item_count
+def run_items(item: dict, ir_path: str, step_id: str, store: str, root: str, **context) -> None:
+    """One range {"start", "stop"} of a fan-out's items (a mapped task instance)."""
+    for index in range(item["start"], item["stop"]):
+        _run(ir_path, step_id, store, root, index, context)
 
-    total = item_count(_context(ir_path, step_id, None, context))
-    size = max(1, math.ceil(total / max_map_length))
-    ranges = [[start, min(start + size, total)] for start in range(0, total, size)]
+
+def fanout_ranges(ir_path: str, step_id: str, max_ranges: int, store: str, root: str, render: str = "python",
+                  argv: list | None = None, **context) -> list:
+    """`dagsmith ranges`, in-process: the mapped task's inputs, one per range. render="python"
+    gives [range] (op_args of run_items); "bash" the command line `argv --item RANGE`, quoted;
+    "kubernetes" the pod's arguments `argv --item RANGE` (argv: the step's command, from the plan)."""
+    from ..runtime.commands import item_ranges
+
+    ranges = item_ranges(_context(ir_path, step_id, store, root, None, context), max_ranges)
     if render == "bash":
-        return [bash_command(ir_path, step_id, json.dumps({"start": a, "stop": b})) for a, b in ranges]
+        return [shlex.join([*argv, "--item", json.dumps(r)]) for r in ranges]
     if render == "kubernetes":
-        return [["step", pod_ir, step_id, "--item", json.dumps({"start": a, "stop": b})] for a, b in ranges]
-    return ranges
+        return [[*argv, "--item", json.dumps(r)] for r in ranges]
+    return [[r] for r in ranges]
 
 
-def bash_command(ir_path: str, step_id: str, item: str | None = None, skip_exit_code: int | None = None) -> str:
-    """`dagsmith step` as one shell-quoted command line (operator: bash). It holds no spec text:
-    the IR path, a step id, digits; the run's values come in the task's environment."""
-    argv = ["dagsmith", "step", ir_path, step_id]
-    if item is not None:
-        argv += ["--item", item]
-    if skip_exit_code is not None:
-        argv += ["--skip-exit-code", str(skip_exit_code)]
-    return shlex.join(argv)
-
-
-def run_items(start: int, stop: int, ir_path: str, step_id: str, **context) -> None:
-    for item in range(start, stop):
-        _run(ir_path, step_id, item, context)
-
-
-def min_interval_guard(ir_path: str, seconds: int, **context) -> bool:
-    """At most one data-triggered run per `seconds`, however many asset events arrive: a run
-    started by new data within the interval after the last admitted one is skipped whole.
-    The time of admitted runs lives in the artifact store, so it holds across schedulers."""
-    import datetime as dt
-
+def trigger_of(ir, context) -> str:
+    """DAGSMITH_TRIGGER for an asset-triggered run: the sources whose assets fired and when the
+    newest event came; empty for scheduled and manual runs."""
     run = context.get("dag_run")
-    run_type = str(getattr(run, "run_type", "") or "")
-    if "asset" not in run_type.lower():
-        return True  # a scheduled or manual run is never held back
+    if "asset" not in str(getattr(run, "run_type", "") or "").lower():
+        return ""
+    prefix = f"{ir.name}."
+    sources, times = [], []
+    for asset, events in dict(context.get("triggering_asset_events") or {}).items():
+        name = getattr(asset, "name", None) or str(asset)
+        if name.startswith(prefix):
+            sources.append(name[len(prefix):])
+        times.extend(getattr(event, "timestamp", None) for event in events or ())
+    times = [t for t in times if t is not None]
+    when = max(times) if times else getattr(run, "queued_at", None) or getattr(run, "run_after", None)
+    known = {t["source"] for t in ir.triggers.get("on_new_data") or []}
+    return json.dumps({"sources": sorted(set(sources) & known) or sorted(known), "at": when.isoformat() if when else None})
+
+
+def admit(ir_path: str, store: str, **context) -> bool:
+    """`dagsmith admit`, in-process, as a PythonSensor's poke (mode reschedule): True admits the
+    run; False while min_interval holds it (the sensor pokes again later, holding no worker
+    slot); a run whose data an earlier run already read is skipped whole."""
+    from ..runtime.commands import admit_run
+    from ..runtime.environment import TRIGGER
+    from ..runtime.store import Store
+
     ir = _load(ir_path)
-    store = _store(ir)
-    key = f"triggers/{ir.name}/last_admitted.json"
-    now = dt.datetime.now(dt.timezone.utc)
-    last = store.read_json(key)
-    if last is not None:
-        elapsed = (now - dt.datetime.fromisoformat(last["at"])).total_seconds()
-        if elapsed < seconds:
-            print(f"new data within min_interval ({elapsed:.0f}s < {seconds}s after run {last['run_id']}): skipping this run")
-            return False
-    store.write_json(key, {"at": now.isoformat(), "run_id": str(context["run_id"])})
-    return True
+    environ = {**_environ(ir, context, store, ""), TRIGGER: trigger_of(ir, context)}
+    decision = admit_run(ir, Store.open(store), environ)
+    print(f"min_interval admission: {decision.action}: {decision.reason}")
+    if decision.action == "covered":
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(decision.reason)
+    return decision.action == "admit"

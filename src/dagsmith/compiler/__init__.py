@@ -26,12 +26,9 @@ class CompilerBug(DagsmithError):
     exit_code = 3
 
 
-def ir_filename(pipeline_name: str) -> str:
-    return f"{pipeline_name}.ir.json"
-
-
 def compile_spec(spec: Spec) -> IR:
-    steps = expand(spec, ir_filename(spec.name))
+    steps = expand(spec)
+    steps = with_origins(steps, spec)
     steps = guard_validated_tables(steps)
     steps = order(steps)
     ir = IR(
@@ -56,21 +53,55 @@ def compile_spec(spec: Spec) -> IR:
     return ir
 
 
+_SECTION_OF_KIND = {"plan": "training", "train": "training", "select": "training", "evaluate": "evaluation",
+                    "gate": "evaluation", "deploy": "deployment"}
+
+
+def with_origins(steps: list[Step], spec: Spec) -> list[Step]:
+    """Each step's place in the spec, so a backend's message about it can point at the line."""
+    validations = {check.name: index for index, check in enumerate(spec.validations)}
+    named = {"source": "sources", "feature": "features", "custom": "steps"}
+
+    def origin(step: Step) -> tuple:
+        if step.kind == "validate":
+            return ("validation", validations[step.id])
+        if step.kind in named:
+            return (named[step.kind], step.id)
+        return (_SECTION_OF_KIND[step.kind],)
+
+    return [replace(step, origin=origin(step)) for step in steps]
+
+
 def guard_validated_tables(steps: list[Step]) -> list[Step]:
     """A step that reads table T also waits for every validation of T, so a failed
-    `on_failure: fail` check stops it (and everything after it)."""
+    `on_failure: fail` check stops it (and everything after it). A validation it already waits
+    for through another dependency adds no edge (evaluate reads the training tables, but waits
+    for training, which waited for their checks): the graph stays as drawn by hand."""
     validations: dict[str, list[str]] = {}
     for step in steps:
         if step.kind == "validate":
             validations.setdefault(f"table:{step.config['table']}", []).append(step.id)
+    wanted = {step.id: {v for artifact in step.inputs for v in validations.get(artifact, ())} for step in steps if step.kind != "validate"}
+    deps = {step.id: set(step.depends_on) | wanted.get(step.id, set()) for step in steps}
     out = []
     for step in steps:
-        if step.kind == "validate":
-            out.append(step)
-            continue
-        extra = [v for artifact in step.inputs for v in validations.get(artifact, ())]
-        out.append(replace(step, depends_on=tuple(sorted(set(step.depends_on) | set(extra)))) if extra else step)
+        extra = wanted.get(step.id, set()) - set(step.depends_on)
+        extra = {v for v in extra if not _reaches(deps, deps[step.id] - {v}, v)}
+        out.append(replace(step, depends_on=tuple(sorted(set(step.depends_on) | extra))) if extra else step)
     return out
+
+
+def _reaches(deps: dict[str, set[str]], starts: set[str], target: str) -> bool:
+    """Whether `target` is among `starts` or their dependencies (iterative: no recursion limit)."""
+    seen, todo = set(), list(starts)
+    while todo:
+        node = todo.pop()
+        if node == target:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo.extend(deps.get(node, ()))
+    return False
 
 
 def order(steps: list[Step]) -> list[Step]:

@@ -12,6 +12,7 @@ import math
 
 from ..ir import FanOut, Step
 from ..spec.model import Evaluation, Training
+from .make import make_step, table
 
 
 def trial_count(training: Training) -> int:
@@ -44,9 +45,7 @@ def fanout_of(training: Training) -> FanOut | None:
     )
 
 
-def lower_training(training: Training, ir_file: str, evaluation: Evaluation | None, key_columns: tuple[str, ...] = ()) -> list[Step]:
-    from .steps import make_step, table
-
+def lower_training(training: Training, evaluation: Evaluation | None, key_columns: tuple[str, ...] = ()) -> list[Step]:
     inputs = tuple(table(name) for name in training.inputs)
     fanout = fanout_of(training)
     config = {
@@ -65,16 +64,17 @@ def lower_training(training: Training, ir_file: str, evaluation: Evaluation | No
     }
     steps: list[Step] = []
     train_deps = training.inputs
+    items = ()  # the plan's item list, read by train and select when partitions are found at run time
     if fanout and fanout.items_from:
         steps.append(make_step(
-            ir_file, "plan", "plan", training.options, depends_on=training.inputs, inputs=inputs,
+            "plan", "plan", training.options, depends_on=training.inputs, inputs=inputs,
             outputs=("items:plan",),
             config={"inputs": list(training.inputs), "partition_by": training.partition_by, "trials": fanout.trials},
         ))
         train_deps = ("plan",)
-        inputs = inputs + ("items:plan",)
+        items = ("items:plan",)
     steps.append(make_step(
-        ir_file, "train", "train", training.options, depends_on=train_deps, inputs=inputs,
+        "train", "train", training.options, depends_on=train_deps, inputs=inputs + items,
         outputs=("trials:train",) if fanout else ("model:train",), config=config, fanout=fanout,
     ))
     if fanout:
@@ -82,7 +82,7 @@ def lower_training(training: Training, ir_file: str, evaluation: Evaluation | No
         # Without a sweep, each partition has a single trial: select just gathers the models.
         metric = sweep.select_metric if sweep else (evaluation.metrics[0] if evaluation else None)
         steps.append(make_step(
-            ir_file, "select", "select", training.options, depends_on=("train",), inputs=("trials:train",),
+            "select", "select", training.options, depends_on=("train",), inputs=("trials:train",) + items,
             outputs=("model:select",),
             config={"metric": metric, "goal": sweep.select_goal if sweep else None, "per_partition": training.partition_by is not None},
         ))

@@ -5,35 +5,27 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir import Step
-from ..spec.model import Spec, StepOptions
+from ..spec.model import Spec
 from .fanout import lower_training
+from .make import make_step, table
 
 
-def argv_for(ir_file: str, step_id: str) -> tuple[str, ...]:
-    return ("dagsmith", "step", ir_file, step_id)
+def upstream_tables(spec: Spec, names) -> tuple[str, ...]:
+    """The tables `names` and every table they are derived from through features, in spec order
+    (sources, then features)."""
+    derived_from = {feature.name: feature.inputs for feature in spec.features}
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(derived_from.get(name, ()))
+    order = [source.name for source in spec.sources] + [feature.name for feature in spec.features]
+    return tuple(table(name) for name in order if name in seen)
 
 
-def make_step(ir_file: str, step_id: str, kind: str, options: StepOptions, **fields) -> Step:
-    return Step(
-        id=step_id,
-        kind=kind,
-        argv=argv_for(ir_file, step_id),
-        image=options.image,
-        resources=dict(options.resources),
-        retries=options.retries,
-        retry_delay=options.retry_delay,
-        timeout=options.timeout,
-        secrets=options.secrets,
-        env=dict(options.env),
-        **fields,
-    )
-
-
-def table(name: str) -> str:
-    return f"table:{name}"
-
-
-def expand(spec: Spec, ir_file: str) -> list[Step]:
+def expand(spec: Spec) -> list[Step]:
     """Every step with its own dependencies (inputs, after); validation edges come later."""
     steps: list[Step] = []
     for source in spec.sources:
@@ -42,19 +34,19 @@ def expand(spec: Spec, ir_file: str) -> list[Step]:
             if getattr(source, key) is not None:
                 config[key] = getattr(source, key)
         steps.append(make_step(
-            ir_file, source.name, "source", source.options, outputs=(table(source.name),), config=config,
+            source.name, "source", source.options, outputs=(table(source.name),), config=config,
             connections=(source.connection,) if source.connection else (),
         ))
     for feature in spec.features:
         config = {"inputs": list(feature.inputs), "key": list(feature.key)}
         config.update({"sql": feature.sql} if feature.sql is not None else {"transform": feature.transform})
         steps.append(make_step(
-            ir_file, feature.name, "feature", feature.options, depends_on=feature.inputs,
+            feature.name, "feature", feature.options, depends_on=feature.inputs,
             inputs=tuple(table(i) for i in feature.inputs), outputs=(table(feature.name),), config=config,
         ))
     for check in spec.validations:
         steps.append(make_step(
-            ir_file, check.name, "validate", check.options, depends_on=(check.on,), inputs=(table(check.on),),
+            check.name, "validate", check.options, depends_on=(check.on,), inputs=(table(check.on),),
             outputs=(f"validation:{check.name}",),
             config={
                 "table": check.on,
@@ -65,14 +57,18 @@ def expand(spec: Spec, ir_file: str) -> list[Step]:
     last = None  # the step whose completion means "trained / evaluated / deployed so far"
     if spec.training:
         keys = tuple(k for f in spec.features if f.name in spec.training.inputs for k in f.key)
-        training_steps = lower_training(spec.training, ir_file, spec.evaluation, keys)
+        training_steps = lower_training(spec.training, spec.evaluation, keys)
         steps.extend(training_steps)
         last = training_steps[-1].id
     builtin = {"train": last}
+    # Evaluate and gate score models on the held-out split, which they re-derive from the
+    # training tables (runtime/data.py), so they read those tables as well as the model.
+    training_tables = tuple(table(name) for name in spec.training.inputs) if spec.training else ()
     if spec.evaluation:
         evaluation = spec.evaluation
+        model = f"model:{last}"
         steps.append(make_step(
-            ir_file, "evaluate", "evaluate", evaluation.options, depends_on=(last,), inputs=(f"model:{last}",),
+            "evaluate", "evaluate", evaluation.options, depends_on=(last,), inputs=(model,) + training_tables,
             outputs=("metrics:evaluate",), config={"metrics": list(evaluation.metrics)},
         ))
         last = builtin["evaluate"] = "evaluate"
@@ -81,8 +77,11 @@ def expand(spec: Spec, ir_file: str) -> list[Step]:
                 {k: v for k, v in (("metric", g.metric), ("op", g.op), ("value", g.value), ("compare_to", g.compare_to), ("delta", g.delta)) if v is not None}
                 for g in evaluation.gates
             ]
+            # The model too: gate goes through its models per partition, and scores them itself
+            # for a metric evaluate did not compute (and production's on the same rows).
             steps.append(make_step(
-                ir_file, "gate", "gate", evaluation.options, depends_on=("evaluate",), inputs=("metrics:evaluate",),
+                "gate", "gate", evaluation.options, depends_on=("evaluate",),
+                inputs=("metrics:evaluate", model) + training_tables,
                 outputs=("gate:gate",), config={"gates": gates, "model_name": spec.deployment.model_name if spec.deployment else None},
             ))
             last = "gate"
@@ -92,14 +91,16 @@ def expand(spec: Spec, ir_file: str) -> list[Step]:
         if deployment.canary_percent is not None:
             config["canary"] = {"traffic_percent": deployment.canary_percent}
         model = builtin["train"]
+        # Every table the model was trained from: the version's lineage records their fingerprints.
+        lineage = upstream_tables(spec, spec.training.inputs) if spec.training else ()
         steps.append(make_step(
-            ir_file, "deploy", "deploy", deployment.options, depends_on=(last,),
-            inputs=tuple(a for a in (f"model:{model}", "metrics:evaluate" if spec.evaluation else None, "gate:gate" if last == "gate" else None) if a),
+            "deploy", "deploy", deployment.options, depends_on=(last,),
+            inputs=tuple(a for a in (f"model:{model}", "metrics:evaluate" if spec.evaluation else None, "gate:gate" if last == "gate" else None) if a) + lineage,
             outputs=("deployment:deploy",), config=config,
         ))
         builtin["deploy"] = "deploy"
     for custom in spec.steps:
         after = tuple(builtin.get(name, name) for name in custom.after)
         config = {"python": custom.python} if custom.python else {"command": list(custom.command)}
-        steps.append(make_step(ir_file, custom.name, "custom", custom.options, depends_on=after, config=config))
+        steps.append(make_step(custom.name, "custom", custom.options, depends_on=after, config=config))
     return [replace(step, depends_on=tuple(sorted(set(step.depends_on)))) for step in steps]

@@ -10,10 +10,10 @@ import json
 import os
 from pathlib import Path
 
-from ..compiler import ir_filename
 from ..errors import DagsmithError
-from ..ir import IR
+from ..ir import IR, ir_filename
 from ..runtime.context import RunValues
+from ..runtime.environment import run_environment
 from ..runtime.store import LocalStore, atomic_write_bytes
 from .executor import Executor
 from .record import RunRecord, new_run_id
@@ -32,10 +32,7 @@ def start(ir: IR, workdir: Path, *, max_parallel: int | None = None, use_cache: 
     folder.mkdir(parents=True, exist_ok=True)
     ir_path = folder / ir_filename(ir.name)
     atomic_write_bytes(ir_path, ir.dumps().encode("utf-8"))
-    environ = {"DAGSMITH_RUN_ID": run_id, "DAGSMITH_PARAMS": "{}"}
-    if run_date:
-        environ["DAGSMITH_RUN_DATE"] = run_date
-    values = RunValues.from_env(ir, environ)
+    values = RunValues.from_env(ir, run_environment(run_id, run_date, {}))
     record = RunRecord.create(folder / "run.json", run_id, ir.name, ir.pipeline["spec_hash"], values.params, [s.id for s in ir.steps])
     record.data["run_date"] = values.run_date
     return _execute(ir, ir_path, workdir, record, values, max_parallel, use_cache, reporter)

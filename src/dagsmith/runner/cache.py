@@ -11,6 +11,7 @@ evaluate and gate, which read the registry's production model) and SQL sources.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from importlib import metadata
@@ -64,10 +65,9 @@ def cache_key(ctx: StepContext, ir: IR) -> str | None:
 
 
 def _step_json(ir: IR, step_id: str) -> dict:
-    from ..ir import _step_json as to_json
-
-    data = to_json(ir.step(step_id))
-    data.pop("argv")  # names the IR file, not what the step does
+    # asdict gives the step's IR JSON entry once dumped (tuples become lists either way).
+    data = dataclasses.asdict(ir.step(step_id))
+    data.pop("origin")  # where the step is written in the spec, not what it does
     return data
 
 

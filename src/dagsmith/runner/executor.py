@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..ir import IR, Step
 from ..runtime.context import RunValues, StepContext
+from ..runtime.environment import run_environment
 from ..runtime.store import Store
 from . import cache
 from .pool import Done, Task, WorkerPool
@@ -55,10 +56,7 @@ class Executor:
 
     def task_environ(self) -> dict:
         return {
-            "DAGSMITH_RUN_ID": self.values.run_id,
-            "DAGSMITH_RUN_DATE": self.values.run_date,
-            "DAGSMITH_PARAMS": json.dumps(self.values.params, sort_keys=True),
-            "DAGSMITH_ROOT": str(self.root),
+            **run_environment(self.values.run_id, self.values.run_date, self.values.params, root=str(self.root)),
             # Parallel processes, each with one BLAS/OpenMP thread: no oversubscription.
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         }

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from ..errors import DagsmithError
 from ..ir import IR
+from ..runtime.admission import Decision, decide
 from ..runtime.store import atomic_write_bytes
 
 STATE_VERSION = 1
@@ -59,7 +60,8 @@ def _iso(seconds: float | None) -> str | None:
 def triggers_of(ir: IR) -> list[Trigger]:
     """The IR's on_new_data triggers with their URIs resolved; WatchError when there are none."""
     from ..runtime.context import RunValues
-    from ..runtime.sources import _format
+    from ..runtime.environment import run_environment
+    from ..runtime.sources import source_format
 
     entries = (ir.triggers or {}).get("on_new_data") or []
     if not entries:
@@ -71,7 +73,7 @@ def triggers_of(ir: IR) -> list[Trigger]:
     steps = {step.id: step for step in ir.steps}
     root = Path(ir.pipeline.get("spec_dir") or ".").resolve()
     try:
-        values = RunValues.from_env(ir, {"DAGSMITH_RUN_ID": "watch"})
+        values = RunValues.from_env(ir, run_environment("watch", None, {}))
     except DagsmithError:
         values = None
     out = []
@@ -89,17 +91,17 @@ def triggers_of(ir: IR) -> list[Trigger]:
                 pass
         if "://" not in uri and not os.path.isabs(uri):
             uri = str(root / uri)
-        out.append(Trigger(entry["source"], entry["type"], uri, _format(config), float(entry.get("min_interval") or 0)))
+        out.append(Trigger(entry["source"], entry["type"], uri, source_format(config), float(entry.get("min_interval") or 0)))
     return out
 
 
 def snapshot(trigger: Trigger) -> dict[str, list]:
     """What the source holds now: {path or key: [size, mtime_ns or ETag]}."""
-    from ..runtime.sources import _list_s3, list_local
+    from ..runtime.sources import list_local, list_s3
 
     try:
         if trigger.uri.startswith("s3://"):
-            return {o["Key"]: [o["Size"], o["ETag"]] for o in _list_s3(trigger.uri, trigger.fmt)}
+            return {o["Key"]: [o["Size"], o["ETag"]] for o in list_s3(trigger.uri, trigger.fmt)}
         out = {}
         for path in list_local(trigger.uri, trigger.fmt):
             try:
@@ -263,16 +265,17 @@ class Watcher:
 
     # --- one check ---------------------------------------------------------------------------
 
-    def due_at(self, state: dict, now: float) -> float | None:
-        """When the pending triggers may start a run (None: nothing pending)."""
-        pending = state.get("pending") or {}
+    def decide(self, state: dict, now: float) -> Decision:
+        """min_interval's one rule (runtime/admission.py) on the pending triggers. A run the
+        watcher was killed in did not consume its data: that data stays fresh."""
+        last = state.get("last_run") or {}
+        started = last.get("started_at")
+        pending = dict(state.get("pending") or {})
+        if last.get("status") == "running" and started is not None:
+            pending = {source: max(at, started) for source, at in pending.items()}
         if not pending:
-            return None
-        last = (state.get("last_run") or {}).get("started_at")
-        intervals = {t.source: t.min_interval for t in self.triggers}
-        if last is None:
-            return now
-        return min(last + intervals.get(source, 0.0) for source in pending)
+            return Decision("none")
+        return decide(started, pending, {t.source: t.min_interval for t in self.triggers}, now)
 
     def check(self) -> dict:
         """Look once; run if new data is due. Returns what happened:
@@ -296,10 +299,16 @@ class Watcher:
         self.save_state(state)  # seen data is remembered even if what follows fails
         outcome = {"pipeline": self.ir.name, "checked_at": _iso(now), "first_start": first, "new": new,
                    "pending": sorted(state["pending"]), "action": "none", "held_until": None, "run": None}
-        due = self.due_at(state, now)
-        if due is None:
+        decision = self.decide(state, now)
+        if decision.action == "none":
             return outcome
-        if now < due:
+        if decision.action == "covered":  # an earlier run read it: nothing left to do
+            state["pending"] = {}
+            self.save_state(state)
+            self.log(f"watch {self.ir.name}: {decision.reason}")
+            return outcome
+        if decision.action == "hold":
+            due = round(now + decision.wait_seconds, 3)
             outcome.update(action="held", held_until=_iso(due))
             if new or self._held_logged != due:
                 self._held_logged = due

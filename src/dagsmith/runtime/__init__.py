@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..ir import IR
+from . import s3  # noqa: F401 - registers the s3:// artifact store (Store.open)
 from .context import RunValues, StepContext, StepFailed, default_root, default_store_uri
 from .store import Store
 
@@ -60,7 +61,7 @@ def load_ir(path: str | os.PathLike) -> IR:
         raise StepFailed(f"{path} is not a dagsmith IR file ({type(exc).__name__}: {exc})") from None
 
 
-def make_context(ir: IR, step_id: str, store: Store, item: int | None = None, environ=os.environ, ir_file: str | None = None) -> StepContext:
+def make_context(ir: IR, step_id: str, store: Store, item: int | None = None, environ=os.environ) -> StepContext:
     if not ir.has_step(step_id):
         from ..errors import did_you_mean
 
@@ -69,7 +70,7 @@ def make_context(ir: IR, step_id: str, store: Store, item: int | None = None, en
     step = ir.step(step_id)
     if item is not None and step.fanout is None:
         raise StepFailed(f"step {step_id!r} is not a fan-out: it takes no --item")
-    return StepContext(ir=ir, step=step, store=store, values=RunValues.from_env(ir, environ), root=default_root(ir, environ, ir_file), item=item)
+    return StepContext(ir=ir, step=step, store=store, values=RunValues.from_env(ir, environ), root=default_root(ir, environ), item=item)
 
 
 def run_step(ctx: StepContext) -> dict:
@@ -110,15 +111,3 @@ def parse_items(text: str | None) -> list[int | None]:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise StepFailed(f"--item must be a non-negative item index or a range, got {text!r}")
     return [value]
-
-
-def main_step(ir_file: str, step_id: str, item: str | None, store_uri: str | None, skip_exit_code: int | None = None) -> int:
-    ir = load_ir(ir_file)
-    store = Store.open(store_uri or default_store_uri(ir))
-    for index in parse_items(item):
-        result = run_step(make_context(ir, step_id, store, index, os.environ, ir_file))
-        print(json.dumps(result, sort_keys=True, default=str), file=sys.stdout)
-        if skip_exit_code is not None and result.get("passed") is False:
-            print(f"step {step_id!r}: gates did not pass: exiting {skip_exit_code} so what follows is skipped", file=sys.stderr)
-            return skip_exit_code
-    return 0

@@ -1,13 +1,8 @@
 """What a step sees while it runs: its IR step, the store, the run's values, its inputs.
 
-Everything comes from the IR, the store and the environment, so the same step runs the same
-way under the local runner, Airflow, Argo or Step Functions:
-
-    DAGSMITH_RUN_ID      the run (default "adhoc")
-    DAGSMITH_RUN_DATE    the run's logical date, YYYY-MM-DD (default: today, UTC)
-    DAGSMITH_PARAMS      JSON object of parameter values (over the IR's defaults)
-    DAGSMITH_ROOT        folder that relative paths in the spec resolve against
-                         (default: the IR's spec_dir, relative to the working directory)
+Everything comes from the IR, the store and the run environment (runtime/environment.py, the
+one definition of it), so a step runs the same way whoever starts it: the runtime never knows
+which orchestrator that is.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ from pathlib import Path
 
 from ..errors import DagsmithError
 from ..ir import IR, Step
+from . import environment as E
 from .store import Staging, Store
 
 REFERENCE = re.compile(r"\$\{\s*([^}]*?)\s*\}")
@@ -40,7 +36,12 @@ class RunValues:
 
     @classmethod
     def from_env(cls, ir: IR, environ=os.environ) -> "RunValues":
-        given = json.loads(environ.get("DAGSMITH_PARAMS") or "{}")
+        try:
+            given = json.loads(environ.get(E.PARAMS) or "{}")
+        except ValueError:
+            raise StepFailed(f"{E.PARAMS} is not JSON: {environ.get(E.PARAMS)[:80]!r}") from None
+        if not isinstance(given, dict):
+            raise StepFailed(f"{E.PARAMS} must be a JSON object of parameter values")
         unknown = sorted(set(given) - set(ir.params))
         if unknown:
             raise StepFailed(f"unknown parameters {unknown} (known: {sorted(ir.params)})")
@@ -52,8 +53,8 @@ class RunValues:
                 raise StepFailed(f"parameter {name!r} has no default: set it for the run")
             else:
                 params[name] = param["default"]
-        run_date = environ.get("DAGSMITH_RUN_DATE") or _dt.datetime.now(_dt.timezone.utc).date().isoformat()
-        return cls(run_id=environ.get("DAGSMITH_RUN_ID") or "adhoc", run_date=run_date, params=params)
+        run_date = environ.get(E.RUN_DATE) or _dt.datetime.now(_dt.timezone.utc).date().isoformat()
+        return cls(run_id=environ.get(E.RUN_ID) or E.DEFAULT_RUN_ID, run_date=run_date, params=params)
 
     def lookup(self, ref: str):
         if ref == "run.id":
@@ -98,8 +99,22 @@ class StepContext:
     def key_of(self, step_id: str, item: int | None = None) -> str:
         return self.store.step_key(self.values.run_id, step_id, item)
 
-    def manifest_of(self, step_id: str, item: int | None = None) -> dict:
-        return self.store.require(self.key_of(step_id, item))
+    def input_steps(self, kind: str | None = None) -> list[str]:
+        """The steps whose outputs this step reads, as its IR inputs declare them ("<kind>:<step
+        id>"), in their order; only those of one artifact kind when `kind` is given."""
+        return [ref.partition(":")[2] for ref in self.step.inputs if kind is None or ref.partition(":")[0] == kind]
+
+    def manifest_of(self, step_id: str, item: int | None = None, *, missing_ok: bool = False) -> dict | None:
+        """Outputs of a step of this run (its manifest); with `missing_ok`, None when it has none.
+        Every read of another step's outputs comes through here, and only declared inputs are
+        readable, so the IR's inputs say exactly what each step reads, on every backend."""
+        if step_id != self.step.id and step_id not in self.input_steps():
+            declared = self.ir.step(step_id).outputs if self.ir.has_step(step_id) else ()
+            artifact = ", ".join(declared) or f"the outputs of step {step_id!r}"
+            raise StepFailed(f"step {self.step.id!r} reads {artifact}, which is not declared in its inputs "
+                             f"(a dagsmith bug); its inputs: {', '.join(self.step.inputs) or 'none'}")
+        key = self.key_of(step_id, item)
+        return self.store.manifest(key) if missing_ok else self.store.require(key)
 
     def input_file(self, step_id: str, name: str, item: int | None = None) -> Path:
         return self.store.file(self.manifest_of(step_id, item), name)
@@ -129,31 +144,16 @@ class StepContext:
         self.store.write_json(f"{self.key}/result.json", data)
 
 
-def default_root(ir: IR, environ=os.environ, ir_file: str | None = None) -> Path:
-    """$DAGSMITH_ROOT; under an orchestrator ($DAGSMITH_BACKEND set) the IR file's folder;
-    else the spec's folder as compiled (a local run from the same working directory)."""
-    if environ.get("DAGSMITH_ROOT"):
-        return Path(environ["DAGSMITH_ROOT"])
-    if environ.get("DAGSMITH_BACKEND") and ir_file:
-        return Path(ir_file).resolve().parent
+def default_root(ir: IR, environ=os.environ) -> Path:
+    """$DAGSMITH_ROOT, else the spec's folder as compiled (a run from the same working directory).
+    A backend whose tasks run elsewhere sets DAGSMITH_ROOT (the Airflow DAG file: its folder)."""
+    if environ.get(E.ROOT):
+        return Path(environ[E.ROOT])
     return Path(ir.pipeline.get("spec_dir") or ".")
 
 
-# Where an orchestrator's runs keep artifacts when its spec options name no store.
-_BACKEND_STORES = {
-    "airflow": lambda environ: os.path.join(environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow"), "dagsmith"),
-}
-
-
-def default_store_uri(ir: IR, environ=os.environ) -> str:
-    """`backends.<$DAGSMITH_BACKEND>.store` from the spec, else $DAGSMITH_STORE, else the
-    backend's own default, else .dagsmith in the working directory."""
-    backend = environ.get("DAGSMITH_BACKEND")
-    configured = ir.backends.get(backend, {}).get("store") if backend else None
-    if configured:
-        return configured
-    if environ.get("DAGSMITH_STORE"):
-        return environ["DAGSMITH_STORE"]
-    if backend in _BACKEND_STORES:
-        return _BACKEND_STORES[backend](environ)
-    return ".dagsmith"
+def default_store_uri(environ=os.environ) -> str:
+    """$DAGSMITH_STORE, else .dagsmith in the working directory. A backend resolves its store at
+    compile time (backends.<name>.store, its execution plan) and passes it as --store or
+    DAGSMITH_STORE: the runtime never looks up an orchestrator's options."""
+    return environ.get(E.STORE) or E.DEFAULT_STORE

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+from . import environment as E
 from .context import StepContext, StepFailed
 from .userscode import import_function
 
@@ -15,7 +16,7 @@ def step_environment(ctx: StepContext) -> dict:
     are in the environment (names only ever appear in the spec)."""
     env = dict(os.environ)
     env.update({key: ctx.values.resolve(value) for key, value in ctx.step.env.items()})
-    env.update({"DAGSMITH_RUN_ID": ctx.values.run_id, "DAGSMITH_RUN_DATE": ctx.values.run_date, "DAGSMITH_STEP": ctx.step.id})
+    env.update({E.RUN_ID: ctx.values.run_id, E.RUN_DATE: ctx.values.run_date, E.STEP: ctx.step.id})
     missing = [name for name in ctx.step.secrets if name not in env]
     if missing:
         raise StepFailed(f"step {ctx.step.id!r} needs secrets that are not set: {', '.join(missing)}")

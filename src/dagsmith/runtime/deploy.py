@@ -32,11 +32,7 @@ from .store import StoreError
 
 
 def _input_step(ctx: StepContext, kind: str) -> str | None:
-    for ref in ctx.step.inputs:
-        k, _, step_id = ref.partition(":")
-        if k == kind:
-            return step_id
-    return None
+    return next(iter(ctx.input_steps(kind)), None)
 
 
 def _read(ctx: StepContext, step_id: str, name: str):
@@ -47,7 +43,8 @@ def _read(ctx: StepContext, step_id: str, name: str):
 
 
 def lineage_inputs(ctx: StepContext, kind: str) -> dict:
-    """{step id: manifest fingerprint} of this run's steps of a kind that training depends on."""
+    """{step id: manifest fingerprint} of this run's steps of a kind that training depends on
+    (the compiler declares their tables as deploy's inputs)."""
     import networkx as nx
 
     model_step = model_step_id(ctx)
@@ -55,7 +52,7 @@ def lineage_inputs(ctx: StepContext, kind: str) -> dict:
     out = {}
     for step in ctx.ir.steps:
         if step.kind == kind and step.id in upstream:
-            manifest = ctx.store.manifest(ctx.key_of(step.id))
+            manifest = ctx.manifest_of(step.id, missing_ok=True)
             out[step.id] = manifest.get("fingerprint") if manifest else None
     return out
 

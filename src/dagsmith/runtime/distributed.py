@@ -472,7 +472,7 @@ def _work(folder: Path, rank: int, world_size: int, framework: str) -> bool:
 def _fit_shard(job: Job, rank: int, world_size: int, X_train, y_train, X_test, y_test, output_dir: Path):
     """train.fit on one shard (the same model construction and the same error messages)."""
     from .data import import_object, make_estimator
-    from .train import TrainContext, _user_error
+    from .userscode import TrainContext, user_code_error
 
     model = job.model
     where = f" (partition {job.partition!r})" if job.partition is not None else ""
@@ -498,7 +498,7 @@ def _fit_shard(job: Job, rank: int, world_size: int, X_train, y_train, X_test, y
     try:
         return function(train, test, merged, context)
     except Exception as exc:  # noqa: BLE001 - the user's code, reported as the step's failure
-        raise _user_error(f"entrypoint {entry}", exc) from None
+        raise user_code_error(f"entrypoint {entry}", exc) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,13 +45,12 @@ OPS = {
 # --- the models to evaluate -------------------------------------------------------------------
 
 def model_step_id(ctx: StepContext) -> str:
-    """The step whose model(s) this step consumes: select, or train without a fan-out."""
-    for ref in ctx.step.inputs:
-        kind, _, step_id = ref.partition(":")
-        if kind == "model":
-            return step_id
-    select = next((s for s in ctx.ir.steps if s.kind == "select"), None)
-    return select.id if select is not None else train_step(ctx.ir).id
+    """The step whose model(s) this step consumes (select, or train without a fan-out): its
+    declared `model:` input."""
+    models = ctx.input_steps("model")
+    if not models:
+        raise StepFailed(f"step {ctx.step.id!r} declares no model in its inputs (a dagsmith bug)")
+    return models[0]
 
 
 def selected(ctx: StepContext) -> list[dict]:
@@ -125,7 +124,7 @@ def run_gate(ctx: StepContext) -> dict:
     gates = list(config.get("gates") or [])
     model_name = config.get("model_name")
     partitioned = is_partitioned(ctx)
-    evaluate_id = next((ref.partition(":")[2] for ref in ctx.step.inputs if ref.startswith("metrics:")), None)
+    evaluate_id = next(iter(ctx.input_steps("metrics")), None)
     evaluated = None  # without an evaluate step, gate metrics are scored here
     if evaluate_id is not None:
         try:

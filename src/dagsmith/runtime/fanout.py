@@ -17,48 +17,55 @@ Partitions come from the IR when static (``FanOut.partitions``) or from the plan
 
 from __future__ import annotations
 
+import json
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
-from ..ir import IR, FanOut, Step
+from ..ir import FanOut, Step
 from .context import StepContext, StepFailed
-from .store import Store
 
 ITEMS_FILE = "items.json"
 
 
-def _resolve(ctx_or_ir, step=None, store=None, run_id=None) -> tuple[IR, Step, Store, str]:
-    if isinstance(ctx_or_ir, StepContext):
-        ctx = ctx_or_ir
-        target = ctx.step if step is None else step
-        return ctx.ir, (ctx.ir.step(target) if isinstance(target, str) else target), ctx.store, ctx.values.run_id
-    ir = ctx_or_ir
-    if step is None or store is None or run_id is None:
-        raise TypeError("item_count/partitions_of take a StepContext, or (ir, step, store, run_id)")
-    return ir, (ir.step(step) if isinstance(step, str) else step), store, run_id
+def _resolve(ctx_or_ir, step=None, store=None, run_id=None) -> tuple[Step, Callable[[str], dict]]:
+    """The fan-out step, and a reader of a plan step's items.json in this run. Through a
+    StepContext the read is checked against that step's declared inputs; (ir, step, store,
+    run_id) is for callers outside any step (the runner, an orchestrator)."""
+    ctx = ctx_or_ir if isinstance(ctx_or_ir, StepContext) else None
+    if ctx is not None:
+        ir, target, store, run_id = ctx.ir, ctx.step if step is None else step, ctx.store, ctx.values.run_id
+    else:
+        ir, target = ctx_or_ir, step
+        if step is None or store is None or run_id is None:
+            raise TypeError("item_count/partitions_of take a StepContext, or (ir, step, store, run_id)")
+
+    def read_items(plan_step_id: str) -> dict:
+        if ctx is not None:
+            manifest = ctx.manifest_of(plan_step_id, missing_ok=True)
+        else:
+            manifest = store.manifest(store.step_key(run_id, plan_step_id))
+        if manifest is None:
+            raise StepFailed(f"the partitions of this run are not known yet: step {plan_step_id!r} has no outputs "
+                             f"in run {run_id!r} (run it first)")
+        return json.loads(store.file(manifest, ITEMS_FILE).read_text(encoding="utf-8"))
+
+    return (ir.step(target) if isinstance(target, str) else target), read_items
 
 
-def read_items(store: Store, run_id: str, plan_step_id: str) -> dict:
-    """The plan step's items.json of this run."""
-    manifest = store.manifest(store.step_key(run_id, plan_step_id))
-    if manifest is None:
-        raise StepFailed(f"the partitions of this run are not known yet: step {plan_step_id!r} has no outputs "
-                         f"in run {run_id!r} (run it first)")
-    import json
-
-    return json.loads(store.file(manifest, ITEMS_FILE).read_text(encoding="utf-8"))
-
-
-def partitions_of(ctx_or_ir, step=None, store=None, run_id=None) -> list | None:
-    """The partition values of a fan-out step (static, or from its plan step); None if unpartitioned."""
-    ir, step, store, run_id = _resolve(ctx_or_ir, step, store, run_id)
+def _partitions(step: Step, read_items: Callable[[str], dict]) -> list | None:
     fanout = step.fanout
     if fanout is None or fanout.partition_by is None:
         return None
     if fanout.partitions is not None:
         return list(fanout.partitions)
-    return list(read_items(store, run_id, fanout.items_from)["partitions"])
+    return list(read_items(fanout.items_from)["partitions"])
+
+
+def partitions_of(ctx_or_ir, step=None, store=None, run_id=None) -> list | None:
+    """The partition values of a fan-out step (static, or from its plan step); None if unpartitioned."""
+    return _partitions(*_resolve(ctx_or_ir, step, store, run_id))
 
 
 def item_count(ctx_or_ir, step=None, store=None, run_id=None) -> int:
@@ -67,14 +74,13 @@ def item_count(ctx_or_ir, step=None, store=None, run_id=None) -> int:
     Call as ``item_count(ctx)`` or ``item_count(ir, step_or_id, store, run_id)``. A step without
     a fan-out has 0 items. For a run-time partitioned fan-out, the plan step must have run.
     """
-    ir, step, store, run_id = _resolve(ctx_or_ir, step, store, run_id)
+    step, read_items = _resolve(ctx_or_ir, step, store, run_id)
     fanout = step.fanout
     if fanout is None:
         return 0
     if fanout.size is not None:
         return fanout.size
-    partitions = partitions_of(ir, step, store, run_id)
-    return len(partitions or [None]) * fanout.trials
+    return len(_partitions(step, read_items) or [None]) * fanout.trials
 
 
 def decode(fanout: FanOut, index: int, partitions: list | tuple | None = None) -> tuple[Any, int, dict]:

@@ -6,7 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from .store import MANIFEST, Staging, Store, StoreError, dumps
+from .store import MANIFEST, STORES, Staging, Store, StoreError, dumps
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -83,3 +83,6 @@ class S3Store(Store):
     def list(self, prefix: str) -> list[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0
         return [o["Key"][strip:] for o in list_objects(f"s3://{self.bucket}/{self._key(prefix)}")]
+
+
+STORES["s3"] = S3Store

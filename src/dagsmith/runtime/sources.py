@@ -24,7 +24,8 @@ def connection_env(name: str) -> str:
     return "DAGSMITH_CONN_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
-def _format(config: dict) -> str:
+def source_format(config: dict) -> str:
+    """The file format of a source step's config: csv | parquet."""
     return config.get("format") or ("parquet" if config["type"] == "s3" else config["type"])
 
 
@@ -40,13 +41,15 @@ def list_local(path: str, fmt: str) -> list[Path]:
     return sorted(files)
 
 
-def _list_s3(uri: str, fmt: str) -> list[dict]:
+def list_s3(uri: str, fmt: str) -> list[dict]:
+    """The objects of an s3:// source: the one object it names, or the files of its format under it."""
     from .s3 import list_objects
 
     objects = list_objects(uri)
     if uri.endswith("/") or len(objects) != 1 or objects[0]["Key"] != uri.split("/", 3)[3]:
         objects = [o for o in objects if o["Key"].endswith(f".{fmt}")]
     return objects
+
 
 
 def fingerprint(ctx: StepContext) -> str | None:
@@ -56,9 +59,9 @@ def fingerprint(ctx: StepContext) -> str | None:
     if config["type"] == "sql":
         return None
     uri = ctx.path(config["uri"])
-    fmt = _format(config)
+    fmt = source_format(config)
     if uri.startswith("s3://"):
-        entries = [[o["Key"], o["Size"], o["ETag"]] for o in _list_s3(uri, fmt)]
+        entries = [[o["Key"], o["Size"], o["ETag"]] for o in list_s3(uri, fmt)]
     else:
         entries = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in list_local(uri, fmt)]
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
@@ -80,13 +83,13 @@ def _read_files(ctx: StepContext, config: dict):
     import duckdb
 
     uri = ctx.path(config["uri"])
-    fmt = _format(config)
+    fmt = source_format(config)
     with tempfile.TemporaryDirectory(prefix="dagsmith-src-") as tmp:
         if uri.startswith("s3://"):
             from .s3 import download, split_uri
 
             bucket, _ = split_uri(uri)
-            files = [download(bucket, o["Key"], Path(tmp) / o["Key"]) for o in _list_s3(uri, fmt)]
+            files = [download(bucket, o["Key"], Path(tmp) / o["Key"]) for o in list_s3(uri, fmt)]
         else:
             files = list_local(uri, fmt)
         if not files:

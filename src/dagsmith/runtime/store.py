@@ -24,11 +24,16 @@ import shutil
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DagsmithError
 
 MANIFEST = "manifest.json"
+
+# URI scheme -> the Store class for it, registered by the module that implements it (runtime/s3.py:
+# "s3", imported with the runtime package): this module, their base, imports none of them.
+STORES: dict[str, Callable[[str], "Store"]] = {}
 
 
 class StoreError(DagsmithError):
@@ -89,12 +94,15 @@ class Store(ABC):
 
     @staticmethod
     def open(uri: str | os.PathLike) -> "Store":
+        """A folder, or `scheme://...` for a store registered under that scheme."""
         text = str(uri)
-        if text.startswith("s3://"):
-            from .s3 import S3Store
-
-            return S3Store(text)
-        return LocalStore(Path(text))
+        scheme, separator, _ = text.partition("://")
+        if not separator:
+            return LocalStore(Path(text))
+        if scheme not in STORES:
+            raise StoreError(f"no artifact store for {scheme}:// URIs ({text}): use a folder or "
+                             + ", ".join(f"{known}://" for known in sorted(STORES)))
+        return STORES[scheme](text)
 
     # --- keys -----------------------------------------------------------------------------
 

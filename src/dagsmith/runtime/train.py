@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import traceback
 from pathlib import Path
 
 from . import metrics as M
@@ -40,24 +39,10 @@ from .data import (
 )
 from .fanout import decode, item_count, partitions_of
 from .store import StoreError
+from .userscode import TrainContext, user_code_error
 
 MODEL_FILE = "model.joblib"
 RESULT_LIMIT = 10  # entries in a result before it is trimmed (the files keep everything)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainContext:
-    """What an entrypoint gets as `context`."""
-
-    rank: int
-    world_size: int
-    output_dir: Path
-    target: str
-    features: list
-    partition: object
-    trial: int | None
-    run_id: str
-    params: dict
 
 
 # --- plan ----------------------------------------------------------------------------------
@@ -98,13 +83,6 @@ def scored_metrics(ir, task: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _user_error(what: str, exc: BaseException) -> StepFailed:
-    frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    # Drop our own frame (the call into user code), keep theirs.
-    detail = "".join(frames[:1] + frames[2:]).rstrip()
-    return StepFailed(f"{what} raised {type(exc).__name__}: {exc}\n{detail}")
-
-
 def fit(ctx: StepContext, prepared, params: dict, partition, trial: int | None, output_dir: Path):
     """Fit one model; returns (fitted model, task)."""
     config = train_step(ctx.ir).config
@@ -138,7 +116,7 @@ def fit(ctx: StepContext, prepared, params: dict, partition, trial: int | None, 
     try:
         fitted = function(train, test, merged, context)
     except Exception as exc:
-        raise _user_error(f"entrypoint {entry}", exc) from None
+        raise user_code_error(f"entrypoint {entry}", exc) from None
     if fitted is None or not hasattr(fitted, "predict"):
         raise StepFailed(f"entrypoint {entry} returned {type(fitted).__name__}: it must return a fitted model with predict()")
     return fitted, estimator_task(fitted) or prepared.task

@@ -1,14 +1,41 @@
-"""Importing the user's own code (`package.module:function`) from the spec's folder."""
+"""The user's own code: importing it (`package.module:function`) from the spec's folder, what a
+training entrypoint is given, and how its errors are reported."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 
 from .context import StepFailed
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainContext:
+    """What a training entrypoint gets as `context` (runtime/train.py, one per worker in
+    runtime/distributed.py)."""
+
+    rank: int
+    world_size: int
+    output_dir: Path
+    target: str
+    features: list
+    partition: object
+    trial: int | None
+    run_id: str
+    params: dict
+
+
+def user_code_error(what: str, exc: BaseException) -> StepFailed:
+    """The step's failure for an exception raised in user code, with the user's traceback."""
+    frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    # Drop our own frame (the call into user code), keep theirs.
+    detail = "".join(frames[:1] + frames[2:]).rstrip()
+    return StepFailed(f"{what} raised {type(exc).__name__}: {exc}\n{detail}")
 
 
 def _with_root(root: Path) -> None:

@@ -12,18 +12,31 @@ from .document import apply_environment, load_document, locate
 from .model import Spec
 from .yamlpos import YMap
 
-__all__ = ["Spec", "load_spec", "environment_names", "parse_param_overrides"]
+__all__ = ["Spec", "load_spec", "load_spec_and_document", "diagnostics_at", "environment_names", "parse_param_overrides"]
 
 
 def load_spec(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> Spec:
     """Load, merge, check and type a spec. Raises SpecError listing every problem found."""
+    return load_spec_and_document(path, env, params)[0]
+
+
+def load_spec_and_document(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> tuple[Spec, YMap]:
+    """The spec, and the document it came from (to put later messages at their lines)."""
     doc = checked_document(path, env, params)
     # Relative, never absolute: the IR must not depend on where the checkout lives.
     try:
         spec_dir = Path(os.path.relpath(Path(path).resolve().parent)).as_posix()
     except ValueError:  # on another drive (Windows): relative is impossible
         spec_dir = Path(path).resolve().parent.as_posix()
-    return build_spec(doc, spec_dir)
+    return build_spec(doc, spec_dir), doc
+
+
+def diagnostics_at(doc: YMap, problems) -> list[Diagnostic]:
+    """Problems found after the spec was checked (a backend's), placed in the spec document:
+    each has `level`, `path` (a spec path tuple) and `message`."""
+    from ..errors import format_path
+
+    return [Diagnostic(locate(doc, tuple(p.path)), format_path(p.path), p.message, level=p.level) for p in problems]
 
 
 def checked_document(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> YMap:

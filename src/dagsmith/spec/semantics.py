@@ -19,6 +19,9 @@ from .values import check_class_path, check_cron, check_function_ref, parse_dura
 from .yamlpos import YMap
 
 BUILTIN_STEPS = ("train", "select", "evaluate", "gate", "deploy", "plan")  # reserved step ids
+# Tasks that backends add (fan-out range listings, min_interval admission) have ids starting with
+# "dagsmith-" (backends/plan.py); no name may start so on any backend.
+RESERVED_PREFIX = "dagsmith"
 AFTER_BUILTINS = {"train": "training", "evaluate": "evaluation", "deploy": "deployment"}
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 RUN_VALUES = ("run.date", "run.id")
@@ -94,6 +97,8 @@ class _Checker:
             key = path[0] != "validation"
             if name in BUILTIN_STEPS:
                 self.error(path, f"'{name}' is a reserved step name (reserved: {', '.join(BUILTIN_STEPS)})", key=key)
+            elif name.lower().startswith(RESERVED_PREFIX):
+                self.error(path, f"'{name}': names starting with '{RESERVED_PREFIX}' are reserved for the tasks dagsmith adds (fan-out listings, min_interval admission); rename it", key=key)
             elif name in self.names:
                 first_path = self.names[name]
                 first = locate(self.doc, first_path, key=first_path[0] != "validation")

@@ -8,6 +8,7 @@ this one (minimal.ir.json); every task runs that step through the dagsmith runti
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 
 from airflow.providers.standard.operators.python import PythonOperator
@@ -16,6 +17,10 @@ from airflow.sdk import DAG
 from dagsmith.backends import airflow_tasks
 
 IR = str(Path(__file__).with_name("minimal.ir.json"))
+# The artifact store: backends.airflow.store is not set, so $DAGSMITH_STORE, else $AIRFLOW_HOME/dagsmith.
+STORE = os.environ.get("DAGSMITH_STORE") or os.path.join(os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow"), "dagsmith")
+# Relative data paths in the spec resolve against $DAGSMITH_ROOT, else this file's folder.
+ROOT = os.environ.get("DAGSMITH_ROOT") or str(Path(__file__).parent)
 
 with DAG(
     dag_id="minimal",
@@ -35,7 +40,7 @@ with DAG(
     tasks["applicants"] = PythonOperator(
         task_id="applicants",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "applicants"},
+        op_kwargs={"ir_path": IR, "step_id": "applicants", "store": STORE, "root": ROOT},
         retries=0,
         retry_delay=datetime.timedelta(seconds=60),
     )
@@ -44,7 +49,7 @@ with DAG(
     tasks["train"] = PythonOperator(
         task_id="train",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "train"},
+        op_kwargs={"ir_path": IR, "step_id": "train", "store": STORE, "root": ROOT},
         retries=0,
         retry_delay=datetime.timedelta(seconds=60),
     )
@@ -53,7 +58,7 @@ with DAG(
     tasks["evaluate"] = PythonOperator(
         task_id="evaluate",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "evaluate"},
+        op_kwargs={"ir_path": IR, "step_id": "evaluate", "store": STORE, "root": ROOT},
         retries=0,
         retry_delay=datetime.timedelta(seconds=60),
     )

@@ -1,0 +1,50 @@
+"""The run-environment contract: what every task's process is told about its run, defined once.
+
+Whoever starts a step (the local runner, an Airflow task, an Argo container, an ECS task) sets
+these variables; the runtime reads nothing else about the run. Backends render the values with
+their own templating (Airflow macros, Argo workflow variables, Step Functions context paths),
+using these names.
+
+    DAGSMITH_RUN_ID      the run's id                       (default "adhoc")
+    DAGSMITH_RUN_DATE    the run's logical date, YYYY-MM-DD  (default: today, UTC)
+    DAGSMITH_PARAMS      JSON object of parameter values over the IR's defaults (default {})
+    DAGSMITH_STORE       the artifact store, a folder or s3://bucket/prefix, when the command
+                         line gives no --store (default ".dagsmith")
+    DAGSMITH_ROOT        the folder relative spec paths resolve against (default: the spec's
+                         folder as compiled, relative to the working directory)
+    DAGSMITH_TRIGGER     on a run started by new data: JSON {"source": NAME, "at": ISO time}
+                         (read by `dagsmith admit`; empty or unset on other runs)
+"""
+
+from __future__ import annotations
+
+import json
+
+RUN_ID = "DAGSMITH_RUN_ID"
+RUN_DATE = "DAGSMITH_RUN_DATE"
+PARAMS = "DAGSMITH_PARAMS"
+STORE = "DAGSMITH_STORE"
+ROOT = "DAGSMITH_ROOT"
+TRIGGER = "DAGSMITH_TRIGGER"
+STEP = "DAGSMITH_STEP"  # set for a custom step's own process: the step's id
+
+DEFAULT_STORE = ".dagsmith"
+DEFAULT_RUN_ID = "adhoc"
+
+# Exit code of a step command whose outcome tells the orchestrator to skip what follows (a gate
+# that did not pass, a data-triggered run refused by min_interval): `--skip-exit-code`.
+SKIP_EXIT_CODE = 99
+
+
+def run_environment(run_id: str, run_date: str | None, params: dict | str, *, store: str | None = None,
+                    root: str | None = None) -> dict[str, str]:
+    """The variables for one run. `params` is a dict or already-rendered JSON text (a backend's
+    template expression); None values are left out so the runtime's defaults apply."""
+    env = {RUN_ID: run_id, PARAMS: params if isinstance(params, str) else json.dumps(params, sort_keys=True, default=str)}
+    if run_date:
+        env[RUN_DATE] = run_date
+    if store:
+        env[STORE] = store
+    if root:
+        env[ROOT] = root
+    return env

@@ -1,0 +1,138 @@
+"""The orchestrator-neutral step commands, run as a container would run them (a process):
+`dagsmith ranges`, `dagsmith admit` and `dagsmith step --outcome`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dagsmith.runtime import admission
+from dagsmith.runtime.commands import split_ranges
+from dagsmith_testing import REPO
+
+DAGSMITH = str(Path(sys.executable).parent / "dagsmith")
+
+
+def dagsmith(*args, env=None, cwd=None):
+    return subprocess.run([DAGSMITH, *map(str, args)], capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def compiled(tmp_path, text: str) -> Path:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(text)
+    result = dagsmith("compile", spec, "--target", "ir", "-o", tmp_path / "build")
+    assert result.returncode == 0, result.stderr
+    (ir,) = (tmp_path / "build").glob("*.ir.json")
+    return ir
+
+
+@pytest.mark.parametrize("total,limit", [(0, 3), (1, 3), (6, 4), (7, 3), (20000, 1024), (5, 5), (5, 1)])
+def test_split_ranges_cover_every_item_once_within_the_limit(total, limit):
+    ranges = split_ranges(total, limit)
+    assert len(ranges) <= limit
+    assert [i for a, b in ranges for i in range(a, b)] == list(range(total))
+    if total <= limit:
+        assert all(b - a == 1 for a, b in ranges)  # one item per range whenever they fit
+
+
+def test_ranges_prints_item_ranges_each_a_valid_item(tmp_path):
+    ir = compiled(tmp_path, """dagsmith: 1
+pipeline: {name: p}
+sources: {t: {type: csv, uri: t.csv}}
+training:
+  inputs: [t]
+  target: y
+  model: {estimator: sklearn.linear_model.Ridge}
+  sweep: {method: grid, parameters: {alpha: [1, 2, 3, 4, 5, 6]}, select: {metric: r2, goal: max}}
+""")
+    outcome = tmp_path / "out" / "ranges.json"
+    result = dagsmith("ranges", ir, "train", "--max", 4, "--store", tmp_path / "store", "--outcome", outcome)
+    assert result.returncode == 0, result.stderr
+    ranges = json.loads(result.stdout)
+    assert ranges == [{"start": 0, "stop": 2}, {"start": 2, "stop": 4}, {"start": 4, "stop": 6}]
+    assert json.loads(outcome.read_text()) == ranges
+    result = dagsmith("ranges", ir, "t", "--max", 4)
+    assert result.returncode == 1 and "step 't' is not a fan-out" in result.stderr
+
+
+ADMIT_SPEC = """dagsmith: 1
+pipeline: {name: p}
+sources: {events: {type: csv, uri: e.csv}}
+triggers: {on_new_data: [{source: events, min_interval: 1h}]}
+"""
+
+
+def _trigger(at: dt.datetime) -> dict:
+    return {"DAGSMITH_TRIGGER": json.dumps({"sources": ["events"], "at": at.isoformat()})}
+
+
+def test_admit_holds_admits_and_skips_covered_runs(tmp_path):
+    ir = compiled(tmp_path, ADMIT_SPEC)
+    store = tmp_path / "store"
+    now = dt.datetime.now(dt.timezone.utc)
+    first = dagsmith("admit", ir, "--store", store, "--skip-exit-code", 99, env={"DAGSMITH_RUN_ID": "r1", **_trigger(now)})
+    assert first.returncode == 0 and json.loads(first.stdout)["action"] == "admit", first.stderr
+    outcome = tmp_path / "admit.json"
+    held = dagsmith("admit", ir, "--store", store, "--outcome", outcome, env={"DAGSMITH_RUN_ID": "r2", **_trigger(now + dt.timedelta(seconds=30))})
+    assert held.returncode == 75  # try again later (or --wait)
+    decision = json.loads(outcome.read_text())
+    assert decision["action"] == "hold" and 3500 < decision["wait_seconds"] <= 3600
+    covered = dagsmith("admit", ir, "--store", store, "--skip-exit-code", 99, env={"DAGSMITH_RUN_ID": "r3", **_trigger(now - dt.timedelta(minutes=5))})
+    assert covered.returncode == 99 and json.loads(covered.stdout)["action"] == "covered"
+    scheduled = dagsmith("admit", ir, "--store", store, env={"DAGSMITH_RUN_ID": "r4", "DAGSMITH_TRIGGER": ""})
+    assert scheduled.returncode == 0 and json.loads(scheduled.stdout)["admitted"] is True
+    bad = dagsmith("admit", ir, "--store", store, env={"DAGSMITH_TRIGGER": '{"sources": ["nope"]}'})
+    assert bad.returncode == 1 and "without on_new_data" in bad.stderr
+
+
+def test_admit_wait_sleeps_through_the_hold(tmp_path):
+    ir = compiled(tmp_path, ADMIT_SPEC.replace("min_interval: 1h", "min_interval: 2s"))
+    store = tmp_path / "store"
+    now = dt.datetime.now(dt.timezone.utc)
+    assert dagsmith("admit", ir, "--store", store, env=_trigger(now)).returncode == 0
+    waited = dagsmith("admit", ir, "--store", store, "--wait", env=_trigger(now + dt.timedelta(seconds=1)))
+    assert waited.returncode == 0 and json.loads(waited.stdout)["action"] == "admit"
+    assert "waiting" in waited.stderr
+
+
+def test_decide_is_the_one_rule():
+    assert admission.decide(None, {"a": 5.0}, {"a": 10}, 6.0).action == "admit"
+    assert admission.decide(0.0, {}, {"a": 10}, 1.0).action == "admit"  # not started by data
+    hold = admission.decide(0.0, {"a": 5.0}, {"a": 10}, 6.0)
+    assert (hold.action, hold.wait_seconds) == ("hold", 4.0)
+    assert admission.decide(0.0, {"a": 5.0, "b": 5.0}, {"a": 10, "b": 3}, 6.0).action == "admit"  # b's interval passed
+    assert admission.decide(8.0, {"a": 5.0}, {"a": 10}, 9.0).action == "covered"
+
+
+@pytest.mark.slow
+def test_step_outcome_files_for_success_gate_and_failure(tmp_path):
+    """`dagsmith step --outcome`, after a local run made the inputs: what an Argo output
+    parameter or a Step Functions task result reads."""
+    subprocess.run([sys.executable, str(REPO / "examples" / "minimal" / "make_data.py")], check=True, capture_output=True)
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text((REPO / "examples" / "minimal" / "pipeline.yaml").read_text().replace("data/applicants.csv", str(REPO / "examples/minimal/data/applicants.csv"))
+                    + "  gates: [{metric: accuracy, op: '>=', value: 1.01}]\n")
+    work = tmp_path / "work"
+    run = dagsmith("run", spec, "--workdir", work, "--format", "json")
+    record = json.loads(run.stdout)
+    assert record["status"] == "gated", run.stderr
+    ir, run_id = next((work / "runs").glob("*/*.ir.json")), record["run_id"]
+    env = {"DAGSMITH_RUN_ID": run_id}
+    gate = dagsmith("step", ir, "gate", "--store", work, "--outcome", tmp_path / "gate.json", "--skip-exit-code", 99, env=env)
+    assert gate.returncode == 99, gate.stderr
+    outcome = json.loads((tmp_path / "gate.json").read_text())
+    assert outcome["status"] == "skip" and outcome["passed"] is False and outcome["results"][0]["passed"] is False
+    evaluate = dagsmith("step", ir, "evaluate", "--store", work, "--outcome", tmp_path / "evaluate.json", env=env)
+    assert evaluate.returncode == 0
+    outcome = json.loads((tmp_path / "evaluate.json").read_text())
+    assert outcome["status"] == "succeeded" and outcome["results"][0]["metrics"]["accuracy"] < 1.01
+    failed = dagsmith("step", ir, "evaluate", "--store", work, "--outcome", tmp_path / "failed.json", env={"DAGSMITH_RUN_ID": "no-such-run"})
+    assert failed.returncode == 1
+    outcome = json.loads((tmp_path / "failed.json").read_text())
+    assert outcome["status"] == "failed" and "has no outputs" in outcome["error"]
