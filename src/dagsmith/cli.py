@@ -119,7 +119,7 @@ def compile_(spec: str, target: str, output: str | None, env: str | None, params
 
     backend = backends.get(target)
     ir, options = _for_target(backend, spec, env, params)
-    files = backend.emit(ir, options)
+    files = backend.emit(ir, options, output_dir=None if output == "-" else (output or backend.default_output))
     if output == "-":
         for name in sorted(files):
             click.echo(files[name], nl=False)

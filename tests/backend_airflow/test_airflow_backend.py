@@ -431,3 +431,23 @@ def test_generated_code_imports_only_what_it_uses_and_compiles(mode, example, tm
     imported = {alias.asname or alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
     used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     assert imported - used - {"annotations"} == set()
+
+
+@pytest.mark.slow
+def test_dag_compiled_to_a_build_folder_finds_the_spec_data_without_dagsmith_root(airflow_home, run_env, monkeypatch, tmp_path):
+    """The new user's path: compile into build/airflow, run the DAG from the same checkout; relative
+    data paths resolve against the spec's folder, recorded relative to the output folder."""
+    base = airflow_home / "dags" / tmp_path.name  # inside the dags folder: dag.test() needs it there
+    project = base / "project"
+    shutil.copytree(REPO / "examples" / "minimal", project, ignore=shutil.ignore_patterns("data"))
+    subprocess.run([sys.executable, str(project / "make_data.py")], check=True, capture_output=True)
+    monkeypatch.chdir(base)
+    monkeypatch.delenv("DAGSMITH_ROOT", raising=False)
+    result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", "project/pipeline.yaml", "--target", "airflow", "-o", "build/airflow"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = (base / "build" / "airflow" / "minimal.py").read_text()
+    assert '"../../project"' in text and str(base) not in text
+    (dag,) = load_dags(base / "build" / "airflow").dags.values()
+    no_retries(dag)
+    got = states(dag.test())
+    assert got == {"applicants": "success", "train": "success", "evaluate": "success"}, got

@@ -123,6 +123,9 @@ def test_capabilities_report_every_problem_at_once(in_repo):
     problems = check_capabilities(no_image, pods, store="/var/data")
     assert [p.path for p in problems if p.level == "error"] == [("backends", "argo", "store")] + [
         tuple(s.origin) + ("image",) for s in no_image.steps if not s.image]
+    local_data = [p for p in problems if p.level == "warning"]
+    assert [p.path for p in local_data] == [("sources", name, "uri") for name in ("customers", "events", "plans")]
+    assert "cannot see its files: use an s3:// URI" in local_data[0].message
     worker = Capabilities("airflow", "operator mode python", runs_images=False, shared_disk=True)
     warnings = check_capabilities(ir, worker, store=None)
     assert [(p.level, p.path) for p in warnings] == [("warning", ("defaults", "image")), ("warning", ("defaults", "resources"))]
@@ -144,3 +147,13 @@ def test_compile_prints_warnings_and_errors_at_their_lines(tmp_path, in_repo):
     assert sum("runs each step in its image" in e for e in errors) == len(compile_path(CHURN).steps)
     assert all(e.startswith(f"{spec}:") for e in errors)  # each at its line in the spec
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_generated_files_find_the_spec_folder_from_where_they_are_written(in_repo, tmp_path):
+    ir = compile_path(CHURN)
+    plan = build_plan(ir, output_dir="build/airflow")
+    assert plan.root == "../../examples/churn"
+    assert build_plan(ir).root is None  # printed: unknown, the files' own folder
+    text = AirflowBackend().emit(ir, ir.backends["airflow"], output_dir="build/airflow")["churn_model.py"]
+    assert 'os.path.normpath(Path(__file__).parent / "../../examples/churn")' in text
+    assert str(REPO) not in text  # no absolute path

@@ -78,14 +78,15 @@ class AirflowBackend:
     name = "airflow"
     default_output = "build/airflow"
 
-    def plan(self, ir: IR, options: dict) -> Plan:
+    def plan(self, ir: IR, options: dict, output_dir: str | None = None) -> Plan:
         operator = options.get("operator", "python")
         ir_uri = self.ir_uri(ir, options) if operator == "kubernetes" else None
-        return build_plan(ir, store=options.get("store"), max_ranges=int(options.get("max_map_length", DEFAULT_MAX_MAP_LENGTH)), ir_uri=ir_uri)
+        return build_plan(ir, store=options.get("store"), max_ranges=int(options.get("max_map_length", DEFAULT_MAX_MAP_LENGTH)),
+                          ir_uri=ir_uri, output_dir=output_dir)
 
-    def emit(self, ir: IR, options: dict) -> dict[str, str]:
+    def emit(self, ir: IR, options: dict, output_dir: str | None = None) -> dict[str, str]:
         raise_errors(self.name, self.check(ir, options))
-        plan = self.plan(ir, options)
+        plan = self.plan(ir, options, output_dir)
         dag_id = options.get("dag_id") or naming.airflow_id(ir.name)
         text = _environment().get_template("airflow_dag.py.j2").render(**self.context(plan, options, dag_id))
         return {f"{dag_id}.py": text, plan.ir_file: ir.dumps()}
@@ -103,7 +104,7 @@ class AirflowBackend:
         dags_folder = Path(dags_folder)
         if not dags_folder.is_dir():
             raise UsageError(f"--dags-folder {dags_folder}: no such folder")
-        files = self.emit(ir, options)
+        files = self.emit(ir, options, output_dir=str(dags_folder))
         plan = self.plan(ir, options)
         staging = Path(tempfile.mkdtemp(prefix=".dagsmith-deploy-", dir=dags_folder.parent))
         try:
@@ -194,6 +195,7 @@ class AirflowBackend:
             "store": plan.store,
             "namespace": options.get("namespace") or "default",
             "ir_uri": plan.ir_uri,
+            "root": plan.root,
             "env_store": E.STORE,
             "env_root": E.ROOT,
             # Airflow renders these per run (the only templated values in the file).

@@ -19,7 +19,9 @@ of `capabilities` report what it cannot express.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .. import naming
 from ..errors import DagsmithError
@@ -122,6 +124,7 @@ class Plan:
     params: tuple[Param, ...]
     admission: Admission | None
     max_ranges: int
+    root: str | None = None  # the spec's folder relative to the generated files' (None: unknown)
     _by_id: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -150,9 +153,11 @@ class Plan:
         return list(self.ir.triggers.get("on_new_data") or [])
 
 
-def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_uri: str | None = None) -> Plan:
+def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_uri: str | None = None,
+               output_dir: str | None = None) -> Plan:
     """The plan of `ir` for a backend that maps at most `max_ranges` instances per fan-out and
-    keeps run data in `store` (None: the backend supplies its default at run time)."""
+    keeps run data in `store` (None: the backend supplies its default at run time), writing its
+    files to `output_dir` (relative paths of the spec resolve from there to the spec's folder)."""
     if max_ranges < 1:
         raise PlanBug(f"internal error (please report): max_ranges must be >= 1, got {max_ranges}")
     intervals = {t["source"]: int(t.get("min_interval") or 0) for t in ir.triggers.get("on_new_data") or []}
@@ -179,10 +184,19 @@ def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_u
         ir=ir, tasks=tuple(tasks), store=store, ir_file=ir_filename(ir.name), ir_uri=ir_uri,
         params=tuple(Param(name, p["type"], p["default"], p["required"], p.get("description"), tuple(p["enum"]) if p.get("enum") else None)
                      for name, p in ir.params.items()),
-        admission=admission, max_ranges=max_ranges,
+        admission=admission, max_ranges=max_ranges, root=spec_folder_from(ir, output_dir),
     )
     _check(plan)
     return plan
+
+
+def spec_folder_from(ir: IR, output_dir: str | None) -> str | None:
+    """The spec's folder as seen from `output_dir` (both relative to the working directory at
+    compile time, as `spec_dir` is): generated files find the data a local run finds, with no
+    absolute path written into them."""
+    if output_dir is None:
+        return None
+    return Path(os.path.relpath(ir.pipeline.get("spec_dir") or ".", output_dir)).as_posix()
 
 
 def _with_scopes(tasks: list[Task]) -> list[Task]:

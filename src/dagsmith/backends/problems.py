@@ -76,6 +76,12 @@ def check_capabilities(ir: IR, caps: Capabilities, store: str | None) -> list[Pr
             f"{caps.mode} runs each task in its own container, which share no disk: set "
             f"{'.'.join(caps.options_path)}.store: s3://bucket/prefix",
         ))
+    if not caps.shared_disk:
+        for step in ir.steps:
+            uri = (step.config or {}).get("uri") if step.kind == "source" else None
+            if uri and "://" not in uri:
+                problems.append(warning(step_path(step, "uri"), f"{uri!r} is a path on this machine, but {caps.mode} runs tasks in "
+                                        "containers that cannot see its files: use an s3:// URI (or a path inside the image)"))
     if caps.runs_images:
         for step in ir.steps:
             if not step.image:
