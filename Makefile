@@ -1,4 +1,4 @@
-# Two entry points, both self-contained on a machine with only Python 3.11 and pip:
+# Two entry points on a machine with Python 3.11 and pip (make test also needs cmake and a C++17 compiler, for horovod):
 #   make demo   the main job: make an example's data, validate it, compile it to every
 #               available target, show its graph, and run it locally
 #   make test   the whole test suite (what CI runs, via .ci/run)
@@ -27,7 +27,9 @@ demo: $(BIN)/dagsmith
 	$(BIN)/dagsmith graph examples/$(EXAMPLE)/pipeline.yaml
 	$(BIN)/dagsmith run examples/$(EXAMPLE)/pipeline.yaml $(RUN_ARGS)
 
-# horovod 0.28.1 is built from source (patched for C++17) once per venv: scripts/install-horovod.sh
+# horovod 0.28.1 is built from source (patched for C++17) once per venv: scripts/install-horovod.sh.
+# It needs cmake and a C++17 compiler besides Python (apt-get install cmake g++); the script checks
+# for them before anything else and names what is missing.
 $(VENV)/.horovod: $(BIN)/dagsmith scripts/install-horovod.sh
 	PYTHON=$(abspath $(BIN)/python) bash scripts/install-horovod.sh
 	touch $@

@@ -12,14 +12,21 @@
 # Takes several minutes (it compiles gloo and horovod's core).
 set -euo pipefail
 
+# The build tools first, before anything is downloaded: one line naming every one missing.
+missing="" packages=""
+command -v cmake >/dev/null 2>&1 || { missing="cmake"; packages="cmake"; }
+command -v "${CXX:-g++}" >/dev/null 2>&1 || { missing="${missing:+$missing and }a C++ compiler (${CXX:-g++})"; packages="${packages:+$packages }g++"; }
+if [[ -n "$missing" ]]; then
+    echo "install-horovod: building horovod needs $missing, not found on PATH: install with 'apt-get install $packages' (Debian/Ubuntu, as root)" >&2
+    exit 1
+fi
+
 PYTHON="${PYTHON:-python3}"
 case "$PYTHON" in  # a relative path must survive the cd into the build folder below
   */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
 esac
 VERSION="0.28.1"
 
-command -v cmake >/dev/null || { echo "install-horovod: cmake is needed (apt-get install cmake)" >&2; exit 1; }
-command -v "${CXX:-g++}" >/dev/null || { echo "install-horovod: a C++ compiler is needed (apt-get install g++)" >&2; exit 1; }
 "$PYTHON" -c "import torch" 2>/dev/null || { echo "install-horovod: install torch first (pip install 'dagsmith[train]')" >&2; exit 1; }
 
 work="$(mktemp -d)"

@@ -65,5 +65,47 @@ def aws_s3(s3_server, monkeypatch):
     return boto3.client("s3")
 
 
+@pytest.fixture(scope="session")
+def example_copy(tmp_path_factory):
+    """example_copy(NAME) -> a copy of examples/NAME in a temporary folder, with its data made
+    there by its make_data.py (once per session): tests never write into the source tree."""
+    import shutil
+    import subprocess
+    import sys
+
+    made: dict = {}
+
+    def copy(name: str):
+        if name not in made:
+            folder = tmp_path_factory.mktemp("examples") / name
+            shutil.copytree(REPO / "examples" / name, folder, ignore=shutil.ignore_patterns("data", "__pycache__"))
+            subprocess.run([sys.executable, str(folder / "make_data.py")], check=True, capture_output=True)
+            made[name] = folder
+        return made[name]
+
+    return copy
+
+
+def _source_tree_state() -> dict:
+    """What tests could write into by mistake: the examples (their data included) and the top of
+    the checkout (a stray .dagsmith/ or build/)."""
+    state = {p.name: None for p in REPO.iterdir()}
+    for path in (REPO / "examples").rglob("*"):
+        if "__pycache__" not in path.parts:
+            state[str(path.relative_to(REPO))] = path.stat().st_mtime_ns if path.is_file() else None
+    return state
+
+
+@pytest.fixture(scope="session", autouse=True)
+def source_tree_untouched():
+    """Tests write only to temporary folders: the session fails if one wrote into the checkout."""
+    before = _source_tree_state()
+    yield
+    after = _source_tree_state()
+    changed = sorted(k for k in set(before) | set(after) if before.get(k, "absent") != after.get(k, "absent"))
+    changed = [k for k in changed if k not in (".pytest_cache", ".hypothesis")]
+    assert not changed, f"tests wrote into the source tree: {changed[:10]}"
+
+
 def pytest_configure(config):
     os.environ.setdefault("PYTHONHASHSEED", "0")

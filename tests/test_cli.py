@@ -109,7 +109,7 @@ def test_diff(capsys, in_repo, tmp_path):
 
 
 def test_every_command_has_help_with_an_example(capsys):
-    for command in ("validate", "compile", "graph", "diff", "schema"):
+    for command in ("validate", "compile", "deploy", "graph", "diff", "schema", "run", "watch", "serve"):
         code, out, _ = run(capsys, command, "--help")
         assert code == 0 and "Example" in out, command
 

@@ -59,6 +59,49 @@ def _for_target(backend, spec_path: str, env: str | None, params: tuple[str, ...
     return ir, options
 
 
+# `compile -o -` of a target with several files: each file follows a line of its own, so the
+# stream can be split on it (a one-file target prints just its file).
+FILE_HEADER = "# ---- file: {name} ----"
+
+
+def stdout_text(files: dict[str, str]) -> str:
+    """What `compile -o -` prints: the file itself, or each file (sorted by name) under its header."""
+    if len(files) == 1:
+        return next(iter(files.values()))
+    parts = []
+    for name in sorted(files):
+        text = files[name]
+        parts.append(FILE_HEADER.format(name=name) + "\n" + text + ("" if text.endswith("\n") else "\n"))
+    return "".join(parts)
+
+
+def _targets(deploy: bool = False) -> str:
+    """The --target help: the targets this installation has (backends.available(), including
+    plugins), then the planned ones. Computed when help is shown, not at every start."""
+    from . import backends
+
+    names = backends.available()
+    if deploy:
+        names = [name for name in names if hasattr(backends.get(name), "deploy")]
+    planned = [name for name in backends.PLANNED if name not in names]
+    text = "One of: " + ", ".join(names) + "."
+    if planned:
+        text += f" Planned, not available yet: {', '.join(planned)}."
+    return text
+
+
+class _TargetOption(click.Option):
+    """An option whose help text is computed when --help is shown (see _targets)."""
+
+    def __init__(self, *args, targets, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._targets = targets
+
+    def get_help_record(self, ctx):
+        self.help = self._targets()
+        return super().get_help_record(ctx)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dagsmith")
 def app():
@@ -106,10 +149,14 @@ def validate(spec: str, env: str | None, fmt: str):
 Examples:
   dagsmith compile pipeline.yaml --target ir               # -> build/ir/<pipeline>.ir.json
   dagsmith compile pipeline.yaml --target ir -o -          # IR on stdout
+  dagsmith compile pipeline.yaml --target airflow -o -     # each file under '""" + FILE_HEADER.format(name="NAME") + """'
   dagsmith compile pipeline.yaml --target ir --env prod --param lookback_days=60""")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--target", "-t", required=True, metavar="TARGET", help="ir (airflow, argo, stepfunctions as they land).")
-@click.option("-o", "--output", "output", metavar="DIR", help="Output folder (default build/<target>); '-' prints to stdout.")
+@click.option("--target", "-t", cls=_TargetOption, required=True, metavar="TARGET", targets=_targets)
+@click.option("-o", "--output", "output", metavar="DIR",
+              help="Output folder (default build/<target>); '-' prints to stdout: the file of a one-file "
+                   "target (ir) as it is, the files of a several-file target (airflow) each under a header "
+                   "line (see the examples).")
 @_spec_option
 @_params_option
 def compile_(spec: str, target: str, output: str | None, env: str | None, params: tuple[str, ...]):
@@ -121,8 +168,7 @@ def compile_(spec: str, target: str, output: str | None, env: str | None, params
     ir, options = _for_target(backend, spec, env, params)
     files = backend.emit(ir, options, output_dir=None if output == "-" else (output or backend.default_output))
     if output == "-":
-        for name in sorted(files):
-            click.echo(files[name], nl=False)
+        click.echo(stdout_text(files), nl=False)
         return
     written = write_files(Path(output or backend.default_output), files)
     for path in written:
@@ -157,7 +203,18 @@ Examples:
 def diff(old_spec: str, new_spec: str, env: str | None, fmt: str):
     """Show what changes in the compiled pipeline from OLD_SPEC to NEW_SPEC.
 
-    Exit 0 when nothing changes, 1 when something does, 2 on a spec error.
+    \b
+    Steps added (+), removed (-) and changed (~, with each changed field once,
+    at its leaf: `resources.cpu: "1" -> "2"`, `config.gates[1].delta: ...`;
+    a field only one side has is marked (added) or (removed)), then changes
+    of the pipeline's name, description, owner, tags, params, triggers and
+    backend options.
+    A step that only moved in the spec (its origin: where it is written,
+    e.g. validation[0] -> validation[1]) does not change what the pipeline
+    does: it is listed with `=` (json: "moved") and does not count as a
+    change. spec_hash and spec_dir are never compared.
+
+    Exit 0 when nothing the pipeline does changes, 1 when something does, 2 on a spec error.
     """
     from . import irdiff
 
@@ -173,7 +230,7 @@ def diff(old_spec: str, new_spec: str, env: str | None, fmt: str):
 Example:
   dagsmith deploy pipeline.yaml --target airflow --dags-folder /opt/airflow/dags --env prod""")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--target", "-t", required=True, metavar="TARGET", help="airflow (argo and stepfunctions as they land).")
+@click.option("--target", "-t", cls=_TargetOption, required=True, metavar="TARGET", targets=lambda: _targets(deploy=True))
 @click.option("--dags-folder", type=click.Path(file_okay=False), metavar="DIR", help="airflow: the dags folder to deploy into.")
 @_spec_option
 @_params_option
@@ -308,7 +365,7 @@ def run(spec: str, env, params, workdir: str, max_parallel, resume_id, no_cache:
     if fmt == "json":
         click.echo(json.dumps(record, indent=2, sort_keys=True, default=str))
     else:
-        summary(record, Console())
+        summary(record, Console(), workdir=workdir)
     sys.exit(1 if record["status"] == "failed" else 0)
 
 
@@ -323,15 +380,29 @@ Example:
 @click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
 @click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True)
 def runs_list(workdir: str, fmt: str):
-    """List runs, oldest first: id, pipeline, status, start."""
+    """List runs, oldest first: id, pipeline, status, start.
+
+    Exit 2 when WORKDIR does not exist (a workdir without runs lists none, exit 0).
+    """
     from . import runner
 
+    _existing_workdir(workdir)
     records = [runner.load_record(Path(workdir), run_id) for run_id in runner.list_runs(Path(workdir))]
     if fmt == "json":
         click.echo(json.dumps([{k: r.get(k) for k in ("run_id", "pipeline", "status", "started", "ended")} for r in records], indent=2))
         return
+    click.echo(f"{'RUN_ID':<22}  {'PIPELINE':<24} {'STATUS':<10} STARTED")
     for r in records:
-        click.echo(f"{r['run_id']}  {r['pipeline']:<24} {r['status']:<10} {r['started']}")
+        click.echo(f"{r['run_id']:<22}  {r['pipeline']:<24} {r['status']:<10} {r['started']}")
+    if not records:
+        click.echo(f"no runs in {workdir} yet", err=True)
+
+
+def _existing_workdir(workdir: str) -> None:
+    from .errors import UsageError
+
+    if not Path(workdir).is_dir():
+        raise UsageError(f"--workdir {workdir}: no such folder (runs are kept in the --workdir of `dagsmith run`, default .dagsmith)")
 
 
 @runs.command(name="show", epilog="""\b
@@ -341,26 +412,46 @@ Example:
 @click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
 @click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True)
 def runs_show(run_id: str, workdir: str, fmt: str):
-    """Show one run: steps, durations, metrics, gates, validation."""
+    """Show one run: steps, durations, metrics, gates, what deploy did, and every validation
+    expectation with its result and what it observed."""
     from rich.console import Console
 
     from . import runner
     from .runner.progress import summary
 
+    _existing_workdir(workdir)
     record = runner.load_record(Path(workdir), run_id)
     if fmt == "json":
         click.echo(json.dumps(record, indent=2, sort_keys=True))
     else:
-        summary(record, Console())
+        summary(record, Console(), workdir=workdir, validation="all")
 
 
 # --- serving commands: serve, promote, rollback (issue 6) ---
 
-@app.command(name="serve", epilog="""\b
-Examples:
+def _serve_epilog() -> str:
+    from .serving.example import curl_command
+
+    return f"""\b
+Examples (the model of examples/churn, after `dagsmith run examples/churn/pipeline.yaml`):
   dagsmith serve churn --workdir .dagsmith --port 8080
-  curl -s localhost:8080/predict -d '{"rows": [{"age": 31, "tenure_months": 12, ...}]}'
-  curl -s localhost:8080/health; curl -s localhost:8080/metrics""")
+  {curl_command()}
+  curl -s localhost:8080/health; curl -s localhost:8080/metrics"""
+
+
+class _LazyEpilogCommand(click.Command):
+    """A command whose epilog is made when --help is shown (it may import what a start must not)."""
+
+    def __init__(self, *args, epilog_fn, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epilog_fn = epilog_fn
+
+    def format_epilog(self, ctx, formatter):
+        self.epilog = self._epilog_fn()
+        super().format_epilog(ctx, formatter)
+
+
+@app.command(name="serve", cls=_LazyEpilogCommand, epilog_fn=_serve_epilog)
 @click.argument("model")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port (printed).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")

@@ -16,9 +16,10 @@ from airflow_helpers import REPO, load_dags, states
 EXAMPLES = ["churn", "forecast", "minimal"]
 
 
-def make_data(example: str) -> Path:
-    subprocess.run([sys.executable, str(REPO / "examples" / example / "make_data.py")], check=True, capture_output=True)
-    return REPO / "examples" / example
+@pytest.fixture
+def make_data(example_copy):
+    """make_data(NAME) -> a copy of the example with its data, outside the source tree."""
+    return example_copy
 
 
 def no_retries(dag):
@@ -67,7 +68,7 @@ def _run(dag, root: Path, monkeypatch, conf=None):
 
 
 @pytest.mark.slow
-def test_churn_runs_end_to_end_like_the_local_runner(compile_dag, run_env, monkeypatch, tmp_path):
+def test_churn_runs_end_to_end_like_the_local_runner(compile_dag, run_env, monkeypatch, tmp_path, make_data):
     root = make_data("churn")
     out = compile_dag(root / "pipeline.yaml")
     (dag,) = load_dags(out).dags.values()
@@ -88,7 +89,7 @@ def test_churn_runs_end_to_end_like_the_local_runner(compile_dag, run_env, monke
 
 
 @pytest.mark.slow
-def test_failing_gate_skips_deploy(compile_dag, run_env, monkeypatch, tmp_path):
+def test_failing_gate_skips_deploy(compile_dag, run_env, monkeypatch, tmp_path, make_data):
     root = make_data("churn")
     folder = tmp_path / "churn"
     shutil.copytree(root, folder)
@@ -102,7 +103,7 @@ def test_failing_gate_skips_deploy(compile_dag, run_env, monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_failing_validation_marks_downstream_upstream_failed(compile_dag, run_env, monkeypatch, tmp_path):
+def test_failing_validation_marks_downstream_upstream_failed(compile_dag, run_env, monkeypatch, tmp_path, make_data):
     root = make_data("minimal")
     folder = tmp_path / "minimal"
     shutil.copytree(root, folder)
@@ -299,7 +300,7 @@ def test_deploy_is_atomic_and_checked_by_dagbag(airflow_home, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("gate_value,expected", [(0.75, "success"), (0.999, "skipped")])
-def test_bash_operator_mode(compile_dag, run_env, monkeypatch, tmp_path, gate_value, expected):
+def test_bash_operator_mode(compile_dag, run_env, monkeypatch, tmp_path, gate_value, expected, make_data):
     """operator: bash runs `dagsmith step` in a shell per task (dagsmith on the worker's PATH)."""
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")
     root = make_data("churn")
@@ -376,7 +377,7 @@ def test_kubernetes_deploy_uploads_the_ir_for_the_pods(airflow_home, tmp_path, a
 
 
 @pytest.mark.slow
-def test_fanouts_larger_than_max_map_length_run_in_ranges(compile_dag, run_env, monkeypatch, tmp_path):
+def test_fanouts_larger_than_max_map_length_run_in_ranges(compile_dag, run_env, monkeypatch, tmp_path, make_data):
     root = make_data("churn")
     folder = tmp_path / "churn"
     shutil.copytree(root, folder)

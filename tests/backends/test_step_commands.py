@@ -14,7 +14,6 @@ import pytest
 
 from dagsmith.runtime import admission
 from dagsmith.runtime.commands import split_ranges
-from dagsmith_testing import REPO
 
 DAGSMITH = str(Path(sys.executable).parent / "dagsmith")
 
@@ -111,12 +110,12 @@ def test_decide_is_the_one_rule():
 
 
 @pytest.mark.slow
-def test_step_outcome_files_for_success_gate_and_failure(tmp_path):
+def test_step_outcome_files_for_success_gate_and_failure(tmp_path, example_copy):
     """`dagsmith step --outcome`, after a local run made the inputs: what an Argo output
     parameter or a Step Functions task result reads."""
-    subprocess.run([sys.executable, str(REPO / "examples" / "minimal" / "make_data.py")], check=True, capture_output=True)
+    minimal = example_copy("minimal")
     spec = tmp_path / "pipeline.yaml"
-    spec.write_text((REPO / "examples" / "minimal" / "pipeline.yaml").read_text().replace("data/applicants.csv", str(REPO / "examples/minimal/data/applicants.csv"))
+    spec.write_text((minimal / "pipeline.yaml").read_text().replace("data/applicants.csv", str(minimal / "data/applicants.csv"))
                     + "  gates: [{metric: accuracy, op: '>=', value: 1.01}]\n")
     work = tmp_path / "work"
     run = dagsmith("run", spec, "--workdir", work, "--format", "json")

@@ -14,10 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 DAGSMITH = str(Path(sys.executable).parent / "dagsmith")
 
 
-def make_data(example: str) -> None:
-    subprocess.run([sys.executable, str(REPO / "examples" / example / "make_data.py")], check=True, capture_output=True)
-
-
 def run(spec: Path, workdir: Path, *extra: str, cwd: Path = REPO):
     result = subprocess.run(
         [DAGSMITH, "run", str(spec), "--workdir", str(workdir), "--format", "json", *extra],
@@ -31,17 +27,16 @@ def states(record: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_minimal_example(tmp_path):
-    make_data("minimal")
-    result, record = run(REPO / "examples/minimal/pipeline.yaml", tmp_path)
+def test_minimal_example(tmp_path, example_copy):
+    result, record = run(example_copy("minimal") / "pipeline.yaml", tmp_path)
     assert result.returncode == 0 and record["status"] == "succeeded", result.stderr
     assert set(record["metrics"]) == {"accuracy", "roc_auc"} and record["metrics"]["roc_auc"] > 0.7
 
 
 @pytest.mark.slow
-def test_churn_example_then_champion_challenger(tmp_path):
-    make_data("churn")
-    result, record = run(REPO / "examples/churn/pipeline.yaml", tmp_path)
+def test_churn_example_then_champion_challenger(tmp_path, example_copy):
+    churn = example_copy("churn") / "pipeline.yaml"
+    result, record = run(churn, tmp_path)
     assert result.returncode == 0 and record["status"] == "succeeded", result.stderr
     assert set(states(record).values()) == {"succeeded"}
     assert record["steps"]["train"]["items"] == {"total": 6, "done": 6, "failed": 0}
@@ -57,7 +52,7 @@ def test_churn_example_then_champion_challenger(tmp_path):
     assert lineage["run_id"] == record["run_id"] and set(lineage["inputs"]) >= {"customers", "events", "plans"}
 
     # The second run compares with the model now in production, and deploys a canary.
-    result, second = run(REPO / "examples/churn/pipeline.yaml", tmp_path)
+    result, second = run(churn, tmp_path)
     assert second["status"] == "succeeded", result.stderr
     assert states(second)["train"] == "cached" and states(second)["evaluate"] == "succeeded"
     challenger = next(g for g in second["gates"] if g.get("compare_to") == "production")
@@ -67,11 +62,9 @@ def test_churn_example_then_champion_challenger(tmp_path):
 
 
 @pytest.mark.slow
-def test_failing_gate_ends_gated_and_skips_deploy(tmp_path):
-    make_data("churn")
+def test_failing_gate_ends_gated_and_skips_deploy(tmp_path, example_copy):
     folder = tmp_path / "churn"
-    shutil.copytree(REPO / "examples/churn", folder, ignore=shutil.ignore_patterns("data"))
-    shutil.copytree(REPO / "examples/churn/data", folder / "data")
+    shutil.copytree(example_copy("churn"), folder)
     spec = folder / "pipeline.yaml"
     spec.write_text(spec.read_text().replace("value: 0.75", "value: 0.999"))
     result, record = run(spec, tmp_path / "work", cwd=tmp_path)
@@ -84,9 +77,8 @@ def test_failing_gate_ends_gated_and_skips_deploy(tmp_path):
 
 
 @pytest.mark.slow
-def test_forecast_example_partitions_found_at_run_time(tmp_path):
-    make_data("forecast")
-    result, record = run(REPO / "examples/forecast/pipeline.yaml", tmp_path, "--env", "dev")
+def test_forecast_example_partitions_found_at_run_time(tmp_path, example_copy):
+    result, record = run(example_copy("forecast") / "pipeline.yaml", tmp_path, "--env", "dev")
     assert result.returncode == 0 and record["status"] == "succeeded", result.stderr
     items = record["steps"]["train"]["items"]
     assert items["total"] == items["done"] == 40 * 2

@@ -133,6 +133,34 @@ def test_first_start_counts_existing_data_and_restart_does_not_rerun(project):
     assert runs.calls == ["run-1"]
 
 
+def test_log_lines_read_well_and_nothing_new_is_said_once(project):
+    land(project, "a.csv")
+    clock, runs, log = Clock(), Runs(), []
+    with watcher(clock, runs, log) as w:
+        w.check()
+        assert log[0] == "watch watchdemo: first check (no watch state yet): the 1 object in events counts as new data"
+        del log[:]
+        for _ in range(3):  # polls with nothing new: one line, not one per poll
+            clock.advance(60)
+            assert w.check()["action"] == "none"
+        assert log == ["watch watchdemo: no new data in events (checked 1 object)"]
+        land(project, "b.csv")
+        land(project, "c.csv")
+        clock.advance(2 * HOUR)
+        w.check()
+        assert log[1] == "watch watchdemo: new data in events: 2 objects added or changed"
+        clock.advance(60)
+        w.check()  # after a run, nothing new is said again (once)
+        clock.advance(60)
+        w.check()
+        assert log[-1] == "watch watchdemo: no new data in events (checked 3 objects)"
+        assert sum("no new data" in line for line in log) == 2
+    del log[:]
+    with watcher(clock, runs, log) as again:  # a new process (`--once` each time): says it at once
+        again.check()
+    assert log == ["watch watchdemo: no new data in events (checked 3 objects)"]
+
+
 def test_changed_file_is_new_data_and_deleted_file_is_not(project):
     land(project, "a.csv")
     land(project, "b.csv")
@@ -226,7 +254,8 @@ def test_cli_once_runs_the_real_pipeline_once_then_nothing(project):
     assert first.returncode == 0, first.stderr
     outcome = json.loads(first.stdout)
     assert outcome["action"] == "run" and outcome["run"]["status"] == "succeeded"
-    assert "new data in events: 2 object(s)" in first.stderr and "run started" in first.stderr
+    assert "watch watchdemo: first check (no watch state yet): the 2 objects in events count as new data\n" in first.stderr
+    assert "run started" in first.stderr
     import pyarrow.parquet as pq
 
     table = pq.read_table(project / ".dagsmith" / "runs" / outcome["run"]["run_id"] / "steps" / "per_user" / "table.parquet")
@@ -234,6 +263,7 @@ def test_cli_once_runs_the_real_pipeline_once_then_nothing(project):
 
     second = subprocess.run([DAGSMITH, "watch", "pipeline.yaml", "--once", "--format", "json"], capture_output=True, text=True, timeout=60)
     assert second.returncode == 0 and json.loads(second.stdout)["action"] == "none"
+    assert second.stderr == "watch watchdemo: no new data in events (checked 2 objects)\n"  # one line, not silence
     land(project, "c.csv", rows="3,a\n")
     third = subprocess.run([DAGSMITH, "watch", "pipeline.yaml", "--once", "--format", "json"], capture_output=True, text=True, timeout=60)
     assert third.returncode == 0 and json.loads(third.stdout)["action"] == "held"
@@ -300,21 +330,26 @@ def test_s3_prefix_new_object_triggers_a_run_unchanged_listing_does_not(s3, tmp_
 
 def test_ctrl_c_stops_the_loop_cleanly(project):
     import signal
-    import time
+    import threading
 
     land(project, "a.csv")
-    state = project / ".dagsmith" / "watch" / "watchdemo.json"
     watching = subprocess.Popen([DAGSMITH, "watch", "pipeline.yaml", "--interval", "0.2"], stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    finished = threading.Event()
 
-    def run_finished() -> bool:
-        last = json.loads(state.read_text())["last_run"] if state.exists() else None
-        return bool(last) and last["status"] != "running"
+    def read() -> None:  # Ctrl-C once the run's last line is out (the state file is written just before it)
+        for line in watching.stderr:
+            lines.append(line)
+            if "finished:" in line:
+                finished.set()
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not run_finished():
-        time.sleep(0.1)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    finished.wait(60)
     watching.send_signal(signal.SIGINT)
-    stderr = watching.communicate(timeout=30)[1]
+    watching.wait(timeout=30)
+    reader.join(10)
+    stderr = "".join(lines)
     assert watching.returncode == 0, stderr
     assert "finished: succeeded" in stderr and stderr.rstrip().endswith("stopped")
     assert not (project / ".dagsmith" / "watch" / "watchdemo.lock").exists()

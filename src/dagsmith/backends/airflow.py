@@ -300,12 +300,66 @@ def _unique(problems: list[Problem]) -> list[Problem]:
 
 
 def dagbag_import_errors(folder: Path) -> dict:
-    """Parse every DAG file of a folder with Airflow's own DagBag: {file: error}."""
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:
-        raise UsageError("deploying to Airflow needs Airflow: pip install 'dagsmith[airflow]'") from None
-    return dict(DagBag(dag_folder=str(folder)).import_errors)
+    """Parse every DAG file of a folder with Airflow's own DagBag: {file: error}.
+
+    Airflow logs as it imports and parses ("Filling up the DagBag from ...", on stdout, whatever
+    the caller's logging setup: its structlog writers hold the process's streams). None of that
+    is dagsmith's output, so both streams are diverted while Airflow runs here; what it printed
+    is shown only when it fails outright (the import errors themselves come back in the dict).
+    """
+    with _DivertedOutput():
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:
+            raise UsageError("deploying to Airflow needs Airflow: pip install 'dagsmith[airflow]'") from None
+        return dict(DagBag(dag_folder=str(folder)).import_errors)
+
+
+class _DivertedOutput:
+    """File descriptors 1 and 2 into a temporary file for the duration (not just sys.stdout and
+    sys.stderr: Airflow's log writers may hold the original stream objects). Dropped on
+    success; written to stderr after all when the block raises (other than a UsageError)."""
+
+    def __enter__(self):
+        import os
+        import tempfile
+
+        self._flush()
+        self.sink = tempfile.TemporaryFile()
+        self.saved = []
+        try:
+            for fd in (1, 2):
+                copy = os.dup(fd)
+                self.saved.append((fd, copy))
+                os.dup2(self.sink.fileno(), fd)
+        except OSError:  # no such descriptor (an embedding host): nothing more to divert
+            pass
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        import os
+        import sys
+
+        self._flush()
+        for fd, copy in self.saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+        with self.sink:
+            if exc_type is not None and not issubclass(exc_type, UsageError):
+                self.sink.seek(0)
+                text = self.sink.read().decode("utf-8", "replace")
+                if text:
+                    print(text, end="" if text.endswith("\n") else "\n", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _flush() -> None:
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
 
 
 def python_imports(plan: Plan, operator: str) -> list[str]:

@@ -73,5 +73,8 @@ def list_runs(workdir: Path) -> list[str]:
 def load_record(workdir: Path, run_id: str) -> dict:
     path = run_dir(Path(workdir), run_id) / "run.json"
     if not path.exists():
-        raise DagsmithError(f"no run {run_id!r} in {workdir}")
+        if not Path(workdir).is_dir():
+            raise DagsmithError(f"no run {run_id!r}: no workdir {workdir} (runs are kept in the --workdir of `dagsmith run`)")
+        known = ", ".join(list_runs(workdir)[-5:]) or "none"
+        raise DagsmithError(f"no run {run_id!r} in {workdir} (recent runs: {known})")
     return json.loads(path.read_text(encoding="utf-8"))

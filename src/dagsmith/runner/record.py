@@ -1,8 +1,16 @@
 """The run record, <workdir>/runs/<run_id>/run.json, rewritten atomically on every change.
 
     {"run_id", "pipeline", "status": "running|succeeded|gated|failed", "started", "ended",
-     "spec_hash", "params", "steps": {id: {"state", "started", "ended", "attempts", "error"?,
-     "items"?: {"total", "done", "failed"}}}, "metrics", "gates", "validation"}
+     "spec_hash", "params", "run_date", "steps": {id: {"state", "started", "ended", "attempts",
+     "error"?, "items"?: {"total", "done", "failed"}}}, "metrics", "gates", "validation",
+     "deployment"?}
+
+"metrics", "gates" and "deployment" are the evaluate, gate and deploy steps' results
+(runtime/evaluate.py, runtime/deploy.py: {"deployed", "model", "version", "strategy",
+"production", "canary": {"version", "traffic_percent"} | null, "previous_production",
+"partitions"?, ...}). Past 50 partitions the record keeps a digest (the first 50 partitions'
+metrics, only the failed gate checks); the steps' files in the run folder have everything
+(runner/progress.py reads them for the summary).
 
 Step states: pending, running, succeeded, failed, skipped, cached. A finished step is in the
 file before anything that depends on it starts, so a runner killed at any moment loses none.

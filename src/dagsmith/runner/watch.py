@@ -212,6 +212,10 @@ def _default_run(ir: IR, workdir: Path) -> dict:
     return start(ir, workdir)
 
 
+def _objects(count: int) -> str:
+    return f"{count} object" + ("" if count == 1 else "s")
+
+
 def _stderr(line: str) -> None:
     import sys
 
@@ -234,6 +238,7 @@ class Watcher:
         self.state_path = folder / f"{ir.name}.json"
         self.lock = Lock(folder / f"{ir.name}.lock")
         self._held_logged: float | None = None  # a held decision is logged once, not every poll
+        self._idle_logged = False  # "no new data" likewise: once, then again after a change or a run
 
     # --- lock ------------------------------------------------------------------------------
 
@@ -285,22 +290,34 @@ class Watcher:
         state = state or self._fresh_state()
         now = self.now()
         new: dict[str, list[str]] = {}
+        listed = 0
         for trigger in self.triggers:
             current = snapshot(trigger)
+            listed += len(current)
             old = state["sources"].get(trigger.source)
             keys = changed(old, current)
             state["sources"][trigger.source] = current
             if keys:
                 new[trigger.source] = keys
                 state["pending"].setdefault(trigger.source, now)
-                why = "first start, no watch state: the current data counts as new" if old is None else "added or changed"
-                self.log(f"watch {self.ir.name}: new data in {trigger.source}: {len(keys)} object(s) {why}")
+                if old is None:
+                    verb = "counts" if len(keys) == 1 else "count"
+                    self.log(f"watch {self.ir.name}: first check (no watch state yet): the {_objects(len(keys))} in "
+                             f"{trigger.source} {verb} as new data")
+                else:
+                    self.log(f"watch {self.ir.name}: new data in {trigger.source}: {_objects(len(keys))} added or changed")
         state["checked_at"] = now
         self.save_state(state)  # seen data is remembered even if what follows fails
         outcome = {"pipeline": self.ir.name, "checked_at": _iso(now), "first_start": first, "new": new,
                    "pending": sorted(state["pending"]), "action": "none", "held_until": None, "run": None}
+        if new:
+            self._idle_logged = False
         decision = self.decide(state, now)
         if decision.action == "none":
+            if not new and not self._idle_logged:  # once, not at every poll: again after something happens
+                self._idle_logged = True
+                sources = ", ".join(t.source for t in self.triggers)
+                self.log(f"watch {self.ir.name}: no new data in {sources} (checked {_objects(listed)})")
             return outcome
         if decision.action == "covered":  # an earlier run read it: nothing left to do
             state["pending"] = {}
@@ -335,6 +352,7 @@ class Watcher:
         # A run consumes every pending trigger, whatever its status: a failed run is not retried
         # on the same data (fix and `dagsmith run --resume`, or wait for new data).
         state["pending"] = {}
+        self._idle_logged = False
         state["last_run"].update(run_id=run_id, status=status, ended=_iso(self.now()))
         self.save_state(state)
         self.log(f"watch {self.ir.name}: run {run_id or '-'} finished: {status}")

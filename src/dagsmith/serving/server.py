@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .. import __version__
 from ..runtime.store import Store
 from .app import PredictionFailed, RequestError, ServingApp
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -57,9 +58,14 @@ class DagsmithHTTPServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "dagsmith-serve"
+    server_version = f"dagsmith-serve/{__version__}"
     sys_version = ""
     server: DagsmithHTTPServer
+
+    def version_string(self) -> str:
+        """The Server header: http.server's is `server_version + " " + sys_version`, which
+        leaves a trailing space when sys_version is empty (it is: no Python version is told)."""
+        return self.server_version
 
     def setup(self):
         super().setup()
