@@ -34,6 +34,12 @@ DURATION = {
     ],
 }
 QUANTITY = {"anyOf": [{"type": "string"}, {"type": "number", "exclusiveMinimum": 0}]}
+# How every text value reads ${...}; repeated where references matter most.
+REFERENCES = ("${params.NAME}, ${run.date} and ${run.id} are filled in with each run's values; "
+              "$${ writes a literal ${ (e.g. $${HOME}).")
+SQL_REFERENCES = ("References are bound as query parameters, never pasted into the SQL, also inside a quoted "
+                  "literal ('${params.label}'); $${ writes a literal ${. Parsed at validate time (DuckDB dialect): "
+                  "syntax errors point at their line and column.")
 
 
 def obj(description: str, properties: dict, required: list[str] | None = None, **extra) -> dict:
@@ -100,12 +106,12 @@ DEFS = {
     },
     "env": {
         "type": "object",
-        "description": "Plain (non-secret) environment variables for the step.",
+        "description": "Plain (non-secret) environment variables for the step. " + REFERENCES,
         "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
         "additionalProperties": {"type": ["string", "number", "boolean"]},
     },
     "param": obj(
-        "A run-time parameter, referenced in strings as ${params.NAME}.",
+        "A run-time parameter, referenced in text as ${params.NAME} ($${ writes a literal ${).",
         {
             "type": {"enum": ["integer", "number", "string", "boolean"], "description": "The value's type."},
             "default": {"description": "Value used when a run does not set it. Without a default the parameter is required."},
@@ -118,14 +124,14 @@ DEFS = {
         "Where data comes from. csv/parquet/s3 read `uri`; sql runs `query` on `connection`.",
         {
             "type": {"enum": ["csv", "parquet", "sql", "s3"], "description": "csv | parquet | sql | s3 (objects under a prefix)."},
-            "uri": string("A file path, glob or folder (relative to the spec's folder), or an s3:// URI."),
+            "uri": string("A file path, glob or folder (relative to the spec's folder), or an s3:// URI. " + REFERENCES),
             "format": {"enum": ["csv", "parquet"], "description": "For type s3: the format of the objects (default parquet)."},
             "connection": string(
                 "For type sql: the NAME of a connection (Airflow connection id; locally the environment "
                 "variable DAGSMITH_CONN_<NAME>). Never a URL or a password.",
                 pattern="^[A-Za-z][A-Za-z0-9_-]*$",
             ),
-            "query": string("For type sql: the query that returns the table."),
+            "query": string("For type sql: the query that returns the table, in the connection's SQL. " + SQL_REFERENCES),
             "description": string("What this data is."),
         },
         ["type"],
@@ -139,7 +145,8 @@ DEFS = {
         "A derived table: DuckDB SQL over its inputs (each registered under its name), or a Python transform.",
         {
             "inputs": names("Sources or features this feature reads, by name."),
-            "sql": string("A DuckDB SQL query. ${params.X} values are bound as parameters, never pasted."),
+            "sql": string("A DuckDB SQL query over the inputs, each a table under its name; it may read only "
+                          "its inputs. " + SQL_REFERENCES),
             "transform": string(
                 "A Python function `package.module:function(frames: dict) -> DataFrame`.",
                 pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
@@ -231,7 +238,8 @@ SCHEMA = {
     "$id": "https://dagsmith.dev/schema/pipeline.schema.json",
     "title": "dagsmith pipeline spec, version 1",
     **obj(
-        "One ML pipeline: data sources, features, validation, training, evaluation gates, deployment and triggers.",
+        "One ML pipeline: data sources, features, validation, training, evaluation gates, deployment and triggers. "
+        "In any text value, " + REFERENCES,
         {
             "dagsmith": {"const": 1, "description": "Spec version. Always 1."},
             "include": {
@@ -369,7 +377,10 @@ SCHEMA = {
                             "What runs: a Python function or a command (argv, run without a shell).",
                             {
                                 "python": string("`package.module:function`, called with no arguments."),
-                                "command": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "argv, e.g. [python, -m, tool]."},
+                                "command": {
+                                    "type": "array", "minItems": 1, "items": {"type": "string"},
+                                    "description": "argv, run without a shell, e.g. [python, -m, tool, \"${run.id}\"]. " + REFERENCES,
+                                },
                             },
                         ),
                         "description": string("What the step does."),

@@ -50,7 +50,7 @@ def _for_target(backend, spec_path: str, env: str | None, params: tuple[str, ...
     ir, doc = _compile_with_document(spec_path, env, params)
     options = ir.backends.get(backend.name, {})
     check = getattr(backend, "check", None)
-    diagnostics = diagnostics_at(doc, check(ir, options)) if check else []
+    diagnostics = list(getattr(doc, "warnings", ())) + (diagnostics_at(doc, check(ir, options)) if check else [])
     errors = [d for d in diagnostics if d.level == "error"]
     if errors:
         raise SpecError(errors)
@@ -130,14 +130,20 @@ def validate(spec: str, env: str | None, fmt: str):
     from .spec import checked_document, environment_names
 
     targets = [env] if env else [None] + environment_names(spec)
-    diagnostics = []
+    diagnostics, warnings = [], []
     for name in targets:
         try:
-            checked_document(spec, name)
+            found = getattr(checked_document(spec, name), "warnings", ())
         except SpecError as exc:
             diagnostics.extend(d for d in exc.diagnostics if d not in diagnostics)
+            found = getattr(exc, "warnings", ())
+        warnings.extend(w for w in found if w not in warnings)
     if fmt == "json":
-        click.echo(json.dumps({"valid": not diagnostics, "errors": [d.to_json() for d in diagnostics]}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"valid": not diagnostics, "errors": [d.to_json() for d in diagnostics],
+                               "warnings": [w.to_json() for w in warnings]}, indent=2, sort_keys=True))
+    else:
+        for warning in warnings:
+            click.echo(warning.format(), err=True)
     if diagnostics:
         raise SpecError(diagnostics)
     if fmt == "text":

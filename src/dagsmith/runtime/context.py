@@ -10,16 +10,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import references
 from ..errors import DagsmithError
 from ..ir import IR, Step
 from . import environment as E
 from .store import Staging, Store
 
-REFERENCE = re.compile(r"\$\{\s*([^}]*?)\s*\}")
+# A reference ${...}, or the escape $${ (a literal ${): the one pattern, in dagsmith/references.py.
+REFERENCE = references.PATTERN
 
 
 class StepFailed(DagsmithError):
@@ -66,20 +67,38 @@ class RunValues:
         raise StepFailed(f"unknown reference ${{{ref}}}")
 
     def resolve(self, text: str) -> str:
-        """Substitute ${...} as text: for paths, URIs and argv items (never SQL, never a shell)."""
-        return REFERENCE.sub(lambda m: str(self.lookup(m.group(1))), text)
+        """Substitute ${...} as text, and $${ as a literal ${: for paths, URIs, env values and
+        argv items (never SQL, never a shell)."""
+        return references.substitute(text, self.lookup)
 
-    def bind_sql(self, sql: str) -> tuple[str, dict]:
-        """${params.x} -> $p_x, a bound DuckDB parameter: values are never pasted into SQL."""
+    def bind_sql(self, sql: str, style: str = "duckdb") -> tuple[str, dict]:
+        """References -> bound query parameters: values are never pasted into SQL.
+
+        `${params.x}` where a value stands -> `$p_x` (DuckDB; `:p_x` with style "sqlalchemy");
+        inside a quoted literal the literal becomes the parameter, or a concatenation with the
+        literal's other text, bound as text (`'a-${params.n}'` -> `('a-' || $t_n)`, n = "3");
+        in a comment it stays as written, unbound. `$${` becomes `${`.
+        """
         bound: dict = {}
 
-        def placeholder(match: re.Match) -> str:
-            ref = match.group(1)
-            name = "p_" + re.sub(r"\W", "_", ref.replace("params.", "", 1)) if ref.startswith("params.") else ref.replace(".", "_")
-            bound[name] = self.lookup(ref)
-            return f"${name}"
+        def name(ref: references.SqlReference) -> str:
+            value = self.lookup(ref.name)
+            key = references.parameter_name(ref.name)
+            if ref.place == "literal" and not isinstance(value, str):
+                key, value = references.text_parameter_name(ref.name), str(value)
+            bound[key] = value
+            return key
 
-        return REFERENCE.sub(placeholder, sql), bound
+        try:
+            rewritten = references.rewrite_sql(sql, name, style=style)
+        except references.SqlSyntaxError as exc:
+            raise StepFailed(f"{exc} (at character {exc.offset + 1} of the SQL)") from None
+        for ref in rewritten.problems:
+            raise StepFailed(f"${{{ref.name}}} at character {ref.start + 1} of the SQL: {ref.problem}")
+        for ref in rewritten.references:
+            if ref.place == "comment":
+                self.lookup(ref.name)  # an unknown reference is an error wherever it stands
+        return rewritten.text, bound
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """Custom steps: `python: module:function` (called with no arguments) or `command: [argv...]`
-run WITHOUT a shell, so `$(...)`, backticks, `;` and globs in arguments are plain text."""
+run WITHOUT a shell, so `$(...)`, backticks, `;` and globs in arguments are plain text.
+
+Each argv item and env value has its references filled in (${run.id}, ${params.X}) and `$${`
+written as `${`: `[bash, -c, "echo $${HOME}"]` runs `echo ${HOME}`, for the shell to expand."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Feature steps: DuckDB SQL over the inputs (each a view under its own name), or a Python
 transform `module:function(frames: dict[str, DataFrame]) -> DataFrame`. Output: table.parquet.
 
-${params.X} in SQL becomes a bound parameter ($p_X): a value with a quote in it can neither
-break the query nor inject into it.
+${params.X} in SQL becomes a bound parameter ($p_X), also inside a quoted literal ('${params.X}'
+becomes the parameter, 'a-${params.X}' a concatenation with it): a value with a quote, `--`,
+`;` or `${` in it can neither break the query nor inject into it (RunValues.bind_sql).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ and SQL queries on a named connection. Output: table.parquet.
 
 Connections are names: `connection: warehouse` reads DAGSMITH_CONN_WAREHOUSE from the
 environment, a SQLAlchemy URL (postgresql://..., sqlite:///file.db) or a DuckDB database file.
+A query's references are bound parameters on both (RunValues.bind_sql), never pasted.
 """
 
 from __future__ import annotations
@@ -115,13 +116,14 @@ def _read_sql(ctx: StepContext, config: dict):
             f"source {ctx.step.id!r}: connection {config['connection']!r} is not set: "
             f"export {variable} (a SQLAlchemy URL or a DuckDB database file)"
         )
-    query, bound = ctx.values.bind_sql(config["query"])
     if "://" in target:
         import pandas as pd
         import sqlalchemy
 
-        # SQLAlchemy binds :name parameters; the DuckDB-style $name placeholders are rewritten.
-        statement = sqlalchemy.text(re.sub(r"\$(\w+)", r":\1", query))
+        # References become :name binds, found from the SQL's tokens; every other ':' is escaped
+        # (\:), so text() binds nothing else: the driver gets the query exactly as written.
+        query, bound = ctx.values.bind_sql(config["query"], style="sqlalchemy")
+        statement = sqlalchemy.text(query)
         engine = sqlalchemy.create_engine(target)
         try:
             with engine.connect() as connection:
@@ -133,12 +135,13 @@ def _read_sql(ctx: StepContext, config: dict):
         return pa.Table.from_pandas(frame, preserve_index=False)
     import duckdb
 
+    query, bound = ctx.values.bind_sql(config["query"])
     try:
         con = duckdb.connect(target, read_only=True)
     except duckdb.Error as exc:
         raise StepFailed(f"source {ctx.step.id!r}: cannot open DuckDB database of connection {config['connection']!r}: {exc}") from None
     try:
-        return con.execute(query, bound).to_arrow_table()
+        return con.sql(query, params=bound).to_arrow_table()
     except duckdb.Error as exc:
         raise StepFailed(f"source {ctx.step.id!r}: query failed on connection {config['connection']!r}: {exc}") from None
     finally:

@@ -40,6 +40,9 @@ def diagnostics_at(doc: YMap, problems) -> list[Diagnostic]:
 
 
 def checked_document(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> YMap:
+    """The merged document, checked. Raises SpecError listing every error; the warnings found
+    (e.g. a feature input its SQL never reads) are the document's `warnings` (and the
+    SpecError's, when there are errors too), for the command to print: they fail nothing."""
     raw = load_document(Path(path))
     doc = apply_environment(raw, env)
     if params:
@@ -53,8 +56,13 @@ def checked_document(path: str | os.PathLike, env: str | None = None, params: di
     ]
     if not problems:
         problems = semantics.check(doc)
-    if problems:
-        raise SpecError(problems)
+    warnings = tuple(SpecError([p for p in problems if p.level != "error"]).diagnostics)  # sorted, unique, redacted
+    errors = [p for p in problems if p.level == "error"]
+    if errors:
+        error = SpecError(errors)
+        error.warnings = warnings
+        raise error
+    doc.warnings = warnings
     return doc
 
 

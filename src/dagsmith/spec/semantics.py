@@ -6,12 +6,11 @@ value already has the type the schema promises; each check appends Diagnostics a
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
 from importlib import resources
 
 
-from .. import naming
+from .. import naming, references
 from ..graphs import CycleError, topological_order
 from ..errors import URL_PASSWORD, Diagnostic, did_you_mean, format_path
 from .document import locate
@@ -23,8 +22,7 @@ BUILTIN_STEPS = ("train", "select", "evaluate", "gate", "deploy", "plan")  # res
 # "dagsmith-" (backends/plan.py); no name may start so on any backend.
 RESERVED_PREFIX = "dagsmith"
 AFTER_BUILTINS = {"train": "training", "evaluate": "evaluation", "deploy": "deployment"}
-REFERENCE = re.compile(r"\$\{([^}]*)\}")
-RUN_VALUES = ("run.date", "run.id")
+RUN_VALUES = references.RUN_VALUES
 _URL_PASSWORD = URL_PASSWORD
 
 
@@ -71,6 +69,10 @@ class _Checker:
     def error(self, path: tuple, message: str, hint: str | None = None, *, key: bool = False) -> None:
         self.problems.append(Diagnostic(locate(self.doc, path, key=key), format_path(path), message, hint))
 
+    def warn(self, path: tuple, message: str, hint: str | None = None) -> None:
+        """A problem that does not stop anything: printed, and validation still passes."""
+        self.problems.append(Diagnostic(locate(self.doc, path), format_path(path), message, hint, level="warning"))
+
     def run(self) -> list[Diagnostic]:
         self.collect_names()
         self.check_references()
@@ -81,6 +83,7 @@ class _Checker:
         self.check_validations()
         self.check_values()
         self.check_params()
+        self.check_sql()
         return self.problems
 
     # --- names ----------------------------------------------------------------------------
@@ -362,8 +365,8 @@ class _Checker:
         for path, text in _strings(self.doc, ()):
             if any(isinstance(part, str) and part.startswith("x-") for part in path):
                 continue  # extension keys are the user's own business
-            for match in REFERENCE.finditer(text):
-                ref = match.group(1).strip()
+            for reference in references.references(text):
+                ref = reference.name
                 if ref in RUN_VALUES:
                     continue
                 if ref.startswith("params."):
@@ -372,6 +375,26 @@ class _Checker:
                         self.error(path, f"unknown parameter '${{{ref}}}'", did_you_mean(name, params) if params else "declare it under params:")
                     continue
                 self.error(path, f"unknown reference '${{{ref}}}': use ${{params.NAME}}, ${{run.date}} or ${{run.id}}")
+
+    # --- SQL ----------------------------------------------------------------------------
+
+    def check_sql(self) -> None:
+        """Features' sql and sql sources' queries, parsed (sqlglot, imported only when needed)."""
+        features = self.doc.get("features", {})
+        sources = self.doc.get("sources", {})
+        if not any("sql" in f for f in features.values()) and not any(s["type"] == "sql" for s in sources.values()):
+            return
+        from . import sql_check
+        from .yamlpos import text_position
+
+        for path, offset, message, hint, level in sql_check.check(self.doc):
+            mark = locate(self.doc, path)
+            if offset is not None:
+                node = self.doc
+                for part in path:
+                    node = node[part]
+                mark = text_position(mark, node, offset)
+            self.problems.append(Diagnostic(mark, format_path(path), message, hint, level))
 
 
 def _strings(node, path: tuple):

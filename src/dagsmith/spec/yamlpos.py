@@ -9,6 +9,7 @@ Mark of each of their items.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -23,7 +24,12 @@ MAX_EXPANDED_NODES = 1_000_000  # alias bombs ("billion laughs") stop here
 
 
 class YMap(dict):
-    """A mapping with the Mark of the mapping itself, of each key and of each value."""
+    """A mapping with the Mark of the mapping itself, of each key and of each value.
+
+    A checked document (spec.checked_document) also carries the `warnings` its checks found.
+    """
+
+    warnings: tuple = ()
 
     def __init__(self, *args, mark: Mark | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -347,3 +353,127 @@ def _tag_name(tag: str) -> str:
     prefix = "tag:yaml.org,2002:"
     return "!!" + tag[len(prefix):] if tag.startswith(prefix) else tag
 
+
+
+# --- positions inside a text value ------------------------------------------------------------
+
+
+def text_position(mark: Mark, value: str, offset: int) -> Mark:
+    """The file position of value[offset], for the text `value` whose YAML node starts at `mark`.
+
+    Exact for every character that is not whitespace, in every scalar style: a block literal
+    (`|`) or folded (`>`) scalar, plain, single- or double-quoted text, over several lines, with
+    `''` and backslash escapes. A whitespace character (which folding may have made from a line
+    break) maps to the position right after the character before it. Without the file (or when
+    the node is not found there) the answer is `mark`, the start of the value.
+    """
+    found = _scalar_at(mark.file, mark.line, mark.column)
+    if found is None:
+        return mark
+    text, node = found
+    positions = _align(text, node, value)
+    if positions is None or not 0 <= offset < len(positions):
+        return mark
+    index = positions[offset]
+    line_start = text.rfind("\n", 0, index) + 1
+    return Mark(mark.file, text.count("\n", 0, index) + 1, index - line_start + 1)
+
+
+def _scalar_at(file: str, line: int, column: int):
+    try:
+        text = Path(file).read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    node = _scalars(text).get((line, column))
+    return None if node is None else (text, node)
+
+
+@functools.lru_cache(maxsize=8)
+def _scalars(text: str) -> dict:
+    """(line, column) -> ScalarNode for every scalar of a spec file's text; composed again only
+    to place a message inside a value, so never on the way of a valid spec."""
+    try:
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError:
+        return {}
+    out: dict = {}
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            out[(node.start_mark.line + 1, node.start_mark.column + 1)] = node
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, MappingNode):
+            for key, item in node.value:
+                stack.extend((key, item))
+    return out
+
+
+_SPACE = " \t\r\n"
+
+
+def _align(text: str, node: ScalarNode, value: str) -> list[int] | None:
+    """For each character of `value`, its index in `text`; None when they do not match."""
+    style = node.style
+    start = node.start_mark.index
+    if style in ("|", ">"):
+        start = text.find("\n", start) + 1  # the content starts after the header line
+        if start == 0:
+            return None
+    elif style in ("'", '"'):
+        start += 1
+    end = node.end_mark.index
+    out: list[int] = []
+    j = start
+    for char in value:
+        if char in _SPACE:
+            out.append(min(j, end))
+            continue
+        while True:
+            while j < end and text[j] in _SPACE:
+                j += 1
+            if j >= end:
+                return None
+            if style == '"' and text[j] == "\\":
+                produced, width = _escape(text, j)
+                if produced is None:
+                    return None
+                if produced == "" or produced in _SPACE:
+                    j += width
+                    continue
+            elif style == "'" and text[j] == "'":
+                produced, width = "'", 2
+            else:
+                produced, width = text[j], 1
+            if produced != char:
+                return None
+            out.append(j)
+            j += width
+            break
+    return out
+
+
+def _escape(text: str, j: int) -> tuple[str | None, int]:
+    """The character a double-quoted escape at text[j] stands for ("" for a line continuation),
+    and how many characters it takes."""
+    code = text[j + 1: j + 2]
+    if code in ("\r", "\n"):
+        return "", 1  # the line break itself is skipped as space
+    if code in yaml.scanner.Scanner.ESCAPE_REPLACEMENTS:
+        return yaml.scanner.Scanner.ESCAPE_REPLACEMENTS[code], 2
+    if code in yaml.scanner.Scanner.ESCAPE_CODES:
+        length = yaml.scanner.Scanner.ESCAPE_CODES[code]
+        try:
+            return chr(int(text[j + 2: j + 2 + length], 16)), 2 + length
+        except ValueError:
+            return None, 0
+    return None, 0
