@@ -249,7 +249,8 @@ SCHEMA = {
             "pipeline": obj(
                 "Who and what this pipeline is.",
                 {
-                    "name": string("Pipeline name: lowercase letters, digits and '-'.", pattern="^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+                    "name": string("Pipeline name: lowercase letters, digits and '-', at most 63 characters (a Kubernetes label).",
+                                   pattern="^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", maxLength=63),
                     "description": string("One line on what the pipeline does."),
                     "owner": string("Owning team or person."),
                     "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True, "description": "Labels for search and grouping."},
@@ -400,7 +401,7 @@ SCHEMA = {
                     "airflow": obj(
                         "Airflow options.",
                         {
-                            "dag_id": string("DAG id (default: the pipeline name).", pattern=r"^[\w.-]+$"),
+                            "dag_id": string("DAG id (default: the pipeline name).", pattern="^[A-Za-z0-9_.-]+$"),
                             "pool": string("Airflow pool for every task."),
                             "queue": string("Executor queue for every task."),
                             "owner": string("Task owner (default: pipeline.owner)."),
@@ -439,8 +440,25 @@ SCHEMA = {
 }
 
 
+# JSON Schema patterns are ECMA-262, where `$` is the end of the text; Python's jsonschema runs
+# them with re.search, where `$` also matches before a final newline ("probe\n" would pass).
+# `$(?!\n)` means the end of the text in both dialects, so every anchored pattern ends with it.
+END_OF_TEXT = "$(?!\\n)"
+
+
+def _strict_ends(node):
+    if isinstance(node, dict):
+        return {
+            key: (value[:-1] + END_OF_TEXT if key == "pattern" and isinstance(value, str) and value.endswith("$") else _strict_ends(value))
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_strict_ends(item) for item in node]
+    return node
+
+
 def render() -> str:
-    return json.dumps(SCHEMA, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(_strict_ends(SCHEMA), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 if __name__ == "__main__":

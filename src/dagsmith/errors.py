@@ -57,15 +57,22 @@ class DagsmithError(Exception):
         return [str(self)]
 
 
-# scheme://user:PASSWORD@host: the password is group 1.
-URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^/\s@]+)@")
+# scheme://user:PASSWORD@host: the password is group 1. A password may hold any character ('/',
+# '+', ' ', even '@'), so it runs to the LAST '@' of the line: anything else lets a part of it
+# through (s3://KEY:ab/cd@bucket). This over-reaches on a line that has an e-mail address after a
+# URL with a port, which is the safe side for a secret check.
+URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^\r\n]*)@")
+# user:PASSWORD@ without a scheme (postgresql//u:pw@h, u:pw@h/db): only for hiding, never a check.
+_BARE_PASSWORD = re.compile(r"(?<![\w.%+-])[\w.%+-]+:([^\s@/:]+)@")
 
 
 def redact(text: str | None) -> str | None:
-    """Hide the password of a URL (scheme://user:PASSWORD@host) before it is printed."""
+    """Hide the password of a URL (scheme://user:PASSWORD@host, or user:PASSWORD@host) before it
+    is printed or recorded."""
     if not text:
         return text
-    return URL_PASSWORD.sub(lambda m: m.group(0).replace(m.group(1), "***"), text)
+    text = URL_PASSWORD.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "***@", text)
+    return _BARE_PASSWORD.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "***@", text)
 
 
 class SpecError(DagsmithError):
@@ -118,5 +125,8 @@ def format_path(parts: Iterable[object]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part)
+            if not text.isprintable():  # a newline in a key must not break the one-line message
+                text = repr(text)[1:-1]
+            out += f".{text}" if out else text
     return out

@@ -25,8 +25,8 @@ def k8s_name(name: str, limit: int = 63) -> str:
 
 
 def airflow_id(name: str, limit: int = 250) -> str:
-    """Airflow task/dag id: ^[\\w.-]+$, at most 250 characters (dots avoided: task groups)."""
-    sanitized = re.sub(r"[^\w-]+", "_", name) or "x"
+    """Airflow task/dag id: ^[A-Za-z0-9_.-]+$, at most 250 characters (dots avoided: task groups)."""
+    sanitized = re.sub(r"[^A-Za-z0-9_-]+", "_", name) or "x"
     return _truncate(name, sanitized, limit, "_")
 
 

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import DagsmithError
+from ..errors import DagsmithError, redact
 from ..ir import IR, ir_filename
 from ..runtime.context import RunValues
 from ..runtime.environment import run_environment
@@ -29,11 +29,14 @@ def start(ir: IR, workdir: Path, *, max_parallel: int | None = None, use_cache: 
     workdir = Path(workdir)
     run_id = new_run_id()
     folder = run_dir(workdir, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    ir_path = folder / ir_filename(ir.name)
-    atomic_write_bytes(ir_path, ir.dumps().encode("utf-8"))
     values = RunValues.from_env(ir, run_environment(run_id, run_date, {}))
-    record = RunRecord.create(folder / "run.json", run_id, ir.name, ir.pipeline["spec_hash"], values.params, [s.id for s in ir.steps])
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        ir_path = folder / ir_filename(ir.name)
+        atomic_write_bytes(ir_path, ir.dumps().encode("utf-8"))
+        record = RunRecord.create(folder / "run.json", run_id, ir.name, ir.pipeline["spec_hash"], values.params, [s.id for s in ir.steps])
+    except OSError as exc:
+        raise WorkdirError(f"cannot write to the workdir {workdir}: {_reason(exc, workdir)}") from None
     record.data["run_date"] = values.run_date
     return _execute(ir, ir_path, workdir, record, values, max_parallel, use_cache, reporter)
 
@@ -60,9 +63,39 @@ def _execute(ir, ir_path, workdir, record, values, max_parallel, use_cache, repo
     )
     try:
         return executor.run()
+    except OSError as exc:
+        # The workdir (its cache, registry or run folder) cannot be written: a user's problem, and
+        # the run is over, so its record must not say "running" forever.
+        _mark_failed(record, exc, workdir)
+        raise WorkdirError(f"cannot write to the workdir {workdir}: {_reason(exc, workdir)} (run {record.data.get('run_id')} failed)") from None
     finally:
         if reporter is not None:
             reporter.close()
+
+
+class WorkdirError(DagsmithError):
+    """The --workdir (or a folder in it) cannot be written."""
+
+
+def _reason(exc: OSError, workdir: Path) -> str:
+    where = exc.filename
+    try:
+        where = os.path.relpath(where, workdir) if where else None
+    except ValueError:
+        pass
+    return f"{exc.strerror or type(exc).__name__}" + (f" ({where})" if where else "")
+
+
+def _mark_failed(record, exc: OSError, workdir: Path) -> None:
+    from .record import now
+
+    record.data["status"] = "failed"
+    record.data["ended"] = record.data.get("ended") or now()
+    record.data["error"] = f"cannot write to the workdir: {_reason(exc, workdir)}"
+    try:
+        record.save()
+    except OSError:
+        pass  # the run folder itself cannot be written: nothing more to record
 
 
 def list_runs(workdir: Path) -> list[str]:
@@ -77,4 +110,9 @@ def load_record(workdir: Path, run_id: str) -> dict:
             raise DagsmithError(f"no run {run_id!r}: no workdir {workdir} (runs are kept in the --workdir of `dagsmith run`)")
         known = ", ".join(list_runs(workdir)[-5:]) or "none"
         raise DagsmithError(f"no run {run_id!r} in {workdir} (recent runs: {known})")
-    return json.loads(path.read_text(encoding="utf-8"))
+    record = json.loads(path.read_text(encoding="utf-8"))
+    # A record written by an older dagsmith may hold a step error quoting a URL's password.
+    for step in (record.get("steps") or {}).values():
+        if isinstance(step, dict) and isinstance(step.get("error"), str):
+            step["error"] = redact(step["error"])
+    return record

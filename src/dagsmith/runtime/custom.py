@@ -19,7 +19,10 @@ def step_environment(ctx: StepContext) -> dict:
     are in the environment (names only ever appear in the spec)."""
     env = dict(os.environ)
     env.update({key: ctx.values.resolve(value) for key, value in ctx.step.env.items()})
-    env.update({E.RUN_ID: ctx.values.run_id, E.RUN_DATE: ctx.values.run_date, E.STEP: ctx.step.id})
+    # The run's values as the run environment states them, whoever started this process (an
+    # Airflow task's process has no DAGSMITH_PARAMS of its own), plus the step's id.
+    env.update(E.run_environment(ctx.values.run_id, ctx.values.run_date, ctx.values.params))
+    env[E.STEP] = ctx.step.id
     missing = [name for name in ctx.step.secrets if name not in env]
     if missing:
         raise StepFailed(f"step {ctx.step.id!r} needs secrets that are not set: {', '.join(missing)}")

@@ -50,7 +50,7 @@ def versions(store: Store, model: str) -> list[int]:
     found = set()
     for key in store.list(f"{model_key(model)}/"):
         parts = key.split("/")
-        if len(parts) == 4 and parts[3] == "manifest.json" and parts[2].isdigit():
+        if len(parts) == 4 and parts[3] == "manifest.json" and parts[2].isascii() and parts[2].isdigit():
             found.add(int(parts[2]))
     return sorted(found)
 
@@ -78,7 +78,7 @@ def canary(store: Store, model: str) -> dict | None:
 
 def resolve(store: Store, model: str, ref: int | str = "production") -> int:
     """'production' | 'canary' | 'latest' | a version number -> a version number."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
         version = int(ref)
         if version not in versions(store, model):
             raise RegistryError(f"model {model!r} has no version {version} (versions: {versions(store, model)})")

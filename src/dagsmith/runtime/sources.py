@@ -106,14 +106,43 @@ def _read_files(ctx: StepContext, config: dict):
             con.close()
 
 
+# Driver modules SQLAlchemy imports for a URL scheme -> what to install (the package and the extra).
+_DRIVERS = {
+    "psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pg8000": "pg8000", "asyncpg": "asyncpg",
+    "pymysql": "PyMySQL", "MySQLdb": "mysqlclient", "mysql": "mysql-connector-python",
+    "pyodbc": "pyodbc", "pymssql": "pymssql", "cx_Oracle": "cx_Oracle", "oracledb": "oracledb",
+    "snowflake": "snowflake-sqlalchemy", "databricks": "databricks-sqlalchemy",
+    "google": "sqlalchemy-bigquery", "redshift_connector": "sqlalchemy-redshift",
+}
+
+
+def _hide(text: str, value: str, variable: str) -> str:
+    """A message without the connection value (it may hold a password in any form)."""
+    from ..errors import redact
+
+    return redact(text.replace(value, f"${variable}") if value else text) or ""
+
+
 def _read_sql(ctx: StepContext, config: dict):
+    """Whatever goes wrong, the message (in run.json, on stderr) never holds the connection value."""
+    variable = connection_env(config["connection"])
+    target = os.environ.get(variable) or ""
+    try:
+        return _query(ctx, config, variable, target)
+    except StepFailed as exc:
+        raise StepFailed(_hide(str(exc), target, variable)) from None
+    except Exception as exc:  # a driver's own error type: its text may quote the URL
+        raise StepFailed(_hide(f"source {ctx.step.id!r}: query failed on connection {config['connection']!r}: "
+                               f"{type(exc).__name__}: {exc}", target, variable)) from None
+
+
+def _query(ctx: StepContext, config: dict, variable: str, target: str):
     import pyarrow as pa
 
-    variable = connection_env(config["connection"])
-    target = os.environ.get(variable)
+    name = config["connection"]
     if not target:
         raise StepFailed(
-            f"source {ctx.step.id!r}: connection {config['connection']!r} is not set: "
+            f"source {ctx.step.id!r}: connection {name!r} is not set: "
             f"export {variable} (a SQLAlchemy URL or a DuckDB database file)"
         )
     if "://" in target:
@@ -124,25 +153,46 @@ def _read_sql(ctx: StepContext, config: dict):
         # (\:), so text() binds nothing else: the driver gets the query exactly as written.
         query, bound = ctx.values.bind_sql(config["query"], style="sqlalchemy")
         statement = sqlalchemy.text(query)
-        engine = sqlalchemy.create_engine(target)
+        try:
+            engine = sqlalchemy.create_engine(target)
+        except ModuleNotFoundError as exc:
+            driver = (exc.name or "").split(".")[0]
+            package = _DRIVERS.get(driver, driver or "its driver")
+            raise StepFailed(
+                f"source {ctx.step.id!r}: connection {name!r} needs a database driver that is not installed ({driver or 'unknown'}): "
+                f"pip install {package} (in the environment that runs dagsmith)"
+            ) from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
+            raise StepFailed(
+                f"source {ctx.step.id!r}: {variable} is not a usable SQLAlchemy URL: "
+                f"{_hide(f'{exc.__class__.__name__}: {exc}', target, variable)}"
+            ) from None
         try:
             with engine.connect() as connection:
                 frame = pd.read_sql(statement, connection, params=bound)
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise StepFailed(f"source {ctx.step.id!r}: query failed on connection {config['connection']!r}: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}") from None
+            cause = exc.orig if hasattr(exc, "orig") else exc
+            raise StepFailed(_hide(f"source {ctx.step.id!r}: query failed on connection {name!r}: {exc.__class__.__name__}: {cause}", target, variable)) from None
         finally:
             engine.dispose()
         return pa.Table.from_pandas(frame, preserve_index=False)
+    if not Path(target).is_file():
+        # Not a URL (no scheme://) and no such file: a mistyped URL (postgresql//u:pw@h) that must
+        # not be repeated anywhere, since it may hold a password.
+        raise StepFailed(
+            f"source {ctx.step.id!r}: {variable} is neither a URL (scheme://...) nor an existing DuckDB "
+            f"database file; its value is not shown, as it may hold a password"
+        )
     import duckdb
 
     query, bound = ctx.values.bind_sql(config["query"])
     try:
         con = duckdb.connect(target, read_only=True)
     except duckdb.Error as exc:
-        raise StepFailed(f"source {ctx.step.id!r}: cannot open DuckDB database of connection {config['connection']!r}: {exc}") from None
+        raise StepFailed(_hide(f"source {ctx.step.id!r}: cannot open DuckDB database of connection {name!r}: {exc}", target, variable)) from None
     try:
         return con.sql(query, params=bound).to_arrow_table()
     except duckdb.Error as exc:
-        raise StepFailed(f"source {ctx.step.id!r}: query failed on connection {config['connection']!r}: {exc}") from None
+        raise StepFailed(_hide(f"source {ctx.step.id!r}: query failed on connection {name!r}: {exc}", target, variable)) from None
     finally:
         con.close()

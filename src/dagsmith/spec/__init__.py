@@ -47,7 +47,7 @@ def checked_document(path: str | os.PathLike, env: str | None = None, params: di
     doc = apply_environment(raw, env)
     if params:
         doc = _override_params(doc, params)
-    problems = semantics.secrets_in_plain_sight(doc)
+    problems = semantics.secrets_in_plain_sight(doc) + semantics.unwritable_text(doc)
     leaked = tuple(d.path for d in problems)
     # Nothing else about a leaked value: a message or hint could repeat the password in some form.
     problems += [
@@ -118,6 +118,8 @@ def _override_params(doc: YMap, overrides: dict[str, str]) -> YMap:
 
 
 def _convert(kind: str, text: str):
+    if not text.isascii() and kind in ("integer", "number"):  # int() and float() take '１２' and '٣'
+        raise ValueError(f"{text!r} is not {'an integer' if kind == 'integer' else 'a number'} (digits 0-9 only)")
     if kind == "integer":
         try:
             return int(text)

@@ -7,6 +7,7 @@ came from even after it was merged in from an include or an overlay.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ..errors import Diagnostic, Mark, SpecError, did_you_mean, format_path
@@ -21,13 +22,54 @@ def display_name(path: Path) -> str:
         return path.as_posix()
 
 
+INCLUDE_ROOT_ENV = "DAGSMITH_INCLUDE_ROOT"
+
+
+def include_roots(spec_path: Path) -> tuple[Path, ...]:
+    """The folders includes may read from: the git work tree holding the spec (the nearest parent
+    with a `.git` entry), else the spec's own folder; plus $DAGSMITH_INCLUDE_ROOT when set."""
+    try:
+        folder = Path(spec_path).resolve().parent
+    except (OSError, RuntimeError):
+        folder = Path(spec_path).absolute().parent
+    default = folder
+    for candidate in (folder, *folder.parents):
+        if os.path.lexists(candidate / ".git"):
+            default = candidate
+            break
+    roots = [default]
+    extra = os.environ.get(INCLUDE_ROOT_ENV)
+    if extra:
+        try:
+            roots.append(Path(extra).resolve())
+        except (OSError, RuntimeError):
+            roots.append(Path(extra).absolute())
+    return tuple(roots)
+
+
+def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
 def load_document(path: Path) -> YMap:
     """Load a spec with its includes merged in (the including file wins over its includes)."""
-    return _load_with_includes(Path(path), stack=())
+    path = Path(path)
+    return _load_with_includes(path, stack=(), roots=include_roots(path))
 
 
-def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> YMap:
+def _check_regular(path: Path, display: str) -> None:
+    """Refuse a FIFO, a device (/dev/zero)...: reading one would block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # load_file reports why it cannot be read
+    if not stat.S_ISREG(mode):
+        raise SpecError([Diagnostic(Mark(display, 1, 1), "", "not a regular file (a folder, a device or a pipe cannot be a spec)")])
+
+
+def _load_with_includes(path: Path, stack: tuple[Path, ...], roots: tuple[Path, ...]) -> YMap:
     display = display_name(path)
+    _check_regular(path, display)
     root = load_file(path, display)
     if not isinstance(root, YMap):
         mark = getattr(root, "mark", None) or Mark(display, 1, 1)
@@ -49,21 +91,29 @@ def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> YMap:
         where = format_path(("include",) if isinstance(includes, str) else ("include", index))
         mark = root.value_marks["include"] if isinstance(includes, str) else includes.item_marks[index]
         target = path.parent / item
+        outside = f"included file {item!r} leaves the include root {display_name(roots[0])!r} (the git work tree holding the spec, else its folder; set ${INCLUDE_ROOT_ENV} to allow another folder)"
+        if "\x00" in item or not _inside(Path(os.path.normpath(real.parent / item)), roots):
+            problems.append(Diagnostic(mark, where, outside))
+            continue
         try:
             is_file, is_dir = target.is_file(), target.is_dir()
             target_real = target.resolve()
         except (OSError, ValueError, RuntimeError):  # a name too long, a symlink loop (RuntimeError before 3.13)...
-            is_file, is_dir, target_real = False, False, target
+            is_file, is_dir, target_real = False, False, Path(os.path.normpath(real.parent / item))
+        if not _inside(target_real, roots):  # a symlink that leads out of the root
+            problems.append(Diagnostic(mark, where, outside))
+            continue
         if target_real in stack + (real,):
             chain = " -> ".join(display_name(p) for p in stack + (real, target_real))
             problems.append(Diagnostic(mark, where, f"include cycle: {chain}"))
             continue
         if not is_file:
-            what = "is a folder, not a file" if is_dir else "does not exist"
+            exists = not is_dir and os.path.exists(target)
+            what = "is a folder, not a file" if is_dir else "is not a regular file" if exists else "does not exist"
             problems.append(Diagnostic(mark, where, f"included file {item!r} {what} (paths are relative to {display_name(path.parent) or '.'})"))
             continue
         try:
-            included = _load_with_includes(target, stack + (real,))
+            included = _load_with_includes(target, stack + (real,), roots)
         except SpecError as exc:
             problems.extend(exc.diagnostics)
             continue

@@ -124,7 +124,7 @@ _PATTERNS = {
     "^[A-Za-z_][A-Za-z0-9_]*$": ("name", _ENV_RULE, lambda v: re.sub(r"[^A-Za-z0-9_]+", "_", v.strip()).strip("_")),
     "^[A-Za-z0-9][A-Za-z0-9_.-]*$": ("model name", "use letters, digits, '_', '.' or '-', starting with a letter or digit", None),
     "^[A-Za-z0-9][A-Za-z0-9_-]*$": ("environment name", "use a letter or digit, then letters, digits, '_' or '-'", None),
-    "^[\\w.-]+$": ("DAG id", "use letters, digits, '_', '.' or '-'", lambda v: re.sub(r"[^\w.-]+", "_", v.strip()).strip("_")),
+    "^[A-Za-z0-9_.-]+$": ("DAG id", "use letters, digits, '_', '.' or '-'", lambda v: re.sub(r"[^A-Za-z0-9_.-]+", "_", v.strip()).strip("_")),
     "^arn:": ("role ARN", "expected arn:aws:iam::ACCOUNT:role/NAME", None),
 }
 
@@ -132,6 +132,8 @@ _PATTERNS = {
 def _pattern_problem(value, pattern: str, path: tuple) -> tuple[str, str | None]:
     """(message, hint) for a value that does not match `pattern` at spec path `path`."""
     last = path[-1] if path else ""
+    full = pattern
+    pattern = pattern.removesuffix("(?!\\n)")  # the published patterns end "$(?!\n)": see scripts/build_schema.py
     if ":" in pattern and pattern.endswith("*$") and pattern.startswith("^[A-Za-z_]"):  # a function reference
         try:
             check_function_ref(value)
@@ -146,7 +148,7 @@ def _pattern_problem(value, pattern: str, path: tuple) -> tuple[str, str | None]
         what = f"{kinds[path[0]]} name" if path[0] in kinds else what
     elif pattern == "^[A-Za-z_][A-Za-z0-9_]*$":
         what = "parameter name" if path[:1] == ("params",) and len(path) == 2 else "secret name" if "secrets" in path else "environment variable name"
-    hint = _name_hint(value, pattern, fix) if fix and isinstance(value, str) else None
+    hint = _name_hint(value, full, fix) if fix and isinstance(value, str) else None
     return f"invalid {what} {_quoted(value)}: {rule}", hint
 
 
@@ -201,6 +203,8 @@ def _explain(error: ValidationError, doc) -> list[Diagnostic]:
             return [Diagnostic(locate(doc, key_path, key=True), format_path(key_path), message, hint)]
         message, hint = _pattern_problem(error.instance, error.validator_value, path)
         return [Diagnostic(locate(doc, path), where, message, hint)]
+    if kind == "maxLength":
+        return [Diagnostic(locate(doc, path), where, f"too long: {len(error.instance)} characters, at most {error.validator_value}")]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
         return [Diagnostic(locate(doc, path), where, f"must be {op} {error.validator_value}, got {error.instance!r}")]

@@ -15,7 +15,7 @@ from ..graphs import CycleError, topological_order
 from ..errors import URL_PASSWORD, Diagnostic, did_you_mean, format_path
 from .document import locate
 from .values import check_class_path, check_cron, check_function_ref, parse_duration, parse_quantity
-from .yamlpos import YMap
+from .yamlpos import SURROGATE_MESSAGE, YMap, has_lone_surrogate
 
 BUILTIN_STEPS = ("train", "select", "evaluate", "gate", "deploy", "plan")  # reserved step ids
 # Tasks that backends add (fan-out range listings, min_interval admission) have ids starting with
@@ -57,6 +57,25 @@ def secrets_in_plain_sight(doc, node=_ROOT, path: tuple = ()) -> list[Diagnostic
     elif isinstance(node, list):
         for index, value in enumerate(node):
             out.extend(secrets_in_plain_sight(doc, value, path + (index,)))
+    return out
+
+
+def unwritable_text(doc, node=_ROOT, path: tuple = ()) -> list[Diagnostic]:
+    """Text no file can hold: every key and value with a lone surrogate (runs before the schema)."""
+    node = doc if node is _ROOT else node
+    message = SURROGATE_MESSAGE  # yamlpos reports them in the files; this also checks --param values
+    if isinstance(node, str):
+        return [Diagnostic(locate(doc, path), format_path(path), message)] if has_lone_surrogate(node) else []
+    out = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and has_lone_surrogate(key):
+                out.append(Diagnostic(locate(doc, path + (key,), key=True), format_path(path + (key,)), "this key " + message))
+                continue
+            out.extend(unwritable_text(doc, value, path + (key,)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            out.extend(unwritable_text(doc, value, path + (index,)))
     return out
 
 

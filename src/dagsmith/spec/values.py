@@ -21,6 +21,9 @@ class ValueProblem(ValueError):
 
 _DURATION_PART = re.compile(r"([0-9]+)([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest duration every backend takes: Step Functions' TimeoutSeconds maximum (longer ones,
+# e.g. 50000d, validated but then made Airflow's DagBag fail with an OverflowError).
+MAX_DURATION_SECONDS = 99_999_999
 
 
 def parse_duration(value: object) -> int:
@@ -30,7 +33,7 @@ def parse_duration(value: object) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return value
+        return _bounded(value, value)
     if not isinstance(value, str) or not re.fullmatch(r"([0-9]+[smhd])+", value):
         raise ValueError(f"invalid duration {_short(value)}: expected e.g. 30s, 5m, 2h, 1d or 1h30m")
     parts = _DURATION_PART.findall(value)
@@ -39,7 +42,13 @@ def parse_duration(value: object) -> int:
         raise ValueError(f"invalid duration {_short(value)}: a unit appears twice")
     if any(len(number.lstrip("0")) > 12 for number, _ in parts):
         raise ValueError(f"invalid duration {_short(value)}: the number is too large")
-    return sum(int(n) * _SECONDS[u] for n, u in parts)
+    return _bounded(sum(int(n) * _SECONDS[u] for n, u in parts), value)
+
+
+def _bounded(seconds: int, value: object) -> int:
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"duration {_short(value)} is too long: at most {MAX_DURATION_SECONDS:,} seconds (about 3 years)")
+    return seconds
 
 
 def _short(value: object) -> str:
@@ -64,6 +73,8 @@ _CRON_FIELDS = (
 
 def check_cron(expr: str) -> None:
     """Validate a 5-field cron expression or a preset; raise ValueError naming the bad field."""
+    if expr != expr.strip(" ") or any(char.isspace() and char != " " for char in expr):
+        raise ValueError(f"cron expression {expr!r} must be one line: fields separated by spaces, nothing before or after")
     if expr.startswith("@"):
         if expr not in CRON_PRESETS:
             raise ValueError(f"unknown cron preset {expr!r}: use one of {', '.join(CRON_PRESETS)}")
@@ -79,7 +90,7 @@ def check_cron(expr: str) -> None:
 def _cron_value(text: str, name: str, low: int, high: int, names, offset: int) -> int:
     if names and text.lower() in names:
         return names.index(text.lower()) + offset
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit() is also true for '٣' and '１'
         hint = None
         if names and text.isalpha() and len(text) >= 3:  # 'sept' -> 'sep', 'thurs' -> 'thu', 'jnu' -> 'jun'
             short = text.lower()[:3]
@@ -94,7 +105,7 @@ def _cron_value(text: str, name: str, low: int, high: int, names, offset: int) -
 def _check_cron_part(part: str, name: str, low: int, high: int, names, offset: int) -> None:
     body, _, step = part.partition("/")
     if "/" in part:
-        if not step.isdigit() or int(step) == 0:
+        if not (step.isascii() and step.isdigit()) or int(step) == 0:
             raise ValueError(f"cron {name}: step {step!r} must be a positive number")
     if body == "*":
         return
@@ -108,7 +119,7 @@ def _check_cron_part(part: str, name: str, low: int, high: int, names, offset: i
 
 # --- Kubernetes quantities ----------------------------------------------------------------
 
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?")  # fullmatch
 _SUFFIX = {
     None: 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
@@ -125,7 +136,7 @@ def parse_quantity(value: object, what: str) -> Decimal:
                 raise ValueError(f"invalid {what} quantity {value!r}")
             number = Decimal(str(value))
         else:
-            match = _QUANTITY.match(str(value))
+            match = _QUANTITY.fullmatch(str(value))
             if not match:
                 raise ValueError(f"invalid {what} quantity {_short(value)}: expected e.g. 500m, 2, 512Mi, 2Gi")
             number = Decimal(match.group(1))

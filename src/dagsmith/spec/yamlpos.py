@@ -269,6 +269,8 @@ class _Converter:
             raise _error(self.file, node.start_mark, f"cannot read {describe(node.value)[5:]} as {_tag_name(node.tag)}", format_path(path)) from None
         if not isinstance(value, _PLAIN_SCALARS):
             raise _error(self.file, node.start_mark, f"{_tag_name(node.tag)} values are not supported: write plain text, a number, true/false or null", format_path(path))
+        if isinstance(value, str) and has_lone_surrogate(value):
+            self.problems.append(Diagnostic(_mark(self.file, node.start_mark), format_path(path), SURROGATE_MESSAGE))
         return value
 
     def _sequence(self, node: SequenceNode, path: tuple) -> YList:
@@ -346,7 +348,17 @@ class _Converter:
                 f"key {key_node.value} is read as {kind or _tag_name(key_node.tag)}, not text: quote it ('{key_node.value}')",
             ))
             return None
+        if has_lone_surrogate(key):
+            self.problems.append(Diagnostic(_mark(self.file, key_node.start_mark), format_path(path + (key,)), "this key " + SURROGATE_MESSAGE))
         return key
+
+
+SURROGATE_MESSAGE = "contains a lone surrogate (a \\udXXX escape that is not a character): it cannot be written as UTF-8"
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """A lone surrogate ('\\udc80', from a "\\udc80" escape) cannot be encoded as UTF-8."""
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def _tag_name(tag: str) -> str:
