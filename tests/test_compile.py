@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,7 +103,7 @@ def test_step_fields(in_repo):
     assert step.resources == {"cpu": "1", "memory": "2Gi"}
     assert ir.step("notify").retries == 0  # the step's own value beats defaults
     assert ir.ir_version == 2
-    assert ir.pipeline["spec_dir"] == "examples/churn"
+    assert "spec_dir" not in ir.pipeline  # where the spec is is not part of the IR
 
 
 def test_gates_and_champion_challenger(in_repo):
@@ -221,3 +222,12 @@ def test_determinism_across_hash_seeds(tmp_path):
     assert outputs[0] == outputs[1]
     text = outputs[0].decode()
     assert str(REPO) not in text and "/tmp" not in text  # no absolute paths
+
+
+def test_ir_bytes_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    """The same spec compiled from two folders is the same IR, byte for byte."""
+    texts = []
+    for cwd in (REPO, REPO / "examples"):
+        monkeypatch.chdir(cwd)
+        texts.append(compile_path(str(Path(os.path.relpath(REPO / CHURN, cwd)))).dumps())
+    assert texts[0] == texts[1]

@@ -29,6 +29,11 @@ def _params_option(function):
     return click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a parameter's default (repeatable).")(function)
 
 
+def _spec_folder(spec_path: str) -> str:
+    """The spec's folder, as given (relative paths in the spec resolve against it)."""
+    return os.path.dirname(spec_path) or "."
+
+
 def _compile(spec_path: str, env: str | None, params: tuple[str, ...]):
     return _compile_with_document(spec_path, env, params)[0]
 
@@ -172,7 +177,7 @@ def compile_(spec: str, target: str, output: str | None, env: str | None, params
 
     backend = backends.get(target)
     ir, options = _for_target(backend, spec, env, params)
-    files = backend.emit(ir, options, output_dir=None if output == "-" else (output or backend.default_output))
+    files = backend.emit(ir, options, output_dir=None if output == "-" else (output or backend.default_output), spec_dir=_spec_folder(spec))
     if output == "-":
         click.echo(stdout_text(files), nl=False)
         return
@@ -254,7 +259,7 @@ def deploy(spec: str, target: str, dags_folder: str | None, env: str | None, par
     if target == "airflow" and not dags_folder:
         raise UsageError("deploy --target airflow needs --dags-folder DIR")
     ir, options = _for_target(backend, spec, env, params)
-    for path in backend.deploy(ir, options, Path(dags_folder)):
+    for path in backend.deploy(ir, options, Path(dags_folder), spec_dir=_spec_folder(spec)):
         click.echo(f"deployed {path}", err=True)
 
 
@@ -367,7 +372,8 @@ def run(spec: str, env, params, workdir: str, max_parallel, resume_id, no_cache:
         record = runner.resume(Path(workdir), resume_id, max_parallel=max_parallel, use_cache=not no_cache, reporter=reporter)
     else:
         ir = _compile(spec, env, params)
-        record = runner.start(ir, Path(workdir), max_parallel=max_parallel, use_cache=not no_cache, reporter=reporter, run_date=run_date)
+        record = runner.start(ir, Path(workdir), max_parallel=max_parallel, use_cache=not no_cache, reporter=reporter, run_date=run_date,
+                              root=_spec_folder(spec))
     if fmt == "json":
         click.echo(json.dumps(record, indent=2, sort_keys=True, default=str))
     else:
@@ -463,15 +469,26 @@ class _LazyEpilogCommand(click.Command):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR", help="Where the local model registry is (as for `dagsmith run`).")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
-def serve_command(model: str, port: int, host: str, workdir: str, access_log: bool):
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Worker processes, each with its own copy of the models (about one per core).")
+@click.option("--backlog", type=click.IntRange(min=1), default=2048, show_default=True, metavar="N",
+              help="Listen queue of connections not yet accepted (capped by net.core.somaxconn).")
+@click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, metavar="S",
+              help="A request that sends nothing for S seconds (headers or body) is answered 408.")
+@click.option("--graceful-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="S",
+              help="On Ctrl-C / SIGTERM, how long requests in flight may take to finish.")
+def serve_command(model: str, port: int, host: str, workdir: str, access_log: bool, workers: int, backlog: int,
+                  read_timeout: float, graceful_timeout: float):
     """Serve MODEL's production version (and its canary, at its traffic percent) over HTTP.
 
-    POST /predict, GET /health, GET /metrics (Prometheus). promote / rollback take effect
-    without a restart. Ctrl-C stops. See docs/serving.md.
+    POST /predict, GET /health, GET /metrics (Prometheus), served by uvicorn. promote /
+    rollback take effect without a restart. Ctrl-C or SIGTERM stops after the requests in
+    flight. See docs/serving.md.
     """
     from .serving import serve
 
-    serve(workdir, model, host, port, access_log=access_log, echo=lambda text: click.echo(text))
+    serve(workdir, model, host, port, workers=workers, backlog=backlog, read_timeout=read_timeout,
+          graceful_timeout=graceful_timeout, access_log=access_log, echo=lambda text: click.echo(text))
 
 
 @app.command(name="promote", epilog="""\b
@@ -541,13 +558,13 @@ def watch(spec: str, env, params, workdir: str, once: bool, interval: float, fmt
     ir = _compile(spec, env, params)
 
     def start(ir_, workdir_):
-        return runner.start(ir_, workdir_, reporter=reporter_for(quiet=False))
+        return runner.start(ir_, workdir_, reporter=reporter_for(quiet=False), root=_spec_folder(spec))
 
     def emit(outcome: dict) -> None:
         if fmt == "json":
             click.echo(json.dumps(outcome, sort_keys=True))
 
-    watcher = Watcher(ir, Path(workdir), run=start)
+    watcher = Watcher(ir, Path(workdir), run=start, root=_spec_folder(spec))
     with watcher:
         if once:
             outcome = watcher.check()

@@ -83,7 +83,7 @@ class Step:
 
 @dataclass(frozen=True)
 class IR:
-    pipeline: dict  # name, description, owner, tags, spec_hash, spec_dir
+    pipeline: dict  # name, description, owner, tags, spec_hash (never where the spec or the compile was)
     params: dict  # name -> {type, default, required, description, enum}
     triggers: dict  # {"schedule": str|None, "on_new_data": [{source, uri, type, min_interval, queue}]}
     steps: tuple[Step, ...]  # in a deterministic topological order

@@ -151,9 +151,9 @@ def test_compile_prints_warnings_and_errors_at_their_lines(tmp_path, in_repo):
 
 def test_generated_files_find_the_spec_folder_from_where_they_are_written(in_repo, tmp_path):
     ir = compile_path(CHURN)
-    plan = build_plan(ir, output_dir="build/airflow")
+    plan = build_plan(ir, output_dir="build/airflow", spec_dir="examples/churn")
     assert plan.root == "../../examples/churn"
     assert build_plan(ir).root is None  # printed: unknown, the files' own folder
-    text = AirflowBackend().emit(ir, ir.backends["airflow"], output_dir="build/airflow")["churn_model.py"]
+    text = AirflowBackend().emit(ir, ir.backends["airflow"], output_dir="build/airflow", spec_dir="examples/churn")["churn_model.py"]
     assert 'os.path.normpath(Path(__file__).parent / "../../examples/churn")' in text
     assert str(REPO) not in text  # no absolute path

@@ -1,12 +1,19 @@
 """Helpers of the serving tests: tiny registries written with the registry helpers, a server in
-a thread, an HTTP client (http.client, keep-alive) and a Prometheus text parser."""
+a thread (uvicorn on 127.0.0.1), `dagsmith serve` in a subprocess, an HTTP client
+(http.client, keep-alive) and a Prometheus text parser."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,10 +23,14 @@ import pandas as pd
 from dagsmith.runtime import registry
 from dagsmith.runtime.data import encode
 from dagsmith.runtime.store import LocalStore
-from dagsmith.serving.server import close, make_server
+from dagsmith.serving.server import make_server
 
 CLF_ENCODING = {"features": ["x1", "x2", "color"], "categorical": ["color"], "boolean": [], "duration": []}
 REG_ENCODING = {"features": ["x", "promo"], "categorical": [], "boolean": ["promo"], "duration": []}
+
+
+HERE = Path(__file__).resolve().parent
+DAGSMITH = str(Path(sys.executable).parent / "dagsmith")
 
 
 class Exploding:
@@ -27,6 +38,29 @@ class Exploding:
 
     def predict(self, X):
         raise RuntimeError("boom")
+
+
+class Sleepy:
+    """An 'estimator' whose predict takes `seconds` (a slow model: requests in flight at a
+    shutdown). A `dagsmith serve` subprocess unpickles it from this module: see Served(env=)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def predict(self, X):
+        time.sleep(self.seconds)
+        return np.zeros(len(X), dtype=int)
+
+
+def sleepy_registry(root: Path, seconds: float, model: str = "slow") -> LocalStore:
+    """v1 (production, no canary): a model whose predict sleeps `seconds`."""
+    from sklearn.linear_model import LogisticRegression
+
+    store = LocalStore(Path(root))
+    good = clf_model(LogisticRegression(), clf_frame())
+    write_version(store, model, 1, [(None, {**good, "estimator": Sleepy(seconds)})])
+    registry.write_aliases(store, model, {"production": 1, "canary": None, "history": []})
+    return store
 
 
 def write_version(store: LocalStore, model: str, version: int, models: list, *, partition_by=None, task="classifier",
@@ -117,19 +151,82 @@ def partitioned_registry(root: Path, model: str = "demand") -> LocalStore:
 
 @contextmanager
 def running(root, model: str, **kwargs):
-    """A real server on 127.0.0.1:<free port> in a thread; yields it (server.url, server.app)."""
+    """A real server (uvicorn) on 127.0.0.1:<free port> in a thread; yields it (server.url,
+    server.app, server.logs: what the ServingApp logged)."""
     logs = []
     kwargs.setdefault("reload_interval", 0.05)
     server = make_server(root, model, "127.0.0.1", 0, log=logs.append, **kwargs)
     server.logs = logs
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    started = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"ready": started.set}, daemon=True)
     thread.start()
     try:
+        assert started.wait(30), "the server did not start"
         yield server
     finally:
-        server.shutdown()
-        close(server)
-        thread.join(5)
+        server.stop()
+        thread.join(30)
+        assert not thread.is_alive(), "the server did not stop"
+
+
+def raw(url: str, data: bytes, timeout: float = 5) -> tuple[int, dict, object]:
+    """Send raw bytes on a new connection, read until the server closes it; -> (status, headers
+    with lowercase names, the body: parsed when JSON, else text)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks += chunk
+    head, _, body = chunks.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines[1:])}
+    payload = json.loads(body) if headers.get("content-type", "").startswith("application/json") else body.decode()
+    return int(lines[0].split()[1]), headers, payload
+
+
+class Served:
+    """`dagsmith serve MODEL --port 0 [args]` in a subprocess; .url from its first line. The
+    subprocess can unpickle the test estimators of this module (PYTHONPATH)."""
+
+    def __init__(self, workdir, model: str, *args: str, timeout: float = 120):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen([DAGSMITH, "serve", model, "--workdir", str(workdir), "--port", "0", *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = _readline(self.process, timeout)
+        assert "serving model" in line, line + self.process.stderr.read()
+        self.first_line = line
+        self.url = line.split(" on ")[-1].strip()
+
+    def send(self, signum=signal.SIGINT) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, signum=signal.SIGINT, timeout: float = 60) -> tuple[int, str, str]:
+        """Ctrl-C (or signum; None: no signal, the process was sent one already); -> (exit code,
+        the rest of stdout, stderr)."""
+        if signum is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, err = self.process.communicate()
+        return self.process.returncode, out, err
+
+
+def _readline(process: subprocess.Popen, timeout: float) -> str:
+    """The first line of stdout, or "" after `timeout` seconds (the process is then killed)."""
+    lines = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not lines:
+        process.kill()
+        return ""
+    return lines[0]
 
 
 class Client:

@@ -4,7 +4,6 @@ tiny sklearn registries written through the registry helpers."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -15,7 +14,7 @@ from dagsmith.runtime.data import model_input
 from dagsmith.serving import ServingError, make_server, promote, rollback
 
 from serving_testing import (  # noqa: E402
-    Client, Exploding, classifier_registry, clf_frame, parse_prometheus, partitioned_registry, reg_frame, rows_of,
+    Client, Exploding, classifier_registry, clf_frame, parse_prometheus, partitioned_registry, raw, reg_frame, rows_of,
     running, write_version,
 )
 
@@ -120,7 +119,9 @@ def test_promote_and_rollback_switch_versions_under_load(clf):
         for t in threads:
             t.start()
         try:
-            time.sleep(0.3)
+            deadline = time.monotonic() + 10
+            while len(results) < 60 and time.monotonic() < deadline:  # under load before the first switch
+                time.sleep(0.02)
             switched = time.monotonic()
             assert "promoted canary v2" in promote(clf, "clf")["message"]
             wait_for(2)
@@ -158,23 +159,6 @@ def test_a_broken_aliases_file_keeps_the_old_models_serving(clf):
         assert client.request("GET", "/health")[2]["reload_error"] is None
 
 
-def raw(url: str, data: bytes) -> tuple[int, dict, dict]:
-    """Send raw bytes; -> (status, headers, JSON body)."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(data)
-        chunks = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks += chunk
-    head, _, body = chunks.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, json.loads(body)
-
-
 def test_malformed_requests_get_4xx_json_with_a_reason(clf):
     row = rows_of(clf_frame(), 1)[0]
     cases = [
@@ -206,17 +190,21 @@ def test_malformed_requests_get_4xx_json_with_a_reason(clf):
                 assert response.getheader("Allow")
         # the connection survived all of that (keep-alive) and the server still answers
         assert client.predict([row])[0] == 200
-        # a huge declared body is refused before it is read; no Content-Length; garbage request line
+        # a huge declared body is refused before it is read; no Content-Length
         status, headers, payload = raw(server.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
-        assert status == 413 and "limit" in payload["error"] and headers["Connection"] == "close"
+        assert status == 413 and "limit" in payload["error"] and headers["connection"] == "close"
         status, _, payload = raw(server.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert status == 411 and "Content-Length" in payload["error"]
-        status, _, payload = raw(server.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
-        assert status == 400 and "Content-Length" in payload["error"]
-        status, _, payload = raw(server.url, b"GET /predict extra HTTP/1.1\r\n\r\n")
-        assert status == 400 and "Bad request syntax" in payload["error"]
+        # what the HTTP parser (uvicorn) cannot read at all: its 400, then the connection closes
+        for line in (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+                     b"GET /predict extra HTTP/1.1\r\n\r\n"):
+            status, headers, payload = raw(server.url, line)
+            assert status == 400 and headers["connection"] == "close" and payload, line
+        # an unknown method: the parser's 400 (httptools knows the registered methods) or our 405 (h11)
         status, headers, payload = raw(server.url, b"BREW /predict HTTP/1.1\r\nConnection: close\r\n\r\n")
-        assert status == 405 and headers["Allow"] == "POST" and "BREW is not allowed" in payload["error"]
+        assert status in (400, 405), status
+        if status == 405:
+            assert headers["allow"] == "POST" and "BREW is not allowed" in payload["error"]
         assert client.request("GET", "/health")[0] == 200
         client.close()
         assert not server.logs

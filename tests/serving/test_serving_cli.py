@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -19,10 +17,8 @@ from dagsmith.cli import main
 from dagsmith.runtime import registry
 from dagsmith.runtime.store import LocalStore
 
-from serving_testing import classifier_registry, clf_frame, rows_of  # noqa: E402
+from serving_testing import DAGSMITH, Served, classifier_registry, clf_frame, rows_of  # noqa: E402
 from dagsmith_testing import REPO  # noqa: E402
-
-DAGSMITH = str(Path(sys.executable).parent / "dagsmith")
 
 
 def test_promote_then_rollback(tmp_path, capsys):
@@ -70,23 +66,6 @@ def post(url: str, payload):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-class Served:
-    """`dagsmith serve MODEL --port 0` in a subprocess; .url from its first line."""
-
-    def __init__(self, workdir, model: str):
-        self.process = subprocess.Popen([DAGSMITH, "serve", model, "--workdir", str(workdir), "--port", "0"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert "serving model" in line, line + self.process.stderr.read()
-        self.first_line = line
-        self.url = line.split(" on ")[-1].strip()
-
-    def stop(self) -> tuple[int, str, str]:
-        self.process.send_signal(signal.SIGINT)  # Ctrl-C
-        out, err = self.process.communicate(timeout=10)
-        return self.process.returncode, out, err
 
 
 def test_serve_command_starts_prints_the_url_and_stops_on_ctrl_c(tmp_path):
@@ -155,3 +134,19 @@ def test_churn_example_end_to_end(tmp_path):
     finally:
         code, out, err = served.stop()
     assert code == 0 and "Traceback" not in err
+
+
+def test_serve_without_uvicorn_says_what_to_install_and_promote_still_works(tmp_path):
+    """`pip install dagsmith` alone has no uvicorn/starlette: serve exits 2 with the extra to
+    install; promote and rollback do not need them."""
+    classifier_registry(tmp_path)
+    code = ("import sys; sys.modules['uvicorn'] = None; sys.modules['starlette'] = None\n"
+            "from dagsmith.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "serve", "clf", "--workdir", str(tmp_path), "--port", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'dagsmith[serve]'" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-c", code, "promote", "clf", "--workdir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "promoted canary v2" in result.stdout, result.stderr

@@ -1,7 +1,8 @@
 """Backend registry. A backend turns an IR into files:
-`emit(ir, options, output_dir=None) -> {relative_path: text}`, where `output_dir` is the folder
-the files will be written to (None when printed), so that generated files can find the spec's
-folder (relative data paths) from where they are, with no absolute path in them.
+`emit(ir, options, output_dir=None, spec_dir=None) -> {relative_path: text}`, where `output_dir`
+is the folder the files will be written to (None when printed) and `spec_dir` the spec's folder,
+so that generated files can find it (relative data paths) from where they are, with no absolute
+path in them (the IR itself never says where the spec was).
 
 Built-in backends register here by name; third-party ones through the `dagsmith.backends`
 entry point group (the entry point loads an object with `name` and `emit`).
@@ -19,7 +20,7 @@ class Backend(Protocol):
     name: str
     default_output: str
 
-    def emit(self, ir: IR, options: dict, output_dir: str | None = None) -> dict[str, str]: ...
+    def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]: ...
 
 
 class IRBackend:
@@ -28,7 +29,7 @@ class IRBackend:
     name = "ir"
     default_output = "build/ir"
 
-    def emit(self, ir: IR, options: dict, output_dir: str | None = None) -> dict[str, str]:
+    def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]:
         from ..ir import ir_filename
 
         return {ir_filename(ir.name): ir.dumps()}

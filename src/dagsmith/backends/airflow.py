@@ -78,20 +78,20 @@ class AirflowBackend:
     name = "airflow"
     default_output = "build/airflow"
 
-    def plan(self, ir: IR, options: dict, output_dir: str | None = None) -> Plan:
+    def plan(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> Plan:
         operator = options.get("operator", "python")
         ir_uri = self.ir_uri(ir, options) if operator == "kubernetes" else None
         return build_plan(ir, store=options.get("store"), max_ranges=int(options.get("max_map_length", DEFAULT_MAX_MAP_LENGTH)),
-                          ir_uri=ir_uri, output_dir=output_dir)
+                          ir_uri=ir_uri, output_dir=output_dir, spec_dir=spec_dir)
 
-    def emit(self, ir: IR, options: dict, output_dir: str | None = None) -> dict[str, str]:
+    def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]:
         raise_errors(self.name, self.check(ir, options))
-        plan = self.plan(ir, options, output_dir)
+        plan = self.plan(ir, options, output_dir, spec_dir)
         dag_id = options.get("dag_id") or naming.airflow_id(ir.name)
         text = _environment().get_template("airflow_dag.py.j2").render(**self.context(plan, options, dag_id))
         return {f"{dag_id}.py": text, plan.ir_file: ir.dumps()}
 
-    def deploy(self, ir: IR, options: dict, dags_folder: Path) -> list[Path]:
+    def deploy(self, ir: IR, options: dict, dags_folder: Path, spec_dir: str | None = None) -> list[Path]:
         """Compile into a staging folder beside DIR, prove Airflow loads it (DagBag, zero import
         errors), then rename the files in: the IR first, the DAG file last, so Airflow never
         sees a half-written file or a DAG without its IR. On any error DIR is left untouched."""
@@ -104,7 +104,7 @@ class AirflowBackend:
         dags_folder = Path(dags_folder)
         if not dags_folder.is_dir():
             raise UsageError(f"--dags-folder {dags_folder}: no such folder")
-        files = self.emit(ir, options, output_dir=str(dags_folder))
+        files = self.emit(ir, options, output_dir=str(dags_folder), spec_dir=spec_dir)
         plan = self.plan(ir, options)
         staging = Path(tempfile.mkdtemp(prefix=".dagsmith-deploy-", dir=dags_folder.parent))
         try:

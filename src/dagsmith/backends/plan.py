@@ -154,7 +154,7 @@ class Plan:
 
 
 def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_uri: str | None = None,
-               output_dir: str | None = None) -> Plan:
+               output_dir: str | None = None, spec_dir: str | None = None) -> Plan:
     """The plan of `ir` for a backend that maps at most `max_ranges` instances per fan-out and
     keeps run data in `store` (None: the backend supplies its default at run time), writing its
     files to `output_dir` (relative paths of the spec resolve from there to the spec's folder)."""
@@ -184,19 +184,18 @@ def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_u
         ir=ir, tasks=tuple(tasks), store=store, ir_file=ir_filename(ir.name), ir_uri=ir_uri,
         params=tuple(Param(name, p["type"], p["default"], p["required"], p.get("description"), tuple(p["enum"]) if p.get("enum") else None)
                      for name, p in ir.params.items()),
-        admission=admission, max_ranges=max_ranges, root=spec_folder_from(ir, output_dir),
+        admission=admission, max_ranges=max_ranges, root=spec_folder_from(spec_dir, output_dir),
     )
     _check(plan)
     return plan
 
 
-def spec_folder_from(ir: IR, output_dir: str | None) -> str | None:
-    """The spec's folder as seen from `output_dir` (both relative to the working directory at
-    compile time, as `spec_dir` is): generated files find the data a local run finds, with no
-    absolute path written into them."""
-    if output_dir is None:
+def spec_folder_from(spec_dir: str | None, output_dir: str | None) -> str | None:
+    """The spec's folder as seen from `output_dir` (both as given at compile time): generated
+    files find the data a local run finds, with no absolute path written into them."""
+    if output_dir is None or spec_dir is None:
         return None
-    return Path(os.path.relpath(ir.pipeline.get("spec_dir") or ".", output_dir)).as_posix()
+    return Path(os.path.relpath(spec_dir, output_dir)).as_posix()
 
 
 def _with_scopes(tasks: list[Task]) -> list[Task]:

@@ -38,7 +38,6 @@ def compile_spec(spec: Spec) -> IR:
             "owner": spec.owner,
             "tags": list(spec.tags),
             "spec_hash": spec.spec_hash,
-            "spec_dir": spec.spec_dir,
         },
         params={
             p.name: {"type": p.type, "default": p.default, "required": p.required, "description": p.description,

@@ -24,8 +24,9 @@ def run_dir(workdir: Path, run_id: str) -> Path:
 
 
 def start(ir: IR, workdir: Path, *, max_parallel: int | None = None, use_cache: bool = True, reporter=None,
-          run_date: str | None = None) -> dict:
-    """A new run of `ir`; returns the final run record."""
+          run_date: str | None = None, root: str | os.PathLike = ".") -> dict:
+    """A new run of `ir`; returns the final run record. `root`: the spec's folder, which relative
+    paths in the spec resolve against (kept in the run record for --resume)."""
     workdir = Path(workdir)
     run_id = new_run_id()
     folder = run_dir(workdir, run_id)
@@ -38,6 +39,7 @@ def start(ir: IR, workdir: Path, *, max_parallel: int | None = None, use_cache: 
     except OSError as exc:
         raise WorkdirError(f"cannot write to the workdir {workdir}: {_reason(exc, workdir)}") from None
     record.data["run_date"] = values.run_date
+    record.data["root"] = str(Path(root).resolve())
     return _execute(ir, ir_path, workdir, record, values, max_parallel, use_cache, reporter)
 
 
@@ -56,7 +58,7 @@ def resume(workdir: Path, run_id: str, *, max_parallel: int | None = None, use_c
 
 
 def _execute(ir, ir_path, workdir, record, values, max_parallel, use_cache, reporter) -> dict:
-    root = Path(os.path.relpath(Path(ir.pipeline.get("spec_dir") or ".").resolve()))
+    root = Path(record.data.get("root") or ".")
     executor = Executor(
         ir=ir, ir_path=Path(ir_path).resolve(), store=LocalStore(Path(workdir).resolve()), record=record, values=values,
         root=root.resolve(), max_parallel=max_parallel or os.cpu_count() or 1, use_cache=use_cache, reporter=reporter,

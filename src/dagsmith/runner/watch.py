@@ -57,8 +57,9 @@ def _iso(seconds: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(seconds, _dt.UTC).isoformat(timespec="seconds")
 
 
-def triggers_of(ir: IR) -> list[Trigger]:
-    """The IR's on_new_data triggers with their URIs resolved; WatchError when there are none."""
+def triggers_of(ir: IR, root: str | os.PathLike = ".") -> list[Trigger]:
+    """The IR's on_new_data triggers with their URIs resolved (relative ones under `root`, the
+    spec's folder); WatchError when there are none."""
     from ..runtime.context import RunValues
     from ..runtime.environment import run_environment
     from ..runtime.sources import source_format
@@ -71,7 +72,7 @@ def triggers_of(ir: IR) -> list[Trigger]:
             "or use `dagsmith run` / a schedule)"
         )
     steps = {step.id: step for step in ir.steps}
-    root = Path(ir.pipeline.get("spec_dir") or ".").resolve()
+    root = Path(root).resolve()
     try:
         values = RunValues.from_env(ir, run_environment("watch", None, {}))
     except DagsmithError:
@@ -206,12 +207,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _default_run(ir: IR, workdir: Path) -> dict:
-    from . import start
-
-    return start(ir, workdir)
-
-
 def _objects(count: int) -> str:
     return f"{count} object" + ("" if count == 1 else "s")
 
@@ -227,18 +222,25 @@ class Watcher:
     (tests drive time with a fake clock); `run(ir, workdir)` returns the final run record."""
 
     def __init__(self, ir: IR, workdir: Path, *, now: Callable[[], float] = time.time,
-                 run: Callable[[IR, Path], dict] | None = None, log: Callable[[str], None] = _stderr):
+                 run: Callable[[IR, Path], dict] | None = None, log: Callable[[str], None] = _stderr,
+                 root: str | os.PathLike = "."):
         self.ir = ir
         self.workdir = Path(workdir)
-        self.triggers = triggers_of(ir)
+        self.root = Path(root)
+        self.triggers = triggers_of(ir, root)
         self.now = now
-        self.run = run or _default_run
+        self.run = run or self._default_run
         self.log = log
         folder = self.workdir / "watch"
         self.state_path = folder / f"{ir.name}.json"
         self.lock = Lock(folder / f"{ir.name}.lock")
         self._held_logged: float | None = None  # a held decision is logged once, not every poll
         self._idle_logged = False  # "no new data" likewise: once, then again after a change or a run
+
+    def _default_run(self, ir: IR, workdir: Path) -> dict:
+        from . import start
+
+        return start(ir, workdir, root=self.root)
 
     # --- lock ------------------------------------------------------------------------------
 

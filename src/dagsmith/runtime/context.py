@@ -164,11 +164,12 @@ class StepContext:
 
 
 def default_root(ir: IR, environ=os.environ) -> Path:
-    """$DAGSMITH_ROOT, else the spec's folder as compiled (a run from the same working directory).
-    A backend whose tasks run elsewhere sets DAGSMITH_ROOT (the Airflow DAG file: its folder)."""
+    """$DAGSMITH_ROOT, else the working directory. The IR does not say where its spec was (the
+    same spec gives the same IR bytes from any folder): whoever starts a step sets DAGSMITH_ROOT
+    (the local runner: the spec's folder; an Airflow DAG file: the spec's folder as seen from it)."""
     if environ.get(E.ROOT):
         return Path(environ[E.ROOT])
-    return Path(ir.pipeline.get("spec_dir") or ".")
+    return Path(".")
 
 
 def default_store_uri(environ=os.environ) -> str:

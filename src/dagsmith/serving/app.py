@@ -33,6 +33,7 @@ from ..errors import DagsmithError
 from ..runtime import registry
 from ..runtime.data import json_scalar, model_input, partition_key
 from ..runtime.store import LocalStore, Store
+from .jsonbody import BadNumber, RequestError, check_value, loads
 from .metrics import Metrics
 
 
@@ -40,15 +41,6 @@ class ServingError(DagsmithError):
     """The model cannot be served / the aliases cannot be changed (exit 2)."""
 
     exit_code = 2
-
-
-class RequestError(Exception):
-    """A client mistake: answered with `status` and {"error": reason}."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class PredictionFailed(Exception):
@@ -86,12 +78,13 @@ def _log_stderr(message: str) -> None:
 
 
 class ServingApp:
-    def __init__(self, store: Store, model: str, *, reload_interval: float = 0.5, seed=None, log=_log_stderr):
+    def __init__(self, store: Store, model: str, *, reload_interval: float = 0.5, seed=None, log=_log_stderr,
+                 metrics_values=None):
         self.store = store
         self.model = model
         self.reload_interval = reload_interval
         self.log = log
-        self.metrics = Metrics(model)
+        self.metrics = Metrics(model, metrics_values)
         self.reload_error: str | None = None
         self._failed_signature = object()
         self._load_lock = threading.Lock()
@@ -231,13 +224,11 @@ class ServingApp:
 
     @staticmethod
     def parse_rows(body: bytes) -> list[dict]:
-        """{"rows": [{...}, ...]} or [{...}, ...] -> the rows; RequestError 400 otherwise."""
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise RequestError(400, "the body is not UTF-8 text") from None
-        except ValueError as exc:
-            raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+        """{"rows": [{...}, ...]} or [{...}, ...] -> the rows; RequestError 400 otherwise.
+
+        Numbers no model can take (NaN, Infinity, 1e999, a 4,000-digit integer) are refused
+        where a row uses them, with the row and column (`check_value` in predict)."""
+        data = loads(body)  # bounded: depth, NaN/Infinity, huge integers (jsonbody.py)
         if isinstance(data, dict):
             if "rows" not in data:
                 raise RequestError(400, 'expected a JSON object {"rows": [{column: value, ...}, ...]} '
@@ -266,7 +257,7 @@ class ServingApp:
                 if column not in row or row[column] is None:
                     raise RequestError(422, f"rows[{i}] lacks the partition column {column!r}: "
                                             "it selects which partition's model answers")
-                value = row[column]
+                value = check_value(row[column], f"rows[{i}].{column}")
                 if isinstance(value, (dict, list)):
                     raise RequestError(400, f"rows[{i}].{column}: expected a scalar, got a JSON {_json_type(value)}")
                 key = partition_key(json_scalar(value))
@@ -307,20 +298,27 @@ class ServingApp:
             if missing:
                 raise RequestError(422, f"rows[{positions[n]}] lacks feature columns the model needs: {', '.join(missing)}")
             for c in features:
-                if isinstance(row[c], (dict, list)):
-                    raise RequestError(400, f"rows[{positions[n]}].{c}: expected a scalar, got a JSON {_json_type(row[c])}")
-        frame = pd.DataFrame([{c: row[c] for c in features} for row in rows], columns=features)
-        frame = _coerce(frame, encoding, positions)
-        try:
-            X = model_input(model, frame)
-        except DagsmithError as exc:
-            raise RequestError(422, str(exc)) from None
-        except (ValueError, TypeError) as exc:
-            raise RequestError(422, f"the rows cannot be encoded for the model: {exc}") from None
+                value = row[c]
+                if isinstance(value, (dict, list)):
+                    raise RequestError(400, f"rows[{positions[n]}].{c}: expected a scalar, got a JSON {_json_type(value)}")
+                if isinstance(value, (float, BadNumber)):
+                    check_value(value, f"rows[{positions[n]}].{c}")
+        X = _numeric_input(model, rows, features)
+        if X is None:
+            frame = pd.DataFrame([{c: row[c] for c in features} for row in rows], columns=features)
+            frame = _coerce(frame, encoding, positions)
+            try:
+                X = model_input(model, frame)
+            except DagsmithError as exc:
+                raise RequestError(422, str(exc)) from None
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise RequestError(422, f"the rows cannot be encoded for the model: {exc}") from None
         estimator = model["estimator"]
         try:
             raw = estimator.predict(X)
         except Exception as exc:
+            if isinstance(exc, ValueError) and _input_rejected(exc):
+                raise RequestError(422, f"the model cannot take these values: {exc}") from None
             raise PredictionFailed(f"the model failed to predict: {type(exc).__name__}: {exc}") from exc
         preds = [json_scalar(v) for v in list(raw)]
         probs = None
@@ -334,6 +332,38 @@ class ServingApp:
         return preds, probs
 
 
+def _numeric_input(model: dict, rows: list[dict], features: list[str]):
+    """The model input built directly, when the training encoding is the identity (numeric
+    features only, in the order of the model's columns) and every value is a JSON number or
+    null: the same frame as _coerce + model_input give (a column of integers is int64, any
+    other float64, null is NaN), at a fraction of the cost. None: take the general path."""
+    encoding = model["encoding"]
+    if encoding.get("categorical") or encoding.get("boolean") or encoding.get("duration") \
+            or list(model["columns"]) != features:
+        return None
+    import numpy as np
+    import pandas as pd
+
+    data = {}
+    for c in features:
+        values = [row[c] for row in rows]
+        kinds = {type(v) for v in values}
+        if kinds == {int}:
+            data[c] = np.array(values, dtype=np.int64)
+        elif kinds <= {int, float, type(None)} and kinds != {type(None)}:
+            data[c] = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+        else:  # text, booleans, a column of nulls only: the general path decides
+            return None
+    return pd.DataFrame(data, columns=features, copy=False)
+
+
+def _input_rejected(exc: ValueError) -> bool:
+    """scikit-learn's check of the input values (a missing value for an estimator that takes
+    none, a value too large for float32): the client's values, not a broken model."""
+    text = str(exc)
+    return text.startswith(("Input X contains", "Input contains", "Input y contains"))
+
+
 def _finite(value):
     value = float(value)
     return value if math.isfinite(value) else None
@@ -344,7 +374,7 @@ def _json_type(value) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, BadNumber)):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -395,12 +425,16 @@ def _coerce(frame, encoding: dict, positions: list[int]):
                     frame[column] = pd.to_timedelta(series, unit="s")
                 else:
                     frame[column] = pd.to_timedelta(series)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 bad(column, series.notna(), "a duration (seconds, or text like '1 days 02:00:00')")
         elif not pd.api.types.is_numeric_dtype(series) or series.dtype == bool:
             converted = pd.to_numeric(series, errors="coerce")
             wrong = series.notna() & converted.isna()
             if wrong.any():
                 bad(column, wrong, "a number")
+            if pd.api.types.is_float_dtype(converted):
+                infinite = converted.abs() == math.inf  # "inf", "1e999" sent as text
+                if infinite.any():
+                    bad(column, infinite, "a finite number")
             frame[column] = converted
     return frame

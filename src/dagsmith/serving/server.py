@@ -1,265 +1,402 @@
-"""The HTTP layer: a standard-library ThreadingHTTPServer in front of a ServingApp.
+"""Running the HTTP server: uvicorn serving the ASGI app of asgi.py, in one or several processes.
 
-    POST /predict   {"rows": [{column: value, ...}, ...]} or a bare list of rows
-                    -> 200 {"model", "version", "predictions": [...], "probabilities"?: [...]}
-    GET  /health    -> 200 {"status": "ok", "model", "production", "canary", ...}
-    GET  /metrics   -> Prometheus text (text/plain; version=0.0.4)
+The listening socket is bound here, before uvicorn starts: `--port 0` is resolved to a real port
+that is printed, and `--backlog` is the listen queue of that socket (uvicorn listens with the
+same backlog). Linux caps it at net.core.somaxconn.
 
-Every error is JSON {"error": reason}: 400 bad JSON / wrong shape, 404 unknown path, 405 wrong
-method, 411 no Content-Length, 413 body too large, 422 missing feature or partition column,
-unknown partition, a value of the wrong type; 500 the model failed (counted). A handler never
-lets an exception out (no traceback reaches the client or the console).
-HTTP/1.1 keep-alive is supported (Content-Length on every answer).
+- `workers == 1`: uvicorn runs in this process (the thread calling serve_forever). The models
+  are loaded once, before the socket is bound.
+- `workers > 1`: this process loads the models once to check them (ServingError, exit 2,
+  before anything listens), binds the socket, then starts N worker processes (`spawn`), each of
+  which loads the models and runs uvicorn on the shared socket; the kernel hands each new
+  connection to one of them. A worker that dies is replaced. Metrics are added up over the
+  workers (metrics.SharedValues, in a temporary directory removed at exit).
+
+Stopping: SIGINT (Ctrl-C) or SIGTERM, or `stop()`. uvicorn stops accepting, closes idle
+keep-alive connections, lets the requests in flight finish (at most `graceful_timeout`
+seconds), then the process exits 0. With workers, the parent sends SIGTERM to each and waits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import multiprocessing
+import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from .. import __version__
+import uvicorn
+
 from ..runtime.store import Store
-from .app import PredictionFailed, RequestError, ServingApp
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .app import ServingApp, ServingError
+from .asgi import MAX_BODY_BYTES, READ_TIMEOUT, DagsmithASGI
+from .metrics import SharedValues
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
-ROUTES = {"/predict": ("POST",), "/health": ("GET", "HEAD"), "/metrics": ("GET", "HEAD")}
+DEFAULT_BACKLOG = 2048
+DEFAULT_GRACEFUL_TIMEOUT = 30.0
+STARTUP_FAILED = 3  # a worker's exit code when it could not load the models
 
 
-class DagsmithHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+@dataclass(frozen=True)
+class Settings:
+    """What a worker process needs to build its server (pickled to it)."""
 
-    def __init__(self, address, app: ServingApp, *, max_body: int = MAX_BODY_BYTES, access_log: bool = False):
-        self.app = app
-        self.max_body = max_body
-        self.access_log = access_log
-        super().__init__(address, Handler)
+    workdir: str
+    model: str
+    max_body: int
+    read_timeout: float
+    graceful_timeout: float | None
+    access_log: bool
+    reload_interval: float
+    seed: object = None
+    metrics_dir: str | None = None
+
+
+def open_store(workdir) -> Store:
+    return workdir if isinstance(workdir, Store) else Store.open(str(workdir) if isinstance(workdir, Path) else workdir)
+
+
+def bind(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: a free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def log_config(access_log: bool) -> dict:
+    """uvicorn's logging: everything on stderr. Without --access-log only errors (a request
+    the HTTP parser cannot read is a warning: shown with --access-log)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(message)s", "datefmt": "%H:%M:%S"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "WARNING" if access_log else "ERROR"},
+            "uvicorn.access": {"handlers": ["stderr"], "level": "INFO" if access_log else "WARNING", "propagate": False},
+        },
+    }
+
+
+class UvicornServer(uvicorn.Server):
+    """uvicorn's server, with dagsmith's signal rules: the first SIGINT/SIGTERM starts the
+    graceful shutdown; another one while it runs is ignored (uvicorn's would cut the requests
+    in flight short and print tracebacks); the wait is bounded by graceful_timeout. A worker
+    process (`sigint=False`) stops on its parent's SIGTERM only: Ctrl-C in a terminal reaches
+    the whole process group, and the parent decides."""
+
+    sigint = True
+
+    def handle_exit(self, sig, frame) -> None:
+        if sig == signal.SIGINT and not self.sigint:
+            return
+        if self.should_exit:
+            print(f"{time.strftime('%H:%M:%S')} already stopping: waiting for the requests in flight "
+                  f"(at most {self.config.timeout_graceful_shutdown or 0:g} s; SIGKILL stops at once)",
+                  file=sys.stderr, flush=True)
+            return
+        super().handle_exit(sig, frame)
+
+
+def timed_protocol(connections, read_timeout: float) -> type:
+    """uvicorn's HTTP protocol (httptools, else h11), plus a timeout for the request line and
+    headers. uvicorn has none: its keep-alive timeout starts after a first answer and any byte
+    stops it, so a client that sends half a request line would hold its connection forever.
+
+    Every `read_timeout` seconds the protocol looks at its connection. With a request in flight
+    or a new request begun since the last look, it looks again later. Otherwise, if bytes came
+    since the last look (a request line or headers that never ended), it answers 408 and closes;
+    if nothing came (a connection opened and left silent), it closes it. A body that stalls is
+    the ASGI app's (asgi.read_body): 408 after `read_timeout` without a byte."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    body = json.dumps({"error": f"the request stalled: no complete request line and headers within "
+                                f"{read_timeout:g} s (the read timeout)"}).encode() + b"\n"
+    answer = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+              b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+
+    class TimedProtocol(AutoHTTPProtocol):
+        def connection_made(self, transport):
+            self._dagsmith_received = 0
+            self._dagsmith_timer = None
+            super().connection_made(transport)
+            info = transport.get_extra_info("peername")
+            self._dagsmith_peer = (str(info[0]), int(info[1])) if isinstance(info, (list, tuple)) else None
+            if self._dagsmith_peer is not None:
+                connections.opened(self._dagsmith_peer)
+                self._dagsmith_arm()
+
+        def data_received(self, data):
+            self._dagsmith_received += len(data)
+            super().data_received(data)
+
+        def _dagsmith_arm(self):
+            look = (connections.begun(self._dagsmith_peer), self._dagsmith_received)
+            self._dagsmith_timer = asyncio.get_running_loop().call_later(read_timeout, self._dagsmith_check, look)
+
+        def _dagsmith_check(self, look):
+            transport = self.transport
+            if transport.is_closing():
+                return
+            begun, received = look
+            if connections.in_flight(self._dagsmith_peer) or connections.begun(self._dagsmith_peer) != begun:
+                self._dagsmith_arm()  # busy, or it made progress: look again later
+                return
+            if self._dagsmith_received != received:  # bytes, but no request: a stalled request line or headers
+                transport.write(answer)
+            transport.close()
+
+        def connection_lost(self, exc):
+            if self._dagsmith_timer is not None:
+                self._dagsmith_timer.cancel()
+            if self._dagsmith_peer is not None:
+                connections.closed(self._dagsmith_peer)
+            super().connection_lost(exc)
+
+    return TimedProtocol
+
+
+def uvicorn_server(asgi_app, settings: Settings, backlog: int) -> UvicornServer:
+    config = uvicorn.Config(
+        asgi_app,
+        http=timed_protocol(asgi_app.connections, settings.read_timeout),
+        lifespan="on",
+        log_config=log_config(settings.access_log),
+        access_log=settings.access_log,
+        server_header=False,  # the ASGI app sends Server: dagsmith-serve/<version>
+        proxy_headers=False,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        backlog=backlog,
+    )
+    return UvicornServer(config)
+
+
+def _ignore(signum, frame):  # uvicorn re-raises the signal it stopped on: nothing more to do
+    pass
+
+
+class Server:
+    """A bound server for `model` in the registry of `workdir` (a path, an s3:// URI or a
+    Store). The models are loaded (ServingError if they cannot be) and the socket is listening;
+    serve_forever() serves until stop() or SIGINT/SIGTERM (in the main thread)."""
+
+    def __init__(self, workdir, model: str, host: str = "127.0.0.1", port: int = 0, *, workers: int = 1,
+                 backlog: int = DEFAULT_BACKLOG, read_timeout: float | None = None, max_body: int | None = None,
+                 graceful_timeout: float | None = DEFAULT_GRACEFUL_TIMEOUT, access_log: bool = False,
+                 reload_interval: float = 0.5, seed=None, log=None):
+        if workers < 1:
+            raise ServingError(f"--workers must be at least 1, got {workers}")
+        self.model = model
+        self.workers = workers
+        self.backlog = backlog
+        self.settings = Settings(
+            workdir=str(open_store(workdir).uri) if workers > 1 else "",
+            model=model,
+            max_body=MAX_BODY_BYTES if max_body is None else max_body,
+            read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout,
+            graceful_timeout=graceful_timeout,
+            access_log=access_log,
+            reload_interval=reload_interval,
+            seed=seed,
+        )
+        kwargs = {} if log is None else {"log": log}
+        # loads every model first: a model that cannot be served is an error before anything listens
+        self.app = ServingApp(open_store(workdir), model, reload_interval=reload_interval, seed=seed, **kwargs)
+        self.description = self.app.deployment.describe()
+        self.metrics_dir = None
+        if workers > 1:
+            self.app = None  # each worker loads its own; this process only supervises
+            self.metrics_dir = tempfile.mkdtemp(prefix="dagsmith-serve-metrics-")
+            self.settings = dataclasses.replace(self.settings, metrics_dir=self.metrics_dir)
+        self.socket = bind(host, port, backlog)
+        self.server_address = self.socket.getsockname()[:2]
+        self._stop = threading.Event()
+        self._uvicorn = None
+        self._processes: dict[int, multiprocessing.Process] = {}
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.server_address
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}"
 
-    def handle_error(self, request, client_address):  # a broken connection: one line, no traceback
-        exc = sys.exc_info()[1]
-        if self.access_log and exc is not None:
-            print(f"connection from {client_address[0]}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    # --- serving ------------------------------------------------------------------------------
 
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = f"dagsmith-serve/{__version__}"
-    sys_version = ""
-    server: DagsmithHTTPServer
-
-    def version_string(self) -> str:
-        """The Server header: http.server's is `server_version + " " + sys_version`, which
-        leaves a trailing space when sys_version is empty (it is: no Python version is told)."""
-        return self.server_version
-
-    def setup(self):
-        super().setup()
+    def serve_forever(self, ready=None) -> None:
+        """Serve until stop() or, in the main thread, SIGINT / SIGTERM; then stop gracefully.
+        `ready()` is called once the server answers (every worker has loaded its models)."""
         try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-
-    # --- answers ------------------------------------------------------------------------------
-
-    def _send(self, code: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        # headers and body in ONE write: two small writes would meet Nagle + delayed ACK (40 ms)
-        self._headers_buffer.append(b"\r\n")
-        if self.command != "HEAD":
-            self._headers_buffer.append(body)
-        self.flush_headers()
-
-    def _json(self, code: int, payload, headers: dict | None = None) -> None:
-        body = (json.dumps(payload, allow_nan=False, default=str) + "\n").encode("utf-8")
-        self._send(code, body, "application/json", headers)
-
-    def _error(self, code: int, reason: str, headers: dict | None = None) -> None:
-        self._json(code, {"error": reason}, headers)
-
-    def send_error(self, code, message=None, explain=None):
-        """What http.server sends on a malformed request line or headers: JSON as well."""
-        self.close_connection = True
-        try:
-            self._error(code, message or explain or self.responses.get(code, ("error",))[0])
-        except OSError:
-            pass
-
-    def log_message(self, format, *args):
-        if self.server.access_log:
-            super().log_message(format, *args)
-
-    # --- dispatch -----------------------------------------------------------------------------
-
-    def _route(self) -> None:
-        path = urlsplit(self.path).path
-        if len(path) > 1:
-            path = path.rstrip("/")
-        try:
-            allowed = ROUTES.get(path)
-            if allowed is None:
-                self._drain()
-                self._error(404, f"no such path {path!r}: POST /predict, GET /health, GET /metrics")
-            elif self.command not in allowed:
-                self._drain()
-                self._error(405, f"{self.command} is not allowed on {path}: use {' or '.join(a for a in allowed if a != 'HEAD')}",
-                            {"Allow": ", ".join(allowed)})
-            elif path == "/predict":
-                self._predict()
-            elif path == "/health":
-                self._json(200, self.server.app.health())
+            if self.workers == 1:
+                self._serve_here(ready)
             else:
-                self._send(200, self.server.app.render_metrics().encode("utf-8"), METRICS_CONTENT_TYPE)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as exc:  # a bug in the server: answer 500, never a traceback
-            self.close_connection = True
-            try:
-                self._error(500, f"internal error: {type(exc).__name__}: {exc}")
-            except OSError:
-                pass
+                self._serve_workers(ready)
+        finally:
+            self.close()
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _route
+    def stop(self) -> None:
+        """Ask serve_forever to stop (from any thread); requests in flight finish."""
+        self._stop.set()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
 
-    def __getattr__(self, name):  # any other method (BREW, TRACE, ...): 405 / 404, not http.server's 501
-        if name.startswith("do_"):
-            return self._route
-        raise AttributeError(name)
-
-    def _drain(self) -> None:
-        """Read (and drop) a body sent to a path that does not take one, to keep the connection usable."""
+    def _serve_here(self, ready) -> None:
+        app = DagsmithASGI(self.app, max_body=self.settings.max_body, read_timeout=self.settings.read_timeout,
+                           on_ready=ready)
+        server = uvicorn_server(app, self.settings, self.backlog)
+        self._uvicorn = server
+        if self._stop.is_set():
+            return
+        main = threading.current_thread() is threading.main_thread()
+        previous = {}
+        if main:  # uvicorn handles SIGINT/SIGTERM while it runs, then raises the signal again: ignore it then
+            previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > 4 * self.server.max_body:
-            self.close_connection = True
-        elif length:
-            self._discard(length)
+            server.run(sockets=[self.socket])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                self.close_connection = True
-                return
-            length -= len(chunk)
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
-            self.close_connection = True
-            raise RequestError(411, "send the body with a Content-Length (chunked transfer encoding is not supported)")
-        text = self.headers.get("Content-Length")
-        if text is None:
-            self.close_connection = True
-            raise RequestError(411, "a Content-Length header is required")
+    def _serve_workers(self, ready) -> None:
+        context = multiprocessing.get_context("spawn")
+        readiness = context.Queue()
+        main = threading.current_thread() is threading.main_thread()
+        previous = {}
+        if main:
+            def on_signal(signum, frame):
+                self._stop.set()
+            previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            length = int(text)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            raise RequestError(400, f"bad Content-Length {text!r}") from None
-        if length > self.server.max_body:
-            if length <= 4 * self.server.max_body:  # read and drop it: the connection stays usable
-                self._discard(length)
-            else:  # too much to even read: answer at once and close the connection
-                self.close_connection = True
-            raise RequestError(413, f"the body is {length} bytes; the limit is {self.server.max_body}")
-        body = self.rfile.read(length)
-        if len(body) < length:
-            self.close_connection = True
-            raise RequestError(400, f"the body ended after {len(body)} of {length} bytes")
-        return body
+            for index in range(1, self.workers + 1):
+                self._processes[index] = self._start_worker(context, index, readiness)
+            waiting = set(self._processes)
+            while not self._stop.wait(0.1):
+                while waiting:
+                    try:
+                        waiting.discard(readiness.get_nowait())
+                    except Exception:  # queue.Empty
+                        break
+                    if not waiting and ready is not None:
+                        ready()
+                for index, process in list(self._processes.items()):
+                    if process.exitcode is None:
+                        continue
+                    if process.exitcode == STARTUP_FAILED or index in waiting:
+                        self._stop.set()
+                        raise ServingError(f"worker {index} of {self.model!r} failed to start "
+                                           f"(exit code {process.exitcode}); see the messages above")
+                    print(f"{time.strftime('%H:%M:%S')} worker {index} (pid {process.pid}) exited with code "
+                          f"{process.exitcode}; starting a new one", file=sys.stderr, flush=True)
+                    self._processes[index] = self._start_worker(context, index, readiness)
+        finally:
+            if main:  # a second Ctrl-C while the workers finish must not interrupt the wait
+                for sig in previous:
+                    signal.signal(sig, _ignore)
+            self._stop_workers()
+            readiness.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
-    def _predict(self) -> None:
-        app = self.server.app
-        started = time.perf_counter()
-        deployment = app.deployment  # one snapshot for the whole request
-        version = app.route(deployment, self.headers.get("X-Request-Id"))
-        headers = {"X-Dagsmith-Version": str(version.version)}
+    def _start_worker(self, context, index: int, readiness) -> multiprocessing.Process:
+        process = context.Process(target=worker_main, args=(self.settings, index, self.socket, self.backlog, readiness),
+                                  name=f"dagsmith-serve-worker-{index}", daemon=False)
+        process.start()
+        return process
+
+    def _stop_workers(self) -> None:
+        for process in self._processes.values():
+            if process.exitcode is None:
+                try:
+                    os.kill(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        limit = (self.settings.graceful_timeout or 0) + 10
+        deadline = time.monotonic() + limit
+        for process in self._processes.values():
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.exitcode is None:  # stuck past the graceful timeout
+                process.kill()
+                process.join(5)
+        self._processes.clear()
+
+    def close(self) -> None:
+        if self.app is not None:
+            self.app.stop_watching()
         try:
-            rows = app.parse_rows(self._body())
-            code, payload = 200, app.predict(version, rows)
-        except RequestError as exc:
-            code, payload = exc.status, {"error": exc.reason}
-        except PredictionFailed as exc:
-            app.metrics.prediction_error(version.version)
-            code, payload = 500, {"error": str(exc), "version": version.version}
-        except Exception as exc:
-            app.metrics.prediction_error(version.version)
-            code, payload = 500, {"error": f"internal error: {type(exc).__name__}: {exc}", "version": version.version}
-        try:
-            body = (json.dumps(payload, allow_nan=False, default=str) + "\n").encode("utf-8")
-        except ValueError as exc:
-            app.metrics.prediction_error(version.version)
-            code = 500
-            body = (json.dumps({"error": f"the predictions are not JSON: {exc}"}) + "\n").encode("utf-8")
-        app.metrics.observe(version.version, code, time.perf_counter() - started)
-        self._send(code, body, "application/json", headers)
+            self.socket.close()
+        except OSError:
+            pass
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
-def make_server(workdir, model: str, host: str = "127.0.0.1", port: int = 0, *,
-                reload_interval: float = 0.5, seed=None, max_body: int = MAX_BODY_BYTES,
-                access_log: bool = False, log=None) -> DagsmithHTTPServer:
-    """A bound (not yet serving) server for `model` in the registry of `workdir` (a path, an
-    s3:// URI or a Store). Loads the production and canary models first (ServingError if it
-    cannot); starts the aliases watcher. Call serve_forever(), then shutdown(); server_close()."""
-    store = workdir if isinstance(workdir, Store) else Store.open(str(workdir) if isinstance(workdir, Path) else workdir)
-    kwargs = {} if log is None else {"log": log}
-    app = ServingApp(store, model, reload_interval=reload_interval, seed=seed, **kwargs)
-    server = DagsmithHTTPServer((host, port), app, max_body=max_body, access_log=access_log)
-    app.start_watching()
-    return server
-
-
-def close(server: DagsmithHTTPServer) -> None:
-    server.app.stop_watching()
-    server.server_close()
-
-
-def serve(workdir, model: str, host: str = "127.0.0.1", port: int = 8080, *, access_log: bool = False,
-          reload_interval: float = 0.5, echo=print) -> None:
-    """`dagsmith serve`: serve until Ctrl-C (or SIGTERM), then stop cleanly."""
-    server = make_server(workdir, model, host, port, access_log=access_log, reload_interval=reload_interval)
-    main = threading.current_thread() is threading.main_thread()
-    previous = {}
-    if main:
-        def stop(signum, frame):
-            raise KeyboardInterrupt
-        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, stop), signal.SIGINT: signal.getsignal(signal.SIGINT)}
-    echo(f"serving model {model!r} ({server.app.deployment.describe()}) on {server.url}")
-    echo(f"  POST {server.url}/predict   GET {server.url}/health   GET {server.url}/metrics   (Ctrl-C stops)")
-    sys.stdout.flush()
+def worker_main(settings: Settings, index: int, sock: socket.socket, backlog: int, readiness) -> None:
+    """One worker process: load the models, serve the shared socket until SIGTERM (from the
+    parent). SIGINT is the parent's to handle. SIGTERM keeps its default action outside
+    uvicorn's run: while loading it ends the worker at once, and after the graceful shutdown
+    uvicorn raises it again, which ends the worker too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    values = SharedValues(settings.metrics_dir, f"worker-{index}-{os.getpid()}") if settings.metrics_dir else None
     try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
+        app = ServingApp(open_store(settings.workdir), settings.model, reload_interval=settings.reload_interval,
+                         seed=settings.seed, metrics_values=values)
+    except Exception as exc:
+        print(f"worker {index}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILED)
+    asgi_app = DagsmithASGI(app, max_body=settings.max_body, read_timeout=settings.read_timeout, worker=index,
+                            on_ready=lambda: readiness.put(index))
+    server = uvicorn_server(asgi_app, settings, backlog)
+    server.sigint = False
+    try:
+        server.run(sockets=[sock])
     finally:
-        if main:  # a second Ctrl-C / SIGTERM while closing must not turn into a traceback
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        close(server)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        logging.shutdown()
+        if values is not None:
+            values.close()
+    sys.exit(0 if server.started else STARTUP_FAILED)
+
+
+def make_server(workdir, model: str, host: str = "127.0.0.1", port: int = 0, **kwargs) -> Server:
+    """A bound server (see Server); call serve_forever(), and stop() from another thread."""
+    return Server(workdir, model, host, port, **kwargs)
+
+
+def serve(workdir, model: str, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1,
+          backlog: int = DEFAULT_BACKLOG, read_timeout: float | None = None,
+          graceful_timeout: float | None = DEFAULT_GRACEFUL_TIMEOUT, access_log: bool = False,
+          reload_interval: float = 0.5, echo=print) -> None:
+    """`dagsmith serve`: serve until Ctrl-C (or SIGTERM), then stop gracefully."""
+    server = Server(workdir, model, host, port, workers=workers, backlog=backlog, read_timeout=read_timeout,
+                    graceful_timeout=graceful_timeout, access_log=access_log, reload_interval=reload_interval)
+
+    def ready():
+        url = server.url
+        more = f", {workers} workers" if workers > 1 else ""
+        echo(f"serving model {model!r} ({server.description}) on {url}")
+        echo(f"  POST {url}/predict   GET {url}/health   GET {url}/metrics   (Ctrl-C stops{more})")
+        sys.stdout.flush()
+
+    server.serve_forever(ready)
     echo("stopped")
