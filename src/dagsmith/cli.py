@@ -132,17 +132,10 @@ def validate(spec: str, env: str | None, fmt: str):
 
     Exit 0 when valid, 2 with every error listed on stderr.
     """
-    from .spec import checked_document, environment_names
+    from .spec import check_all, environment_names
 
     targets = [env] if env else [None] + environment_names(spec)
-    diagnostics, warnings = [], []
-    for name in targets:
-        try:
-            found = getattr(checked_document(spec, name), "warnings", ())
-        except SpecError as exc:
-            diagnostics.extend(d for d in exc.diagnostics if d not in diagnostics)
-            found = getattr(exc, "warnings", ())
-        warnings.extend(w for w in found if w not in warnings)
+    diagnostics, warnings = check_all(spec, targets)  # one parse, every environment
     if fmt == "json":
         click.echo(json.dumps({"valid": not diagnostics, "errors": [d.to_json() for d in diagnostics],
                                "warnings": [w.to_json() for w in warnings]}, indent=2, sort_keys=True))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 
 @dataclass(frozen=True, order=True)
@@ -61,7 +61,65 @@ class DagsmithError(Exception):
 # '+', ' ', even '@'), so it runs to the LAST '@' of the line: anything else lets a part of it
 # through (s3://KEY:ab/cd@bucket). This over-reaches on a line that has an e-mail address after a
 # URL with a port, which is the safe side for a secret check.
-URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^\r\n]*)@")
+# What the pattern [A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^\r\n]*)@ finds, found in time linear in
+# the text: a regular expression backtracks (a run of 100,000 letters took seconds). See
+# _UrlPasswordFinder.
+class UrlPassword(NamedTuple):
+    start: int  # where the scheme starts
+    password_start: int
+    password_end: int  # the index of the '@' ending it
+
+    def end(self) -> int:
+        return self.password_end + 1
+
+
+_SCHEME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-")
+_USER = re.compile(r"[^/\s:@]*")
+_LINE_END = re.compile(r"[\r\n]")
+
+
+class _UrlPasswordFinder:
+    """Each scan is bounded: the scheme runs back to the previous '://' at most, the user part
+    forward to the next ':' at most, and the end of the line and its last '@' are looked up once
+    per line. So the whole search is linear in the length of the text."""
+
+    def search(self, text: str, pos: int = 0) -> UrlPassword | None:
+        i, n = pos, len(text)
+        line_from, line_end, last_at = -1, -1, -1  # the line looked up last: its end and last '@'
+        while True:
+            j = text.find("://", i)
+            if j < 0:
+                return None
+            k = j
+            while k > pos and text[k - 1] in _SCHEME_CHARS:
+                k -= 1
+            while k < j and not ("A" <= text[k] <= "Z" or "a" <= text[k] <= "z"):
+                k += 1
+            if k == j:  # no scheme (it must start with a letter)
+                i = j + 1
+                continue
+            colon = _USER.match(text, j + 3).end()
+            if colon >= n or text[colon] != ":":
+                i = j + 1
+                continue
+            if not (line_from <= colon + 1 <= line_end):
+                line_from = colon + 1
+                found = _LINE_END.search(text, line_from)
+                line_end = found.start() if found else n
+                last_at = text.rfind("@", line_from, line_end)
+            if last_at < colon + 1:  # no '@' after it on this line: none after a later '://' either
+                i = line_end
+                continue
+            return UrlPassword(k, colon + 1, last_at)
+
+    def finditer(self, text: str):
+        pos = 0
+        while (found := self.search(text, pos)) is not None:
+            yield found
+            pos = found.end()
+
+
+URL_PASSWORD = _UrlPasswordFinder()
 # user:PASSWORD@ without a scheme (postgresql//u:pw@h, u:pw@h/db): only for hiding, never a check.
 _BARE_PASSWORD = re.compile(r"(?<![\w.%+-])[\w.%+-]+:([^\s@/:]+)@")
 
@@ -71,7 +129,12 @@ def redact(text: str | None) -> str | None:
     is printed or recorded."""
     if not text:
         return text
-    text = URL_PASSWORD.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "***@", text)
+    if "://" in text:
+        parts, done = [], 0
+        for found in URL_PASSWORD.finditer(text):
+            parts.append(text[done:found.password_start] + "***@")
+            done = found.end()
+        text = "".join(parts) + text[done:]
     return _BARE_PASSWORD.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "***@", text)
 
 

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 from ..errors import Diagnostic, SpecError, did_you_mean
-from . import schema_check, semantics
+from . import limits, schema_check, semantics
 from .build import build_spec
 from .document import apply_environment, load_document, locate
 from .model import Spec
 from .yamlpos import YMap
 
-__all__ = ["Spec", "load_spec", "load_spec_and_document", "diagnostics_at", "environment_names", "parse_param_overrides"]
+__all__ = ["Spec", "check_all", "checked_document", "load_spec", "load_spec_and_document", "diagnostics_at", "environment_names", "parse_param_overrides"]
 
 
 def load_spec(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> Spec:
@@ -43,16 +43,54 @@ def checked_document(path: str | os.PathLike, env: str | None = None, params: di
     """The merged document, checked. Raises SpecError listing every error; the warnings found
     (e.g. a feature input its SQL never reads) are the document's `warnings` (and the
     SpecError's, when there are errors too), for the command to print: they fail nothing."""
-    raw = load_document(Path(path))
+    return _checked(load_document(Path(path)), env, params)
+
+
+def check_all(path: str | os.PathLike, envs: list[str | None] | None = None) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    """(errors, warnings) of the spec with each of `envs` (None: without an environment), by
+    default the spec and each of its environments: what `dagsmith validate` reports. The file and
+    its includes are read and parsed once, whatever the number of environments; each list is
+    unique, in the order found."""
+    try:
+        raw = load_document(Path(path))
+    except SpecError as exc:
+        return list(exc.diagnostics), list(getattr(exc, "warnings", ()))
+    if envs is None:
+        environments = raw.get("environments")
+        envs = [None] + (sorted(environments) if isinstance(environments, dict) else [])
+    errors: dict[Diagnostic, None] = {}  # insertion-ordered sets: `not in list` is quadratic
+    warnings: dict[Diagnostic, None] = {}
+    sections = schema_check.check_environments(raw)  # once, not once per environment
+    for name in envs:
+        try:
+            found = _checked(raw, name, environments_problems=sections).warnings
+        except SpecError as exc:
+            errors.update(dict.fromkeys(exc.diagnostics))
+            found = getattr(exc, "warnings", ())
+        warnings.update(dict.fromkeys(found))
+    return list(errors), list(warnings)
+
+
+def _checked(raw: YMap, env: str | None, params: dict[str, str] | None = None, *,
+             environments_problems: list[Diagnostic] | None = None) -> YMap:
+    """checked_document on a loaded document (which it does not change); `environments_problems`:
+    schema_check.check_environments(raw), when the caller has it already."""
     doc = apply_environment(raw, env)
     if params:
         doc = _override_params(doc, params)
+    # The limits first: every later check is linear in what they bound.
+    too_big = limits.text_problems(doc)
+    if too_big:
+        raise SpecError(too_big)
+    too_many = limits.step_count_problem(doc)
+    if too_many:
+        raise SpecError([too_many])
     problems = semantics.secrets_in_plain_sight(doc) + semantics.unwritable_text(doc)
-    leaked = tuple(d.path for d in problems)
+    leaked = {d.path for d in problems}
     # Nothing else about a leaked value: a message or hint could repeat the password in some form.
     problems += [
-        d for d in schema_check.check(doc) + schema_check.check_environments(raw)
-        if not any(_within(d.path, p) for p in leaked)
+        d for d in schema_check.check(doc) + (schema_check.check_environments(raw) if environments_problems is None else environments_problems)
+        if not (leaked and _leaked(d.path, leaked))
     ]
     if not problems:
         problems = semantics.check(doc)
@@ -66,8 +104,16 @@ def checked_document(path: str | os.PathLike, env: str | None = None, params: di
     return doc
 
 
-def _within(path: str, ancestor: str) -> bool:
-    return path == ancestor or path.startswith((ancestor + ".", ancestor + "["))
+def _leaked(path: str, leaked: set[str]) -> bool:
+    """Whether `path` is a leaked path or below one: looks up each ancestor of `path` (a set
+    look-up each), not each leaked path (that was errors x leaks)."""
+    while True:
+        if path in leaked:
+            return True
+        cut = max(path.rfind("."), path.rfind("["))
+        if cut <= 0:
+            return False
+        path = path[:cut]
 
 
 def environment_names(path: str | os.PathLike) -> list[str]:

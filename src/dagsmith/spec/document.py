@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 from ..errors import Diagnostic, Mark, SpecError, did_you_mean, format_path
+from . import limits
 from .yamlpos import YList, YMap, describe, load_file
 
 
@@ -52,79 +53,116 @@ def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
 
 
 def load_document(path: Path) -> YMap:
-    """Load a spec with its includes merged in (the including file wins over its includes)."""
+    """Load a spec with its includes merged in (the including file wins over its includes).
+
+    Each file is read and parsed once per call, however often it is included (a file that
+    includes the next one twice, 16 levels deep, is 17 reads, not 65,536); the include depth and
+    the number of files are limited (spec/limits.py), and each is checked before the file is read."""
     path = Path(path)
-    return _load_with_includes(path, stack=(), roots=include_roots(path))
+    return _Loader(include_roots(path)).load(path, stack=())
 
 
 def _check_regular(path: Path, display: str) -> None:
-    """Refuse a FIFO, a device (/dev/zero)...: reading one would block or never end."""
+    """Refuse a FIFO, a device (/dev/zero)...: reading one would block or never end; and a file
+    larger than the limit (before reading it)."""
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
     except OSError:
         return  # load_file reports why it cannot be read
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(info.st_mode):
         raise SpecError([Diagnostic(Mark(display, 1, 1), "", "not a regular file (a folder, a device or a pipe cannot be a spec)")])
+    if info.st_size > limits.MAX_FILE_BYTES:
+        raise SpecError([Diagnostic(Mark(display, 1, 1), "", f"file too large: {info.st_size:,} bytes, at most {limits.MAX_FILE_BYTES:,}")])
 
 
-def _load_with_includes(path: Path, stack: tuple[Path, ...], roots: tuple[Path, ...]) -> YMap:
-    display = display_name(path)
-    _check_regular(path, display)
-    root = load_file(path, display)
-    if not isinstance(root, YMap):
-        mark = getattr(root, "mark", None) or Mark(display, 1, 1)
-        raise SpecError([Diagnostic(mark, "", f"the top level must be a mapping of sections (dagsmith:, pipeline:, ...), got {describe(root)}")])
-    if "include" not in root:
-        return root
-    includes = root["include"]
-    key_mark = root.key_marks["include"]
-    items = [includes] if isinstance(includes, str) else includes
-    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise SpecError([Diagnostic(key_mark, "include", "include takes a file path or a list of file paths")])
-    merged: YMap | None = None
-    problems: list[Diagnostic] = []
-    try:
-        real = path.resolve()
-    except (OSError, RuntimeError):
-        real = path.absolute()
-    for index, item in enumerate(items):
-        where = format_path(("include",) if isinstance(includes, str) else ("include", index))
-        mark = root.value_marks["include"] if isinstance(includes, str) else includes.item_marks[index]
-        target = path.parent / item
-        outside = f"included file {item!r} leaves the include root {display_name(roots[0])!r} (the git work tree holding the spec, else its folder; set ${INCLUDE_ROOT_ENV} to allow another folder)"
-        if "\x00" in item or not _inside(Path(os.path.normpath(real.parent / item)), roots):
-            problems.append(Diagnostic(mark, where, outside))
-            continue
+class _Loader:
+    """One load_document call: the files loaded so far (their merged tree, or their SpecError)."""
+
+    def __init__(self, roots: tuple[Path, ...]):
+        self.roots = roots
+        self.done: dict[Path, YMap | SpecError] = {}
+        self.height: dict[Path, int] = {}  # a loaded file -> how many levels of includes it has below it
+        self.reads = 0  # files read so far
+
+    def load(self, path: Path, stack: tuple[Path, ...]) -> YMap:
         try:
-            is_file, is_dir = target.is_file(), target.is_dir()
-            target_real = target.resolve()
-        except (OSError, ValueError, RuntimeError):  # a name too long, a symlink loop (RuntimeError before 3.13)...
-            is_file, is_dir, target_real = False, False, Path(os.path.normpath(real.parent / item))
-        if not _inside(target_real, roots):  # a symlink that leads out of the root
-            problems.append(Diagnostic(mark, where, outside))
-            continue
-        if target_real in stack + (real,):
-            chain = " -> ".join(display_name(p) for p in stack + (real, target_real))
-            problems.append(Diagnostic(mark, where, f"include cycle: {chain}"))
-            continue
-        if not is_file:
-            exists = not is_dir and os.path.exists(target)
-            what = "is a folder, not a file" if is_dir else "is not a regular file" if exists else "does not exist"
-            problems.append(Diagnostic(mark, where, f"included file {item!r} {what} (paths are relative to {display_name(path.parent) or '.'})"))
-            continue
-        try:
-            included = _load_with_includes(target, stack + (real,), roots)
-        except SpecError as exc:
-            problems.extend(exc.diagnostics)
-            continue
-        merged = included if merged is None else merge(merged, included)
-    if problems:
-        raise SpecError(problems)
-    own = YMap(((k, v) for k, v in root.items() if k != "include"), mark=root.mark)
-    for key in own:
-        own.key_marks[key] = root.key_marks[key]
-        own.value_marks[key] = root.value_marks[key]
-    return merge(merged, own) if merged is not None else own
+            real = path.resolve()
+        except (OSError, RuntimeError):
+            real = path.absolute()
+        found = self.done.get(real)
+        if found is None:
+            try:
+                found = self._load(path, real, stack)
+            except SpecError as exc:
+                found = exc
+            self.done[real] = found
+        if isinstance(found, SpecError):
+            raise SpecError(found.diagnostics)
+        return found
+
+    def _load(self, path: Path, real: Path, stack: tuple[Path, ...]) -> YMap:
+        roots = self.roots
+        display = display_name(path)
+        _check_regular(path, display)
+        self.reads += 1
+        root = load_file(path, display)
+        if not isinstance(root, YMap):
+            mark = getattr(root, "mark", None) or Mark(display, 1, 1)
+            raise SpecError([Diagnostic(mark, "", f"the top level must be a mapping of sections (dagsmith:, pipeline:, ...), got {describe(root)}")])
+        if "include" not in root:
+            return root
+        includes = root["include"]
+        key_mark = root.key_marks["include"]
+        items = [includes] if isinstance(includes, str) else includes
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise SpecError([Diagnostic(key_mark, "include", "include takes a file path or a list of file paths")])
+        merged: YMap | None = None
+        problems: list[Diagnostic] = []
+        for index, item in enumerate(items):
+            where = format_path(("include",) if isinstance(includes, str) else ("include", index))
+            mark = root.value_marks["include"] if isinstance(includes, str) else includes.item_marks[index]
+            target = path.parent / item
+            outside = f"included file {item!r} leaves the include root {display_name(roots[0])!r} (the git work tree holding the spec, else its folder; set ${INCLUDE_ROOT_ENV} to allow another folder)"
+            if "\x00" in item or not _inside(Path(os.path.normpath(real.parent / item)), roots):
+                problems.append(Diagnostic(mark, where, outside))
+                continue
+            try:
+                is_file, is_dir = target.is_file(), target.is_dir()
+                target_real = target.resolve()
+            except (OSError, ValueError, RuntimeError):  # a name too long, a symlink loop (RuntimeError before 3.13)...
+                is_file, is_dir, target_real = False, False, Path(os.path.normpath(real.parent / item))
+            if not _inside(target_real, roots):  # a symlink that leads out of the root
+                problems.append(Diagnostic(mark, where, outside))
+                continue
+            if target_real in stack + (real,):
+                chain = " -> ".join(display_name(p) for p in stack + (real, target_real))
+                problems.append(Diagnostic(mark, where, f"include cycle: {chain}"))
+                continue
+            if not is_file:
+                exists = not is_dir and os.path.exists(target)
+                what = "is a folder, not a file" if is_dir else "is not a regular file" if exists else "does not exist"
+                problems.append(Diagnostic(mark, where, f"included file {item!r} {what} (paths are relative to {display_name(path.parent) or '.'})"))
+                continue
+            if len(stack) + 1 + self.height.get(target_real, 0) > limits.MAX_INCLUDE_DEPTH:  # checked before reading it
+                problems.append(Diagnostic(mark, where, f"includes nested too deeply: more than {limits.MAX_INCLUDE_DEPTH} levels of files including files"))
+                continue
+            if target_real not in self.done and self.reads >= limits.MAX_INCLUDE_FILES:
+                problems.append(Diagnostic(mark, where, f"too many included files: a spec may read at most {limits.MAX_INCLUDE_FILES} files, itself included"))
+                break
+            try:
+                included = self.load(target, stack + (real,))
+            except SpecError as exc:
+                problems.extend(exc.diagnostics)
+                continue
+            merged = included if merged is None else merge(merged, included)
+            self.height[real] = max(self.height.get(real, 0), 1 + self.height.get(target_real, 0))
+        if problems:
+            raise SpecError(problems)
+        own = YMap(((k, v) for k, v in root.items() if k != "include"), mark=root.mark)
+        for key in own:
+            own.key_marks[key] = root.key_marks[key]
+            own.value_marks[key] = root.value_marks[key]
+        return merge(merged, own) if merged is not None else own
 
 
 def merge(base: YMap, overlay: YMap) -> YMap:
