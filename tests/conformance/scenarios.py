@@ -1,0 +1,403 @@
+"""The scenario table: what every backend must do exactly as the local runner does.
+
+A Scenario builds its spec and data into a fresh folder per backend: `build(folder, backends,
+shared)`, where `backends` is a `backends:` section giving every backend a map limit of MAP_LIMIT
+and `shared` a folder of the session. It runs once per backend, with `params` overridden at run
+time and `run_date` as the logical date. Then
+- `check(outcome, adapter)` asserts what must hold on EVERY backend, the local runner included;
+- the test compares each backend's Outcome.compared() and `observe(outcome)` (named values: what
+  the steps wrote) with the local run's, name by name.
+Specs are written as JSON (YAML reads it as the same strings), so hostile text reaches them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from .adapters import Adapter, Outcome
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable  # custom steps run without a shell: an absolute interpreter, no PATH lookup
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    build: Callable[[Path, dict, Path], Path]  # (folder, backends options, session folder) -> spec
+    check: Callable[[Outcome, Adapter], None]
+    observe: Callable[[Outcome], dict] = lambda outcome: {}  # {name: value}, compared with the local run's
+    env: str | None = None
+    params: dict = field(default_factory=dict)
+    run_date: str | None = None
+    slow: bool = False  # a local run over ~5 s (every non-local run is slow anyway)
+
+
+# --- data and specs ----------------------------------------------------------------------------
+
+N_PEOPLE = 150
+
+
+def people() -> list[dict]:
+    """Deterministic rows: x in 0..49, region a/b/c, a binary label y mostly (not always) x > 24."""
+    rng = random.Random(20240229)
+    rows = []
+    for i in range(N_PEOPLE):
+        x = i % 50
+        y = int(x + rng.gauss(0, 8) > 24)
+        rows.append({"id": i + 1, "x": x, "region": "abc"[i % 3], "noise": round(rng.random(), 4), "y": y})
+    return rows
+
+
+def write_people(folder: Path) -> None:
+    lines = ["id,x,region,noise,y"] + [f"{r['id']},{r['x']},{r['region']},{r['noise']},{r['y']}" for r in people()]
+    (folder / "people.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_spec(folder: Path, spec: dict) -> Path:
+    text = json.dumps({"dagsmith": 1, **spec}, indent=1, ensure_ascii=False)
+    # Unicode stays raw, except what YAML 1.1 reads as a line break even inside quotes
+    for char in ("\x85", "\u2028", "\u2029"):
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    path = folder / "pipeline.yaml"
+    path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+SOURCE = {"people": {"type": "csv", "uri": "people.csv"}}
+MODEL = {"estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 500}}
+
+
+def writer(filename: str) -> list[str]:
+    """argv of a custom step writing JSON {argv, env} (what it got) to FILENAME in its cwd."""
+    program = (
+        "import json, os, sys\n"
+        "names = ('DAGSMITH_RUN_ID', 'DAGSMITH_RUN_DATE', 'DAGSMITH_PARAMS')\n"
+        "data = {'argv': sys.argv[1:], 'env': {k: os.environ.get(k) for k in names}}\n"
+        f"open({filename!r}, 'w', encoding='utf-8').write(json.dumps(data, ensure_ascii=False))\n"
+    )
+    return [PY, "-c", program]
+
+
+def marker(filename: str) -> list[str]:
+    return [PY, "-c", f"open({filename!r}, 'w').write('ran')"]
+
+
+def all_succeeded(outcome: Outcome) -> None:
+    assert outcome.status == "succeeded", (outcome.status, outcome.native)
+    assert set(outcome.steps.values()) == {"succeeded"}, outcome.native
+
+
+# --- 1. the examples ---------------------------------------------------------------------------
+
+
+@cache
+def example_snapshot(example: str, base: Path) -> Path:
+    """A copy of examples/EXAMPLE with its data made there by its own make_data.py (which writes
+    next to itself), once per session: every backend sees the same spec and data, and nothing is
+    written into the source tree."""
+    target = base / f"example-{example}"
+    shutil.copytree(REPO / "examples" / example, target, ignore=shutil.ignore_patterns("data", "__pycache__", ".dagsmith", "build"))
+    subprocess.run([sys.executable, str(target / "make_data.py")], check=True, capture_output=True)
+    return target
+
+
+def example(name: str) -> Callable[[Path, dict, Path], Path]:
+    def build(folder: Path, backends: dict, shared: Path) -> Path:
+        shutil.copytree(example_snapshot(name, shared), folder, dirs_exist_ok=True)
+        return folder / "pipeline.yaml"
+
+    return build
+
+
+def check_minimal(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    assert set(outcome.steps) == {"applicants", "train", "evaluate"}
+    assert set(outcome.metrics) == {"accuracy", "roc_auc"} and outcome.metrics["roc_auc"] > 0.7, outcome.metrics
+    assert outcome.rows == {"applicants": 400}
+    assert outcome.deployed is None  # no deployment section
+
+
+def check_churn(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    assert outcome.items == {"train": 6}  # the 2 x 3 grid
+    assert set(outcome.metrics) == {"roc_auc", "accuracy", "log_loss", "f1"} and outcome.metrics["roc_auc"] >= 0.75
+    assert outcome.gate == "passed" and len(outcome.gates) == 2
+    assert set(outcome.validation) == {"churn_features_complete", "churn_features_plausible"}
+    assert all(v["success"] for v in outcome.validation.values())
+    assert list(outcome.deployed or {}) == ["churn"] and len(outcome.deployed["churn"]) == 64
+
+
+def check_forecast(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    assert outcome.items == {"train": 40 * 2}  # regions found at run time x the dev grid
+    assert len(outcome.metrics) == 40 and all(set(m) == {"mean_absolute_error", "r2"} for m in outcome.metrics.values())
+    assert outcome.gate == "passed" and len(outcome.gates) == 40
+    assert list(outcome.deployed or {}) == ["demand-forecast"]
+
+
+# --- 2. a failing gate -------------------------------------------------------------------------
+
+
+def build_gate(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-gate"},
+        "sources": SOURCE,
+        "training": {"inputs": ["people"], "target": "y", "split": {"test_size": 0.3, "seed": 1}, "model": MODEL},
+        "evaluation": {"metrics": ["accuracy"], "gates": [{"metric": "accuracy", "op": ">=", "value": 0.999}]},
+        "deployment": {"model_name": "conf-gate", "target": "local"},
+        "steps": {
+            "after_deploy": {"after": ["deploy"], "run": {"command": marker("after_deploy.ran")}},
+            "beside": {"after": ["evaluate"], "run": {"command": marker("beside.ran")}},
+        },
+    })
+
+
+def check_gate(outcome: Outcome, adapter: Adapter) -> None:
+    assert outcome.status == "gated", (outcome.status, outcome.native)
+    assert 0.5 < outcome.metrics["accuracy"] < 0.999, outcome.metrics  # the gate really fails
+    assert outcome.gate == "failed" and outcome.gates[0]["threshold"] == 0.999
+    assert outcome.steps == {
+        "people": "succeeded", "train": "succeeded", "evaluate": "succeeded", "gate": "succeeded",
+        "deploy": "skipped", "after_deploy": "skipped", "beside": "succeeded",
+    }, outcome.native
+    assert outcome.deployed is None
+    assert not (outcome.root / "after_deploy.ran").exists() and (outcome.root / "beside.ran").exists()
+
+
+# --- 3. a failing `on_failure: fail` validation ------------------------------------------------
+
+
+def build_validation(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-validation"},
+        "sources": SOURCE,
+        "features": {"adults": {"inputs": ["people"], "sql": "SELECT * FROM people WHERE x >= 0"}},
+        "validation": [
+            {"name": "impossible", "on": "adults", "on_failure": "fail",
+             "expectations": [{"expect_table_row_count_to_be_between": {"min_value": 1000000}}]},
+            {"name": "lenient", "on": "adults", "on_failure": "warn",
+             "expectations": [{"expect_column_values_to_be_between": {"column": "x", "min_value": 100}}]},
+        ],
+        "training": {"inputs": ["adults"], "target": "y", "model": MODEL},
+        "evaluation": {"metrics": ["accuracy"]},
+        "deployment": {"model_name": "conf-validation"},
+        "steps": {
+            "after_deploy": {"after": ["deploy"], "run": {"command": marker("after_deploy.ran")}},
+            "beside": {"after": ["adults"], "run": {"command": marker("beside.ran")}},
+        },
+    })
+
+
+def check_validation(outcome: Outcome, adapter: Adapter) -> None:
+    assert outcome.status == "failed", (outcome.status, outcome.native)
+    assert outcome.steps == {
+        "people": "succeeded", "adults": "succeeded", "beside": "succeeded",
+        "impossible": "failed", "lenient": "succeeded",  # a failed `warn` validation goes on
+        "train": "not_run", "evaluate": "not_run", "deploy": "not_run", "after_deploy": "not_run",
+    }, outcome.native
+    assert outcome.validation["impossible"]["success"] is False and outcome.validation["lenient"]["success"] is False
+    assert outcome.metrics == {} and outcome.deployed is None
+    assert (outcome.root / "beside.ran").exists() and not (outcome.root / "after_deploy.ran").exists()
+
+
+# --- 4. a fan-out wider than the backend's map limit -------------------------------------------
+
+MAP_LIMIT = 2
+TRIALS = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+
+
+def build_fanout(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-fanout"},
+        "sources": SOURCE,
+        "training": {"inputs": ["people"], "target": "y", "model": MODEL,
+                     "sweep": {"method": "grid", "parameters": {"C": TRIALS}, "select": {"metric": "accuracy", "goal": "max"}}},
+        "evaluation": {"metrics": ["accuracy", "roc_auc"]},
+        "deployment": {"model_name": "conf-fanout"},
+        "backends": backends,  # every backend's option for a map limit of MAP_LIMIT
+    })
+
+
+def check_fanout(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    assert outcome.items == {"train": len(TRIALS)}  # every trial ran
+    if outcome.instances is not None and adapter.map_limit_options(MAP_LIMIT) is not None:
+        assert 1 <= outcome.instances["train"] <= MAP_LIMIT, outcome.native  # within the limit
+    assert list(outcome.deployed or {}) == ["conf-fanout"]
+
+
+# --- 5. partitions found at run time -----------------------------------------------------------
+
+
+def build_partitions(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-partitions"},
+        "sources": SOURCE,
+        "training": {"inputs": ["people"], "target": "y", "partition_by": "region", "model": MODEL,
+                     "sweep": {"method": "grid", "parameters": {"C": [0.1, 1.0]}, "select": {"metric": "accuracy", "goal": "max"}}},
+        "evaluation": {"metrics": ["accuracy"], "gates": [{"metric": "accuracy", "op": ">=", "value": 0.0}]},
+        "deployment": {"model_name": "conf-partitions"},
+    })
+
+
+def check_partitions(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    assert "plan" in outcome.steps  # the partitions are listed by a step, at run time
+    assert outcome.items == {"train": 3 * 2}  # regions a, b, c x 2 trials
+    assert sorted(outcome.metrics) == ["a", "b", "c"], outcome.metrics
+    assert outcome.gate == "passed" and sorted(g["partition"] for g in outcome.gates) == ["a", "b", "c"]
+    assert list(outcome.deployed or {}) == ["conf-partitions"]
+
+
+# --- 6. params overridden at run time ----------------------------------------------------------
+
+PARAMS = {"min_x": 37, "label": "over ridden"}
+
+
+def build_params(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-params"},
+        "params": {"min_x": {"type": "integer", "default": 0}, "label": {"type": "string", "default": "the default"}},
+        "sources": SOURCE,
+        "features": {"big_x": {"inputs": ["people"], "sql": "SELECT * FROM people WHERE x > ${params.min_x}"}},
+        "steps": {"echo": {"after": ["big_x"], "run": {"command": writer("params.json") + ["${params.min_x}", "${params.label}"]}}},
+    })
+
+
+def read_json(outcome: Outcome, name: str) -> dict:
+    path = outcome.root / name
+    assert path.exists(), f"the custom step wrote no {name}: {outcome.native}"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_params(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    expected_rows = sum(1 for r in people() if r["x"] > PARAMS["min_x"])
+    assert expected_rows != sum(1 for r in people() if r["x"] > 0)  # the override makes a difference
+    assert outcome.rows == {"people": N_PEOPLE, "big_x": expected_rows}  # the SQL used it
+    assert read_json(outcome, "params.json")["argv"] == [str(PARAMS["min_x"]), PARAMS["label"]]  # the argv too
+    if outcome.backend == "local":  # the reference; every other backend is compared with it
+        assert observe_params(outcome)["env DAGSMITH_PARAMS"] == PARAMS
+
+
+def observe_params(outcome: Outcome) -> dict:
+    """What the custom step got: its argv, and the run's params in its environment (the
+    run-environment contract, runtime/environment.py: DAGSMITH_PARAMS, a JSON object)."""
+    got = read_json(outcome, "params.json")
+    text = got["env"]["DAGSMITH_PARAMS"]
+    return {"argv": got["argv"], "env DAGSMITH_PARAMS": json.loads(text) if text is not None else None}
+
+
+# --- 7. ${run.id} and ${run.date} -------------------------------------------------------------
+
+RUN_DATE = "2024-02-29"
+
+
+def build_runinfo(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    (folder / "daily").mkdir()
+    shutil.copyfile(folder / "people.csv", folder / "daily" / f"{RUN_DATE}.csv")
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-runinfo"},
+        "sources": {"daily": {"type": "csv", "uri": "daily/${run.date}.csv"}},  # read at the run's date
+        "steps": {"runinfo": {"after": ["daily"], "run": {"command": writer("runinfo.json") + ["${run.id}", "${run.date}"]}}},
+    })
+
+
+def check_runinfo(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    assert outcome.run_date == RUN_DATE  # the backend ran at the logical date it was given
+    assert outcome.run_id and outcome.run_id != "adhoc"
+    got = read_json(outcome, "runinfo.json")
+    assert got["argv"] == [outcome.run_id, outcome.run_date], (got, outcome.run_id, outcome.run_date)
+    assert (got["env"]["DAGSMITH_RUN_ID"], got["env"]["DAGSMITH_RUN_DATE"]) == (outcome.run_id, outcome.run_date)
+
+
+def observe_runinfo(outcome: Outcome) -> dict:
+    got = read_json(outcome, "runinfo.json")
+    return {"argv": [a.replace(outcome.run_id, "<run.id>") for a in got["argv"]]}
+
+
+# --- 8. hostile strings ------------------------------------------------------------------------
+
+# Everything a shell, Python, Jinja (Airflow templates), JSON or YAML could misread. A param's
+# value is data (no references); argv items are text with references, so "${" only as `$${`.
+HOSTILE_DEFAULT = "it's \"quoted\" \\ $(touch pwned) `touch pwned` {{ ds }} {% raw %}\nline 2 \u00e9\u65e5\u672c \U0001F680"
+HOSTILE_ARGS = [
+    "'; DROP TABLE people; --",
+    'a "double" and \\"escaped\\" quote',
+    "back\\slash, trailing backslash\\",
+    "$(touch pwned)",
+    "`touch pwned`",
+    "$HOME $PATH %s %(x)s {0} {}",
+    "{{ ti.xcom_push(key='x', value=1) }}",
+    "{% for x in range(3) %}{{ x }}{% endfor %} {# comment #}",
+    "multi\nline\r\nwith\ttab",
+    "",
+    "-c",
+    "--flag=1",
+    "caf\u00e9 \u65e5\u672c\u8a9e \u202eRTL\u202c \u00a0nbsp \U0001F680 \u2028sep",
+    '"""; import os; os.system("touch pwned") #',
+]
+# `$${` writes a literal `${` (spec language: References): (as written in the spec, as the step gets it)
+HOSTILE_ESCAPES = [
+    ("$${HOME}", "${HOME}"),
+    ("echo $${HOME} $$ $HOME $", "echo ${HOME} $$ $HOME $"),
+    ("a$${params.text}b {{ x }}", "a${params.text}b {{ x }}"),
+]
+
+
+def build_hostile(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    program = "import os, sys\nopen('hostile.out', 'wb').write(bytes([0]).join(os.fsencode(a) for a in sys.argv[1:]))\n"
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-hostile"},
+        "params": {"text": {"type": "string", "default": HOSTILE_DEFAULT}},
+        "sources": SOURCE,
+        "steps": {"hostile": {"after": ["people"], "run": {"command": [
+            PY, "-c", program, "${params.text}", *HOSTILE_ARGS, *(written for written, _ in HOSTILE_ESCAPES)]}}},
+    })
+
+
+def hostile_bytes(outcome: Outcome) -> bytes:
+    path = outcome.root / "hostile.out"
+    assert path.exists(), f"the custom step wrote no hostile.out: {outcome.native}"
+    return path.read_bytes()
+
+
+def check_hostile(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    expected = b"\0".join(a.encode("utf-8") for a in [HOSTILE_DEFAULT, *HOSTILE_ARGS, *(got for _, got in HOSTILE_ESCAPES)])
+    assert hostile_bytes(outcome) == expected
+    # run by a shell in the step's folder, or by generated code where it is parsed or run
+    places = {outcome.root, Path.cwd(), REPO}
+    assert not [str(d / "pwned") for d in places if (d / "pwned").exists()], "a hostile string was executed"
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+SCENARIOS = [
+    Scenario("minimal", example("minimal"), check_minimal),
+    Scenario("churn", example("churn"), check_churn, slow=True),
+    Scenario("forecast-dev", example("forecast"), check_forecast, env="dev", slow=True),
+    Scenario("gate-fails", build_gate, check_gate),
+    Scenario("validation-fails", build_validation, check_validation, slow=True),
+    Scenario("fanout-over-map-limit", build_fanout, check_fanout),
+    Scenario("partitions-at-run-time", build_partitions, check_partitions),
+    Scenario("params-at-run-time", build_params, check_params, observe=observe_params, params=PARAMS),
+    Scenario("run-id-and-date", build_runinfo, check_runinfo, observe=observe_runinfo, run_date=RUN_DATE),
+    Scenario("hostile-strings", build_hostile, check_hostile, observe=lambda o: {"hostile.out": hostile_bytes(o)}),
+]
