@@ -46,6 +46,7 @@ schema: $(BIN)/dagsmith
 bench: $(BIN)/dagsmith
 	$(BIN)/python benchmarks/compile.py
 	$(BIN)/python benchmarks/runner.py
+	$(BIN)/python benchmarks/local_run.py
 	$(BIN)/python benchmarks/airflow.py
 
 clean:

@@ -17,7 +17,7 @@ from ..runtime.context import RunValues, StepContext
 from ..runtime.environment import run_environment
 from ..runtime.store import Store
 from . import cache
-from .pool import Done, Task, WorkerPool
+from .pool import Done, Task, WorkerPool, needs_bridges, preload_modules
 from .record import FINISHED, TERMINAL, RunRecord
 
 
@@ -64,10 +64,16 @@ class Executor:
     # --- the loop -------------------------------------------------------------------------
 
     def run(self) -> dict:
-        self.recover_finished()
-        pool = WorkerPool(self.max_parallel, str(self.ir_path), self.store.uri)
         self.environ = self.task_environ()
+        # The workers first: their fork server imports what the steps need, once for all of them
+        # (with the thread count the tasks get: BLAS reads it when it loads), so no step's time
+        # includes those imports; meanwhile a bridge worker runs the steps that need none of it.
+        preload_environ = {"OMP_NUM_THREADS": self.environ["OMP_NUM_THREADS"],
+                           "GX_ANALYTICS_ENABLED": os.environ.get("GX_ANALYTICS_ENABLED", "false")}
+        pool = WorkerPool(self.max_parallel, str(self.ir_path), self.store.uri, preload=preload_modules(self.ir),
+                          bridges=needs_bridges(self.ir), environ=preload_environ)
         try:
+            self.recover_finished()
             while True:
                 self.start_ready_steps()
                 self.record.flush()
@@ -76,12 +82,15 @@ class Executor:
                     if not self.startable():
                         break
                     continue
-                wait = 0.2
-                if self.ready and not pool.busy:
-                    wait = max(0.0, min(wait, self.ready[0][0] - time.monotonic()))
+                wait, now = 0.2, time.monotonic()
+                if self.ready and not pool.busy and self.ready[0][0] > now:
+                    # Only a retry to wait for. (A task that is due but was not dispatched waits for
+                    # a worker that can run it: the pool's poll returns as soon as there is one.)
+                    wait = min(wait, self.ready[0][0] - now)
                 for done in pool.poll(wait):
                     self.finish(done)
-                self.record.flush()
+                # No flush here: the next turn's, after start_ready_steps, writes these outcomes
+                # and the steps they start in one write, before anything is dispatched.
                 self.report()
         finally:
             pool.close()
@@ -128,6 +137,10 @@ class Executor:
             task = entry[3]
             fan = self.fanouts.get(task.step_id) if task.item is not None else None
             if fan is not None and fan.limit is not None and fan.running >= fan.limit:
+                deferred.append(entry)
+                continue
+            task.kind = self.ir.step(task.step_id).kind
+            if not pool.can_take(task):  # only a bridge is idle, and this step needs the preload
                 deferred.append(entry)
                 continue
             if fan is not None:

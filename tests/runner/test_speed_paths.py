@@ -1,0 +1,169 @@
+"""The local runner's fast paths, asserted by what they do, not by how long they take
+(benchmarks/local_run.py measures that):
+
+- the fork server imports what the IR's steps need (Great Expectations only when the IR
+  validates), once, and every worker forked from it, a replacement of a killed one included,
+  has it loaded;
+- while it imports, a bridge worker runs the steps that need none of it (on a machine with a
+  core to spare for it);
+- a worker's validations share one Great Expectations context;
+- a killed worker is replaced and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dagsmith.runner.pool import BRIDGE_KINDS, needs_bridges, preload, preload_modules
+from dagsmith_testing import compile_path
+
+DAGSMITH = str(Path(sys.executable).parent / "dagsmith")
+
+HELPERS = '''
+import json, os, pathlib, signal, sys
+
+def where():
+    """Which process ran this step, and what was imported before it started."""
+    return json.dumps({"pid": os.getpid(), "gx": "great_expectations" in sys.modules, "sklearn": "sklearn" in sys.modules})
+
+def die_once():
+    """The first attempt kills its own worker process (as a segfault would); the next one passes."""
+    flag = pathlib.Path(os.environ["FLAGS"]) / "died"
+    if not flag.exists():
+        flag.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return json.dumps({"pid": os.getpid()})
+'''
+
+SOURCE = """
+dagsmith: 1
+pipeline: {name: speed}
+sources:
+  people: {type: csv, uri: people.csv}
+"""
+
+VALIDATIONS = """
+validation:
+  - name: first_check
+    on: people
+    on_failure: fail
+    expectations:
+      - expect_column_values_to_not_be_null: {column: name}
+      - expect_table_row_count_to_be_between: {min_value: 1, max_value: 10}
+  - name: second_check
+    on: people
+    on_failure: warn
+    expectations: [{expect_column_values_to_be_between: {column: age, min_value: 0, max_value: 50}}]
+"""
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "helpers.py").write_text(HELPERS)
+    (tmp_path / "people.csv").write_text("name,age\nann,10\nbob,60\ncid,30\n")
+    (tmp_path / "flags").mkdir()
+    return tmp_path
+
+
+def run(project: Path, spec: str, *args: str) -> dict:
+    (project / "pipeline.yaml").write_text(spec)
+    result = subprocess.run([DAGSMITH, "run", "pipeline.yaml", "--format", "json", *args], capture_output=True, text=True,
+                            env={**os.environ, "FLAGS": str(project / "flags")}, timeout=300)
+    record = json.loads(result.stdout)
+    assert result.returncode == 0 and record["status"] == "succeeded", result.stderr[-3000:]
+    return record
+
+
+def result(project: Path, record: dict, step: str) -> dict:
+    return json.loads((project / ".dagsmith" / "runs" / record["run_id"] / "steps" / step / "result.json").read_text())
+
+
+def returned(project: Path, record: dict, step: str) -> dict:
+    return json.loads(result(project, record, step)["returned"])
+
+
+def test_one_worker_runs_both_validations_with_one_preloaded_context(project):
+    record = run(project, SOURCE + VALIDATIONS, "--max-parallel", "1")
+    first, second = (result(project, record, step)["gx"] for step in ("first_check", "second_check"))
+    assert first["pid"] == second["pid"] != os.getpid()  # the same worker process ran both
+    assert first["contexts"] == second["contexts"] == 1  # ... with the one context it made
+    assert sorted([first["validations"], second["validations"]]) == [1, 2]
+    assert first["preloaded"] and second["preloaded"]  # Great Expectations came with the worker
+    assert record["validation"]["second_check"]["success"] is False  # results are still each step's own
+    assert record["validation"]["first_check"]["success"] is True
+    logs = project / ".dagsmith" / "runs" / record["run_id"] / "logs"
+    assert {p.name for p in logs.iterdir()} >= {"people.log", "first_check.log", "second_check.log"}
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="no core to spare for a bridge")
+def test_a_bridge_runs_early_steps_while_the_fork_server_imports(project):
+    spec = SOURCE + VALIDATIONS + """
+steps:
+  early: {run: {python: "helpers:where"}}
+"""
+    record = run(project, spec, "--max-parallel", "1")
+    early = returned(project, record, "early")
+    validated = result(project, record, "first_check")["gx"]
+    assert not early["gx"] and early["pid"] != validated["pid"]  # a bridge: not the preloaded worker
+    assert validated["preloaded"]
+
+
+def test_a_killed_worker_is_replaced_by_a_preloaded_one_and_the_run_goes_on(project):
+    spec = SOURCE + VALIDATIONS + """
+steps:
+  crash: {after: [first_check, second_check], run: {python: "helpers:die_once"}, retries: 1, retry_delay: 1s}
+  after_crash: {after: [crash], run: {python: "helpers:where"}}
+"""
+    record = run(project, spec, "--max-parallel", "1")
+    assert {entry["state"] for entry in record["steps"].values()} == {"succeeded"}
+    assert record["steps"]["crash"]["attempts"] == 2
+    killed = int((project / "flags" / "died").read_text())
+    assert result(project, record, "first_check")["gx"]["pid"] == killed  # the one worker, killed by the step
+    after = returned(project, record, "after_crash")
+    assert after["pid"] != killed and returned(project, record, "crash")["pid"] == after["pid"]
+    assert after["gx"] and after["sklearn"] is False  # forked from the fork server: what the IR needs, loaded
+
+
+def test_what_is_preloaded_follows_the_ir(project):
+    record = run(project, SOURCE + """
+steps:
+  plain: {after: [people], run: {python: "helpers:where"}}
+""")
+    assert returned(project, record, "plain")["gx"] is False  # no validation: no Great Expectations
+
+    (project / "pipeline.yaml").write_text(SOURCE + VALIDATIONS)
+    validating = preload_modules(compile_path(project / "pipeline.yaml"))
+    assert {"great_expectations", "duckdb", "pyarrow.parquet"} <= set(validating) and "sklearn" not in validating
+    assert needs_bridges(compile_path(project / "pipeline.yaml"))
+    (project / "pipeline.yaml").write_text(SOURCE + """
+training:
+  inputs: [people]
+  target: age
+  model: {estimator: sklearn.ensemble.RandomForestRegressor}
+""")
+    training = preload_modules(compile_path(project / "pipeline.yaml"))
+    assert {"sklearn", "sklearn.ensemble"} <= set(training) and "great_expectations" not in training
+    (project / "pipeline.yaml").write_text(SOURCE + "steps:\n  plain: {run: {python: 'helpers:where'}}\n")
+    assert not needs_bridges(compile_path(project / "pipeline.yaml"))  # nothing slow to wait for
+    assert {"source", "feature", "custom"} == BRIDGE_KINDS
+
+
+def test_preload_is_quiet_and_reports_what_failed(tmp_path):
+    (tmp_path / "noisy_at_import.py").write_text(
+        "import os, sys, warnings\nprint('hello')\nprint('oops', file=sys.stderr)\nwarnings.warn('careful')\n"
+        "SEEN = os.environ.get('DAGSMITH_TEST_PRELOAD')\n")
+    code = ("import os, sys; from dagsmith.runner.pool import preload\n"
+            "failed = preload(['noisy_at_import', 'no_such_module_here'], {'DAGSMITH_TEST_PRELOAD': '1'})\n"
+            "print(failed, sys.modules['noisy_at_import'].SEEN, os.environ.get('DAGSMITH_TEST_PRELOAD'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
+    # what the module printed and warned went nowhere; it saw the environment asked for, which
+    # was put back afterwards
+    assert (done.stdout, done.stderr) == ("['no_such_module_here'] 1 None\n", "")
