@@ -85,10 +85,11 @@ class AirflowBackend:
                           ir_uri=ir_uri, output_dir=output_dir, spec_dir=spec_dir)
 
     def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]:
-        raise_errors(self.name, self.check(ir, options))
+        problems = self.check(ir, options)
+        raise_errors(self.name, problems)
         plan = self.plan(ir, options, output_dir, spec_dir)
         dag_id = options.get("dag_id") or naming.airflow_id(ir.name)
-        text = _environment().get_template("airflow_dag.py.j2").render(**self.context(plan, options, dag_id))
+        text = _environment().get_template("airflow_dag.py.j2").render(**self.context(plan, options, dag_id, problems))
         return {f"{dag_id}.py": text, plan.ir_file: ir.dumps()}
 
     def deploy(self, ir: IR, options: dict, dags_folder: Path, spec_dir: str | None = None) -> list[Path]:
@@ -158,7 +159,8 @@ class AirflowBackend:
 
     # --- the template's view of the plan ----------------------------------------------------
 
-    def context(self, plan: Plan, options: dict, dag_id: str) -> dict:
+    def context(self, plan: Plan, options: dict, dag_id: str, problems: list[Problem]) -> dict:
+        """The template's values; `problems`: the warnings `check` found (listed in the file)."""
         ir = plan.ir
         operator = options.get("operator", "python")
         tasks = [self.task(plan, task, operator) for task in plan.tasks]
@@ -169,7 +171,6 @@ class AirflowBackend:
             if options.get(key):
                 default_args[key] = options[key]
         tags = list(dict.fromkeys(["dagsmith", *ir.pipeline.get("tags", []), *options.get("tags", [])]))
-        problems = self.check(ir, options)
         return {
             "title": f"Airflow DAG of the dagsmith pipeline {ir.name}.",
             "pipeline": ir.name,

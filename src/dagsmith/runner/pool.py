@@ -102,13 +102,7 @@ def preload(modules, environ: dict | None = None, keep_going=None) -> list[str]:
     failed = []
     saved_environ = {name: os.environ.get(name) for name in environ or {}}
     os.environ.update(environ or {})
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_fds = (os.dup(1), os.dup(2))
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)
+    saved_fds = _redirect_output(os.devnull)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -120,12 +114,7 @@ def preload(modules, environ: dict | None = None, keep_going=None) -> list[str]:
                 except (Exception, SystemExit):  # noqa: BLE001 - see above
                     failed.append(name)
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved_fds[0], 1)
-        os.dup2(saved_fds[1], 2)
-        os.close(saved_fds[0])
-        os.close(saved_fds[1])
+        _restore_output(saved_fds)
         for name, value in saved_environ.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -256,8 +245,9 @@ def _worker(conn: Connection, ir_path: str, store_uri: str) -> None:
 
 
 def _redirect_output(log_path: str | None):
-    """Point file descriptors 1 and 2 at the task's log: what user code and its subprocesses
-    print must not reach the runner's stdout (which `--format json` keeps for the record)."""
+    """Point file descriptors 1 and 2 at the task's log (or os.devnull): what user code and its
+    subprocesses print must not reach the runner's stdout (which `--format json` keeps for the
+    record). Returns what `_restore_output` needs."""
     if log_path is None:
         return None
     import sys
