@@ -100,3 +100,25 @@ def test_long_lists_say_what_differs():
 def test_the_help_says_what_counts_as_a_change(capsys):
     code, out, _ = run(capsys, "diff", "--help")
     assert code == 0 and "only moved in the spec" in out and "does not count as a" in out
+
+
+def test_target_adds_a_unified_diff_of_the_generated_files(capsys, write_spec):
+    old = write_spec(BASE, "old.yaml")
+    new = write_spec(BASE.replace("default: 30", "default: 45"), "new.yaml")
+    code, out, _ = run(capsys, "diff", old, new, "--target", "airflow")
+    assert code == 1
+    assert "--- a/p.py\n+++ b/p.py\n" in out and "--- a/p.ir.json\n+++ b/p.ir.json\n" in out
+    changed = [line for line in out.splitlines() if line.startswith(("-", "+")) and not line.startswith(("---", "+++"))]
+    assert any(line.startswith("-") and "30" in line for line in changed) and any(line.startswith("+") and "45" in line for line in changed)
+    code, out, _ = run(capsys, "diff", old, new, "--target", "airflow", "--format", "json")
+    files = json.loads(out)["files"]
+    assert sorted(files) == ["p.ir.json", "p.py"] and files["p.py"].startswith("--- a/p.py\n")
+    # the same spec twice: nothing differs, generated files included
+    code, out, _ = run(capsys, "diff", old, old, "--target", "airflow")
+    assert code == 0 and "---" not in out
+
+
+def test_file_diffs_of_a_file_only_one_side_has():
+    got = irdiff.file_diffs({"a.txt": "x\n"}, {"b.txt": "y"})
+    assert got["a.txt"] == "--- a/a.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-x\n"
+    assert got["b.txt"] == "--- /dev/null\n+++ b/b.txt\n@@ -0,0 +1 @@\n+y\n\\ No newline at end of file\n"

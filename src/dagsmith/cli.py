@@ -199,12 +199,15 @@ def graph(spec: str, fmt: str, env: str | None, params: tuple[str, ...]):
 @app.command(epilog="""\b
 Examples:
   git show main:pipeline.yaml > /tmp/old.yaml && dagsmith diff /tmp/old.yaml pipeline.yaml
-  dagsmith diff old.yaml new.yaml --format json""")
+  dagsmith diff old.yaml new.yaml --format json
+  dagsmith diff old.yaml new.yaml --target argo   # + a unified diff of the generated files""")
 @click.argument("old_spec", type=click.Path(dir_okay=False))
 @click.argument("new_spec", type=click.Path(dir_okay=False))
+@click.option("--target", "-t", cls=_TargetOption, metavar="TARGET", targets=_targets,
+              help="Also diff the files generated for TARGET.")
 @_spec_option
 @click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True)
-def diff(old_spec: str, new_spec: str, env: str | None, fmt: str):
+def diff(old_spec: str, new_spec: str, target: str | None, env: str | None, fmt: str):
     """Show what changes in the compiled pipeline from OLD_SPEC to NEW_SPEC.
 
     \b
@@ -217,31 +220,58 @@ def diff(old_spec: str, new_spec: str, env: str | None, fmt: str):
     e.g. validation[0] -> validation[1]) does not change what the pipeline
     does: it is listed with `=` (json: "moved") and does not count as a
     change. spec_hash and spec_dir are never compared.
+    With --target, a unified diff of the files generated for TARGET follows
+    (json: "files": {name: diff text}); a file that differs counts as a change.
 
     Exit 0 when nothing the pipeline does changes, 1 when something does, 2 on a spec error.
     """
     from . import irdiff
 
-    result = irdiff.diff(_compile(old_spec, env, ()), _compile(new_spec, env, ()))
+    if target is None:
+        old_ir, new_ir = _compile(old_spec, env, ()), _compile(new_spec, env, ())
+        files = {}
+    else:
+        from . import backends
+
+        backend = backends.get(target)
+        # Both sides generated as if written to the same folder: only what the specs change differs.
+        (old_ir, old_options), (new_ir, new_options) = (_for_target(backend, path, env, ()) for path in (old_spec, new_spec))
+        where = backend.default_output
+        files = irdiff.file_diffs(backend.emit(old_ir, old_options, output_dir=where, spec_dir=_spec_folder(old_spec)),
+                                  backend.emit(new_ir, new_options, output_dir=where, spec_dir=_spec_folder(new_spec)))
+    result = irdiff.diff(old_ir, new_ir)
     if fmt == "json":
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        click.echo(json.dumps({**result, "files": files} if target else result, indent=2, sort_keys=True))
     else:
         click.echo(irdiff.render(result), nl=False)
-    sys.exit(0 if irdiff.is_empty(result) else 1)
+        for text in files.values():
+            click.echo(text, nl=False)
+    sys.exit(0 if irdiff.is_empty(result) and not files else 1)
 
 
 @app.command(epilog="""\b
-Example:
-  dagsmith deploy pipeline.yaml --target airflow --dags-folder /opt/airflow/dags --env prod""")
+Examples:
+  dagsmith deploy pipeline.yaml --target airflow --dags-folder /opt/airflow/dags --env prod
+  ARGO_TOKEN=... dagsmith deploy pipeline.yaml --target argo --server https://argo.example.com --token-env ARGO_TOKEN
+  dagsmith deploy pipeline.yaml --target stepfunctions --stack-name churn --region eu-west-1 --dry-run""")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", cls=_TargetOption, required=True, metavar="TARGET", targets=lambda: _targets(deploy=True))
+@click.option("--dry-run", is_flag=True, help="Check everything and print what would change; change nothing.")
 @click.option("--dags-folder", type=click.Path(file_okay=False), metavar="DIR", help="airflow: the dags folder to deploy into.")
+@click.option("--server", metavar="URL", help="argo: the Argo Server's URL.")
+@click.option("--namespace", metavar="NS", help="argo: the namespace (default: backends.argo.namespace).")
+@click.option("--token-env", metavar="VAR", help="argo: the environment variable that holds the bearer token (never the token itself).")
+@click.option("--stack-name", metavar="NAME", help="stepfunctions: the CloudFormation stack (default: the pipeline's name).")
+@click.option("--region", metavar="REGION", help="stepfunctions: the AWS region (default: backends.stepfunctions.region).")
 @_spec_option
 @_params_option
-def deploy(spec: str, target: str, dags_folder: str | None, env: str | None, params: tuple[str, ...]):
+def deploy(spec: str, target: str, dry_run: bool, dags_folder, server, namespace, token_env, stack_name, region,
+           env: str | None, params: tuple[str, ...]):
     """Compile SPEC, prove the orchestrator accepts it, then deploy it atomically.
 
     Nothing is deployed when anything fails: the destination stays as it was.
+    Exit 0 deployed (or, with --dry-run, checked), 2 refused before anything
+    changed, 3 an internal error.
     """
     from . import backends
     from .errors import UsageError
@@ -249,11 +279,11 @@ def deploy(spec: str, target: str, dags_folder: str | None, env: str | None, par
     backend = backends.get(target)
     if not hasattr(backend, "deploy"):
         raise UsageError(f"deploy is not available for target {target!r} yet")
-    if target == "airflow" and not dags_folder:
-        raise UsageError("deploy --target airflow needs --dags-folder DIR")
+    request = backends.DeployRequest(dry_run=dry_run, dags_folder=dags_folder, server=server, namespace=namespace,
+                                     token_env=token_env, stack_name=stack_name, region=region)
     ir, options = _for_target(backend, spec, env, params)
-    for path in backend.deploy(ir, options, Path(dags_folder), spec_dir=_spec_folder(spec)):
-        click.echo(f"deployed {path}", err=True)
+    for line in backend.deploy(ir, options, request, spec_dir=_spec_folder(spec)):
+        click.echo(line, err=True)
 
 
 @app.command(epilog="""\b

@@ -137,3 +137,21 @@ def _path(origin) -> str:
 def _short(value, limit: int | None = 80) -> str:
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
+
+
+def file_diffs(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
+    """{name: unified diff} of two sets of generated files, for every file that differs (one
+    side missing: diffed against nothing, as `diff -N` does)."""
+    import difflib
+
+    out = {}
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a == b:
+            continue
+        lines = difflib.unified_diff(
+            (a or "").splitlines(keepends=True), (b or "").splitlines(keepends=True),
+            fromfile=f"a/{name}" if a is not None else "/dev/null", tofile=f"b/{name}" if b is not None else "/dev/null",
+        )
+        out[name] = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+    return out

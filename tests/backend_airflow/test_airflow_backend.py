@@ -278,6 +278,7 @@ def test_deploy_is_atomic_and_checked_by_dagbag(airflow_home, tmp_path):
     # When Airflow refuses the DAG, nothing changes (simulated: the compiler already rejects
     # everything this test could make Airflow refuse for real).
     before = {p.name: p.read_bytes() for p in dags.iterdir()}
+    from dagsmith.backends import DeployRequest
     from dagsmith.backends import airflow as backend
     from dagsmith.errors import UsageError
 
@@ -291,7 +292,7 @@ def test_deploy_is_atomic_and_checked_by_dagbag(airflow_home, tmp_path):
     backend.dagbag_import_errors = lambda folder: {str(folder / "minimal.py"): "Traceback...\nValueError: refused"}
     try:
         with pytest.raises(UsageError, match="Airflow cannot load the generated DAG, nothing deployed: minimal.py: ValueError: refused"):
-            backend.AirflowBackend().deploy(ir, {}, dags)
+            backend.AirflowBackend().deploy(ir, {}, DeployRequest(dags_folder=str(dags)))
     finally:
         backend.dagbag_import_errors = original
     assert {p.name: p.read_bytes() for p in dags.iterdir()} == before

@@ -4,12 +4,17 @@ is the folder the files will be written to (None when printed) and `spec_dir` th
 so that generated files can find it (relative data paths) from where they are, with no absolute
 path in them (the IR itself never says where the spec was).
 
+A backend that deploys has `deploy(ir, options, request: DeployRequest, spec_dir=None) ->
+list[str]` (the lines to print: what was, or with `request.dry_run` would be, changed); it
+raises a DagsmithError, with nothing changed, when it cannot deploy.
+
 Built-in backends register here by name; third-party ones through the `dagsmith.backends`
 entry point group (the entry point loads an object with `name` and `emit`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..errors import UsageError
@@ -21,6 +26,30 @@ class Backend(Protocol):
     default_output: str
 
     def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """`dagsmith deploy`'s flags; each backend reads the ones it documents and refuses a flag
+    it does not take (so a typo'd target never deploys half of what was asked)."""
+
+    dry_run: bool = False
+    dags_folder: str | None = None  # airflow
+    server: str | None = None  # argo: the Argo Server's URL
+    namespace: str | None = None  # argo
+    token_env: str | None = None  # argo: the environment variable holding the bearer token
+    stack_name: str | None = None  # stepfunctions
+    region: str | None = None  # stepfunctions
+
+    def given(self) -> dict:
+        """The flags set on the command line (dry_run aside)."""
+        return {name: value for name, value in vars(self).items() if name != "dry_run" and value is not None}
+
+    def refuse_others(self, target: str, accepted: tuple[str, ...]) -> None:
+        extra = sorted(set(self.given()) - set(accepted))
+        if extra:
+            flags = ", ".join("--" + name.replace("_", "-") for name in extra)
+            raise UsageError(f"deploy --target {target} does not take {flags}")
 
 
 class IRBackend:

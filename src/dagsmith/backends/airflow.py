@@ -92,21 +92,25 @@ class AirflowBackend:
         text = _environment().get_template("airflow_dag.py.j2").render(**self.context(plan, options, dag_id, problems))
         return {f"{dag_id}.py": text, plan.ir_file: ir.dumps()}
 
-    def deploy(self, ir: IR, options: dict, dags_folder: Path, spec_dir: str | None = None) -> list[Path]:
-        """Compile into a staging folder beside DIR, prove Airflow loads it (DagBag, zero import
-        errors), then rename the files in: the IR first, the DAG file last, so Airflow never
-        sees a half-written file or a DAG without its IR. On any error DIR is left untouched."""
+    def deploy(self, ir: IR, options: dict, request, spec_dir: str | None = None) -> list[str]:
+        """Compile into a staging folder beside --dags-folder, prove Airflow loads it (DagBag,
+        zero import errors), then rename the files in: the IR first, the DAG file last, so
+        Airflow never sees a half-written file or a DAG without its IR. On any error the folder
+        is left untouched; with --dry-run nothing is written after the check."""
         import os
         import shutil
         import tempfile
 
         from ..output import write_files
 
-        dags_folder = Path(dags_folder)
+        request.refuse_others(self.name, ("dags_folder",))
+        if not request.dags_folder:
+            raise UsageError("deploy --target airflow needs --dags-folder DIR")
+        dags_folder = Path(request.dags_folder)
         if not dags_folder.is_dir():
             raise UsageError(f"--dags-folder {dags_folder}: no such folder")
+        plan = self.plan(ir, options, str(dags_folder), spec_dir)
         files = self.emit(ir, options, output_dir=str(dags_folder), spec_dir=spec_dir)
-        plan = self.plan(ir, options)
         staging = Path(tempfile.mkdtemp(prefix=".dagsmith-deploy-", dir=dags_folder.parent))
         try:
             write_files(staging, files)
@@ -114,15 +118,19 @@ class AirflowBackend:
             if errors:
                 details = "; ".join(f"{Path(path).name}: {message.strip().splitlines()[-1]}" for path, message in sorted(errors.items()))
                 raise UsageError(f"Airflow cannot load the generated DAG, nothing deployed: {details}")
+            ordered = sorted(files, key=lambda name: name.endswith(".py"))  # the DAG file last
+            if request.dry_run:
+                return [f"would {_change(dags_folder / name, files[name])} {dags_folder / name}" for name in ordered]
             if plan.ir_uri:  # pods read the IR from the store
                 from ..runtime.s3 import client, split_uri
 
                 bucket, key = split_uri(plan.ir_uri)
                 client().put_object(Bucket=bucket, Key=key, Body=files[plan.ir_file].encode("utf-8"))
-            ordered = sorted(files, key=lambda name: name.endswith(".py"))  # the DAG file last
+            done = {"create": "created", "update": "updated", "keep": "unchanged"}
+            lines = [f"{done[_change(dags_folder / name, files[name])]} {dags_folder / name}" for name in ordered]
             for name in ordered:
                 os.replace(staging / name, dags_folder / name)
-            return [dags_folder / name for name in ordered]
+            return lines
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -294,6 +302,13 @@ def _argv_expr(argv: list[str], operator: str) -> str:
         argv = argv[1:]
     ir_var = "IR_URI" if operator == "kubernetes" else "IR"
     return "[" + ", ".join(ir_var if arg == _IR else _py(arg) for arg in argv) + "]"
+
+
+def _change(path: Path, text: str) -> str:
+    """create | update | keep (unchanged) for writing `text` to `path`."""
+    if not path.exists():
+        return "create"
+    return "keep" if path.read_bytes() == text.encode("utf-8") else "update"
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
