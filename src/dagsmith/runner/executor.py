@@ -48,6 +48,7 @@ class Executor:
     cache_keys: dict = field(default_factory=dict)  # step id -> key to remember once it succeeds
     sequence: itertools.count = field(default_factory=itertools.count)
     gated: bool = False
+    item_times: dict = field(default_factory=dict)  # fan-out task id -> [item, started, ended, ok] (timeline.json)
 
     # --- setup --------------------------------------------------------------------------
 
@@ -152,6 +153,10 @@ class Executor:
             if self.attempts[task.task_id] > entry["attempts"]:  # a fan-out: its most-tried item
                 self.record.update(task.step_id, attempts=self.attempts[task.task_id])
             pool.submit(task)
+            if task.item is not None:
+                from .record import now as timestamp
+
+                self.item_times[task.task_id] = [task.item, timestamp(), None, None]
         for entry in deferred:
             heapq.heappush(self.ready, entry)
 
@@ -164,6 +169,10 @@ class Executor:
         fan = self.fanouts.get(step_id) if item is not None else None
         if fan is not None:
             fan.running -= 1
+        if done.task_id in self.item_times:
+            from .record import now as timestamp
+
+            self.item_times[done.task_id][2:] = [timestamp(), done.ok]
         if self.record.state(step_id) in TERMINAL:
             return  # another item already failed the step
         if done.ok:
@@ -296,8 +305,28 @@ class Executor:
         from .record import now
 
         self.record.data["ended"] = now()
+        self.save_timeline()
         self.record.save()
         return self.record.data
+
+    def save_timeline(self) -> None:
+        """<run folder>/timeline.json: when each fan-out item ran (its last attempt), for the
+        report's timeline: {"items": {step id: [[item, started, ended, ok], ...]}}. Written once
+        at the end (a resumed run keeps the items of its earlier attempts)."""
+        if not self.item_times:
+            return
+        path = self.record.path.parent / "timeline.json"
+        try:
+            items = json.loads(path.read_text(encoding="utf-8")).get("items", {})
+        except (OSError, ValueError):
+            items = {}
+        merged = {step_id: {row[0]: row for row in rows} for step_id, rows in items.items()}
+        for task_id, entry in self.item_times.items():
+            merged.setdefault(task_id.partition("#")[0], {})[entry[0]] = entry
+        items = {step_id: [rows[item] for item in sorted(rows)] for step_id, rows in merged.items()}
+        from ..runtime.store import atomic_write_bytes
+
+        atomic_write_bytes(path, json.dumps({"items": items}, separators=(",", ":")).encode("utf-8"))
 
     def event(self, step_id: str, text: str) -> None:
         if self.reporter is not None:
