@@ -298,9 +298,10 @@ def schema():
 
 _STEP_ENVIRONMENT = """\b
 Environment (runtime/environment.py): DAGSMITH_RUN_ID, DAGSMITH_RUN_DATE, DAGSMITH_PARAMS (JSON),
-DAGSMITH_ROOT (folder relative spec paths resolve against), DAGSMITH_STORE, DAGSMITH_TRIGGER."""
+DAGSMITH_PARAM_<NAME> (one value as text), DAGSMITH_ROOT (folder relative spec paths resolve against), DAGSMITH_STORE, DAGSMITH_TRIGGER."""
 _STORE_OPTION = click.option("--store", metavar="URI", help="Artifact store: a folder or s3://bucket/prefix (default $DAGSMITH_STORE or .dagsmith).")
 _OUTCOME_OPTION = click.option("--outcome", metavar="PATH", help="Also write the result as one JSON file at PATH (for Argo output parameters, Step Functions task results).")
+_STATUS_OPTION = click.option("--status", "status", metavar="PATH", help="Also write the outcome as one word at PATH (for conditions that compare strings, as Argo's `when`).")
 
 
 @app.command(epilog="""\b
@@ -314,15 +315,17 @@ Examples (what orchestrator tasks run):
 @click.option("--item", metavar="JSON", help="Fan-out items: an index (3), {\"index\": 3} or a range {\"start\": 0, \"stop\": 20}.")
 @_STORE_OPTION
 @_OUTCOME_OPTION
+@_STATUS_OPTION
 @click.option("--skip-exit-code", type=click.IntRange(2, 255), metavar="N", help="Exit N when a gate does not pass (for orchestrators that skip on an exit code).")
-def step(ir_file: str, step_id: str, item: str | None, store: str | None, outcome: str | None, skip_exit_code: int | None):
+def step(ir_file: str, step_id: str, item: str | None, store: str | None, outcome: str | None, status: str | None,
+         skip_exit_code: int | None):
     """Run ONE step of a compiled pipeline (or items of a fan-out); exit 0 or 1.
 
     Prints each item's result as a JSON line on stdout.
     """
     from .runtime.commands import main_step
 
-    sys.exit(main_step(ir_file, step_id, item, store, skip_exit_code, outcome))
+    sys.exit(main_step(ir_file, step_id, item, store, skip_exit_code, outcome, status))
 
 
 @app.command(epilog="""\b
@@ -352,9 +355,10 @@ Examples (the first task of a pipeline with on_new_data min_interval):
 @click.argument("ir_file", type=click.Path(dir_okay=False))
 @_STORE_OPTION
 @_OUTCOME_OPTION
+@_STATUS_OPTION
 @click.option("--skip-exit-code", type=click.IntRange(2, 255), metavar="N", help="Exit N when the run is covered by an earlier one (skip it whole).")
 @click.option("--wait", is_flag=True, help="When min_interval holds the run, sleep until it may start instead of exiting 75.")
-def admit(ir_file: str, store: str | None, outcome: str | None, skip_exit_code: int | None, wait: bool):
+def admit(ir_file: str, store: str | None, outcome: str | None, status: str | None, skip_exit_code: int | None, wait: bool):
     """Admit this run under triggers.on_new_data min_interval (see docs/triggers.md).
 
     Prints {"action": "admit" | "hold" | "covered", "admitted", "wait_seconds", "reason"}.
@@ -362,7 +366,7 @@ def admit(ir_file: str, store: str | None, outcome: str | None, skip_exit_code: 
     """
     from .runtime.commands import main_admit
 
-    sys.exit(main_admit(ir_file, store, outcome, skip_exit_code, wait))
+    sys.exit(main_admit(ir_file, store, outcome, skip_exit_code, wait, status=status))
 
 
 @app.command(epilog="""\b

@@ -82,8 +82,12 @@ def test_admit_holds_admits_and_skips_covered_runs(tmp_path):
     assert held.returncode == 75  # try again later (or --wait)
     decision = json.loads(outcome.read_text())
     assert decision["action"] == "hold" and 3500 < decision["wait_seconds"] <= 3600
-    covered = dagsmith("admit", ir, "--store", store, "--skip-exit-code", 99, env={"DAGSMITH_RUN_ID": "r3", **_trigger(now - dt.timedelta(minutes=5))})
+    held = dagsmith("admit", ir, "--store", store, "--status", tmp_path / "held.status", env={"DAGSMITH_RUN_ID": "r2", **_trigger(now + dt.timedelta(seconds=30))})
+    assert held.returncode == 75 and not (tmp_path / "held.status").exists()  # no word until decided
+    covered = dagsmith("admit", ir, "--store", store, "--skip-exit-code", 99, "--status", tmp_path / "status",
+                       env={"DAGSMITH_RUN_ID": "r3", **_trigger(now - dt.timedelta(minutes=5))})
     assert covered.returncode == 99 and json.loads(covered.stdout)["action"] == "covered"
+    assert (tmp_path / "status").read_text() == "covered"
     scheduled = dagsmith("admit", ir, "--store", store, env={"DAGSMITH_RUN_ID": "r4", "DAGSMITH_TRIGGER": ""})
     assert scheduled.returncode == 0 and json.loads(scheduled.stdout)["admitted"] is True
     bad = dagsmith("admit", ir, "--store", store, env={"DAGSMITH_TRIGGER": '{"sources": ["nope"]}'})
@@ -125,13 +129,38 @@ def test_step_outcome_files_for_success_gate_and_failure(tmp_path, example_copy)
     env = {"DAGSMITH_RUN_ID": run_id}
     gate = dagsmith("step", ir, "gate", "--store", work, "--outcome", tmp_path / "gate.json", "--skip-exit-code", 99, env=env)
     assert gate.returncode == 99, gate.stderr
+    gate = dagsmith("step", ir, "gate", "--store", work, "--status", tmp_path / "gate.status", env=env)
+    assert gate.returncode == 0 and (tmp_path / "gate.status").read_text() == "skip"  # Argo reads the word
     outcome = json.loads((tmp_path / "gate.json").read_text())
     assert outcome["status"] == "skip" and outcome["passed"] is False and outcome["results"][0]["passed"] is False
-    evaluate = dagsmith("step", ir, "evaluate", "--store", work, "--outcome", tmp_path / "evaluate.json", env=env)
-    assert evaluate.returncode == 0
+    evaluate = dagsmith("step", ir, "evaluate", "--store", work, "--outcome", tmp_path / "evaluate.json", "--status", tmp_path / "ev.status", env=env)
+    assert evaluate.returncode == 0 and (tmp_path / "ev.status").read_text() == "succeeded"
     outcome = json.loads((tmp_path / "evaluate.json").read_text())
     assert outcome["status"] == "succeeded" and outcome["results"][0]["metrics"]["accuracy"] < 1.01
     failed = dagsmith("step", ir, "evaluate", "--store", work, "--outcome", tmp_path / "failed.json", env={"DAGSMITH_RUN_ID": "no-such-run"})
     assert failed.returncode == 1
     outcome = json.loads((tmp_path / "failed.json").read_text())
     assert outcome["status"] == "failed" and "has no outputs" in outcome["error"]
+
+
+def test_a_parameter_given_as_text_is_typed_and_checked(tmp_path):
+    """DAGSMITH_PARAM_<NAME>: how Argo passes a workflow parameter (always a string)."""
+    from dagsmith.runtime import load_ir
+    from dagsmith.runtime.context import RunValues, StepFailed
+
+    ir = load_ir(str(compiled(tmp_path, """dagsmith: 1
+pipeline: {name: p}
+params:
+  days: {type: integer, default: 30}
+  rate: {type: number, default: 0.5}
+  on: {type: boolean, default: false}
+  mode: {type: string, default: a, enum: [a, 'b "q"']}
+sources: {t: {type: csv, uri: t.csv}}
+""")))
+    env = {"DAGSMITH_PARAMS": '{"days": 7}', "DAGSMITH_PARAM_rate": "2", "DAGSMITH_PARAM_on": "true", "DAGSMITH_PARAM_mode": 'b "q"'}
+    assert RunValues.from_env(ir, env).params == {"days": 7, "rate": 2, "on": True, "mode": 'b "q"'}
+    assert RunValues.from_env(ir, {"DAGSMITH_PARAM_days": "45", "DAGSMITH_PARAMS": '{"days": 7}'}).params["days"] == 45
+    for name, text, why in [("days", "٣", "digits 0-9 only"), ("days", "4.5", "not an integer"), ("on", "yes", "not true or false"),
+                            ("mode", "c", "not one of")]:
+        with pytest.raises(StepFailed, match=why):
+            RunValues.from_env(ir, {f"DAGSMITH_PARAM_{name}": text})

@@ -55,13 +55,14 @@ class Command:
     skip_exit_code: int | None = None  # gate / admit: exit code that means "skip what follows"
     takes_item: bool = False  # a fan-out's task: --item gets one range from the listing
 
-    def argv(self, ir: str, *, item: str | None = None, outcome: str | None = None, program: str = "dagsmith") -> list[str]:
+    def argv(self, ir: str, *, item: str | None = None, outcome: str | None = None, status: str | None = None,
+             program: str = "dagsmith") -> list[str]:
         """The whole command line; a fan-out's task needs its `item` (one range, as JSON)."""
         if self.takes_item != (item is not None):
             raise PlanBug(f"internal error (please report): {self.verb} {self.step_id!r} takes an item: {self.takes_item}")
-        return self.prefix(ir, outcome=outcome, program=program) + (["--item", item] if item is not None else [])
+        return self.prefix(ir, outcome=outcome, status=status, program=program) + (["--item", item] if item is not None else [])
 
-    def prefix(self, ir: str, *, outcome: str | None = None, program: str = "dagsmith") -> list[str]:
+    def prefix(self, ir: str, *, outcome: str | None = None, status: str | None = None, program: str = "dagsmith") -> list[str]:
         """The command line without its --item (a mapped task appends `--item RANGE`)."""
         out = [program, self.verb, ir]
         if self.step_id is not None:
@@ -72,6 +73,8 @@ class Command:
             out += ["--store", self.store]
         if outcome is not None:
             out += ["--outcome", outcome]
+        if status is not None:
+            out += ["--status", status]
         if self.skip_exit_code is not None:
             out += ["--skip-exit-code", str(self.skip_exit_code)]
         return out

@@ -7,8 +7,10 @@
     dagsmith admit IR                 min_interval admission of this run (runtime/admission.py)
 
 Both, like `dagsmith step`, print their result as JSON on stdout and, with `--outcome PATH`,
-write it to PATH (what Argo output parameters and Step Functions task results read). An
-in-process caller (Airflow's python mode) calls `item_ranges` / `admit_run` directly.
+write it to PATH (what Argo output parameters and Step Functions task results read). `step` and
+`admit` also write, with `--status PATH`, their outcome as ONE word (step: succeeded | skip;
+admit: admit | covered), for orchestrators whose conditions compare strings (Argo's `when`).
+An in-process caller (Airflow's python mode) calls `item_ranges` / `admit_run` directly.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def item_ranges(ctx, max_ranges: int) -> list[dict]:
     return [{"start": a, "stop": b} for a, b in split_ranges(item_count(ctx), max_ranges)]
 
 
+def write_status(path: str | None, word: str) -> None:
+    if path:
+        atomic_write_bytes(Path(path), word.encode("ascii"))
+
+
 def write_outcome(path: str | None, data) -> None:
     """The result as JSON at `path` (atomically: a reader never sees half of it)."""
     if path:
@@ -76,7 +83,7 @@ def admit_run(ir, store: Store, environ=os.environ, now: float | None = None) ->
 
 
 def main_admit(ir_file: str, store_uri: str | None, outcome: str | None, skip_exit_code: int | None, wait: bool,
-               sleep=time.sleep) -> int:
+               sleep=time.sleep, status: str | None = None) -> int:
     """Exit 0 when admitted; `skip_exit_code` (or 0) when covered; with --wait a hold sleeps and
     decides again, without it a hold exits HOLD_EXIT_CODE (for orchestrators that retry)."""
     from . import load_ir
@@ -91,6 +98,8 @@ def main_admit(ir_file: str, store_uri: str | None, outcome: str | None, skip_ex
             continue
         break
     write_outcome(outcome, decision.to_json())
+    if decision.action != "hold":
+        write_status(status, decision.action)
     print(json.dumps(decision.to_json(), sort_keys=True))
     print(f"admit: {decision.action}: {decision.reason}", file=sys.stderr)
     if decision.action == "hold":
@@ -101,7 +110,7 @@ def main_admit(ir_file: str, store_uri: str | None, outcome: str | None, skip_ex
 
 
 def main_step(ir_file: str, step_id: str, item: str | None, store_uri: str | None, skip_exit_code: int | None = None,
-              outcome: str | None = None) -> int:
+              outcome: str | None = None, status: str | None = None) -> int:
     """Run a step (or a range of a fan-out's items). Each item's result is printed as a JSON line;
     `outcome` gets {"step", "status": succeeded | skip | failed, "results": [...], "error"?} as one
     JSON file, for orchestrators that read a task's result from a file (Argo output parameters,
@@ -119,6 +128,7 @@ def main_step(ir_file: str, step_id: str, item: str | None, store_uri: str | Non
             print(json.dumps(result, sort_keys=True, default=str), file=sys.stdout)
             if result.get("passed") is False:
                 write_outcome(outcome, {"step": step_id, "status": "skip", "passed": False, "results": results})
+                write_status(status, "skip")
                 if skip_exit_code is not None:
                     print(f"step {step_id!r}: gates did not pass: exiting {skip_exit_code} so what follows is skipped", file=sys.stderr)
                     return skip_exit_code
@@ -127,4 +137,5 @@ def main_step(ir_file: str, step_id: str, item: str | None, store_uri: str | Non
         write_outcome(outcome, {"step": step_id, "status": "failed", "error": str(exc), "results": results})
         raise
     write_outcome(outcome, {"step": step_id, "status": "succeeded", "passed": results[-1].get("passed") if results else None, "results": results})
+    write_status(status, "succeeded")
     return 0

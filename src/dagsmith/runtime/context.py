@@ -48,7 +48,10 @@ class RunValues:
             raise StepFailed(f"unknown parameters {unknown} (known: {sorted(ir.params)})")
         params = {}
         for name, param in ir.params.items():
-            if name in given:
+            text = environ.get(E.PARAM_PREFIX + name)
+            if text is not None:
+                params[name] = _param_from_text(name, param, text)
+            elif name in given:
                 params[name] = given[name]
             elif param["required"]:
                 raise StepFailed(f"parameter {name!r} has no default: set it for the run")
@@ -177,3 +180,16 @@ def default_store_uri(environ=os.environ) -> str:
     compile time (backends.<name>.store, its execution plan) and passes it as --store or
     DAGSMITH_STORE: the runtime never looks up an orchestrator's options."""
     return environ.get(E.STORE) or E.DEFAULT_STORE
+
+
+def _param_from_text(name: str, param: dict, text: str):
+    """A parameter given as text (DAGSMITH_PARAM_<NAME>), typed and checked against its enum."""
+    from ..paramtext import convert
+
+    try:
+        value = convert(param["type"], text)
+    except ValueError as exc:
+        raise StepFailed(f"parameter {name}: {exc}") from None
+    if param.get("enum") and value not in param["enum"]:
+        raise StepFailed(f"parameter {name}: {text[:80]!r} is not one of {param['enum']}")
+    return value

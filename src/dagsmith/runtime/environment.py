@@ -8,6 +8,9 @@ using these names.
     DAGSMITH_RUN_ID      the run's id                       (default "adhoc")
     DAGSMITH_RUN_DATE    the run's logical date, YYYY-MM-DD  (default: today, UTC)
     DAGSMITH_PARAMS      JSON object of parameter values over the IR's defaults (default {})
+    DAGSMITH_PARAM_<N>   one parameter's value as text (converted by its declared type,
+                         paramtext.convert), over DAGSMITH_PARAMS: for orchestrators whose
+                         parameters are strings (Argo), so no backend builds JSON from them
     DAGSMITH_STORE       the artifact store, a folder or s3://bucket/prefix, when the command
                          line gives no --store (default ".dagsmith")
     DAGSMITH_ROOT        the folder relative spec paths resolve against (default: the spec's
@@ -23,6 +26,7 @@ import json
 RUN_ID = "DAGSMITH_RUN_ID"
 RUN_DATE = "DAGSMITH_RUN_DATE"
 PARAMS = "DAGSMITH_PARAMS"
+PARAM_PREFIX = "DAGSMITH_PARAM_"  # + a parameter's name: its value as text
 STORE = "DAGSMITH_STORE"
 ROOT = "DAGSMITH_ROOT"
 TRIGGER = "DAGSMITH_TRIGGER"

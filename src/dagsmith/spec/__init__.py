@@ -164,23 +164,6 @@ def _override_params(doc: YMap, overrides: dict[str, str]) -> YMap:
 
 
 def _convert(kind: str, text: str):
-    if not text.isascii() and kind in ("integer", "number"):  # int() and float() take '１２' and '٣'
-        raise ValueError(f"{text!r} is not {'an integer' if kind == 'integer' else 'a number'} (digits 0-9 only)")
-    if kind == "integer":
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an integer") from None
-    if kind == "number":
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{text!r} is not a finite number")
-        return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-    if kind == "boolean":
-        if text.lower() in ("true", "false"):
-            return text.lower() == "true"
-        raise ValueError(f"{text!r} is not true or false")
-    return text
+    from ..paramtext import convert
+
+    return convert(kind, text)
