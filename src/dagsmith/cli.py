@@ -182,16 +182,23 @@ def compile_(spec: str, target: str, output: str | None, env: str | None, params
 @app.command(epilog="""\b
 Examples:
   dagsmith graph pipeline.yaml                 # Mermaid (paste into a Markdown file)
-  dagsmith graph pipeline.yaml --format dot | dot -Tsvg > graph.svg""")
+  dagsmith graph pipeline.yaml --format dot | dot -Tsvg > graph.svg
+  dagsmith graph pipeline.yaml --format html > graph.html   # the picture of `dagsmith report`""")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "json"]), default="mermaid", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "json", "svg", "html"]), default="mermaid", show_default=True,
+              help="svg: the step graph drawn as in `dagsmith report`; html: that picture on a self-contained page.")
 @_spec_option
 @_params_option
 def graph(spec: str, fmt: str, env: str | None, params: tuple[str, ...]):
-    """Print the step graph of SPEC as Mermaid, Graphviz DOT or JSON."""
+    """Print the step graph of SPEC as Mermaid, Graphviz DOT, JSON, an SVG picture or an HTML page."""
     from . import graphviz
 
     ir = _compile(spec, env, params)
+    if fmt in ("svg", "html"):
+        from . import report
+
+        click.echo(report.graph_svg(ir, standalone=True) + "\n" if fmt == "svg" else report.graph_page(ir), nl=False)
+        return
     render = {"mermaid": graphviz.to_mermaid, "dot": graphviz.to_dot, "json": graphviz.to_json}[fmt]
     click.echo(render(ir), nl=False)
 
@@ -405,7 +412,43 @@ def run(spec: str, env, params, workdir: str, max_parallel, resume_id, no_cache:
         click.echo(json.dumps(record, indent=2, sort_keys=True, default=str))
     else:
         summary(record, Console(), workdir=workdir)
+    _write_run_report(workdir, record["run_id"], err=fmt == "json")
     sys.exit(1 if record["status"] == "failed" else 0)
+
+
+def _write_run_report(workdir: str, run_id: str, err: bool) -> None:
+    """The end of `dagsmith run`: the run's HTML report, and its path (a report that cannot be
+    written is a warning: the run itself is over and recorded)."""
+    from .report import write_report
+
+    try:
+        path = write_report(Path(workdir), run_id)
+    except Exception as exc:  # noqa: BLE001 - the run's outcome stands, whatever the report met
+        if os.environ.get("DAGSMITH_DEBUG"):
+            raise
+        click.echo(f"warning: report not written: {exc}", err=True)
+        return
+    click.echo(f"report: {path}", err=err)
+
+
+@app.command(epilog="""\b
+Examples:
+  dagsmith report                              # the latest run in .dagsmith
+  dagsmith report 20261125-101500-a1b2c3 --workdir .dagsmith -o churn.html""")
+@click.argument("run_id", required=False)
+@click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where to write the report (default <workdir>/runs/<run_id>/report.html).")
+def report(run_id: str | None, workdir: str, output: str | None):
+    """Write RUN_ID's report (default: the latest run) as one self-contained HTML file.
+
+    Step graph colored by state, timeline, sweep trials and plots, metrics, gates, validation,
+    what was deployed and its lineage. It works offline: nothing is fetched. Prints its path.
+    """
+    from .report import write_report
+
+    _existing_workdir(workdir)
+    click.echo(str(write_report(Path(workdir), run_id, output)))
 
 
 @app.group()
