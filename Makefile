@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 EXAMPLE ?= churn
 RUN_ARGS ?=
 
-.PHONY: demo test golden schema bench clean
+.PHONY: demo test golden schema bench clean chromium
 
 $(BIN)/dagsmith: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ $(VENV)/.horovod: $(BIN)/dagsmith scripts/install-horovod.sh
 	PYTHON=$(abspath $(BIN)/python) bash scripts/install-horovod.sh
 	touch $@
 
-test: $(BIN)/dagsmith $(VENV)/.horovod
+# The report tests render in headless Chromium (Debian's package; apt-get, with sudo when not root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(BIN)/dagsmith $(VENV)/.horovod chromium
 	DAGSMITH_FUZZ_EXAMPLES=2500 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 golden: $(BIN)/dagsmith

@@ -55,7 +55,8 @@ def graph_svg(ir: IR, states: dict[str, dict] | None = None, *, standalone: bool
         offset = (widest - rows_per_layer[place.layer]) * (NODE_W + GAP_X) / 2  # centre narrow layers
         return PAD + offset + place.row * (NODE_W + GAP_X), PAD + place.layer * (NODE_H + GAP_Y)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="dag" role="img" aria-label="step graph of {esc(ir.name)}" '
+    xmlns = ' xmlns="http://www.w3.org/2000/svg"' if standalone else ""  # inline in HTML it needs none
+    parts = [f'<svg{xmlns} class="dag" role="img" aria-label="step graph of {esc(ir.name)}" '
              f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
              (f"<style>{DAG_STYLE}</style>" if standalone else "") +
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto">'

@@ -94,7 +94,7 @@ def scatter(trials: list, param: str, metric: str, chosen: set, title: str, widt
     left, right, top, bottom = 46, 10, 22, 30
     pw, ph = width - left - right, height - top - bottom
     attrs = f' data-param="{esc(param)}"' + (f' data-partition="{esc(partition)}"' if partition is not None else "")
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="scatter" width="{width}" height="{height}" viewBox="0 0 {width} {height}"{attrs}>',
+    parts = [f'<svg class="scatter" width="{width}" height="{height}" viewBox="0 0 {width} {height}"{attrs}>',
              text(left, 14, truncate(title, int(width / 6.2)), "ptitle")]
     if not points:
         parts.append(text(left, top + ph / 2, "no trial has this metric", "muted"))

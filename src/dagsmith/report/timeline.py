@@ -113,7 +113,7 @@ def timeline(data) -> tuple[str, dict]:
         x = LABEL_W + tick * scale
         axis.append(f'<line class="grid" x1="{fmt(x)}" y1="{AXIS_H - 4}" x2="{fmt(x)}" y2="{height - PAD}"/>' + text(x, AXIS_H - 8, seconds_text(tick), "tick", "middle"))
     width = LABEL_W + PLOT_W + 60
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" class="gantt" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+    svg = (f'<svg class="gantt" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
            + "".join(axis) + "".join(body) + "</svg>")
     busy = _union(intervals)
     critical_seconds = sum((times[s][1] - times[s][0]) for s in critical if times[s][0] is not None and times[s][1] is not None)
