@@ -419,8 +419,26 @@ SCHEMA = {
                         "Argo Workflows options.",
                         {
                             "namespace": string("Kubernetes namespace."),
-                            "service_account": string("Service account the workflow pods run as."),
-                            "store": string("Artifact store of runs, s3://bucket/prefix."),
+                            "service_account": string("Service account the workflow pods (and the Sensor) run as."),
+                            "store": string("Artifact store of runs, s3://bucket/prefix (pods share no disk); pods read the IR from it."),
+                            "pod_gc": {"enum": ["OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"],
+                                       "description": "When Argo deletes finished pods (default OnPodSuccess: failed pods stay for their logs)."},
+                            "ttl": obj(
+                                "How long finished workflows are kept (seconds; default 1 day after success, 7 after failure).",
+                                {
+                                    "after_success": {"type": "integer", "minimum": 0},
+                                    "after_failure": {"type": "integer", "minimum": 0},
+                                    "after_completion": {"type": "integer", "minimum": 0},
+                                },
+                            ),
+                            "max_fanout_pods": {
+                                "type": "integer", "minimum": 1, "maximum": 6000,
+                                "description": "At most this many pods per fan-out (default 1000): a larger fan-out runs ranges of items per pod.",
+                            },
+                            "image_pull_policy": {"enum": ["Always", "IfNotPresent", "Never"], "description": "The containers' imagePullPolicy."},
+                            "server": string("dagsmith deploy: the Argo Server's URL (or --server)."),
+                            "token_env": string("dagsmith deploy: the environment variable holding the Argo Server token (default ARGO_TOKEN).",
+                                                pattern="^[A-Za-z_][A-Za-z0-9_]*$"),
                         },
                     ),
                     "stepfunctions": obj(

@@ -70,9 +70,15 @@ def _airflow() -> Backend:
     return AirflowBackend()
 
 
-_BUILTIN: dict[str, Callable[[], Backend]] = {"ir": IRBackend, "airflow": _airflow}
+def _argo() -> Backend:
+    from .argo import ArgoBackend
+
+    return ArgoBackend()
+
+
+_BUILTIN: dict[str, Callable[[], Backend]] = {"ir": IRBackend, "airflow": _airflow, "argo": _argo}
 # Orchestrators this project is building; asking for one before it lands says so plainly.
-PLANNED = ("argo", "stepfunctions")
+PLANNED = ("stepfunctions",)
 
 
 def _entry_points():

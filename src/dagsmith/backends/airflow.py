@@ -25,7 +25,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import naming
-from ..errors import UsageError
+from ..errors import UsageError, format_path
 from ..ir import IR
 from ..runtime import environment as E
 from . import kubernetes
@@ -185,7 +185,7 @@ class AirflowBackend:
             "spec_hash": ir.pipeline.get("spec_hash") or "",
             "ir_file": plan.ir_file,
             "operator": operator,
-            "warnings": [p.message for p in problems],
+            "warnings": [f"{format_path(p.path)}: {p.message}" for p in problems],
             "dag_id": dag_id,
             "description": ir.pipeline.get("description"),
             "schedule": schedule,

@@ -56,14 +56,18 @@ class Command:
     takes_item: bool = False  # a fan-out's task: --item gets one range from the listing
 
     def argv(self, ir: str, *, item: str | None = None, outcome: str | None = None, status: str | None = None,
-             program: str = "dagsmith") -> list[str]:
+             wait: bool = False, program: str = "dagsmith") -> list[str]:
         """The whole command line; a fan-out's task needs its `item` (one range, as JSON)."""
         if self.takes_item != (item is not None):
             raise PlanBug(f"internal error (please report): {self.verb} {self.step_id!r} takes an item: {self.takes_item}")
-        return self.prefix(ir, outcome=outcome, status=status, program=program) + (["--item", item] if item is not None else [])
+        return self.prefix(ir, outcome=outcome, status=status, wait=wait, program=program) + (["--item", item] if item is not None else [])
 
-    def prefix(self, ir: str, *, outcome: str | None = None, status: str | None = None, program: str = "dagsmith") -> list[str]:
-        """The command line without its --item (a mapped task appends `--item RANGE`)."""
+    def prefix(self, ir: str, *, outcome: str | None = None, status: str | None = None, wait: bool = False,
+               program: str = "dagsmith") -> list[str]:
+        """The command line without its --item (a mapped task appends `--item RANGE`). `status`:
+        where to write the one-word outcome; `wait` (admit): hold in the task, not by exit code."""
+        if wait and self.verb != "admit":
+            raise PlanBug(f"internal error (please report): only admit waits, not {self.verb}")
         out = [program, self.verb, ir]
         if self.step_id is not None:
             out.append(self.step_id)
@@ -77,6 +81,8 @@ class Command:
             out += ["--status", status]
         if self.skip_exit_code is not None:
             out += ["--skip-exit-code", str(self.skip_exit_code)]
+        if wait:
+            out.append("--wait")
         return out
 
 

@@ -75,7 +75,8 @@ def admit(store: Store, pipeline: str, intervals: dict[str, float], trigger: dic
 
 
 def parse_trigger(text: str | None) -> dict | None:
-    """DAGSMITH_TRIGGER's JSON, checked (a run that is not data-triggered: empty or unset)."""
+    """DAGSMITH_TRIGGER's JSON, checked (a run that is not data-triggered: empty, unset, or
+    {"sources": [""], "at": ""}: what a template of the value gives with its variables empty)."""
     if not text or not text.strip():
         return None
     try:
@@ -84,6 +85,8 @@ def parse_trigger(text: str | None) -> dict | None:
         raise StepFailed(f"DAGSMITH_TRIGGER is not JSON: {text[:80]!r}") from None
     if not isinstance(value, dict) or not isinstance(value.get("sources", []), list) or not isinstance(value.get("at", ""), (str, type(None))):
         raise StepFailed('DAGSMITH_TRIGGER must be {"sources": [NAME, ...], "at": "ISO time"}')
+    if value.get("sources") == [""] and not value.get("at"):
+        return None  # a run not started by data, from a template filled in by variables (Argo)
     if value.get("at"):
         _epoch(value["at"])
     return value

@@ -1,0 +1,160 @@
+"""Argo Workflows backend: the execution plan as the resources a team `kubectl apply`s.
+
+    <name>.workflow-template.yaml   the pipeline (argo submit --from workflowtemplate/<name>)
+    <name>.cron-workflow.yaml       with `schedule`
+    <name>.event-source.yaml        with `on_new_data` (Argo Events)
+    <name>.sensor.yaml              with `on_new_data`: submits the WorkflowTemplate
+    <name>.ir.json                  the IR, which pods read from the store (`dagsmith deploy` puts it there)
+
+How the plan maps to Argo is in argo_workflow.py, the triggers in argo_events.py, the deploy
+through the Argo Server in argo_deploy.py; this module checks what Argo cannot take (every
+problem at once, at its spec position) and writes the files.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from ..ir import IR
+from ..paramtext import to_text
+from . import argo_events, argo_workflow, kubernetes
+from .argo_workflow import Settings
+from .plan import Plan, build_plan
+from .problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
+
+OPTIONS = ("backends", "argo")
+CAPABILITIES = Capabilities("argo", "Argo Workflows", runs_images=True, shared_disk=False, options_path=OPTIONS)
+POD_GC = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
+OBJECT_LIMIT = 1024 * 1024  # etcd takes ~1.5 MB per object; Argo recommends staying under 1 MB
+PARAMETER_LIMIT = 256 * 1024  # an output parameter travels in a pod annotation (256 KB)
+RANGE_BYTES = len('{"start":9999999999,"stop":9999999999},')  # one range in the listing, at most
+
+
+class ArgoBackend:
+    name = "argo"
+    default_output = "build/argo"
+
+    def plan(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> Plan:
+        settings = Settings.of(options)
+        return build_plan(ir, store=f"{{{{workflow.parameters.{argo_workflow.STORE_PARAM}}}}}", max_ranges=settings.max_fanout_pods,
+                          ir_uri=argo_workflow.ir_location(settings, ir), output_dir=output_dir, spec_dir=spec_dir)
+
+    def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]:
+        raise_errors(self.name, self.check(ir, options))
+        return self.files(self.plan(ir, options, output_dir, spec_dir), Settings.of(options))
+
+    def files(self, plan: Plan, settings: Settings) -> dict[str, str]:
+        out = {f"{plan.name}.workflow-template.yaml": to_yaml(argo_events.dump(argo_workflow.workflow_template(plan, settings)))}
+        if plan.schedule:
+            out[f"{plan.name}.cron-workflow.yaml"] = to_yaml(argo_events.dump(argo_workflow.cron_workflow(plan, settings)))
+        if plan.on_new_data:
+            out[f"{plan.name}.event-source.yaml"] = to_yaml(argo_events.event_source(plan, settings))
+            out[f"{plan.name}.sensor.yaml"] = to_yaml(argo_events.sensor(plan, settings))
+        out[plan.ir_file] = plan.ir.dumps()
+        return out
+
+    def documents(self, files: dict[str, str]) -> list[dict]:
+        """The Kubernetes resources among `files`, in the order they are applied."""
+        order = ("workflow-template", "cron-workflow", "event-source", "sensor")
+        names = sorted((n for n in files if n.endswith(".yaml")), key=lambda n: order.index(n.rsplit(".", 2)[-2]))
+        return [yaml.safe_load(files[name]) for name in names]
+
+    def deploy(self, ir: IR, options: dict, request, spec_dir: str | None = None) -> list[str]:
+        from .argo_deploy import deploy
+
+        return deploy(self, ir, options, request)
+
+    # --- what Argo cannot take ------------------------------------------------------------
+
+    def check(self, ir: IR, options: dict) -> list[Problem]:
+        settings = Settings.of(options)
+        problems = check_capabilities(ir, CAPABILITIES, options.get("store"))
+        problems += kubernetes.check(ir, settings.namespace, OPTIONS)
+        if settings.service_account and argo_workflow.naming.k8s_name(settings.service_account, 253) != settings.service_account:
+            problems.append(error(OPTIONS + ("service_account",), f"{settings.service_account!r} is not a Kubernetes name (lowercase letters, digits, '-')"))
+        if settings.pod_gc not in POD_GC:
+            problems.append(error(OPTIONS + ("pod_gc",), f"{settings.pod_gc!r} is not an Argo podGC strategy ({', '.join(POD_GC)})"))
+        if settings.max_fanout_pods < 1 or settings.max_fanout_pods * RANGE_BYTES > PARAMETER_LIMIT:
+            problems.append(error(OPTIONS + ("max_fanout_pods",), f"must be 1..{PARAMETER_LIMIT // RANGE_BYTES}: the list of ranges is an output "
+                                  f"parameter, which Argo keeps under {PARAMETER_LIMIT // 1024} KB"))
+        problems += _templated(ir, options)
+        problems += _names(ir, options)
+        problems += _triggers(ir)
+        return list(dict.fromkeys(problems))
+
+    def check_size(self, files: dict[str, str]) -> None:
+        """Each resource under OBJECT_LIMIT (what etcd and the Argo Server take)."""
+        too_big = [(name, len(text.encode("utf-8"))) for name, text in files.items() if name.endswith(".yaml") and len(text.encode("utf-8")) > OBJECT_LIMIT]
+        raise_errors(self.name, [error(OPTIONS, f"{name} is {size:,} bytes: Kubernetes objects must stay under {OBJECT_LIMIT:,}") for name, size in too_big])
+
+
+def _templated(ir: IR, options: dict) -> list[Problem]:
+    """Argo substitutes `{{...}}` in every field of a template it runs: a spec value holding one
+    would be read as a variable (or fail the workflow), so it is refused here."""
+    values = [(OPTIONS + (key,), options.get(key) or "") for key in ("store", "namespace", "service_account", "image_pull_policy")]
+    values += [(step_path(step, "image"), step.image or "") for step in ir.steps]
+    for name, param in ir.params.items():
+        values.append((("params", name, "default"), to_text(param["default"]) if param.get("default") is not None else ""))
+        values.append((("params", name, "description"), param.get("description") or ""))
+        values += [(("params", name, "enum", i), to_text(v)) for i, v in enumerate(param.get("enum") or [])]
+    return [error(path, f"{value[:60]!r}: Argo reads '{{{{' in a workflow as a variable, so it cannot appear here")
+            for path, value in values if "{{" in value]
+
+
+def _names(ir: IR, options: dict) -> list[Problem]:
+    """Generated names that would collide (each would overwrite the other) are errors."""
+    plan = build_plan(ir, store="s3://x", max_ranges=1)
+    seen: dict[str, str] = {}
+    problems = []
+    for name, what in argo_workflow.generated_names(plan):
+        if name in seen:
+            problems.append(error(("steps",), f"{what} and {seen[name]} both become the Argo template {name!r}: rename one"))
+        seen.setdefault(name, what)
+    return problems
+
+
+def _triggers(ir: IR) -> list[Problem]:
+    problems = []
+    for index, trigger in enumerate(ir.triggers.get("on_new_data") or []):
+        path = ("triggers", "on_new_data", index)
+        if trigger.get("queue"):
+            if argo_events.parse_queue(trigger["queue"]) is None:
+                problems.append(error(path + ("queue",), f"{trigger['queue'][:80]!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"))
+        else:
+            where = f":{argo_events.WEBHOOK_PORT}{argo_events.webhook_endpoint(ir.name, trigger['source'])}"
+            problems.append(warning(path, f"no queue: Argo Events cannot listen to a bucket itself, so the EventSource gets a webhook at {where} "
+                                          "(POST {\"key\": ...} to it when data lands); to start runs from the bucket's own notifications, "
+                                          "set queue: an SQS queue URL that receives them"))
+    return problems
+
+
+_FIRST = ("apiVersion", "kind", "name", "metadata", "spec")  # then the rest, alphabetical
+
+
+def _ordered(value):
+    """Kubernetes' usual reading order: apiVersion, kind, metadata, spec; a name before what it
+    names; everything else sorted (the models' own order is alphabetical anyway)."""
+    if isinstance(value, dict):
+        keys = [k for k in _FIRST if k in value] + sorted(k for k in value if k not in _FIRST)
+        return {k: _ordered(value[k]) for k in keys}
+    if isinstance(value, list):
+        return [_ordered(v) for v in value]
+    return value
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper, text: str):
+    # `'{{tasks.gate...}}' == 'succeeded'` reads better in double quotes than with '' escapes
+    style = '"' if "'" in text and '"' not in text and "\n" not in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def to_yaml(doc: dict) -> str:
+    """Block YAML, one field per line, no line folding; strings quoted only when YAML needs it."""
+    return yaml.dump(_ordered(doc), Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1 << 16)

@@ -1,0 +1,303 @@
+"""The execution plan as Argo Workflows resources, built with Hera's typed models: a
+WorkflowTemplate (the pipeline) and, for `schedule`, a CronWorkflow that submits it.
+
+Mapping of the plan (docs/backends/argo.md):
+  task                  -> a DAG task and a container template running its step command in the
+                           step's image (`dagsmith step|ranges|admit`, the IR read from the store)
+  upstream              -> `depends: "a && b"` (Argo: a.Succeeded || a.Skipped || a.Daemoned), so a
+                           failed task leaves everything downstream Omitted and the workflow Failed
+  fan-out               -> ONE task with `withParam` over the ranges its `dagsmith-ranges-*` task
+                           writes as an output parameter; with max_parallel, a DAG template of that
+                           one task with `parallelism`
+  gate / admission      -> the command writes one word (`--status`) read as an output parameter;
+                           every task of the scope runs `when` it is "succeeded" / "admit", so a
+                           "no" leaves them Skipped and the workflow Succeeded
+  retries, retry_delay, timeout -> retryStrategy (limit, policy Always, backoff), activeDeadlineSeconds
+  run id / date / params -> {{workflow.name}}, {{workflow.creationTimestamp.*}}, workflow parameters
+                           (DAGSMITH_PARAM_<NAME>: Argo parameters are text, typed by the runtime)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hera.workflows import models as m
+
+from .. import naming
+from ..paramtext import to_text
+from ..runtime import environment as E
+from . import kubernetes
+from .plan import ADMIT_TASK, Plan, Task
+
+API_VERSION = "argoproj.io/v1alpha1"
+ENTRYPOINT = "main"
+OUT = "/tmp/dagsmith"  # a pod's own folder for what its output parameters read
+STATUS_PATH, RANGES_PATH = f"{OUT}/status", f"{OUT}/ranges.json"
+NOT_RUN = "not-run"  # a decider's status when it wrote none
+STORE_PARAM = "dagsmith-store"
+TRIGGER_SOURCE, TRIGGER_AT, TRIGGER_KEY = "dagsmith-trigger-source", "dagsmith-trigger-at", "dagsmith-trigger-key"
+TASK_ANNOTATION = "dagsmith.dev/task"  # which plan task a template runs (for people and tools)
+MANAGED_BY = {"app.kubernetes.io/managed-by": "dagsmith"}
+RUN_DATE = "{{workflow.creationTimestamp.Y}}-{{workflow.creationTimestamp.m}}-{{workflow.creationTimestamp.d}}"
+SYNTHETIC_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {}}
+NAME_LIMIT, CRON_NAME_LIMIT = 63, 52  # a CronWorkflow's runs append "-" and 10 digits
+
+
+@dataclass(frozen=True)
+class Settings:
+    """`backends.argo`, with the defaults applied."""
+
+    namespace: str | None
+    service_account: str | None
+    store: str
+    pod_gc: str
+    ttl: dict  # seconds_after_success / _failure / _completion
+    max_fanout_pods: int
+    image_pull_policy: str | None
+
+    @classmethod
+    def of(cls, options: dict) -> "Settings":
+        ttl = options.get("ttl") or {}
+        return cls(
+            namespace=options.get("namespace"),
+            service_account=options.get("service_account"),
+            store=(options.get("store") or "").rstrip("/"),
+            pod_gc=options.get("pod_gc", "OnPodSuccess"),
+            ttl={"seconds_after_success": ttl.get("after_success", 86400), "seconds_after_failure": ttl.get("after_failure", 7 * 86400),
+                 "seconds_after_completion": ttl.get("after_completion")},
+            max_fanout_pods=int(options.get("max_fanout_pods", 1000)),
+            image_pull_policy=options.get("image_pull_policy"),
+        )
+
+
+def template_name(pipeline: str) -> str:
+    return naming.k8s_name(pipeline, NAME_LIMIT)
+
+
+def cron_name(pipeline: str) -> str:
+    return naming.k8s_name(pipeline, CRON_NAME_LIMIT)
+
+
+def task_name(task_id: str) -> str:
+    return naming.k8s_name(task_id)
+
+
+def items_template_name(task_id: str) -> str:
+    """The DAG template that bounds a fan-out's parallelism (only with max_parallel)."""
+    return naming.k8s_name(f"{task_id}-items")
+
+
+def generated_names(plan: Plan) -> list[tuple[str, str]]:
+    """(Argo name, what it names) for every template of the WorkflowTemplate: they must differ."""
+    out = [(ENTRYPOINT, "the DAG template")]
+    for task in plan.tasks:
+        out.append((task_name(task.id), f"task {task.id!r}"))
+        if _parallelism(task):
+            out.append((items_template_name(task.id), f"the item template of {task.id!r}"))
+    return out
+
+
+def ir_location(settings: Settings, plan_ir) -> str:
+    """Where pods read the IR: in the store, named by the spec's hash (`dagsmith deploy` puts it there)."""
+    return f"{settings.store}/ir/{plan_ir.name}-{(plan_ir.pipeline.get('spec_hash') or '')[:12]}.ir.json"
+
+
+# --- the WorkflowTemplate ----------------------------------------------------------------------
+
+
+def workflow_template(plan: Plan, settings: Settings) -> m.WorkflowTemplate:
+    ir = plan.ir
+    templates = [m.Template(name=ENTRYPOINT, dag=m.DAGTemplate(tasks=[_dag_task(plan, task) for task in plan.tasks]))]
+    for task in plan.tasks:
+        if _parallelism(task):
+            templates.append(_items_template(task))
+        templates.append(_task_template(plan, task, settings))
+    spec = m.WorkflowSpec(
+        entrypoint=ENTRYPOINT,
+        arguments=m.Arguments(parameters=_parameters(plan, settings)),
+        service_account_name=settings.service_account,
+        pod_gc=m.PodGC(strategy=settings.pod_gc),
+        ttl_strategy=m.TTLStrategy(**{k: v for k, v in settings.ttl.items() if v is not None}),
+        templates=templates,
+    )
+    return m.WorkflowTemplate(api_version=API_VERSION, kind="WorkflowTemplate", metadata=_metadata(ir, template_name(ir.name), settings), spec=spec)
+
+
+def cron_workflow(plan: Plan, settings: Settings) -> m.CronWorkflow:
+    """Runs the WorkflowTemplate on `schedule` (UTC), one at a time (Airflow's max_active_runs=1)."""
+    ir = plan.ir
+    return m.CronWorkflow(
+        api_version=API_VERSION, kind="CronWorkflow", metadata=_metadata(ir, cron_name(ir.name), settings),
+        spec=m.CronWorkflowSpec(
+            schedules=[plan.schedule], timezone="UTC", concurrency_policy="Forbid",
+            workflow_spec=m.WorkflowSpec(workflow_template_ref=m.WorkflowTemplateRef(name=template_name(ir.name))),
+        ),
+    )
+
+
+def submitted_workflow(plan: Plan, parameters: list[tuple[str, str]]) -> m.Workflow:
+    """A Workflow of the WorkflowTemplate with these arguments (what a Sensor submits)."""
+    return m.Workflow(
+        api_version=API_VERSION, kind="Workflow",
+        metadata=m.ObjectMeta(generate_name=naming.k8s_name(plan.name, NAME_LIMIT - 6) + "-", labels=dict(MANAGED_BY)),
+        spec=m.WorkflowSpec(
+            workflow_template_ref=m.WorkflowTemplateRef(name=template_name(plan.name)),
+            arguments=m.Arguments(parameters=[m.Parameter(name=name, value=value) for name, value in parameters]),
+        ),
+    )
+
+
+def _metadata(ir, name: str, settings: Settings) -> m.ObjectMeta:
+    annotations = {"dagsmith.dev/spec-hash": ir.pipeline.get("spec_hash") or ""}
+    if ir.pipeline.get("description"):
+        annotations["workflows.argoproj.io/description"] = ir.pipeline["description"]
+    return m.ObjectMeta(name=name, namespace=settings.namespace, annotations=annotations,
+                        labels={**MANAGED_BY, "dagsmith.dev/pipeline": naming.k8s_name(ir.name)})
+
+
+def _parameters(plan: Plan, settings: Settings) -> list[m.Parameter]:
+    out = []
+    for p in plan.params:
+        out.append(m.Parameter(
+            name=p.name, value=None if p.required else to_text(p.default), description=p.description,
+            enum=[to_text(v) for v in p.enum] if p.enum else None,
+        ))
+    out.append(m.Parameter(name=STORE_PARAM, value=settings.store, description="The run's artifact store (s3://bucket/prefix)."))
+    if plan.on_new_data:
+        out += [
+            m.Parameter(name=TRIGGER_SOURCE, value="", description="on_new_data: the source whose new data started the run (set by the Sensor)."),
+            m.Parameter(name=TRIGGER_AT, value="", description="on_new_data: when the data landed (set by the Sensor)."),
+            m.Parameter(name=TRIGGER_KEY, value="", description="on_new_data: the new object's key (set by the Sensor)."),
+        ]
+    return out
+
+
+# --- the DAG -----------------------------------------------------------------------------------
+
+
+def _dag_task(plan: Plan, task: Task) -> m.DAGTask:
+    name = task_name(task.id)
+    depends = " && ".join(task_name(up) for up in task.upstream) or None
+    arguments = with_param = None
+    template = name
+    if task.maps_over:
+        ranges = f"{{{{tasks.{task_name(task.maps_over)}.outputs.parameters.ranges}}}}"
+        if _parallelism(task):
+            template = items_template_name(task.id)
+            arguments = m.Arguments(parameters=[m.Parameter(name="ranges", value=ranges)])
+        else:
+            with_param = ranges
+            arguments = m.Arguments(parameters=[m.Parameter(name="item", value="{{item}}")])
+    return m.DAGTask(name=name, template=template, depends=depends, when=_when(plan, task), with_param=with_param, arguments=arguments)
+
+
+def _when(plan: Plan, task: Task) -> str | None:
+    """Run only if every decider whose scope holds this task said yes. A decider that did not
+    run (skipped) gives '' for its declared output (Argo resolves a skipped ancestor's outputs
+    to empty), so its scope is skipped too."""
+    conditions = []
+    for decider in plan.tasks:
+        if task.id in decider.skips:
+            yes = "admit" if decider.id == ADMIT_TASK else "succeeded"
+            conditions.append(f"'{{{{tasks.{task_name(decider.id)}.outputs.parameters.status}}}}' == '{yes}'")
+    return " && ".join(conditions) or None
+
+
+def _parallelism(task: Task) -> int | None:
+    if task.maps_over and task.step.fanout and task.step.fanout.max_parallel:
+        return int(task.step.fanout.max_parallel)
+    return None
+
+
+def _items_template(task: Task) -> m.Template:
+    """A fan-out under max_parallel: one task over the ranges, at most N pods at a time."""
+    name = task_name(task.id)
+    return m.Template(
+        name=items_template_name(task.id), parallelism=_parallelism(task),
+        inputs=m.Inputs(parameters=[m.Parameter(name="ranges")]),
+        dag=m.DAGTemplate(tasks=[m.DAGTask(name=name, template=name, with_param="{{inputs.parameters.ranges}}",
+                                           arguments=m.Arguments(parameters=[m.Parameter(name="item", value="{{item}}")]))]),
+    )
+
+
+# --- containers --------------------------------------------------------------------------------
+
+
+def _task_template(plan: Plan, task: Task, settings: Settings) -> m.Template:
+    step = task.step
+    command, outputs = _command(plan, task)
+    inputs = m.Inputs(parameters=[m.Parameter(name="item")]) if task.maps_over else None
+    resources = kubernetes.pod_resources(step) if task.kind == "step" else SYNTHETIC_RESOURCES
+    container = m.Container(
+        image=_image(plan, task), image_pull_policy=settings.image_pull_policy,
+        command=command[:1], args=command[1:], env=_env(plan, task), resources=_resources(resources),
+    )
+    return m.Template(
+        name=task_name(task.id), metadata=m.Metadata(annotations={TASK_ANNOTATION: task.id}),
+        inputs=inputs, outputs=m.Outputs(parameters=outputs) if outputs else None, container=container,
+        retry_strategy=_retry(task), active_deadline_seconds=_deadline(plan, task),
+    )
+
+
+def _command(plan: Plan, task: Task) -> tuple[list[str], list[m.Parameter]]:
+    """The task's command line and the output parameters it writes (gates and admission: one
+    word at STATUS_PATH, exiting 0 either way; ranges: the JSON list at RANGES_PATH)."""
+    ir = plan.ir_uri
+    if task.kind == "ranges":
+        return task.command.argv(ir, outcome=RANGES_PATH), [_output("ranges", RANGES_PATH, "[]")]
+    if task.decides:
+        command = replace(task.command, skip_exit_code=None)  # a "no" is an outcome, not an exit code
+        return command.argv(ir, status=STATUS_PATH, wait=task.kind == "admit"), [_output("status", STATUS_PATH, NOT_RUN)]
+    return task.command.argv(ir, item="{{inputs.parameters.item}}" if task.maps_over else None), []
+
+
+def _output(name: str, path: str, default: str) -> m.Parameter:
+    return m.Parameter(name=name, value_from=m.ValueFrom(path=path, default=default))
+
+
+def _image(plan: Plan, task: Task) -> str | None:
+    """A step's image; a synthetic task runs in its step's, the admission in the first step's
+    (every step image has dagsmith in it)."""
+    step = task.step or plan.ir.steps[0]
+    return step.image
+
+
+def _env(plan: Plan, task: Task) -> list[m.EnvVar]:
+    env = [m.EnvVar(name=E.RUN_ID, value="{{workflow.name}}"), m.EnvVar(name=E.RUN_DATE, value=RUN_DATE)]
+    env += [m.EnvVar(name=E.PARAM_PREFIX + p.name, value=f"{{{{workflow.parameters.{p.name}}}}}") for p in plan.params]
+    if task.kind == "admit":
+        trigger = '{"sources": ["{{workflow.parameters.%s}}"], "at": "{{workflow.parameters.%s}}"}' % (TRIGGER_SOURCE, TRIGGER_AT)
+        env.append(m.EnvVar(name=E.TRIGGER, value=trigger))
+    if task.step is not None and task.kind == "step":
+        env += [m.EnvVar(name=ref.env, value_from=m.EnvVarSource(secret_key_ref=m.SecretKeySelector(name=ref.secret, key=ref.key)))
+                for ref in kubernetes.secret_refs(task.step)]
+    return env
+
+
+def _resources(resources: dict) -> m.ResourceRequirements | None:
+    requests = {k: m.Quantity(v) for k, v in sorted(resources.get("requests", {}).items())}
+    limits = {k: m.Quantity(v) for k, v in sorted(resources.get("limits", {}).items())}
+    if not requests and not limits:
+        return None
+    return m.ResourceRequirements(requests=requests or None, limits=limits or None)
+
+
+def _retry(task: Task) -> m.RetryStrategy | None:
+    if task.kind == "admit" or not task.step or not task.step.retries:
+        return None
+    step = task.step
+    return m.RetryStrategy(limit=_int_or_string(step.retries), retry_policy="Always",
+                           backoff=m.Backoff(duration=f"{int(step.retry_delay)}s") if step.retry_delay else None)
+
+
+def _deadline(plan: Plan, task: Task) -> m.IntOrString | None:
+    if task.kind == "admit":  # held at most the longest interval
+        return _int_or_string(max(plan.admission.intervals.values()) + 3600)
+    if task.kind == "step" and task.step.timeout:
+        return _int_or_string(task.step.timeout)
+    return None
+
+
+def _int_or_string(number) -> m.IntOrString:
+    """Argo's schema types IntOrString as a string (its Go type reads both): written as text."""
+    return m.IntOrString(str(int(number)))
