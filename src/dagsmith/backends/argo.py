@@ -59,6 +59,10 @@ class ArgoBackend:
         names = sorted((n for n in files if n.endswith(".yaml")), key=lambda n: order.index(n.rsplit(".", 2)[-2]))
         return [yaml.safe_load(files[name]) for name in names]
 
+    @staticmethod
+    def to_yaml(doc: dict) -> str:
+        return to_yaml(doc)
+
     def deploy(self, ir: IR, options: dict, request, spec_dir: str | None = None) -> list[str]:
         from .argo_deploy import deploy
 
