@@ -444,9 +444,15 @@ SCHEMA = {
                     "stepfunctions": obj(
                         "AWS Step Functions options.",
                         {
-                            "role_arn": string("IAM role the state machine runs as.", pattern="^arn:"),
-                            "region": string("AWS region, e.g. eu-west-1."),
-                            "store": string("Artifact store of runs, s3://bucket/prefix."),
+                            "role_arn": string("IAM role the state machine runs as (default: the template creates one, least privilege).", pattern="^arn:"),
+                            "region": string("AWS region, e.g. eu-west-1 (deploy's default for --region)."),
+                            "store": string("Artifact store of runs, s3://bucket/prefix (default: the template's ArtifactBucket parameter, prefix dagsmith)."),
+                            "compute": {"enum": ["ecs", "batch"], "description": "Where tasks run: ecs (Fargate RunTask, default) or batch (AWS Batch SubmitJob)."},
+                            "state_machine_name": string("State machine name (default: the pipeline name), at most 80 letters, digits, '-' and '_'.", pattern="^[A-Za-z0-9_-]{1,80}$"),
+                            "max_map_length": {"type": "integer", "minimum": 1, "description": "Task instances per fan-out at most (default 10000): more items run in ranges."},
+                            "inline_map_limit": {"type": "integer", "minimum": 1, "maximum": 40, "description": "Map items up to which a fan-out runs as an inline Map (default 40); more run as a Distributed Map."},
+                            "parameters": {"type": "object", "additionalProperties": {"type": ["string", "number"]},
+                                           "description": "CloudFormation parameter values (Cluster, Subnets, SecurityGroups, JobQueue, ArtifactBucket, ...): the template's defaults."},
                         },
                     ),
                 },

@@ -76,9 +76,15 @@ def _argo() -> Backend:
     return ArgoBackend()
 
 
-_BUILTIN: dict[str, Callable[[], Backend]] = {"ir": IRBackend, "airflow": _airflow, "argo": _argo}
+def _stepfunctions() -> Backend:
+    from .stepfunctions import StepFunctionsBackend
+
+    return StepFunctionsBackend()
+
+
+_BUILTIN: dict[str, Callable[[], Backend]] = {"ir": IRBackend, "airflow": _airflow, "argo": _argo, "stepfunctions": _stepfunctions}
 # Orchestrators this project is building; asking for one before it lands says so plainly.
-PLANNED = ("stepfunctions",)
+PLANNED: tuple[str, ...] = ()
 
 
 def _entry_points():

@@ -1,0 +1,401 @@
+"""The CloudFormation template of a Step Functions pipeline, as a plain dict.
+
+What differs per account is a Parameter (bucket and store prefix, ECS cluster / subnets /
+security groups or the Batch job queue, each image, the SageMaker instance type, the buckets
+watched for new data). The state machine's definition is embedded with `Fn::Sub`: it refers to
+those parameters and to the template's own resources by `${Name}`; any other `${` is escaped.
+
+IAM, least privilege: the state machine's role may run exactly this template's task/job
+definitions (and pass their roles), start its own child executions (Distributed Map), read the
+ranges files it wrote, use its lock table and create its training jobs; the tasks' role may
+read and write the store, read the pipeline's S3 sources, and send task results to this state
+machine only; the execution role may read exactly the named secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+
+from ..ir import Step
+from ..runtime.sources import connection_env
+from .plan import Plan, Task
+from .stepfunctions_asl import CONTAINER, distributed_training
+
+# Fargate's CPU units and, per CPU, the memory (MiB) allowed: (min, max, step)
+FARGATE = [(256, 512, 2048, 1024), (512, 1024, 4096, 1024), (1024, 2048, 8192, 1024), (2048, 4096, 16384, 1024),
+           (4096, 8192, 30720, 1024), (8192, 16384, 61440, 4096), (16384, 32768, 122880, 8192)]
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)")
+_MEMORY_UNITS = {"": 1 / 2**20, "Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2, "K": 1000 / 2**20, "k": 1000 / 2**20,
+                 "M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}
+SYNTHETIC_RESOURCES = {"cpu": "0.25", "memory": "512Mi"}
+CONNECTION_SECRET = "dagsmith/conn/{}"  # the Secrets Manager name of connection NAME
+
+
+def cpu_units(value) -> int:
+    text = str(value)
+    if text.endswith("m"):
+        return math.ceil(float(text[:-1]) * 1024 / 1000)
+    return math.ceil(float(text) * 1024)
+
+
+def memory_mib(value) -> int:
+    match = _QUANTITY.fullmatch(str(value))
+    if not match or match.group(2) not in _MEMORY_UNITS:
+        raise ValueError(f"not a memory quantity: {value!r}")
+    return math.ceil(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+
+
+def fargate_size(resources: dict) -> tuple[int, int]:
+    """The smallest Fargate (cpu units, memory MiB) that holds `resources` (cpu, memory)."""
+    cpu = cpu_units(resources.get("cpu", "0.25"))
+    memory = memory_mib(resources.get("memory", "512Mi"))
+    for units, low, high, step in FARGATE:
+        if units >= cpu and high >= memory:
+            return units, max(low, low + math.ceil(max(0, memory - low) / step) * step)
+    raise ValueError(f"cpu {resources.get('cpu')} / memory {resources.get('memory')} exceed Fargate's largest task (16 vCPU, 120 GiB)")
+
+
+def logical_id(prefix: str, name: str) -> str:
+    """A CloudFormation logical id (alphanumeric) for a task id: readable and unique."""
+    words = re.split(r"[^A-Za-z0-9]+", name)
+    readable = "".join(w[:1].upper() + w[1:] for w in words)[:40]
+    return f"{prefix}{readable}{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+
+
+def image_param(image: str | None) -> str:
+    return "DefaultImage" if not image else "Image" + hashlib.sha256(image.encode()).hexdigest()[:8]
+
+
+def s3_parts(uri: str) -> tuple[str, str]:
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    return bucket, prefix
+
+
+def arn(service: str, rest: str) -> dict:
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{rest}"}
+
+
+def task_step(plan: Plan, task: Task) -> Step | None:
+    return task.step if task.step is not None else (plan.ir.steps[0] if plan.ir.steps else None)
+
+
+def cron_expression(cron: str) -> str:
+    """A 5-field cron (or @daily...) as EventBridge Scheduler's cron(min hour dom month dow year):
+    one of day-of-month / day-of-week is '?', and days of the week count from 1 = Sunday."""
+    presets = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
+               "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
+    fields = presets.get(cron.strip(), cron).split()
+    if len(fields) != 5:
+        raise ValueError(f"not a 5-field cron expression: {cron!r}")
+    minute, hour, dom, month, dow = fields
+    dow = re.sub(r"\d+", lambda m: str(int(m.group()) % 7 + 1), dow)
+    if dow == "*":
+        dow = "?"
+    elif dom == "*":
+        dom = "?"
+    else:
+        raise ValueError(f"{cron!r} sets both the day of the month and of the week: EventBridge takes one")
+    return f"cron({minute} {hour} {dom} {month} {dow} *)"
+
+
+class TemplateBuilder:
+    def __init__(self, plan: Plan, options: dict, machine_name: str, definition_text: str, task_ref: dict):
+        self.plan = plan
+        self.options = options
+        self.compute = options.get("compute", "ecs")
+        self.machine = machine_name
+        self.definition_text = definition_text
+        self.task_ref = task_ref
+        self.parameters: dict = {}
+        self.conditions: dict = {}
+        self.resources: dict = {}
+
+    # --- parameters ---------------------------------------------------------------------------
+
+    def param(self, name: str, description: str, default: str | None = None, **extra) -> None:
+        given = (self.options.get("parameters") or {}).get(name)
+        body = {"Type": "String", "Description": description, **extra}
+        if given is not None:
+            body["Default"] = str(given)
+        elif default is not None:
+            body["Default"] = default
+        self.parameters[name] = body
+
+    def store_parts(self) -> tuple[str | None, str]:
+        store = self.options.get("store")
+        if store:
+            bucket, prefix = s3_parts(store.rstrip("/"))
+            return bucket, prefix.strip("/")
+        return None, "dagsmith"
+
+    def build(self) -> dict:
+        plan = self.plan
+        bucket, prefix = self.store_parts()
+        self.param("ArtifactBucket", "S3 bucket of the run store (artifacts, the IR, fan-out ranges)", bucket,
+                   AllowedPattern="^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+        self.param("StorePrefix", "Key prefix of the run store in ArtifactBucket", prefix)
+        if self.compute == "ecs":
+            self.param("Cluster", "ECS cluster (name or ARN) the tasks run in (Fargate)", "default")
+            self.param("Subnets", "Subnet ids for the tasks, comma-separated", AllowedPattern="^subnet-[0-9a-zA-Z]+(,subnet-[0-9a-zA-Z]+)*$")
+            self.param("SecurityGroups", "Security group ids for the tasks, comma-separated", AllowedPattern="^sg-[0-9a-zA-Z]+(,sg-[0-9a-zA-Z]+)*$")
+            self.param("AssignPublicIp", "Give tasks a public IP (to pull images without a NAT gateway)", "DISABLED",
+                       AllowedValues=["ENABLED", "DISABLED"])
+        else:
+            self.param("JobQueue", "AWS Batch job queue (name) the jobs run in")
+        images = sorted({task_step(plan, t).image if task_step(plan, t) else None for t in plan.tasks}, key=lambda i: i or "")
+        for image in images:
+            self.param(image_param(image), f"Container image {'for steps without one' if not image else image}", image)
+        if any(distributed_training(t.step) for t in plan.tasks if t.step):
+            self.param("TrainingInstanceType", "SageMaker instance type of distributed training (one per worker)",
+                       "ml.g5.xlarge" if any(self.gpus(t.step) for t in plan.tasks if t.step) else "ml.m5.xlarge")
+        self.resources["LogGroup"] = {"Type": "AWS::Logs::LogGroup", "Properties": {
+            "LogGroupName": f"/dagsmith/{self.machine}", "RetentionInDays": 30}}
+        self.roles()
+        for task in plan.tasks:
+            if task.step is not None and distributed_training(task.step):
+                continue
+            if self.compute == "ecs":
+                self.task_definition(task)
+            else:
+                self.job_definition(task)
+        if plan.admission:
+            self.resources["LockTable"] = {"Type": "AWS::DynamoDB::Table", "Properties": {
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [{"AttributeName": "pipeline", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "pipeline", "KeyType": "HASH"}]}}
+        self.state_machine()
+        self.triggers()
+        return {
+            "AWSTemplateFormatVersion": "2010-09-09",
+            "Description": f"dagsmith pipeline {plan.name}: state machine, task definitions, roles and triggers",
+            "Parameters": self.parameters,
+            **({"Conditions": self.conditions} if self.conditions else {}),
+            "Resources": self.resources,
+            "Outputs": {
+                "StateMachineArn": {"Description": "The pipeline's state machine", "Value": {"Ref": "StateMachine"}},
+                "StoreUri": {"Description": "The run store", "Value": {"Fn::Sub": "s3://${ArtifactBucket}/${StorePrefix}"}},
+            },
+        }
+
+    @staticmethod
+    def gpus(step: Step | None) -> int:
+        if step is None:
+            return 0
+        distributed = (step.config or {}).get("distributed") if step.kind == "train" else None
+        return int((distributed or {}).get("gpus_per_worker") or step.resources.get("gpu") or 0)
+
+    # --- roles ----------------------------------------------------------------------------
+
+    def store_statements(self) -> list[dict]:
+        return [
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/${StorePrefix}/*"}},
+            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}"},
+             "Condition": {"StringLike": {"s3:prefix": [{"Fn::Sub": "${StorePrefix}/*"}, {"Fn::Sub": "${StorePrefix}"}]}}},
+        ]
+
+    def source_statements(self) -> list[dict]:
+        out = []
+        for step in self.plan.ir.steps:
+            uri = (step.config or {}).get("uri") if step.kind == "source" else None
+            if uri and uri.startswith("s3://"):
+                bucket, prefix = s3_parts(uri)
+                keys = re.sub(r"[*?\[].*$", "", prefix)  # up to the first wildcard
+                out.append({"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"arn:aws:s3:::{bucket}/{keys}*"})
+                out.append({"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"})
+        return out
+
+    def machine_arn(self) -> dict:
+        return arn("states", f"stateMachine:{self.machine}")
+
+    def roles(self) -> None:
+        task_statements = self.store_statements() + self.source_statements() + [
+            {"Effect": "Allow", "Action": ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"],
+             "Resource": self.machine_arn()},
+        ]
+        self.resources["TaskRole"] = role("ecs-tasks.amazonaws.com", "task-results", task_statements)
+        secrets = sorted({name for step in self.plan.ir.steps for name in step.secrets}
+                         | {CONNECTION_SECRET.format(c) for step in self.plan.ir.steps for c in step.connections})
+        execution = [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                      "Resource": {"Fn::Sub": "${LogGroup.Arn}"}},
+                     {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                                    "ecr:BatchCheckLayerAvailability"], "Resource": "*"}]
+        if secrets:
+            execution.append({"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+                              "Resource": [arn("secretsmanager", f"secret:{name}-*") for name in secrets]})
+        self.resources["ExecutionRole"] = role("ecs-tasks.amazonaws.com", "pull-and-log", execution)
+        if any(distributed_training(t.step) for t in self.plan.tasks if t.step):
+            self.resources["SageMakerRole"] = role("sagemaker.amazonaws.com", "training", self.store_statements() + self.source_statements() + [
+                {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                 "Resource": arn("logs", "log-group:/aws/sagemaker/TrainingJobs:*")},
+                {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                               "ecr:BatchCheckLayerAvailability"], "Resource": "*"},
+                {"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*"},
+            ])
+
+    def machine_statements(self) -> list[dict]:
+        plan, out = self.plan, []
+        container_tasks = [t for t in plan.tasks if not (t.step is not None and distributed_training(t.step))]
+        refs = [{"Ref": self.task_ref[t.id]} for t in container_tasks]
+        if self.compute == "ecs":
+            out.append({"Effect": "Allow", "Action": ["ecs:RunTask"], "Resource": refs})
+            out.append({"Effect": "Allow", "Action": ["iam:PassRole"],
+                        "Resource": [{"Fn::GetAtt": ["TaskRole", "Arn"]}, {"Fn::GetAtt": ["ExecutionRole", "Arn"]}],
+                        "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}})
+        else:
+            out.append({"Effect": "Allow", "Action": ["batch:SubmitJob"],
+                        "Resource": refs + [arn("batch", "job-queue/${JobQueue}")]})
+        if any(distributed_training(t.step) for t in plan.tasks if t.step):
+            out += [
+                {"Effect": "Allow", "Action": ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
+                                               "sagemaker:AddTags"], "Resource": arn("sagemaker", "training-job/*")},
+                {"Effect": "Allow", "Action": ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                 "Resource": arn("events", "rule/StepFunctionsGetEventsForSageMakerTrainingJobsRule")},
+                {"Effect": "Allow", "Action": ["iam:PassRole"], "Resource": {"Fn::GetAtt": ["SageMakerRole", "Arn"]},
+                 "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
+            ]
+        if plan.admission:
+            out.append({"Effect": "Allow", "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem"], "Resource": {"Fn::GetAtt": ["LockTable", "Arn"]}})
+        if '"DISTRIBUTED"' in self.definition_text:
+            out += [
+                {"Effect": "Allow", "Action": ["states:StartExecution"], "Resource": self.machine_arn()},
+                {"Effect": "Allow", "Action": ["states:DescribeExecution", "states:StopExecution"],
+                 "Resource": arn("states", f"execution:{self.machine}/*")},
+                {"Effect": "Allow", "Action": ["s3:GetObject"],
+                 "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/${StorePrefix}/runs/*/stepfunctions/*"}},
+            ]
+        return out
+
+    # --- compute ----------------------------------------------------------------------------
+
+    def resources_of(self, task: Task) -> dict:
+        return dict(task.step.resources) if task.kind == "step" and task.step and task.step.resources else dict(SYNTHETIC_RESOURCES)
+
+    def secrets_of(self, task: Task) -> list[dict]:
+        step = task.step if task.kind == "step" else None
+        if step is None:
+            return []
+        out = [{"Name": name, "ValueFrom": arn("secretsmanager", f"secret:{name}")} for name in step.secrets]
+        out += [{"Name": connection_env(c), "ValueFrom": arn("secretsmanager", f"secret:{CONNECTION_SECRET.format(c)}")} for c in step.connections]
+        return out
+
+    def static_env(self, task: Task) -> list[dict]:
+        step = task.step if task.kind == "step" else None
+        return [{"Name": str(k), "Value": str(v)} for k, v in sorted((step.env or {}).items())] if step else []
+
+    def logging(self, task: Task) -> dict:
+        return {"LogDriver": "awslogs", "Options": {"awslogs-group": {"Ref": "LogGroup"}, "awslogs-region": {"Ref": "AWS::Region"},
+                                                    "awslogs-stream-prefix": re.sub(r"[^A-Za-z0-9_-]", "-", task.id)[:100]}}
+
+    def task_definition(self, task: Task) -> None:
+        cpu, memory = fargate_size(self.resources_of(task))
+        container = {
+            "Name": CONTAINER,
+            "Image": {"Ref": image_param(task_step(self.plan, task).image if task_step(self.plan, task) else None)},
+            "Essential": True,
+            "LogConfiguration": self.logging(task),
+        }
+        if self.static_env(task):
+            container["Environment"] = self.static_env(task)
+        if self.secrets_of(task):
+            container["Secrets"] = self.secrets_of(task)
+        self.resources[self.task_ref[task.id]] = {"Type": "AWS::ECS::TaskDefinition", "Properties": {
+            "Family": f"{self.machine}-{re.sub(r'[^A-Za-z0-9_-]', '-', task.id)}"[:255],
+            "RequiresCompatibilities": ["FARGATE"],
+            "NetworkMode": "awsvpc",
+            "Cpu": str(cpu),
+            "Memory": str(memory),
+            "ExecutionRoleArn": {"Fn::GetAtt": ["ExecutionRole", "Arn"]},
+            "TaskRoleArn": {"Fn::GetAtt": ["TaskRole", "Arn"]},
+            "ContainerDefinitions": [container],
+        }}
+
+    def job_definition(self, task: Task) -> None:
+        resources = self.resources_of(task)
+        gpus = self.gpus(task.step) if task.kind == "step" else 0
+        if gpus:  # GPUs need an EC2 compute environment; Fargate has none
+            requirements = [{"Type": "VCPU", "Value": str(max(1, math.ceil(cpu_units(resources.get("cpu", 1)) / 1024)))},
+                            {"Type": "MEMORY", "Value": str(memory_mib(resources.get("memory", "2Gi")))},
+                            {"Type": "GPU", "Value": str(gpus)}]
+        else:
+            cpu, memory = fargate_size(resources)
+            requirements = [{"Type": "VCPU", "Value": f"{cpu / 1024:g}"}, {"Type": "MEMORY", "Value": str(memory)}]
+        container = {
+            "Image": {"Ref": image_param(task_step(self.plan, task).image if task_step(self.plan, task) else None)},
+            "ResourceRequirements": requirements,
+            "ExecutionRoleArn": {"Fn::GetAtt": ["ExecutionRole", "Arn"]},
+            "JobRoleArn": {"Fn::GetAtt": ["TaskRole", "Arn"]},
+            "LogConfiguration": self.logging(task),
+        }
+        if not gpus:
+            container["FargatePlatformConfiguration"] = {"PlatformVersion": "LATEST"}
+            container["NetworkConfiguration"] = {"AssignPublicIp": "DISABLED"}
+        if self.static_env(task):
+            container["Environment"] = self.static_env(task)
+        if self.secrets_of(task):
+            container["Secrets"] = self.secrets_of(task)
+        properties = {"Type": "container", "PlatformCapabilities": ["EC2" if gpus else "FARGATE"], "ContainerProperties": container}
+        step = task.step if task.kind == "step" else None
+        if step is not None and step.timeout:
+            properties["Timeout"] = {"AttemptDurationSeconds": max(60, int(step.timeout))}
+        self.resources[self.task_ref[task.id]] = {"Type": "AWS::Batch::JobDefinition", "Properties": properties}
+
+    # --- the state machine and its triggers -----------------------------------------------------
+
+    def state_machine(self) -> None:
+        role_arn = self.options.get("role_arn")
+        if not role_arn:
+            self.resources["StateMachineRole"] = role("states.amazonaws.com", "run-pipeline", self.machine_statements())
+        self.resources["StateMachine"] = {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
+            "StateMachineName": self.machine,
+            "StateMachineType": "STANDARD",
+            "RoleArn": role_arn or {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
+            "DefinitionString": {"Fn::Sub": self.definition_text},
+        }}
+
+    def starter_role(self, logical: str, service: str) -> None:
+        self.resources[logical] = role(service, "start-pipeline", [
+            {"Effect": "Allow", "Action": ["states:StartExecution"], "Resource": {"Ref": "StateMachine"}}])
+
+    def triggers(self) -> None:
+        plan = self.plan
+        if plan.schedule:
+            self.starter_role("SchedulerRole", "scheduler.amazonaws.com")
+            self.resources["Schedule"] = {"Type": "AWS::Scheduler::Schedule", "Properties": {
+                "Description": f"dagsmith pipeline {plan.name}: {plan.schedule}",
+                "ScheduleExpression": cron_expression(plan.schedule),
+                "ScheduleExpressionTimezone": "UTC",
+                "FlexibleTimeWindow": {"Mode": "OFF"},
+                "Target": {"Arn": {"Ref": "StateMachine"}, "RoleArn": {"Fn::GetAtt": ["SchedulerRole", "Arn"]},
+                           "Input": '{"run_date": "<aws.scheduler.scheduled-time>"}'},
+            }}
+        if plan.on_new_data:
+            self.starter_role("EventsRole", "events.amazonaws.com")
+        for trigger in plan.on_new_data:
+            source = trigger["source"]
+            uri = trigger.get("uri") or ""
+            bucket, prefix = s3_parts(uri) if uri.startswith("s3://") else ("", "")
+            param = logical_id("DataBucket", source)
+            self.param(param, f"Bucket whose Object Created events (EventBridge notifications on) start a run for new data in {source}", bucket)
+            condition = logical_id("Watch", source)
+            self.conditions[condition] = {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, ""]}]}
+            detail: dict = {"bucket": {"name": [{"Ref": param}]}}
+            if prefix:
+                detail["object"] = {"key": [{"prefix": prefix}]}
+            self.resources[logical_id("NewData", source)] = {"Type": "AWS::Events::Rule", "Condition": condition, "Properties": {
+                "Description": f"new data in {source}: start a run (min_interval holds in the run's admission)",
+                "EventPattern": {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": detail},
+                "Targets": [{"Id": "pipeline", "Arn": {"Ref": "StateMachine"}, "RoleArn": {"Fn::GetAtt": ["EventsRole", "Arn"]},
+                             "InputTransformer": {"InputPathsMap": {"time": "$.time"},
+                                                  "InputTemplate": '{"trigger": {"sources": ["' + source + '"], "at": <time>}}'}}],
+            }}
+
+
+def role(service: str, policy: str, statements: list[dict]) -> dict:
+    return {"Type": "AWS::IAM::Role", "Properties": {
+        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]},
+        "Policies": [{"PolicyName": policy, "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
+    }}
