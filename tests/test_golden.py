@@ -44,3 +44,24 @@ def test_golden_airflow_dag(example, in_repo, update_golden):
         golden.write_text(files[dag_file], encoding="utf-8")
     assert golden.exists(), f"no golden file {golden.name}: run pytest --update-golden"
     assert files[dag_file] == golden.read_text(encoding="utf-8"), f"airflow/{golden.name} differs: review, then pytest --update-golden"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_golden_argo_manifests(example, in_repo, update_golden):
+    """Every resource generated for Argo per example (the IR beside them is covered above)."""
+    from dagsmith.backends import get
+
+    ir = compile_path(f"examples/{example}/pipeline.yaml")
+    files = {name: text for name, text in get("argo").emit(ir, ir.backends.get("argo", {})).items() if name.endswith(".yaml")}
+    folder = GOLDEN / "argo" / example
+    if update_golden:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.yaml"):
+            stale.unlink()
+        for name, text in files.items():
+            (folder / name).write_text(text, encoding="utf-8")
+    golden = {path.name: path.read_text(encoding="utf-8") for path in folder.glob("*.yaml")}
+    assert golden, f"no golden files in argo/{example}: run pytest --update-golden"
+    assert sorted(files) == sorted(golden), "the set of generated files changed: review, then pytest --update-golden"
+    for name, text in files.items():
+        assert text == golden[name], f"argo/{example}/{name} differs: review, then pytest --update-golden"

@@ -110,9 +110,10 @@ def _names(ir: IR, options: dict) -> list[Problem]:
     plan = build_plan(ir, store="s3://x", max_ranges=1)
     seen: dict[str, str] = {}
     problems = []
-    for name, what in argo_workflow.generated_names(plan):
+    for name, what, task in argo_workflow.generated_names(plan):
         if name in seen:
-            problems.append(error(("steps",), f"{what} and {seen[name]} both become the Argo template {name!r}: rename one"))
+            path = step_path(task.step) if task is not None and task.step is not None else ("steps",)
+            problems.append(error(path, f"{what} and {seen[name]} both become the Argo template {name!r}: rename one"))
         seen.setdefault(name, what)
     return problems
 

@@ -87,13 +87,13 @@ def items_template_name(task_id: str) -> str:
     return naming.k8s_name(f"{task_id}-items")
 
 
-def generated_names(plan: Plan) -> list[tuple[str, str]]:
-    """(Argo name, what it names) for every template of the WorkflowTemplate: they must differ."""
-    out = [(ENTRYPOINT, "the DAG template")]
+def generated_names(plan: Plan) -> list[tuple[str, str, Task | None]]:
+    """(Argo name, what it names, its task) for every template of the WorkflowTemplate: they must differ."""
+    out = [(ENTRYPOINT, "the DAG template", None)]
     for task in plan.tasks:
-        out.append((task_name(task.id), f"task {task.id!r}"))
+        out.append((task_name(task.id), f"task {task.id!r}", task))
         if _parallelism(task):
-            out.append((items_template_name(task.id), f"the item template of {task.id!r}"))
+            out.append((items_template_name(task.id), f"the item template of {task.id!r}", task))
     return out
 
 

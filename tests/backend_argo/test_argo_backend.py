@@ -1,0 +1,223 @@
+"""The Argo backend's output, read back: its graph equals the plan's, its names are valid and
+distinct (or a compile error), what Argo cannot take is refused at its spec position, and the
+20,000-trial spec stays one task in a small WorkflowTemplate. (Strict schema validation is in
+test_argo_schemas_of_examples.py; execution in the conformance suite.)"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dagsmith.backends import get
+from dagsmith.backends.argo_workflow import task_name
+from dagsmith.cli import main
+from dagsmith.compiler import compile_spec
+from dagsmith.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(p.parent.name for p in (REPO / "examples").glob("*/pipeline.yaml"))
+DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", re.ASCII)
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def compiled(path) -> tuple[object, dict[str, str]]:
+    ir = compile_spec(load_spec(str(path)))
+    backend = get("argo")
+    return ir, backend.emit(ir, ir.backends.get("argo", {}))
+
+
+def workflow_template(files: dict[str, str]) -> dict:
+    (name,) = [n for n in files if n.endswith(".workflow-template.yaml")]
+    return yaml.safe_load(files[name])
+
+
+def graph_of(template: dict) -> dict:
+    """What the YAML says, read back independently of the emitter: per main-DAG task, its
+    upstream tasks (`depends` of plain names joined by &&), what it maps over (withParam, also
+    through an items DAG template) and whose outcomes it waits for (`when`)."""
+    templates = {t["name"]: t for t in template["spec"]["templates"]}
+    main_dag = templates[template["spec"]["entrypoint"]]["dag"]["tasks"]
+    out = {}
+    for task in main_dag:
+        depends = task.get("depends")
+        upstream = tuple(sorted(depends.split(" && "))) if depends else ()
+        assert all(re.fullmatch(r"[a-z0-9-]+", name) for name in upstream), depends
+        maps_over = None
+        param = task.get("withParam")
+        called = templates[task["template"]]
+        if param is None and "dag" in called:  # the items template of a fan-out under max_parallel
+            (inner,) = called["dag"]["tasks"]
+            assert inner["withParam"] == "{{inputs.parameters.ranges}}"
+            (arg,) = task["arguments"]["parameters"]
+            param = arg["value"]
+        if param is not None:
+            maps_over = re.fullmatch(r"\{\{tasks\.([a-z0-9-]+)\.outputs\.parameters\.ranges\}\}", param).group(1)
+        deciders = tuple(sorted(re.findall(r"\{\{tasks\.([a-z0-9-]+)\.outputs\.parameters\.status\}\}", task.get("when") or "")))
+        out[task["name"]] = {"upstream": upstream, "maps_over": maps_over, "deciders": deciders}
+    return out
+
+
+def graph_of_plan(plan) -> dict:
+    out = {}
+    for task in plan.tasks:
+        deciders = tuple(sorted(task_name(d.id) for d in plan.tasks if task.id in d.skips))
+        out[task_name(task.id)] = {"upstream": tuple(sorted(task_name(u) for u in task.upstream)),
+                                   "maps_over": task_name(task.maps_over) if task.maps_over else None, "deciders": deciders}
+    return out
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_the_yaml_read_back_is_the_plans_graph(example):
+    ir, files = compiled(REPO / "examples" / example / "pipeline.yaml")
+    plan = get("argo").plan(ir, ir.backends.get("argo", {}))
+    assert graph_of(workflow_template(files)) == graph_of_plan(plan)
+
+
+def test_churn_maps_gates_and_admission():
+    ir, files = compiled(REPO / "examples" / "churn" / "pipeline.yaml")
+    graph = graph_of(workflow_template(files))
+    assert graph["train"]["maps_over"] == "dagsmith-ranges-train"
+    assert graph["deploy"]["deciders"] == ("dagsmith-admit", "gate") and graph["notify"]["deciders"] == ("dagsmith-admit", "gate")
+    assert graph["evaluate"]["deciders"] == ("dagsmith-admit",)
+    template = workflow_template(files)
+    by_name = {t["name"]: t for t in template["spec"]["templates"]}
+    assert by_name["train-items"]["parallelism"] == 6  # max_parallel
+    gate = by_name["gate"]
+    assert gate["outputs"]["parameters"] == [{"name": "status", "valueFrom": {"default": "not-run", "path": "/tmp/dagsmith/status"}}]
+    assert "--skip-exit-code" not in gate["container"]["args"] and gate["container"]["args"][-2:] == ["--status", "/tmp/dagsmith/status"]
+    assert by_name["dagsmith-admit"]["container"]["args"][-1] == "--wait"
+    assert template["spec"]["arguments"]["parameters"][0] == {"name": "lookback_days", "value": "30"}
+    notify = by_name["notify"]["container"]
+    assert notify["image"] == "ghcr.io/acme/churn:1.4.2" and notify["command"] == ["dagsmith"]
+    cron = yaml.safe_load(files["churn-model.cron-workflow.yaml"])
+    assert cron["spec"] == {"concurrencyPolicy": "Forbid", "schedules": ["0 3 * * 1"], "timezone": "UTC",
+                            "workflowSpec": {"workflowTemplateRef": {"name": "churn-model"}}}
+    source = yaml.safe_load(files["churn-model.event-source.yaml"])
+    assert source["spec"]["sqs"]["events"] == {"jsonBody": True, "queue": "churn-events-landed", "queueAccountId": "123456789012",
+                                               "region": "eu-west-1", "waitTimeSeconds": 20}
+
+
+def test_output_is_deterministic():
+    _, first = compiled(REPO / "examples" / "churn" / "pipeline.yaml")
+    _, second = compiled(REPO / "examples" / "churn" / "pipeline.yaml")
+    assert first == second
+
+
+def test_twenty_thousand_trials_are_one_task_in_a_small_template(tmp_path):
+    from compile import sweep_spec
+
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(sweep_spec() + "defaults: {image: ghcr.io/acme/sweep:1}\nbackends:\n  argo: {store: 's3://b/p'}\n")
+    ir, files = compiled(spec)
+    text = files["sweep-20k.workflow-template.yaml"]
+    assert len(text.encode()) < 100_000
+    graph = graph_of(yaml.safe_load(text))
+    assert graph["train"]["maps_over"] == "dagsmith-ranges-train"
+    ranges = {t["name"]: t for t in yaml.safe_load(text)["spec"]["templates"]}["dagsmith-ranges-train"]
+    assert ranges["container"]["args"][3:5] == ["--max", "1000"]  # 20,000 items run as 1,000 pods of 20
+
+
+def spec_text(body: str, argo: str = "{store: 's3://acme/dagsmith'}") -> str:
+    return f"""dagsmith: 1
+pipeline: {{name: p}}
+defaults: {{image: 'ghcr.io/acme/p:1'}}
+sources: {{t: {{type: csv, uri: 's3://acme/t.csv'}}}}
+{body}
+backends:
+  argo: {argo}
+"""
+
+
+def compile_argo(capsys, write_spec, text: str):
+    path = write_spec(text)
+    code = main(["compile", path, "--target", "argo", "-o", "out"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("body, argo, message", [
+    ("", "{}", "backends.argo.store: Argo Workflows runs each task in its own container, which share no disk"),
+    ("", "{store: /data/runs}", "set backends.argo.store: s3://bucket/prefix"),
+    ("", "{store: 's3://a/{{workflow.name}}'}", "backends.argo.store: 's3://a/{{workflow.name}}': Argo reads '{{' in a workflow as a variable"),
+    ("params: {label: {type: string, default: '{{x}}'}}", None, "params.label.default:"),
+    ("", "{store: 's3://a/b', max_fanout_pods: 9000}", "backends.argo.max_fanout_pods: must be <= 6000, got 9000"),
+    ("", "{store: 's3://a/b', pod_gc: Sometimes}", "backends.argo.pod_gc: must be one of: OnPodCompletion"),
+    ("triggers: {on_new_data: [{source: t, queue: 'https://example.com/q'}]}", None,
+     "triggers.on_new_data[0].queue: 'https://example.com/q' is not an SQS queue URL"),
+])
+def test_what_argo_cannot_take_is_an_error_at_its_line(capsys, write_spec, body, argo, message):
+    code, err = compile_argo(capsys, write_spec, spec_text(body, argo) if argo else spec_text(body))
+    assert code == 2 and message in err, err
+    assert re.search(r"pipeline\.yaml:\d+:\d+: error: ", err), err
+    assert not Path("out").exists()
+
+
+def test_a_source_without_a_queue_gets_a_webhook_and_a_warning(capsys, write_spec):
+    code, err = compile_argo(capsys, write_spec, spec_text("triggers: {on_new_data: [{source: t}]}"))
+    assert code == 0, err
+    assert "warning: triggers.on_new_data[0]: no queue: Argo Events cannot listen to a bucket itself" in err
+    source = yaml.safe_load(Path("out/p.event-source.yaml").read_text())
+    assert source["spec"] == {"webhook": {"t": {"endpoint": "/p/t", "method": "POST", "port": "12000", "url": "http://p-eventsource-svc:12000"}}}
+    sensor = yaml.safe_load(Path("out/p.sensor.yaml").read_text())
+    (trigger,) = sensor["spec"]["triggers"]
+    assert trigger["parameters"][1]["src"]["dataKey"] == "body.key"
+    workflow = trigger["template"]["argoWorkflow"]["source"]["resource"]
+    assert workflow["spec"]["workflowTemplateRef"] == {"name": "p"}
+    assert [p["name"] for p in workflow["spec"]["arguments"]["parameters"]] == ["dagsmith-trigger-source", "dagsmith-trigger-at", "dagsmith-trigger-key"]
+
+
+def test_long_names_are_truncated_with_a_hash_cron_to_52(capsys, write_spec):
+    name = ("a-long-pipeline-name-" * 3)[:60]  # pipeline names have at most 63 characters
+    code, err = compile_argo(capsys, write_spec, spec_text("triggers: {schedule: '@daily'}").replace("name: p}", f"name: {name}}}"))
+    assert code == 0, err
+    (template_file,) = Path("out").glob("*.workflow-template.yaml")
+    template, cron = yaml.safe_load(template_file.read_text()), yaml.safe_load(next(Path("out").glob("*.cron-workflow.yaml")).read_text())
+    assert template["metadata"]["name"] == name and len(cron["metadata"]["name"]) == 52
+    assert DNS1123.fullmatch(template["metadata"]["name"]) and DNS1123.fullmatch(cron["metadata"]["name"])
+    assert cron["spec"]["workflowSpec"]["workflowTemplateRef"]["name"] == name
+    assert cron["metadata"]["name"][:43] == name[:43] and cron["metadata"]["name"][43] == "-"  # truncated + "-" + 8 hex
+
+
+NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,90}", fullmatch=True).filter(lambda n: not n.lower().startswith("dagsmith"))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(NAME, min_size=1, max_size=6, unique=True))
+def test_random_step_names_become_valid_distinct_argo_names_or_a_compile_error(tmp_path_factory, names):
+    folder = tmp_path_factory.mktemp("names")
+    steps = "\n".join(f"  {n!r}: {{after: [t], run: {{command: [echo, hi]}}}}" for n in names)
+    spec = folder / "pipeline.yaml"
+    spec.write_text(spec_text("steps:\n" + steps))
+    try:
+        ir, files = compiled(spec)
+    except Exception as exc:  # a spec or backend error, never anything else
+        from dagsmith.errors import DagsmithError
+
+        assert isinstance(exc, DagsmithError), repr(exc)
+        assert "collide" in str(exc) or "both become" in str(exc) or "reserved" in str(exc) or "name" in str(exc), str(exc)
+        return
+    template = workflow_template(files)
+    task_names = [t["name"] for t in template["spec"]["templates"][0]["dag"]["tasks"]]
+    template_names = [t["name"] for t in template["spec"]["templates"]]
+    for group in (task_names, template_names):
+        assert len(set(group)) == len(group)
+        assert all(len(n) <= 63 and DNS1123.fullmatch(n) for n in group), group
+    annotated = {t["metadata"]["annotations"]["dagsmith.dev/task"] for t in template["spec"]["templates"] if "metadata" in t}
+    assert set(names) <= annotated
+
+
+def test_a_step_named_like_a_generated_template_is_a_compile_error(capsys, write_spec):
+    sweep = """training:
+  inputs: [t]
+  target: y
+  model: {estimator: sklearn.linear_model.Ridge}
+  sweep: {method: grid, parameters: {alpha: [1, 2]}, max_parallel: 2, select: {metric: r2, goal: max}}
+steps:
+  train-items: {after: [train], run: {command: [echo]}}"""
+    code, err = compile_argo(capsys, write_spec, spec_text(sweep))
+    assert code == 2 and "pipeline.yaml:11:16: error: steps.train-items: task 'train-items' and the item template of 'train' both become the Argo template 'train-items'" in err, err
