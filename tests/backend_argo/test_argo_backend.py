@@ -221,3 +221,20 @@ steps:
   train-items: {after: [train], run: {command: [echo]}}"""
     code, err = compile_argo(capsys, write_spec, spec_text(sweep))
     assert code == 2 and "pipeline.yaml:11:16: error: steps.train-items: task 'train-items' and the item template of 'train' both become the Argo template 'train-items'" in err, err
+
+
+def test_without_hera_the_target_says_what_to_install(capsys, write_spec, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_hera(name, *args, **kwargs):
+        if name == "hera" or name.startswith("hera."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    for module in [m for m in sys.modules if m.startswith("dagsmith.backends.argo")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setattr(builtins, "__import__", no_hera)
+    code, err = compile_argo(capsys, write_spec, spec_text(""))
+    assert code == 2 and "--target argo needs Hera: pip install 'dagsmith[argo]'" in err, err

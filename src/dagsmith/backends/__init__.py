@@ -71,8 +71,12 @@ def _airflow() -> Backend:
 
 
 def _argo() -> Backend:
-    from .argo import ArgoBackend
-
+    try:
+        from .argo import ArgoBackend
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "hera":
+            raise
+        raise UsageError("--target argo needs Hera: pip install 'dagsmith[argo]'") from None
     return ArgoBackend()
 
 
