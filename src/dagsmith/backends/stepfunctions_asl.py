@@ -13,7 +13,8 @@ Shape (docs/backends/stepfunctions.md has the why):
                                        Distributed Map (ItemReader from S3) over them
                         Gate <step>    a Choice on the gate's outcome: "gated" or "succeeded"
                         Caught <step>  Catch: the step "failed" with its error
-                      each branch ends with {"state": ...}; the layer's result is at $.status.L<k>
+                      each branch ends with its step's state (a string); the layer's results are
+                      at $.status.L<k>[i]
     Summary           $.steps: step id -> state; a failed step -> the Fail state naming it, a
                       gated run -> {"status": "gated", ...}, else {"status": "succeeded", ...}
 
@@ -291,7 +292,7 @@ class Builder:
             if k:
                 self.fixed(name)
             for index, step in enumerate(steps):
-                self.position[step.id] = f"$.status.L{k}[{index}].state"
+                self.position[step.id] = f"$.status.L{k}[{index}]"
             states[name] = {
                 "Type": "Parallel",
                 "Comment": ", ".join(s.id for s in steps)[:200],
@@ -368,8 +369,8 @@ class Builder:
         caught = self.name("Caught", step.id)
         catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": caught}]
         done = self.name("Done", step.id)
-        states[done] = {"Type": "Pass", "Result": {"state": "succeeded"}, "End": True}
-        states[caught] = {"Type": "Pass", "Parameters": {"state": "failed", "error.$": "$.error"}, "End": True}
+        states[done] = {"Type": "Pass", "Result": "succeeded", "End": True}
+        states[caught] = {"Type": "Pass", "Comment": "the error is in the history (the Catch)", "Result": "failed", "End": True}
         if task.decides:
             run_next = self.name("Gate", step.id)
             gated = self.name("Gated", step.id)
@@ -378,7 +379,7 @@ class Builder:
                 "Choices": [{"Variable": "$.outcome.status", "StringEquals": "skip", "Next": gated}],
                 "Default": done,
             }
-            states[gated] = {"Type": "Pass", "Result": {"state": "gated"}, "End": True}
+            states[gated] = {"Type": "Pass", "Result": "gated", "End": True}
             result = {"ResultSelector": {"status.$": "$.status"}, "ResultPath": "$.outcome"}
         else:
             run_next = done
@@ -411,8 +412,8 @@ class Builder:
             ],
             "Default": first,
         }
-        states[not_run] = {"Type": "Pass", "Result": {"state": "not_run"}, "End": True}
-        states[skipped] = {"Type": "Pass", "Result": {"state": "skipped"}, "End": True}
+        states[not_run] = {"Type": "Pass", "Result": "not_run", "End": True}
+        states[skipped] = {"Type": "Pass", "Result": "skipped", "End": True}
         return {"StartAt": check, "States": states}
 
     def map_state(self, task: Task, distributed: bool, catch: list, next_state: str) -> dict:

@@ -1,0 +1,339 @@
+"""AWS Step Functions on moto (>= 5.2.5): `dagsmith compile --target stepfunctions`, the template
+deployed into moto's CloudFormation by dagsmith's own deploy (a change set), the state machine
+started there and run by moto's interpreter (`execute_state_machine`).
+
+moto's ECS and Batch run no containers, so a TEST-ONLY HOOK stands in for them: when the
+interpreter calls ecs:runTask / batch:submitJob, the hook checks the task (job) definition
+exists in moto, then runs the container's command (the ASL's Command override: the callback
+wrapper around the plan's `dagsmith ...` command) as a local process with the container's
+environment (the definition's static env + the override's, task token included), in the spec's
+folder (the image's working directory), with OMP_NUM_THREADS = the task's vCPUs. The process
+sends its result with SendTaskSuccess / SendTaskFailure to moto's server, as a container would to
+AWS. Everything else (Parallel, Choice, Map, Distributed Map with its ItemReader from S3, Retry,
+Catch, the callbacks, the DynamoDB lock) is moto's interpreter.
+
+moto runs in ONE worker process of this adapter (mock_aws patches botocore process-wide, so the
+pytest process and the other lanes stay untouched) with a moto server thread the task processes
+reach (AWS_ENDPOINT_URL). Two moto gaps are bridged in the hook or the input, not the backend:
+moto's interpreter does not convert ECS/Batch parameters to boto's casing (so the hook reads
+them itself), its CloudFormation creates state machines where its interpreter does not look
+(the harness points it at the interpreter's backend), and its `$$.Execution.StartTime` is a datetime object its intrinsics cannot read
+(so every run passes `run_date`; the scenario's, else today's UTC date, which is what the
+state machine takes from the start time on AWS).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import importlib.util
+import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from .adapters import Adapter, Outcome, StoreView, combine, read_ir
+
+BIN = Path(sys.executable).parent
+REGION = "us-east-1"
+BUCKET = "dagsmith-conformance"
+STATES = {"succeeded": "succeeded", "gated": "succeeded", "skipped": "skipped", "not_run": "not_run", "failed": "failed"}
+PARAMETERS = {"Subnets": "subnet-0a1b2c", "SecurityGroups": "sg-0a1b2c", "Cluster": "conformance", "JobQueue": "conformance",
+              "DefaultImage": "dagsmith:conformance"}  # the scenarios set no image: the hook runs this checkout
+
+
+# --- the worker (moto lives here) ---------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, log_dir: str):
+        self.log_dir = Path(log_dir)
+        self.roots: dict = {}  # state machine name -> the folder its tasks run in
+        self.processes: list = []
+
+    def start(self) -> None:
+        import logging
+
+        from moto import mock_aws
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("moto").setLevel(logging.CRITICAL)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        self.mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+        self.mock.start()
+        install_hook(self)
+        # moto's CloudFormation creates state machines in its plain backend, while executions run in
+        # the interpreter's (parser) backend: point the CloudFormation hooks at the latter
+        from moto.stepfunctions import models as sfn_models
+        from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+        sfn_models.stepfunctions_backends = stepfunctions_parser_backends
+        import boto3
+
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        boto3.client("ecs", region_name=REGION).create_cluster(clusterName=PARAMETERS["Cluster"])
+
+    def deploy(self, ir_file: str, stack: str, prefix: str, root: str, options: dict | None = None) -> dict:
+        from dagsmith.backends import DeployRequest
+        from dagsmith.backends.stepfunctions import StepFunctionsBackend
+        from dagsmith.ir import IR
+
+        ir = IR.loads(Path(ir_file).read_text(encoding="utf-8"))
+        base = dict(ir.backends.get("stepfunctions") or {})
+        base.update(options or {})
+        base["parameters"] = {**PARAMETERS, "ArtifactBucket": BUCKET, "StorePrefix": prefix, **(base.get("parameters") or {})}
+        base.pop("role_arn", None)  # the template's own role (moto checks no permissions either way)
+        import dagsmith.backends.stepfunctions_deploy as deploy_module
+
+        backend = StepFunctionsBackend()
+        lines = deploy_module.deploy(backend, ir, base, DeployRequest(stack_name=stack, region=REGION), poll=0.05)
+        import boto3
+
+        machines = boto3.client("stepfunctions", region_name=REGION).list_state_machines()["stateMachines"]
+        (machine,) = [m["stateMachineArn"] for m in machines if m["name"] == (options or {}).get("state_machine_name", stack)]
+        self.roots[machine.rsplit(":", 1)[-1]] = root
+        return {"lines": lines, "machine": machine}
+
+    def view(self, store: str, run_id: str, ir: dict) -> dict:
+        view = StoreView(store, run_id, ir)
+        return {"metrics": view.metrics(), "gates": view.gates(), "validation": view.validation(), "rows": view.rows(),
+                "items": view.items(), "deployed": view.deployed()}
+
+    def run(self, machine: str, execution_input: dict, name: str, timeout: float = 900) -> dict:
+        import boto3
+
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.running = machine.rsplit(":", 1)[-1]
+        arn = sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(execution_input))["executionArn"]
+        deadline = time.monotonic() + timeout
+        while True:
+            described = sfn.describe_execution(executionArn=arn)
+            if described["status"] != "RUNNING":
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {name} still RUNNING after {timeout}s")
+            time.sleep(0.2)
+        events = []
+        token = None
+        while True:
+            page = sfn.get_execution_history(executionArn=arn, maxResults=1000, **({"nextToken": token} if token else {}))
+            events += page["events"]
+            token = page.get("nextToken")
+            if not token:
+                break
+        summary = None
+        for event in events:
+            details = event.get("stateExitedEventDetails") or {}
+            if details.get("name") == "Summary":
+                summary = json.loads(details["output"])
+        failure = [e.get("executionFailedEventDetails") for e in events if e["type"] == "ExecutionFailed"]
+        map_runs = len(sfn.list_map_runs(executionArn=arn).get("mapRuns", [])) if hasattr(sfn, "list_map_runs") else 0
+        return {
+            "status": described["status"],
+            "output": json.loads(described["output"]) if described.get("output") else None,
+            "summary": summary,
+            "failure": failure[0] if failure else None,
+            "events": len(events),
+            "types": sorted({e["type"] for e in events}),
+            "map_runs": map_runs,
+            "name": name,
+        }
+
+
+def install_hook(worker: Worker) -> None:
+    """ecs:runTask / batch:submitJob: the container's command as a local process (see the module)."""
+    import subprocess
+
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_batch as batch
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_ecs as ecs
+
+    def launch(definition_env: dict, command: list[str], overrides: list[dict], machine: str, vcpus: int) -> None:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSMITH_", "AWS_"))}
+        environ.update(definition_env)
+        environ.update({item["Name"]: item["Value"] for item in overrides})
+        environ.update(AWS_ENDPOINT_URL=worker.url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                       AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                       OMP_NUM_THREADS=str(max(1, vcpus)))
+        root = worker.roots[machine]
+        log = open(worker.log_dir / "tasks.log", "ab")
+        worker.processes.append(subprocess.Popen(command, cwd=root, env=environ, stdout=log, stderr=log))
+
+    def machine_of(env) -> str:
+        return worker.running  # one execution at a time in this worker (its child executions included)
+
+    def ecs_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+        import boto3
+
+        params = normalised_parameters
+        described = boto3.client("ecs", region_name=REGION).describe_task_definition(taskDefinition=params["TaskDefinition"])["taskDefinition"]
+        (container,) = [c for c in described["containerDefinitions"] if c["name"] == params["Overrides"]["ContainerOverrides"][0]["Name"]]
+        override = params["Overrides"]["ContainerOverrides"][0]
+        launch({e["name"]: e["value"] for e in container.get("environment", [])}, override["Command"], override.get("Environment", []),
+               machine_of(env), int(described.get("cpu") or 1024) // 1024)
+        task_arn = f"arn:aws:ecs:{REGION}:123456789012:task/{params['Cluster']}/{uuid.uuid4().hex}"
+        env.stack.append({"Tasks": [{"TaskArn": task_arn, "ClusterArn": params["Cluster"], "LastStatus": "PROVISIONING"}]})
+
+    def batch_job(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+        import boto3
+
+        params = normalised_parameters
+        (described,) = boto3.client("batch", region_name=REGION).describe_job_definitions(jobDefinitions=[params["JobDefinition"]])["jobDefinitions"]
+        container = described["containerProperties"]
+        vcpu = next((float(r["value"]) for r in container.get("resourceRequirements", []) if r["type"] == "VCPU"), 1.0)
+        override = params["ContainerOverrides"]
+        launch({e["name"]: e["value"] for e in container.get("environment", [])}, override["Command"], override.get("Environment", []),
+               machine_of(env), int(vcpu))
+        env.stack.append({"JobId": uuid.uuid4().hex, "JobName": params["JobName"]})
+
+    ecs.StateTaskServiceEcs._eval_service_task = ecs_task
+    batch.StateTaskServiceBatch._eval_service_task = batch_job
+
+
+def serve(conn, log_dir: str) -> None:
+    with open(Path(log_dir) / "worker.log", "ab", buffering=0) as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    worker = Worker(log_dir)
+    try:
+        worker.start()
+        conn.send(("ok", worker.url))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        return
+    while True:
+        request = conn.recv()
+        if request is None:
+            return
+        op, kwargs = request
+        try:
+            conn.send(("ok", getattr(worker, op)(**kwargs)))
+        except BaseException:
+            conn.send(("error", traceback.format_exc()))
+
+
+class MotoStepFunctions:
+    """A moto worker process: start(), call("deploy"|"run", ...), stop()."""
+
+    def __init__(self):
+        self.process = None
+
+    def start(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(child, str(self.log_dir)), name="conformance-stepfunctions", daemon=True)
+        self.process.start()
+        child.close()
+        kind, got = self.conn.recv()
+        assert kind == "ok", got
+        self.url = got
+        atexit.register(self.stop)
+
+    def call(self, op: str, timeout: float = 1200, **kwargs):
+        self.conn.send((op, kwargs))
+        if not self.conn.poll(timeout):
+            raise TimeoutError(f"the moto worker did not answer {op} within {timeout}s (log: {self.log_dir})")
+        kind, got = self.conn.recv()
+        assert kind == "ok", f"moto worker {op} raised (logs in {self.log_dir}):\n{got[-4000:]}"
+        return got
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(10)
+        self.process = None
+
+
+def compile_spec(spec: Path, out: Path, env: str | None) -> Path:
+    import subprocess
+
+    argv = [str(BIN / "dagsmith"), "compile", str(spec), "--target", "stepfunctions", "-o", str(out)]
+    if env:
+        argv += ["--env", env]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=spec.parent)
+    assert result.returncode == 0, f"dagsmith compile --target stepfunctions failed:\n{result.stderr[-3000:]}"
+    (ir_file,) = out.glob("*.ir.json")
+    return ir_file
+
+
+class StepFunctionsAdapter(Adapter):
+    name = "stepfunctions"
+    slow = True
+
+    def __init__(self):
+        self.moto = MotoStepFunctions()
+        self.count = 0
+
+    def unavailable(self) -> str | None:
+        for module in ("moto", "boto3", "antlr4"):
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed: pip install 'dagsmith[test]'"
+        return None
+
+    def map_limit_options(self, limit: int) -> dict:
+        # at most `limit` task instances, and an inline Map of one item at most, so that the
+        # scenario's fan-out runs through the Distributed Map path (ItemReader from S3)
+        return {"max_map_length": limit, "inline_map_limit": 1}
+
+    def start(self, workspace: Path) -> None:
+        self.moto.start(Path(workspace) / "moto-logs")
+
+    def stop(self) -> None:
+        self.moto.stop()
+
+    def prepare(self, spec: Path, *, env: str | None, workdir: Path):
+        ir_file = compile_spec(spec, Path(workdir) / "stepfunctions", env)
+        self.count += 1
+        stack = f"conformance-{self.count}"
+        deployed = self.moto.call("deploy", ir_file=str(ir_file), stack=stack, prefix=f"runs-{self.count}", root=str(Path(spec).parent),
+                                  options={"state_machine_name": stack})
+        return {"ir": read_ir(ir_file), "machine": deployed["machine"], "prefix": f"runs-{self.count}", "root": Path(spec).parent}
+
+    def run(self, handle, *, params: dict, run_date: str | None, workdir: Path) -> Outcome:
+        run_date = run_date or dt.datetime.now(dt.timezone.utc).date().isoformat()
+        execution_input = {"params": dict(params), "run_date": run_date}
+        name = f"run-{uuid.uuid4().hex[:12]}"
+        got = self.moto.call("run", machine=handle["machine"], execution_input=execution_input, name=name)
+        summary = got["output"] or got["summary"]
+        assert summary is not None, f"the execution ended before its summary: {got}"
+        ir = handle["ir"]
+        states = summary["steps"]
+        store = f"s3://{BUCKET}/{handle['prefix']}"
+        view = self.moto.call("view", store=store, run_id=summary["run_id"], ir=ir)
+        status = {"SUCCEEDED": (got["output"] or {}).get("status", "succeeded"), "FAILED": "failed"}.get(got["status"], got["status"])
+        return Outcome(
+            backend=self.name,
+            status=status,
+            steps={s["id"]: combine([STATES.get(states.get(s["id"]), str(states.get(s["id"])))]) for s in ir["steps"]},
+            metrics=view["metrics"],
+            gates=view["gates"],
+            validation=view["validation"],
+            rows=view["rows"],
+            items=view["items"],
+            deployed=view["deployed"],
+            run_id=summary["run_id"],
+            run_date=summary["run_date"],
+            root=Path(handle["root"]),
+            instances=None,
+            native={**states, "execution": got["status"], "failure": got["failure"], "events": got["events"], "logs": str(self.moto.log_dir)},
+        )
+
+
+ADAPTER = StepFunctionsAdapter()
