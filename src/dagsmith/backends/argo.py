@@ -44,9 +44,9 @@ class ArgoBackend:
         return self.files(self.plan(ir, options, output_dir, spec_dir), Settings.of(options))
 
     def files(self, plan: Plan, settings: Settings) -> dict[str, str]:
-        out = {f"{plan.name}.workflow-template.yaml": to_yaml(argo_events.dump(argo_workflow.workflow_template(plan, settings)))}
+        out = {f"{plan.name}.workflow-template.yaml": to_yaml(argo_workflow.dump(argo_workflow.workflow_template(plan, settings)))}
         if plan.schedule:
-            out[f"{plan.name}.cron-workflow.yaml"] = to_yaml(argo_events.dump(argo_workflow.cron_workflow(plan, settings)))
+            out[f"{plan.name}.cron-workflow.yaml"] = to_yaml(argo_workflow.dump(argo_workflow.cron_workflow(plan, settings)))
         if plan.on_new_data:
             out[f"{plan.name}.event-source.yaml"] = to_yaml(argo_events.event_source(plan, settings))
             out[f"{plan.name}.sensor.yaml"] = to_yaml(argo_events.sensor(plan, settings))

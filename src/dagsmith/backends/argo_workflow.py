@@ -120,14 +120,14 @@ def workflow_template(plan: Plan, settings: Settings) -> m.WorkflowTemplate:
         ttl_strategy=m.TTLStrategy(**{k: v for k, v in settings.ttl.items() if v is not None}),
         templates=templates,
     )
-    return m.WorkflowTemplate(api_version=API_VERSION, kind="WorkflowTemplate", metadata=_metadata(ir, template_name(ir.name), settings), spec=spec)
+    return m.WorkflowTemplate(api_version=API_VERSION, kind="WorkflowTemplate", metadata=metadata(ir, template_name(ir.name), settings), spec=spec)
 
 
 def cron_workflow(plan: Plan, settings: Settings) -> m.CronWorkflow:
     """Runs the WorkflowTemplate on `schedule` (UTC), one at a time (Airflow's max_active_runs=1)."""
     ir = plan.ir
     return m.CronWorkflow(
-        api_version=API_VERSION, kind="CronWorkflow", metadata=_metadata(ir, cron_name(ir.name), settings),
+        api_version=API_VERSION, kind="CronWorkflow", metadata=metadata(ir, cron_name(ir.name), settings),
         spec=m.CronWorkflowSpec(
             schedules=[plan.schedule], timezone="UTC", concurrency_policy="Forbid",
             workflow_spec=m.WorkflowSpec(workflow_template_ref=m.WorkflowTemplateRef(name=template_name(ir.name))),
@@ -147,7 +147,7 @@ def submitted_workflow(plan: Plan, parameters: list[tuple[str, str]]) -> m.Workf
     )
 
 
-def _metadata(ir, name: str, settings: Settings) -> m.ObjectMeta:
+def metadata(ir, name: str, settings: Settings) -> m.ObjectMeta:
     annotations = {"dagsmith.dev/spec-hash": ir.pipeline.get("spec_hash") or ""}
     if ir.pipeline.get("description"):
         annotations["workflows.argoproj.io/description"] = ir.pipeline["description"]
@@ -301,3 +301,8 @@ def _deadline(plan: Plan, task: Task) -> m.IntOrString | None:
 def _int_or_string(number) -> m.IntOrString:
     """Argo's schema types IntOrString as a string (its Go type reads both): written as text."""
     return m.IntOrString(str(int(number)))
+
+
+def dump(model) -> dict:
+    """A Hera model as the plain data Kubernetes reads (field aliases, nothing unset)."""
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
