@@ -1,7 +1,7 @@
 """The Argo backend's output, read back: its graph equals the plan's, its names are valid and
 distinct (or a compile error), what Argo cannot take is refused at its spec position, and the
 20,000-trial spec stays one task in a small WorkflowTemplate. (Strict schema validation is in
-test_argo_schemas_of_examples.py; execution in the conformance suite.)"""
+test_schemas.py; execution in the conformance suite.)"""
 
 from __future__ import annotations
 
