@@ -65,3 +65,20 @@ def test_golden_argo_manifests(example, in_repo, update_golden):
     assert sorted(files) == sorted(golden), "the set of generated files changed: review, then pytest --update-golden"
     for name, text in files.items():
         assert text == golden[name], f"argo/{example}/{name} differs: review, then pytest --update-golden"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_golden_stepfunctions(example, in_repo, update_golden):
+    """The state machine and the CloudFormation template per example."""
+    from dagsmith.backends import get
+
+    ir = compile_path(f"examples/{example}/pipeline.yaml")
+    files = get("stepfunctions").emit(ir, ir.backends.get("stepfunctions", {}))
+    for suffix in (".asl.json", ".template.yaml"):
+        (name,) = [n for n in files if n.endswith(suffix)]
+        golden = GOLDEN / "stepfunctions" / f"{example}{suffix}"
+        if update_golden:
+            golden.parent.mkdir(exist_ok=True)
+            golden.write_text(files[name], encoding="utf-8")
+        assert golden.exists(), f"no golden file stepfunctions/{golden.name}: run pytest --update-golden"
+        assert files[name] == golden.read_text(encoding="utf-8"), f"stepfunctions/{golden.name} differs: review, then pytest --update-golden"

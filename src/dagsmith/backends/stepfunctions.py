@@ -147,6 +147,12 @@ class StepFunctionsBackend:
         name = machine_name(ir, options)
         return {f"{name}.asl.json": asl.dumps(definition), f"{name}.template.yaml": dump_yaml(template), plan.ir_file: ir.dumps()}
 
+    machine_name = staticmethod(machine_name)
+
+    @staticmethod
+    def template_text(template: dict) -> str:
+        return dump_yaml(template)
+
     def deploy(self, ir: IR, options: dict, request, spec_dir: str | None = None) -> list[str]:
         from .stepfunctions_deploy import deploy
 
@@ -178,10 +184,3 @@ def dump_yaml(data: dict) -> str:
 
     Dumper.add_representer(str, text)
     return yaml.dump(data, Dumper=Dumper, sort_keys=True, allow_unicode=True, width=120, default_flow_style=False)
-
-
-def require_boto3():
-    try:
-        import boto3  # noqa: F401
-    except ImportError:
-        raise UsageError("deploying to Step Functions needs boto3: pip install 'dagsmith[aws]'") from None

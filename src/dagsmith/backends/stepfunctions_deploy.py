@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 from ..errors import UsageError
 
@@ -21,16 +22,16 @@ ROLLED_BACK = {"UPDATE_ROLLBACK_COMPLETE", "ROLLBACK_COMPLETE", "UPDATE_ROLLBACK
 
 
 def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: float = 3600.0) -> list[str]:
-    from .stepfunctions import dump_yaml, machine_name, require_boto3
-
     request.refuse_others("stepfunctions", ("stack_name", "region"))
-    require_boto3()
-    import boto3
+    try:
+        import boto3
+    except ImportError:
+        raise UsageError("deploying to Step Functions needs boto3: pip install 'dagsmith[aws]'") from None
     from botocore.exceptions import ClientError
 
     plan, definition, template = backend.build(ir, options)
-    body = dump_yaml(template)
-    stack = request.stack_name or machine_name(ir, options)
+    body = backend.template_text(template)
+    stack = request.stack_name or backend.machine_name(ir, options)
     region = request.region or options.get("region")
     session = boto3.session.Session(region_name=region) if region else boto3.session.Session()
     cfn = session.client("cloudformation")
@@ -48,7 +49,7 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
     prefix = _value(template, "StorePrefix", existing) or ""
     ir_key = "/".join(p for p in (prefix.strip("/"), backend.ir_key(ir)) if p)
     kind = "UPDATE" if existing else "CREATE"
-    name = f"dagsmith-{int(time.time())}"
+    name = f"dagsmith-{uuid.uuid4().hex[:16]}"
     args = {"StackName": stack, "ChangeSetName": name, "ChangeSetType": kind, "Capabilities": CAPABILITIES, "Parameters": parameters,
             "Description": f"dagsmith {ir.name} {(ir.pipeline.get('spec_hash') or '')[:12]}"}
     s3 = session.client("s3")
@@ -62,6 +63,8 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
         cfn.create_change_set(**args)
         changes = _wait_change_set(cfn, stack, name, poll, timeout)
     except ClientError as exc:
+        if "No updates are to be performed" in str(exc):
+            return [f"stack {stack}: unchanged"]
         raise UsageError(f"CloudFormation refused the template, nothing changed: {exc.response['Error'].get('Message', exc)}") from None
     if changes is None:
         cfn.delete_change_set(StackName=stack, ChangeSetName=name)
