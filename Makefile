@@ -39,7 +39,11 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: $(BIN)/dagsmith $(VENV)/.horovod chromium
+# asl-validator (npm) for the Step Functions tests, installed into the venv (not committed)
+$(VENV)/node/node_modules/.bin/asl-validator: $(BIN)/dagsmith
+	npm install --prefix $(VENV)/node --no-audit --no-fund --silent asl-validator@4
+
+test: $(BIN)/dagsmith $(VENV)/.horovod chromium $(VENV)/node/node_modules/.bin/asl-validator
 	DAGSMITH_FUZZ_EXAMPLES=2500 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 golden: $(BIN)/dagsmith
