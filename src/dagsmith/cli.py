@@ -123,30 +123,38 @@ def app():
 Examples:
   dagsmith validate pipeline.yaml              # the spec and every environment
   dagsmith validate pipeline.yaml --env prod   # the spec with the prod overlay
+  dagsmith validate pipelines/*.yaml           # several specs (what the pre-commit hook runs)
   dagsmith validate pipeline.yaml --format json""")
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="SPEC...")
 @_spec_option
 @click.option("--format", "fmt", type=FORMAT_TEXT_JSON, default="text", show_default=True)
-def validate(spec: str, env: str | None, fmt: str):
-    """Check SPEC. Without --env, the spec and each of its environments are checked.
+def validate(specs: tuple[str, ...], env: str | None, fmt: str):
+    """Check each SPEC. Without --env, the spec and each of its environments are checked.
 
-    Exit 0 when valid, 2 with every error listed on stderr.
+    Exit 0 when every spec is valid, 2 with every error of every spec listed on stderr.
+    JSON: one object per spec ({"valid", "errors", "warnings"}; with several specs, a list
+    of them, each with its "spec").
     """
     from .spec import check_all, environment_names
 
-    targets = [env] if env else [None] + environment_names(spec)
-    diagnostics, warnings = check_all(spec, targets)  # one parse, every environment
+    reports, errors = [], []
+    for spec in specs:
+        targets = [env] if env else [None] + environment_names(spec)
+        diagnostics, warnings = check_all(spec, targets)  # one parse, every environment
+        reports.append({"spec": spec, "valid": not diagnostics, "errors": [d.to_json() for d in diagnostics],
+                        "warnings": [w.to_json() for w in warnings]})
+        errors += diagnostics
+        if fmt == "text":
+            for warning in warnings:
+                click.echo(warning.format(), err=True)
+            if not diagnostics:
+                checked = "the spec" + (f" with environment {env!r}" if env else "".join(f", env {n!r}" for n in targets[1:]))
+                click.echo(f"{spec}: valid ({checked})", err=True)
     if fmt == "json":
-        click.echo(json.dumps({"valid": not diagnostics, "errors": [d.to_json() for d in diagnostics],
-                               "warnings": [w.to_json() for w in warnings]}, indent=2, sort_keys=True))
-    else:
-        for warning in warnings:
-            click.echo(warning.format(), err=True)
-    if diagnostics:
-        raise SpecError(diagnostics)
-    if fmt == "text":
-        checked = "the spec" + (f" with environment {env!r}" if env else "".join(f", env {n!r}" for n in targets[1:]))
-        click.echo(f"{spec}: valid ({checked})", err=True)
+        data = {k: v for k, v in reports[0].items() if k != "spec"} if len(reports) == 1 else reports
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    if errors:
+        raise SpecError(errors)
 
 
 @app.command(name="compile", epilog="""\b
@@ -161,9 +169,11 @@ Examples:
               help="Output folder (default build/<target>); '-' prints to stdout: the file of a one-file "
                    "target (ir) as it is, the files of a several-file target (airflow) each under a header "
                    "line (see the examples).")
+@click.option("--check", is_flag=True, help="Write nothing: exit 1 with a diff when the files in the output folder are not what "
+                                          "SPEC compiles to (for teams that commit generated files), 0 when they are.")
 @_spec_option
 @_params_option
-def compile_(spec: str, target: str, output: str | None, env: str | None, params: tuple[str, ...]):
+def compile_(spec: str, target: str, output: str | None, check: bool, env: str | None, params: tuple[str, ...]):
     """Compile SPEC for an orchestrator TARGET, writing files atomically."""
     from . import backends
     from .output import write_files
@@ -173,6 +183,20 @@ def compile_(spec: str, target: str, output: str | None, env: str | None, params
     files = backend.emit(ir, options, output_dir=None if output == "-" else (output or backend.default_output), spec_dir=_spec_folder(spec))
     if output == "-":
         click.echo(stdout_text(files), nl=False)
+        return
+    if check:
+        from . import irdiff
+
+        folder = Path(output or backend.default_output)
+        existing = {name: (folder / name).read_text(encoding="utf-8") for name in files if (folder / name).is_file()}
+        stale = irdiff.file_diffs(existing, files)
+        for text in stale.values():
+            click.echo(text, nl=False)
+        if stale:
+            click.echo(f"{folder}: {len(stale)} of {len(files)} generated files are out of date: run "
+                       f"dagsmith compile {spec} --target {target} -o {folder}", err=True)
+            sys.exit(1)
+        click.echo(f"{folder}: up to date", err=True)
         return
     written = write_files(Path(output or backend.default_output), files)
     for path in written:
