@@ -1,6 +1,8 @@
 """The `dagsmith` command line: validate, compile, graph, diff, schema.
 
-Exit codes: 0 success, 1 "changed" (diff), 2 a spec or usage error, 3 an internal error.
+Exit codes (docs/ci.md): 0 success; 1 "changed" (diff, compile --check) or, for deploy, a change
+failed and everything was put back; 2 a spec or usage error (nothing changed); 3 an internal
+error; 4 deploy failed and could not put everything back.
 Errors go to stderr, one per line (FILE:LINE:COL: error: spec.path: message); data goes to
 stdout, so `--format json` output can be piped.
 """

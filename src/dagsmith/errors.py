@@ -57,6 +57,19 @@ class DagsmithError(Exception):
         return [str(self)]
 
 
+class DeployFailed(DagsmithError):
+    """`dagsmith deploy`: a change failed after others were made, and everything was put back
+    (the target is as it was before the command)."""
+
+    exit_code = 1
+
+
+class DeployIncomplete(DagsmithError):
+    """`dagsmith deploy`: a change failed and putting back failed too: the target needs a person."""
+
+    exit_code = 4
+
+
 # scheme://user:PASSWORD@host: the password is group 1. A password may hold any character ('/',
 # '+', ' ', even '@'), so it runs to the LAST '@' of the line: anything else lets a part of it
 # through (s3://KEY:ab/cd@bucket). This over-reaches on a line that has an e-mail address after a

@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from ..errors import DagsmithError, UsageError
+from ..errors import DagsmithError, DeployFailed, DeployIncomplete, UsageError
 
 TIMEOUT = 30.0  # seconds per request: a stalled server fails the deploy instead of hanging CI
 DEFAULT_TOKEN_ENV = "ARGO_TOKEN"
@@ -43,18 +43,6 @@ KINDS = {
     "EventSource": Kind("event-sources", "eventSource", False),
     "Sensor": Kind("sensors", "sensor", False),
 }
-
-
-class DeployFailed(DagsmithError):
-    """A write failed; everything already written was put back."""
-
-    exit_code = 1
-
-
-class DeployIncomplete(DagsmithError):
-    """A write failed and putting back failed too: the cluster needs a hand."""
-
-    exit_code = 4
 
 
 class ServerError(Exception):
