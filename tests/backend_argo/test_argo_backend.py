@@ -238,3 +238,11 @@ def test_without_hera_the_target_says_what_to_install(capsys, write_spec, monkey
     monkeypatch.setattr(builtins, "__import__", no_hera)
     code, err = compile_argo(capsys, write_spec, spec_text(""))
     assert code == 2 and "--target argo needs Hera: pip install 'dagsmith[argo]'" in err, err
+
+
+@pytest.mark.slow
+def test_a_workflow_template_over_etcds_limit_is_a_compile_error(capsys, write_spec):
+    steps = "\n".join(f"  s{i:04d}: {{after: [{'t' if i == 0 else f's{i - 1:04d}'}], run: {{command: [echo]}}}}" for i in range(2000))
+    code, err = compile_argo(capsys, write_spec, spec_text("steps:\n" + steps))
+    assert code == 2 and "p.workflow-template.yaml would be" in err and "must stay under 1,048,576" in err, err[-500:]
+    assert not Path("out").exists()

@@ -41,7 +41,9 @@ class ArgoBackend:
 
     def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]:
         raise_errors(self.name, self.check(ir, options))
-        return self.files(self.plan(ir, options, output_dir, spec_dir), Settings.of(options))
+        files = self.files(self.plan(ir, options, output_dir, spec_dir), Settings.of(options))
+        self.check_size(files)
+        return files
 
     def files(self, plan: Plan, settings: Settings) -> dict[str, str]:
         out = {f"{plan.name}.workflow-template.yaml": to_yaml(argo_workflow.dump(argo_workflow.workflow_template(plan, settings)))}
@@ -89,7 +91,8 @@ class ArgoBackend:
     def check_size(self, files: dict[str, str]) -> None:
         """Each resource under OBJECT_LIMIT (what etcd and the Argo Server take)."""
         too_big = [(name, len(text.encode("utf-8"))) for name, text in files.items() if name.endswith(".yaml") and len(text.encode("utf-8")) > OBJECT_LIMIT]
-        raise_errors(self.name, [error(OPTIONS, f"{name} is {size:,} bytes: Kubernetes objects must stay under {OBJECT_LIMIT:,}") for name, size in too_big])
+        raise_errors(self.name, [error(("steps",), f"{name} would be {size:,} bytes: a Kubernetes object must stay under {OBJECT_LIMIT:,} "
+                                             "(etcd's limit): split the pipeline, or make many steps one fan-out") for name, size in too_big])
 
 
 def _templated(ir: IR, options: dict) -> list[Problem]:

