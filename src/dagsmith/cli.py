@@ -654,7 +654,9 @@ def watch(spec: str, env, params, workdir: str, once: bool, interval: float, fmt
     ir = _compile(spec, env, params)
 
     def start(ir_, workdir_):
-        return runner.start(ir_, workdir_, reporter=reporter_for(quiet=False), root=_spec_folder(spec))
+        record = runner.start(ir_, workdir_, reporter=reporter_for(quiet=False), root=_spec_folder(spec))
+        _write_run_report(str(workdir_), record["run_id"], err=True)
+        return record
 
     def emit(outcome: dict) -> None:
         if fmt == "json":

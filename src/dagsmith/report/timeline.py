@@ -84,7 +84,7 @@ def timeline(data) -> tuple[str, dict]:
             body.append(f'<rect class="{klass}" x="{fmt(x)}" y="{y + 3}" width="{fmt(w)}" height="{ROW_H - 6}">'
                         f'<title>{esc(sid)}: {state}, {seconds_text(end - start)}</title></rect>')
             body.append(text(x + w + 4, y + 14, seconds_text(end - start), "dur"))
-        elif end is not None:  # cached: no run, a mark where it was taken from the cache
+        elif end is not None and state == "cached":  # no run: a mark where it was taken from the cache
             x = LABEL_W + (end - t0) * scale
             body.append(f'<path class="{klass}" d="M{fmt(x)},{y + 4}l5,6l-5,6l-5,-6z"><title>{esc(sid)}: {state}</title></path>')
             body.append(text(x + 8, y + 14, state, "dur"))
