@@ -44,6 +44,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import cluster
 from .context import StepFailed
 
 INSTALL_HOROVOD = "scripts/install-horovod.sh"
@@ -117,8 +118,6 @@ def write_job(folder: Path, job: Job, X_train, y_train, X_test, y_test) -> None:
 
 def fit_distributed(ctx, config: dict, prepared, params: dict, partition, trial, output_dir: Path):
     """Train with `config["distributed"]`; returns (rank 0's fitted model, task) like train.fit."""
-    from .data import estimator_task
-
     dist = config["distributed"]
     framework = dist.get("framework") or "torch"
     workers = int(dist.get("workers") or 1)
@@ -134,25 +133,161 @@ def fit_distributed(ctx, config: dict, prepared, params: dict, partition, trial,
               target=config["target"], features=list(prepared.columns), partition=partition, trial=trial,
               run_id=ctx.values.run_id, root=str(Path(ctx.root).resolve()), output_dir=str(output_dir),
               collective_timeout=_timeout("DAGSMITH_DISTRIBUTED_COLLECTIVE_TIMEOUT", 1800.0))
+    launched = cluster.detect()
+    if launched is not None:  # a launcher started every rank: this process is one of them
+        return fit_as_rank(ctx, launched, job, prepared)
     run = run_workers(job, prepared.X_train, prepared.y_train, prepared.X_test, prepared.y_test,
                       timeout=_timeout("DAGSMITH_DISTRIBUTED_TIMEOUT", None))
-    fitted = run.fitted
+    backend = run.reports[0].get("backend") if run.reports else framework
+    return _step_model(ctx, job, run.fitted, backend, prepared, [r.get("note") for r in run.reports])
+
+
+def _step_model(ctx, job: Job, fitted, backend: str, prepared, notes) -> tuple:
+    """Rank 0's fitted model as the step's model (checked, with the run's notes)."""
+    from .data import estimator_task
+
+    model = job.model
     if fitted is None or not hasattr(fitted, "predict"):
         entry = model.get("entrypoint") or model.get("estimator")
         raise StepFailed(f"entrypoint {entry} returned {type(fitted).__name__} on rank 0: it must return a fitted model with predict()")
-    backend = run.reports[0].get("backend") if run.reports else framework
-    note = f"distributed training ({framework}, {backend}): {workers} worker(s)"
-    if note not in ctx.notes:
-        ctx.notes.append(note)
-    if model.get("estimator") and not getattr(fitted, "_dagsmith_distributed", False) and workers > 1:
-        note = (f"{model['estimator']} does not train across workers: each worker fitted its own shard and the "
-                f"model is rank 0's (1/{workers} of the training rows); use dagsmith.estimators.TorchMLP* or an entrypoint")
-        if note not in ctx.notes:
+    lines = [f"distributed training ({job.framework}, {backend}): {job.workers} worker(s)"]
+    if model.get("estimator") and not getattr(fitted, "_dagsmith_distributed", False) and job.workers > 1:
+        lines.append(f"{model['estimator']} does not train across workers: each worker fitted its own shard and the "
+                     f"model is rank 0's (1/{job.workers} of the training rows); use dagsmith.estimators.TorchMLP* or an entrypoint")
+    for note in [*lines, *notes]:
+        if note and note not in ctx.notes:
             ctx.notes.append(note)
-    for report in run.reports:
-        if report.get("note") and report["note"] not in ctx.notes:
-            ctx.notes.append(report["note"])
     return fitted, estimator_task(fitted) or prepared.task
+
+
+# --- one rank of a launched cluster (PyTorchJob, horovodrun / MPIJob, SageMaker) -------------------
+
+def fit_as_rank(ctx, launched: cluster.Cluster, job: Job, prepared) -> tuple:
+    """This process is rank `launched.rank` of `launched.world_size`, started by a launcher that
+    started the others the same way (each runs the same step command and loads the same split).
+    Train this rank's shard in the launcher's process group. Rank 0 returns the step's model, so
+    the step scores and commits it as always; every other rank only trains: its store writes are
+    discarded (the step's outputs and result.json are rank 0's alone) and it returns its own
+    fitted model (or a stand-in when the entrypoint returned none) for the scoring nobody reads."""
+    rank, world = launched.rank, launched.world_size
+    head = f"distributed training ({job.framework}, rank {rank} of {world}, launched: {launched.source})"
+    if job.framework == "horovod" and launched.kind != "horovod":
+        raise StepFailed(f"{head}: framework horovod needs its ranks started by horovodrun or mpirun (an MPIJob's "
+                         "launcher, docs/distributed.md); this launcher starts torch.distributed ranks: use "
+                         "framework: torch here")
+    if job.framework == "torch" and launched.kind == "horovod":
+        raise StepFailed(f"{head}: framework torch needs MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE (a Kubeflow "
+                         "PyTorchJob) or a SageMaker cluster, and this process was started by horovodrun / mpirun: "
+                         "use framework: horovod, or set $DAGSMITH_CLUSTER=local to train with local workers")
+    if job.framework not in ("torch", "horovod"):
+        raise StepFailed(f"training.distributed.framework {job.framework!r} is not supported (torch | horovod)")
+    rows = len(prepared.y_train)
+    if rows < world:
+        raise StepFailed(f"{head}: {world} ranks need at least {world} training rows, got {rows}")
+    notes = []
+    if world != job.workers:
+        notes.append(f"the launcher started {world} ranks and training.distributed.workers is {job.workers}: "
+                     f"the data is split {world} ways")
+    job = dataclasses.replace(job, workers=world)
+    if rank == 0:
+        notes.append(f"ranks launched by {launched.kind} ({launched.source}); this is rank 0, which writes the outputs")
+    X_shard = prepared.X_train.iloc[rank::world].reset_index(drop=True)
+    y_shard = prepared.y_train.iloc[rank::world].reset_index(drop=True)
+    scratch = None
+    if rank == 0:
+        output_dir = Path(job.output_dir)
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix=f"dagsmith-rank-{rank}-"))
+        output_dir = scratch
+    output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    try:
+        backend, note = _init_launched(job, launched)
+        if note:
+            notes.append(note)
+        try:
+            fitted = _fit_shard(job, rank, world, X_shard, y_shard, prepared.X_test, prepared.y_test, output_dir)
+        finally:
+            _shutdown_launched(job)
+    except StepFailed as exc:
+        raise StepFailed(f"{head}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a collective or setup error, reported with this rank
+        raise StepFailed(f"{head}: {type(exc).__name__}: {exc}") from None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    seconds = time.time() - started
+    if rank == 0:
+        return _step_model(ctx, job, fitted, backend, prepared, notes)
+    discard_writes(ctx.store)
+    print(f"{head}: trained this shard ({len(y_shard)} rows) in {seconds:.1f}s; rank 0 writes the step's outputs",
+          file=sys.stderr, flush=True)
+    return _stand_in(fitted, prepared, X_shard, y_shard)
+
+
+def _init_launched(job: Job, launched: cluster.Cluster) -> tuple[str, str | None]:
+    """Join the launcher's group: torch's env:// (PyTorchJob, SageMaker) or hvd.init()."""
+    if job.framework == "torch":
+        for key, value in launched.torch_env().items():
+            if key.endswith("SOCKET_IFNAME"):
+                os.environ.setdefault(key, value)
+            else:
+                os.environ[key] = value
+        backend, device = _init_torch(job, launched.rank, launched.world_size, launched.local_rank, 1)
+        note = None
+        if job.gpus_per_worker > 0 and device == "cpu" and launched.rank == 0:
+            note = f"gpus_per_worker is {job.gpus_per_worker} and no CUDA GPU is available: the ranks trained on CPU (gloo)"
+        return backend, note
+    try:
+        import horovod.torch as hvd
+    except Exception as exc:  # noqa: BLE001
+        raise StepFailed(f"horovod with its PyTorch binding is not importable here ({type(exc).__name__}: {exc}); "
+                         f"install it in the image with {INSTALL_HOROVOD}") from None
+    hvd.init()
+    if (hvd.rank(), hvd.size()) != (launched.rank, launched.world_size):
+        raise StepFailed(f"horovod says rank {hvd.rank()} of {hvd.size()}, the launcher's environment says "
+                         f"{launched.rank} of {launched.world_size}")
+    os.environ["RANK"], os.environ["WORLD_SIZE"] = str(hvd.rank()), str(hvd.size())
+    os.environ["LOCAL_RANK"] = str(hvd.local_rank())
+    os.environ["DAGSMITH_DEVICE"] = "cpu"
+    import torch
+
+    if int(os.environ.get("DAGSMITH_WORKER_THREADS") or 0):
+        torch.set_num_threads(int(os.environ["DAGSMITH_WORKER_THREADS"]))
+    return "gloo" if hvd.gloo_enabled() else "mpi", None
+
+
+def _shutdown_launched(job: Job) -> None:
+    if job.framework == "torch":
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    else:
+        import horovod.torch as hvd
+
+        if hvd.is_initialized():
+            hvd.shutdown()
+
+
+def discard_writes(store) -> None:
+    """Make `store` (this process's) read-only: commits and JSON writes are dropped. A rank other
+    than 0 still runs the rest of the step (scoring, committing, result.json) as rank 0 does, so
+    every code path stays the same, and none of it reaches the store."""
+    store._publish = lambda staging, manifest: staging.discard()
+    store.write_json = lambda key, data: None
+
+
+def _stand_in(fitted, prepared, X_shard, y_shard):
+    """What a rank other than 0 hands back to the step: its own model, or, when the entrypoint
+    returned none on this rank (allowed: only rank 0's counts), a dummy fitted on the shard so the
+    step's scoring runs; its outputs are discarded either way."""
+    if fitted is not None and hasattr(fitted, "predict"):
+        return fitted, prepared.task
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    dummy = DummyClassifier() if prepared.task == "classifier" else DummyRegressor()
+    return dummy.fit(X_shard, y_shard), prepared.task
 
 
 def run_workers(job: Job, X_train, y_train, X_test, y_test, timeout: float | None = None) -> WorkerRun:
@@ -406,7 +541,10 @@ def work(folder: Path, rank: int, world_size: int, framework: str = "torch") -> 
         return False
 
 
-def _init_torch(job: Job, rank: int, world_size: int) -> tuple[str, str]:
+def _init_torch(job: Job, rank: int, world_size: int, local_rank: int | None = None,
+                local_size: int | None = None) -> tuple[str, str]:
+    """The default process group (env://). The GPU is picked by the local rank: on one machine
+    it is the rank; in a launched cluster each pod or instance has its own GPUs."""
     import datetime
 
     import torch
@@ -416,8 +554,10 @@ def _init_torch(job: Job, rank: int, world_size: int) -> tuple[str, str]:
     if threads:
         torch.set_num_threads(threads)
     backend, device = "gloo", "cpu"
-    if job.gpus_per_worker > 0 and torch.cuda.is_available() and torch.cuda.device_count() >= world_size:
-        index = (rank * job.gpus_per_worker) % torch.cuda.device_count()
+    local_rank = rank if local_rank is None else local_rank
+    local_size = world_size if local_size is None else local_size
+    if job.gpus_per_worker > 0 and torch.cuda.is_available() and torch.cuda.device_count() >= local_size:
+        index = (local_rank * job.gpus_per_worker) % torch.cuda.device_count()
         torch.cuda.set_device(index)
         backend, device = "nccl", f"cuda:{index}"
     os.environ["DAGSMITH_DEVICE"] = device
