@@ -1,0 +1,503 @@
+"""The test-only Argo interpreter itself, on small hand-written workflows (fast: each container is
+a short Python process): depends, when, withParam with object items, retries, parallelism,
+output parameter defaults, fail fast, private /tmp, secrets, deadlines, workflowTemplateRef,
+CronWorkflow, Sensor triggers, and what it refuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+
+import pytest
+import yaml
+
+from backend_argo.interpreter import (
+    Interpreter, Invalid, Unsupported, eval_depends, eval_when, item_scope, sensor_workflows,
+)
+
+PY = sys.executable
+
+
+def py(code: str) -> str:
+    """A flow-style YAML list: a container's command running CODE with this Python."""
+    return json.dumps([PY, "-c", code])
+
+
+def run(tmp_path, text: str, **kwargs):
+    doc = yaml.safe_load(text)
+    options = {k: kwargs.pop(k) for k in ("secrets", "workflow_templates", "max_pods") if k in kwargs}
+    interp = Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=tmp_path, scratch=tmp_path, **options)
+    return interp.submit(doc, **kwargs)
+
+
+def phases(result) -> dict:
+    return {n.name.split(".", 1)[1] if "." in n.name else n.name: n.phase for n in result.nodes if n.type != "DAG"}
+
+
+def workflow(templates: str, *, tasks: str, extra: str = "") -> str:
+    return f"""
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {{name: t}}
+spec:
+  entrypoint: main
+{extra}
+  templates:
+  - name: main
+    dag:
+      tasks:
+{tasks}
+{templates}
+"""
+
+
+OK = f"""
+  - name: ok
+    container: {{image: x, command: {py("print('ok')")}}}
+  - name: fail
+    container: {{image: x, command: {py("import sys; sys.exit(3)")}}}
+"""
+
+
+def test_depends_semantics_and_omitted_after_failure(tmp_path):
+    tasks = """
+      - {name: a, template: fail}
+      - {name: b, template: ok, depends: a}
+      - {name: c, template: ok, depends: a.Failed}
+      - {name: d, template: ok, depends: "b || c"}
+      - {name: e, template: ok, depends: "(a.Succeeded || a.Skipped) && !c.Failed"}
+      - {name: f, template: ok, depends: b.Omitted}
+      - {name: g, template: ok, depends: a.Errored}
+      - {name: end, template: ok, depends: "d && e.Omitted && f && g.Omitted"}
+"""
+    result = run(tmp_path, workflow(OK, tasks=tasks))
+    assert phases(result) == {"a": "Failed", "b": "Omitted", "c": "Succeeded", "d": "Succeeded", "e": "Omitted",
+                              "f": "Succeeded", "g": "Omitted", "end": "Succeeded"}
+    (a,) = result.of_task("a")
+    assert a.exit_code == 3 and a.message == "Error (exit code 3)"
+    assert result.phase == "Succeeded"  # the only leaf, `end`, succeeded: the failure was handled
+
+
+def test_an_omitted_leaf_after_a_failure_fails_the_workflow(tmp_path):
+    tasks = """
+      - {name: a, template: fail}
+      - {name: b, template: ok, depends: a}
+      - {name: c, template: ok, depends: b}
+"""
+    result = run(tmp_path, workflow(OK, tasks=tasks))
+    assert phases(result) == {"a": "Failed", "b": "Omitted", "c": "Omitted"}
+    assert result.phase == "Failed"  # the leaf's branch takes a's phase
+
+
+def test_a_failure_handled_by_depends_leaves_the_workflow_succeeded(tmp_path):
+    tasks = """
+      - {name: a, template: fail}
+      - {name: c, template: ok, depends: a.Failed}
+"""
+    result = run(tmp_path, workflow(OK, tasks=tasks))
+    assert phases(result) == {"a": "Failed", "c": "Succeeded"} and result.phase == "Succeeded"
+
+
+def test_fail_fast_starts_nothing_new_but_lets_running_tasks_finish(tmp_path):
+    templates = OK + f"""
+  - name: slow
+    container: {{image: x, command: {py("import time; time.sleep(1.5); open('slow.done', 'w')")}}}
+"""
+    tasks = """
+      - {name: a, template: fail}
+      - {name: b, template: ok, depends: a}
+      - {name: x, template: slow}
+      - {name: y, template: ok, depends: x}
+"""
+    result = run(tmp_path, workflow(templates, tasks=tasks))
+    assert phases(result) == {"a": "Failed", "b": "Omitted", "x": "Succeeded"}  # y never started: no node
+    assert (tmp_path / "slow.done").exists() and result.phase == "Failed"
+
+
+WHEN = f"""
+  - name: say
+    inputs: {{parameters: [{{name: word}}]}}
+    outputs: {{parameters: [{{name: out, valueFrom: {{path: /tmp/out, default: none}}}}]}}
+    container:
+      image: x
+      command: {py("import sys; open(sys.argv[2], 'w').write(sys.argv[1] + chr(10))")}
+      args: ['{{{{inputs.parameters.word}}}}', /tmp/out]
+  - name: echo
+    inputs: {{parameters: [{{name: text}}]}}
+    container:
+      image: x
+      command: {py("import sys; open('echo-' + sys.argv[1] + '.txt', 'w').write(sys.argv[2])")}
+      args: ['{{{{inputs.parameters.text}}}}', 'got {{{{inputs.parameters.text}}}}']
+"""
+
+
+def test_when_skips_and_a_skipped_tasks_outputs_are_empty(tmp_path):
+    tasks = """
+      - {name: a, template: say, arguments: {parameters: [{name: word, value: stop}]}}
+      - name: b
+        template: say
+        depends: a
+        when: "'{{tasks.a.outputs.parameters.out}}' == 'go'"
+        arguments: {parameters: [{name: word, value: never}]}
+      - name: c
+        template: echo
+        depends: b
+        arguments: {parameters: [{name: text, value: "[{{tasks.b.outputs.parameters.out}}]{{tasks.a.outputs.parameters.out}}"}]}
+      - name: d
+        template: echo
+        depends: a
+        when: "{{tasks.a.outputs.parameters.out}} == stop && 2 > 1"
+        arguments: {parameters: [{name: text, value: d}]}
+"""
+    result = run(tmp_path, workflow(WHEN, tasks=tasks))
+    assert phases(result) == {"a": "Succeeded", "b": "Skipped", "c": "Succeeded", "d": "Succeeded"}
+    assert result.of_task("a")[0].outputs == {"out": "stop"}  # one trailing newline trimmed
+    assert result.of_task("b")[0].message == "when ''stop' == 'go'' evaluated false"
+    assert (tmp_path / "echo-[]stop.txt").read_text() == "got []stop"  # a Skipped task's output is ""
+    assert result.phase == "Succeeded"
+
+
+def test_a_reference_to_a_task_that_is_not_an_ancestor_is_an_error(tmp_path):
+    tasks = """
+      - {name: a, template: say, arguments: {parameters: [{name: word, value: w}]}}
+      - {name: c, template: echo, arguments: {parameters: [{name: text, value: "{{tasks.a.outputs.parameters.out}}"}]}}
+"""
+    with pytest.raises(Invalid, match=r"failed to resolve \{\{tasks.a.outputs.parameters.out\}\}.*would hang"):
+        run(tmp_path, workflow(WHEN, tasks=tasks))
+
+
+def test_with_param_over_object_items(tmp_path):
+    items = [{"stop": 2, "start": 0}, {"start": 2, "stop": 3, "tag": "<&>"}]
+    templates = f"""
+  - name: ranges
+    outputs: {{parameters: [{{name: ranges, valueFrom: {{path: /tmp/r.json}}}}]}}
+    container: {{image: x, command: {py(f"import sys; open(sys.argv[1], 'w').write({json.dumps(json.dumps(items))})")}, args: [/tmp/r.json]}}
+  - name: each
+    inputs: {{parameters: [{{name: item}}, {{name: start}}]}}
+    container:
+      image: x
+      command: {py("import sys; open('item-' + sys.argv[2] + '.txt', 'w').write(sys.argv[1])")}
+      args: ['{{{{inputs.parameters.item}}}}', '{{{{inputs.parameters.start}}}}']
+  - name: empty
+    outputs: {{parameters: [{{name: ranges, valueFrom: {{path: /tmp/r.json}}}}]}}
+    container: {{image: x, command: {py("import sys; open(sys.argv[1], 'w').write('[]')")}, args: [/tmp/r.json]}}
+"""
+    tasks = """
+      - {name: r, template: ranges}
+      - name: each
+        template: each
+        depends: r
+        withParam: "{{tasks.r.outputs.parameters.ranges}}"
+        arguments: {parameters: [{name: item, value: "{{item}}"}, {name: start, value: "{{item.start}}"}]}
+      - {name: e, template: empty}
+      - name: none
+        template: each
+        depends: e
+        withParam: "{{tasks.e.outputs.parameters.ranges}}"
+        arguments: {parameters: [{name: item, value: "{{item}}"}, {name: start, value: "{{item.start}}"}]}
+      - {name: after, template: ok, depends: each && none}
+"""
+    result = run(tmp_path, workflow(templates + OK, tasks=tasks))
+    # {{item}} of an object: its JSON as Go writes it (compact, keys sorted, <>& escaped)
+    assert (tmp_path / "item-0.txt").read_text() == '{"start":0,"stop":2}'
+    assert (tmp_path / "item-2.txt").read_text() == '{"start":2,"stop":3,"tag":"\\u003c\\u0026\\u003e"}'
+    children = result.of_task("each")
+    assert sorted(n.name for n in children) == ["t.each(0:start:0,stop:2)", "t.each(1:start:2,stop:3,tag:<&>)"]
+    assert [n.item for n in sorted(children, key=lambda n: n.name)] == items
+    assert phases(result)["none"] == "Skipped" and phases(result)["after"] == "Succeeded"  # empty list: Skipped
+    assert result.phase == "Succeeded"
+
+
+def test_with_param_that_is_not_a_json_list_errors(tmp_path):
+    tasks = """
+      - {name: a, template: say, arguments: {parameters: [{name: word, value: "{not json"}]}}
+      - {name: b, template: echo, depends: a, withParam: "{{tasks.a.outputs.parameters.out}}", arguments: {parameters: [{name: text, value: "{{item}}"}]}}
+"""
+    result = run(tmp_path, workflow(WHEN, tasks=tasks))
+    assert phases(result)["b"] == "Error" and "could not be parsed as a JSON list" in result.of_task("b")[0].message
+    assert result.phase == "Error"
+
+
+def test_parallelism_of_a_dag_template_limits_its_running_children(tmp_path):
+    code = "import sys, time; a = time.time(); time.sleep(0.6); open('span-' + sys.argv[1], 'w').write(f'{a} {time.time()}')"
+    text = f"""
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {{name: p}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {{name: fan, template: items, arguments: {{parameters: [{{name: list, value: '[1, 2, 3, 4, 5]'}}]}}}}
+  - name: items
+    parallelism: 2
+    inputs: {{parameters: [{{name: list}}]}}
+    dag:
+      tasks:
+      - {{name: one, template: sleep, withParam: '{{{{inputs.parameters.list}}}}', arguments: {{parameters: [{{name: n, value: '{{{{item}}}}'}}]}}}}
+  - name: sleep
+    inputs: {{parameters: [{{name: n}}]}}
+    container: {{image: x, command: {py(code)}, args: ['{{{{inputs.parameters.n}}}}']}}
+"""
+    result = run(tmp_path, text, max_pods=4)
+    assert result.phase == "Succeeded" and len(result.of_task("one")) == 5
+    spans = [tuple(map(float, (tmp_path / f"span-{n}").read_text().split())) for n in range(1, 6)]
+    most = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
+    assert most == 2, spans  # two at a time: never more, and it did run two at once
+
+
+def test_retries_limit_policy_and_backoff(tmp_path):
+    flaky = "import os, sys; n = len(os.listdir('.')); open(f'try-{n}', 'w'); sys.exit(0 if n >= 1 else 1)"
+    templates = f"""
+  - name: flaky
+    retryStrategy: {{limit: '2', retryPolicy: Always, backoff: {{duration: 1s, factor: '2'}}}}
+    container: {{image: x, command: {py(flaky)}}}
+  - name: always-fails
+    retryStrategy: {{limit: 1}}
+    container: {{image: x, command: {py("import sys; sys.exit(1)")}}}
+  - name: only-on-error
+    retryStrategy: {{limit: 3, retryPolicy: OnError}}
+    container: {{image: x, command: {py("import sys; sys.exit(1)")}}}
+"""
+    tasks = """
+      - {name: a, template: flaky}
+      - {name: b, template: always-fails}
+      - {name: c, template: only-on-error}
+"""
+    (tmp_path / "work").mkdir()
+    doc = yaml.safe_load(workflow(templates, tasks=tasks))
+    interp = Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=tmp_path / "work", scratch=tmp_path)
+    begun = time.time()
+    result = interp.submit(doc)
+    (a,), (b,), (c,) = result.of_task("a"), result.of_task("b"), result.of_task("c")
+    assert (a.phase, a.attempts) == ("Succeeded", 2) and a.finished - begun >= 1.0  # waited the backoff
+    assert (b.phase, b.attempts) == ("Failed", 2) and "No more retries left" in b.message
+    assert (c.phase, c.attempts) == ("Failed", 1)  # OnError does not retry a Failed pod
+    assert result.phase == "Failed"
+
+
+def test_output_parameter_default_and_a_missing_file_without_one(tmp_path):
+    templates = f"""
+  - name: writes-nothing
+    outputs: {{parameters: [{{name: status, valueFrom: {{path: /tmp/s, default: not-run}}}}]}}
+    container: {{image: x, command: {py("pass")}}}
+  - name: writes-nothing-no-default
+    outputs: {{parameters: [{{name: status, valueFrom: {{path: /tmp/s}}}}]}}
+    container: {{image: x, command: {py("pass")}}}
+"""
+    tasks = """
+      - {name: a, template: writes-nothing}
+      - {name: b, template: writes-nothing-no-default}
+"""
+    result = run(tmp_path, workflow(templates, tasks=tasks))
+    (a,), (b,) = result.of_task("a"), result.of_task("b")
+    assert (a.phase, a.outputs) == ("Succeeded", {"status": "not-run"})
+    assert b.phase == "Error" and b.message == "open /tmp/s: no such file or directory"
+
+
+def test_each_pod_has_its_own_tmp(tmp_path):
+    code = "import os, sys; p = '/tmp/dagsmith/x'; os.makedirs(os.path.dirname(p), exist_ok=True); print(os.path.exists(p)); open(p, 'w').write(sys.argv[1])"
+    templates = f"""
+  - name: w
+    inputs: {{parameters: [{{name: v}}]}}
+    outputs: {{parameters: [{{name: x, valueFrom: {{path: /tmp/dagsmith/x}}}}]}}
+    container: {{image: x, command: {py(code.replace("'/tmp/dagsmith/x'", "os.environ['P']"))}, args: ['{{{{inputs.parameters.v}}}}'],
+                env: [{{name: P, value: /tmp/dagsmith/x}}]}}
+"""
+    tasks = """
+      - {name: a, template: w, arguments: {parameters: [{name: v, value: A}]}}
+      - {name: b, template: w, depends: a, arguments: {parameters: [{name: v, value: B}]}}
+"""
+    result = run(tmp_path, workflow(templates, tasks=tasks))
+    (a,), (b,) = result.of_task("a"), result.of_task("b")
+    assert (a.outputs, b.outputs) == ({"x": "A"}, {"x": "B"})
+    assert a.stdout == b.stdout == "False\n"  # b did not see a's file
+    assert not os.path.exists("/tmp/dagsmith/x") or open("/tmp/dagsmith/x").read() not in ("A", "B")
+
+
+def test_secrets_and_a_missing_secret(tmp_path):
+    templates = f"""
+  - name: s
+    container:
+      image: x
+      command: {py("import os; open('secret.txt', 'w').write(os.environ['TOKEN'])")}
+      env: [{{name: TOKEN, valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}}}]
+  - name: missing
+    container:
+      image: x
+      command: {py("pass")}
+      env: [{{name: TOKEN, valueFrom: {{secretKeyRef: {{name: nope, key: token}}}}}}]
+"""
+    tasks = """
+      - {name: a, template: s}
+      - {name: b, template: missing}
+"""
+    result = run(tmp_path, workflow(templates, tasks=tasks), secrets={"creds": {"token": "s3cr3t"}})
+    assert (tmp_path / "secret.txt").read_text() == "s3cr3t"
+    (b,) = result.of_task("b")
+    assert b.phase == "Error" and b.message == 'CreateContainerConfigError: secret "nope" not found' and b.exit_code is None
+
+
+def test_active_deadline_fails_the_pod(tmp_path):
+    templates = f"""
+  - name: slow
+    activeDeadlineSeconds: '1'
+    container: {{image: x, command: {py("import time; time.sleep(30)")}}}
+"""
+    begun = time.time()
+    result = run(tmp_path, workflow(templates, tasks="      - {name: a, template: slow}"))
+    (a,) = result.of_task("a")
+    assert a.phase == "Failed" and "longer than the specified deadline" in a.message and time.time() - begun < 10
+
+
+WORKFLOW_TEMPLATE = f"""
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {{name: wt, namespace: ml}}
+spec:
+  entrypoint: main
+  serviceAccountName: runner
+  podGC: {{strategy: OnPodSuccess}}
+  ttlStrategy: {{secondsAfterSuccess: 60}}
+  arguments:
+    parameters:
+    - {{name: color, value: red, enum: [red, blue], description: a color}}
+    - {{name: size, value: '1'}}
+  templates:
+  - name: main
+    metadata: {{annotations: {{dagsmith.dev/task: main}}}}
+    container:
+      image: x
+      command: {py("import json, os, sys; open('vars.json', 'w').write(json.dumps(sys.argv[1:]))")}
+      args: ['{{{{workflow.name}}}}', '{{{{ workflow.namespace }}}}', '{{{{workflow.parameters.color}}}}', '{{{{workflow.parameters.size}}}}',
+             '{{{{workflow.creationTimestamp.Y}}}}-{{{{workflow.creationTimestamp.m}}}}-{{{{workflow.creationTimestamp.d}}}}', '{{{{workflow.uid}}}}']
+"""
+
+
+def test_a_workflow_from_a_workflow_template_with_its_variables(tmp_path):
+    wt = yaml.safe_load(WORKFLOW_TEMPLATE)
+    wf = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"generateName": "wt-", "namespace": "ml"},
+          "spec": {"workflowTemplateRef": {"name": "wt"}, "arguments": {"parameters": [{"name": "size", "value": "3"}]}}}
+    interp = Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=tmp_path, scratch=tmp_path, workflow_templates={"wt": wt})
+    created = dt.datetime(2024, 2, 29, 23, 59, tzinfo=dt.timezone.utc)
+    result = interp.submit(wf, parameters={"color": "blue"}, created=created)
+    got = json.loads((tmp_path / "vars.json").read_text())
+    assert got[:5] == [result.name, "ml", "blue", "3", "2024-02-29"] and got[5] == result.uid
+    assert result.name.startswith("wt-") and len(result.name) == 8 and result.parameters == {"color": "blue", "size": "3"}
+    (node,) = result.nodes
+    assert node.annotations == {"dagsmith.dev/task": "main"} and node.task == result.name
+    with pytest.raises(Invalid, match="not one of its enum"):
+        interp.submit(wt, parameters={"color": "green"})
+    with pytest.raises(Invalid, match="not arguments of the workflow"):
+        interp.submit(wt, parameters={"colour": "red"})
+
+
+def test_cron_workflow_creates_its_workflow_spec(tmp_path):
+    wt = yaml.safe_load(WORKFLOW_TEMPLATE)
+    cron = {"apiVersion": "argoproj.io/v1alpha1", "kind": "CronWorkflow", "metadata": {"name": "wt", "namespace": "ml"},
+            "spec": {"schedules": ["0 3 * * 1"], "timezone": "UTC", "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 0,
+                     "workflowSpec": {"workflowTemplateRef": {"name": "wt"}}}}
+    interp = Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=tmp_path, scratch=tmp_path, workflow_templates={"wt": wt})
+    at = dt.datetime(2024, 3, 4, 3, 0, tzinfo=dt.timezone.utc)
+    wf = interp.cron_workflow(cron, at)
+    assert wf["metadata"] == {"name": f"wt-{int(at.timestamp())}", "namespace": "ml"}
+    result = interp.submit(wf, created=at)
+    assert result.phase == "Succeeded" and json.loads((tmp_path / "vars.json").read_text())[:5] == [wf["metadata"]["name"], "ml", "red", "1", "2024-03-04"]
+    cron["spec"]["schedules"] = ["0 3 * *"]
+    with pytest.raises(Invalid, match="not a cron schedule"):
+        interp.cron_workflow(cron, at)
+
+
+# (what to change in a valid workflow, the path Unsupported must name)
+REFUSED = [
+    (lambda d: d["spec"]["templates"][1]["container"].__setitem__("workingDir", "/app"), ".spec.templates[1].container.workingDir"),
+    (lambda d: d["spec"]["templates"][0]["dag"]["tasks"][0].__setitem__("continueOn", {"failed": True}), ".spec.templates[0].dag.tasks[0].continueOn"),
+    (lambda d: d["spec"]["templates"][0]["dag"].__setitem__("failFast", False), ".spec.templates[0].dag.failFast"),
+    (lambda d: d["spec"].__setitem__("onExit", "x"), ".spec.onExit"),
+    (lambda d: d["spec"]["templates"][1].__setitem__("script", {}), ".spec.templates[1].script"),
+    (lambda d: d["spec"]["templates"][1]["container"].__setitem__("args", ["{{=sprig.upper('x')}}"]), ".spec.templates[1].container.args[0]"),
+    (lambda d: d["spec"]["templates"][1]["container"].__setitem__("args", ["{{workflow.serviceAccountName}}"]), ".spec.templates[1].container.args[0]"),
+    (lambda d: d["spec"]["templates"][1]["container"].__setitem__("args", ["{{ x }}"]), ".spec.templates[1].container.args[0]"),
+    (lambda d: d["spec"]["templates"][0]["dag"]["tasks"][0].__setitem__("when", "'a' =~ 'b'"), ".spec.templates[0].dag.tasks[0].when"),
+    (lambda d: d["spec"]["templates"][0]["dag"]["tasks"][0].__setitem__("withItems", [1]), ".spec.templates[0].dag.tasks[0].withItems"),
+    (lambda d: d["spec"]["templates"][1].__setitem__("retryStrategy", {"limit": 1, "retryPolicy": "OnTransientError"}), ".spec.templates[1].retryStrategy.retryPolicy"),
+    (lambda d: d["spec"]["templates"][1]["container"].pop("command"), ".spec.templates[1].container"),
+    (lambda d: d["spec"]["templates"][1]["container"].__setitem__("env", [{"name": "A", "valueFrom": {"configMapKeyRef": {}}}]),
+     ".spec.templates[1].container.env[0].valueFrom.configMapKeyRef"),
+    (lambda d: d["spec"]["templates"][1].__setitem__("outputs", {"parameters": [{"name": "o", "valueFrom": {"path": "/out"}}]}),
+     ".spec.templates[1].outputs.parameters[0].valueFrom.path"),
+    (lambda d: d["spec"]["templates"].__setitem__(1, {"name": "ok", "resource": {"action": "create", "manifest": "kind: ConfigMap\napiVersion: v1\n"}}),
+     ".spec.templates[1].resource.manifest"),
+]
+
+
+@pytest.mark.parametrize("mutate, path", REFUSED, ids=[p for _, p in REFUSED])
+def test_what_it_does_not_implement_is_refused_naming_the_field(tmp_path, mutate, path):
+    doc = yaml.safe_load(workflow(OK, tasks="      - {name: a, template: ok}"))
+    assert Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=tmp_path, scratch=tmp_path).submit(doc).phase == "Succeeded"
+    mutate(doc)
+    with pytest.raises(Unsupported) as caught:
+        Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=tmp_path, scratch=tmp_path).submit(doc)
+    assert caught.value.path == path, str(caught.value)
+
+
+def test_depends_and_when_expressions():
+    phase = {"a": "Succeeded", "b": "Skipped", "c": "Failed", "d-e": "Error", "f": "Omitted"}
+    children = {"g": ["Succeeded", "Failed"], "h": ["Failed", "Failed"]}
+    of = lambda name: (phase.get(name, "Succeeded"), children.get(name, []))  # noqa: E731
+    cases = {"a": True, "b": True, "c": False, "d-e": False, "f": False, "a && b": True, "a && c": False, "c || b": True,
+             "!c": True, "!(a && c.Failed)": False, "d-e.Errored && f.Omitted": True, "(c.Failed || a.Failed) && !b.Skipped": False,
+             "g.AnySucceeded && h.AllFailed && !g.AllFailed": True, "a.Daemoned": False}
+    assert {expr: eval_depends(expr, of, "x") for expr in cases} == cases
+    with pytest.raises(Invalid, match="unknown task result"):
+        eval_depends("a.Success", of, "x")
+    whens = {"'admit' == 'admit'": True, "'' == 'admit'": False, "'a' == 'a' && 'b' != 'b'": False, "a == a": True,
+             "2 > 10": False, "'2' > '10'": True, "1.5 >= 1.5": True, "!(1 < 2) || true": True, "'1' == 1": False}
+    assert {text: eval_when(text, "w") for text in whens} == whens
+    with pytest.raises(Invalid):
+        eval_when("'a' && true", "w")
+    with pytest.raises(Unsupported):
+        eval_when("1 + 1 == 2", "w")
+    assert item_scope([1, "a"], "p") == {"item": '[1,"a"]'} and item_scope("x y", "p") == {"item": "x y"}
+    assert item_scope({"k": "v", "n": 1.5}, "p") == {"item": '{"k":"v","n":1.5}', "item.k": "v", "item.n": "1.5"}
+
+
+SENSOR = {
+    "apiVersion": "argoproj.io/v1alpha1", "kind": "Sensor", "metadata": {"name": "s"},
+    "spec": {
+        "template": {"serviceAccountName": "runner"},
+        "dependencies": [{"name": "events", "eventSourceName": "es", "eventName": "events"},
+                         {"name": "other", "eventSourceName": "es", "eventName": "other"}],
+        "triggers": [{
+            "template": {"name": "t", "conditions": "events", "argoWorkflow": {"operation": "submit", "source": {"resource": {
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"generateName": "p-"},
+                "spec": {"workflowTemplateRef": {"name": "p"}, "arguments": {"parameters": [
+                    {"name": "source", "value": "events"}, {"name": "at", "value": ""}, {"name": "key", "value": ""}]}}}}}},
+            "parameters": [
+                {"src": {"dependencyName": "events", "contextKey": "time"}, "dest": "spec.arguments.parameters.1.value"},
+                {"src": {"dependencyName": "events", "dataKey": "body.Records.0.s3.object.key", "value": "none"}, "dest": "spec.arguments.parameters.2.value"},
+            ]}],
+    },
+}
+
+
+def test_sensor_triggers_submit_the_workflow_with_event_values():
+    event = {"context": {"id": "1", "source": "es", "type": "sqs", "specversion": "1.0", "time": "2024-02-29T10:00:00Z"},
+             "data": json.dumps({"body": {"Records": [{"s3": {"object": {"key": "landed/2024-02-29.csv"}}}]}})}
+    (wf,) = sensor_workflows(SENSOR, {"events": event})
+    assert [p["value"] for p in wf["spec"]["arguments"]["parameters"]] == ["events", "2024-02-29T10:00:00Z", "landed/2024-02-29.csv"]
+    assert SENSOR["spec"]["triggers"][0]["template"]["argoWorkflow"]["source"]["resource"]["spec"]["arguments"]["parameters"][2]["value"] == ""
+    (wf,) = sensor_workflows(SENSOR, {"events": {**event, "data": {"body": {}}}})
+    assert wf["spec"]["arguments"]["parameters"][2]["value"] == "none"  # the default `value`
+    assert sensor_workflows(SENSOR, {"other": event}) == []  # its conditions do not hold
+    with pytest.raises(Invalid, match="no default"):
+        sensor_workflows(SENSOR, {"events": {**event, "context": {}}})
+    filtered = json.loads(json.dumps(SENSOR))
+    filtered["spec"]["dependencies"][0]["filters"] = {"data": []}
+    with pytest.raises(Unsupported, match="filters"):
+        sensor_workflows(filtered, {"events": event})
