@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 
@@ -81,3 +82,114 @@ def check(ir: IR, namespace: str | None, options_path: tuple) -> list[Problem]:
                 f"{distributed.get('workers')} workers gets gpus_per_worker, so the pod asks for {pod_resources(step)['limits'].get('nvidia.com/gpu', '0')} GPUs",
             ))
     return problems
+
+
+# --- distributed training across nodes: Kubeflow training operator (v1.9) jobs -------------------
+#
+# A `training.distributed` step can also run as a training-operator job whose pods are the workers
+# (docs/distributed.md, "Across nodes"): every worker runs the step command once, as one rank, and
+# the runtime forms the group from what the operator sets (runtime/cluster.py).
+#
+# - framework torch -> PyTorchJob: Master (1) + Worker (workers - 1), container `pytorch` (the
+#   operator reads the port `pytorchjob-port` of that container, and sets MASTER_ADDR (the master
+#   pod's service), MASTER_PORT, RANK (Master 0, Worker i -> i + 1), WORLD_SIZE (replicas x
+#   nprocPerNode; nprocPerNode is "1": one rank per pod), PET_* likewise).
+# - framework horovod -> MPIJob: Launcher (1) running horovodrun over Worker (workers) pods, one
+#   slot each; the operator writes the hostfile at /etc/mpi/hostfile and starts nothing on the
+#   workers itself (they idle until the launcher's mpirun reaches them through kubexec.sh).
+#
+# restartPolicy Never on every replica, runPolicy.backoffLimit 0: a rank that restarts cannot rejoin
+# a running group, so a failure fails the job and retries belong to the orchestrator (Argo's
+# retryStrategy recreates the job).
+
+TRAINING_API_VERSION = "kubeflow.org/v1"
+PYTORCH_CONTAINER = "pytorch"  # the operator finds the master port on the container of this name
+PYTORCH_PORT_NAME, PYTORCH_PORT = "pytorchjob-port", 23456  # the operator's defaults
+MPI_CONTAINER = "mpi"
+MPI_HOSTFILE = "/etc/mpi/hostfile"  # written by the operator into the launcher
+MPI_LAUNCHER_RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}}
+
+
+def _replica_resources(step: Step) -> dict:
+    """One worker's requests (cpu, memory) and GPU limit (gpus_per_worker)."""
+    _, gpus = workers(step)
+    requests = {key: str(step.resources[key]) for key in ("cpu", "memory") if key in step.resources}
+    resources = {}
+    if requests:
+        resources["requests"] = requests
+    if gpus:
+        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+    return resources
+
+
+def _container(name: str, image: str, command: list[str] | None, env: list[dict], resources: dict,
+               ports: list | None = None) -> dict:
+    container = {"name": name, "image": image}
+    if command:
+        container["command"] = [str(part) for part in command]
+    if env:
+        container["env"] = [dict(item) for item in env]
+    if ports:
+        container["ports"] = ports
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _replica(count: int, container: dict) -> dict:
+    """A replica spec with its own copy of the container (no shared objects: no YAML anchors)."""
+    return {"replicas": count, "restartPolicy": "Never", "template": {"spec": {"containers": [copy.deepcopy(container)]}}}
+
+
+def mpi_launcher_command(count: int, argv: list[str]) -> list[str]:
+    """What the MPIJob's launcher runs: horovodrun over the operator's hostfile, one rank per
+    slot, each rank running the step command (runtime/cluster.py reads horovod's environment)."""
+    return ["horovodrun", "-np", str(count), "--hostfile", MPI_HOSTFILE, *[str(part) for part in argv]]
+
+
+def training_job(step: Step, *, name: str, image: str, argv: list[str], env: list[dict], namespace: str | None) -> dict:
+    """The Kubeflow PyTorchJob (framework torch) or MPIJob (framework horovod) that runs the
+    distributed train step `step` with its `workers` as pods; `argv` is the step command each
+    rank runs, `env` the container env (Kubernetes EnvVar dicts, values or secretKeyRefs)."""
+    distributed = (step.config or {}).get("distributed") if step.kind == "train" else None
+    if not distributed:
+        raise ValueError(f"step {step.id!r} is not a distributed train step")
+    framework = distributed.get("framework") or "torch"
+    count, _ = workers(step)
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    run_policy = {"backoffLimit": 0}
+    if step.timeout:
+        run_policy["activeDeadlineSeconds"] = int(step.timeout)
+    resources = _replica_resources(step)
+    if framework == "torch":
+        container = _container(PYTORCH_CONTAINER, image, argv, env, resources,
+                               [{"name": PYTORCH_PORT_NAME, "containerPort": PYTORCH_PORT, "protocol": "TCP"}])
+        replicas = {"Master": _replica(1, container)}
+        if count > 1:
+            replicas["Worker"] = _replica(count - 1, container)
+        # cleanPodPolicy None: a failed Worker must not take the Master pod with it, the Master's own
+        # failure (its next collective fails) is what the failure condition sees
+        spec = {"nprocPerNode": "1", "runPolicy": {**run_policy, "cleanPodPolicy": "None"}, "pytorchReplicaSpecs": replicas}
+        return {"apiVersion": TRAINING_API_VERSION, "kind": "PyTorchJob", "metadata": metadata, "spec": spec}
+    if framework == "horovod":
+        launcher = _container(MPI_CONTAINER, image, mpi_launcher_command(count, argv), env, MPI_LAUNCHER_RESOURCES)
+        worker = _container(MPI_CONTAINER, image, None, env, resources)  # the operator runs `sleep 365d` in it
+        spec = {
+            "slotsPerWorker": 1,
+            "mainContainer": MPI_CONTAINER,
+            # cleanPodPolicy Running: the idle workers go when the launcher has finished
+            "runPolicy": {**run_policy, "cleanPodPolicy": "Running"},
+            "mpiReplicaSpecs": {"Launcher": _replica(1, launcher), "Worker": _replica(count, worker)},
+        }
+        return {"apiVersion": TRAINING_API_VERSION, "kind": "MPIJob", "metadata": metadata, "spec": spec}
+    raise ValueError(f"training.distributed.framework {framework!r} has no training job (torch | horovod)")
+
+
+def training_job_conditions(kind: str) -> tuple[str, str]:
+    """(successCondition, failureCondition) of an Argo `resource` template creating a job of
+    `kind`, over the status the operator writes: the PyTorchJob is done when its Master is (the
+    operator marks the job Succeeded then), the MPIJob when its Launcher is."""
+    replica = {"PyTorchJob": "Master", "MPIJob": "Launcher"}.get(kind)
+    if replica is None:
+        raise ValueError(f"no training job conditions for kind {kind!r} (PyTorchJob | MPIJob)")
+    return (f"status.replicaStatuses.{replica}.succeeded > 0", f"status.replicaStatuses.{replica}.failed > 0")
