@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from browser import Browser, find_chromium
-from fakerun import make_run, sweep_spec
+from fakerun import HOSTILE, make_run, sweep_spec
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +53,11 @@ def churn(example_copy, tmp_path_factory):
     (folder / "failed.yaml").write_text(failed, encoding="utf-8")
     runs = {}
     for name, spec, code in (("first", "pipeline.yaml", 0), ("second", "pipeline.yaml", 0), ("gated", "gated.yaml", 0), ("failed", "failed.yaml", 1)):
-        result = dagsmith("run", spec, "--workdir", "wd", cwd=folder)
+        as_json = ("--format", "json") if name == "second" else ()
+        result = dagsmith("run", spec, "--workdir", "wd", *as_json, cwd=folder)
         assert result.returncode == code, result.stderr[-2000:]
+        if as_json:  # stdout stays the record alone; the report's path goes to stderr
+            assert json.loads(result.stdout)["status"] == "succeeded" and "report: " in result.stderr
         report = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("report: ")]
         assert len(report) == 1, result.stdout[-2000:]
         path = folder / report[0][len("report: "):]
@@ -103,7 +106,6 @@ def test_churn_reports(browser, churn, tmp_path):
     first, second = runs["first"][1], runs["second"][1]
     assert "cached" in {e["state"] for e in second["steps"].values()}
     # the first run's timeline has the sweep's items; the second compares with the first's production model
-    items = browser.evaluate("0") or 0
     browser.open(runs["first"][0].as_uri())
     items = browser.evaluate("document.querySelectorAll('svg.gantt rect.item').length")
     assert items == first["steps"]["train"]["items"]["total"] == 6
@@ -145,6 +147,14 @@ def test_graph_page_in_browser(browser, churn, tmp_path):
     assert browser.requests() == [page.as_uri()]
     drawn = drawn_steps(browser)
     assert set(drawn) >= {"customers", "train", "gate", "deploy", "notify"} and set(drawn.values()) == {"planned"}
+
+
+def test_hostile_run_data_runs_nothing_in_the_browser(browser, tmp_path):
+    run_id = make_run(tmp_path, sweep_spec({"C": [0.1, 1.0]}, ["de", "fr"]), hostile=True)
+    path = Path(dagsmith("report", run_id, "--workdir", str(tmp_path), cwd=tmp_path).stdout.strip())
+    open_report(browser, path, tmp_path / "hostile.png")
+    assert browser.evaluate("window.__pwned === undefined && document.images.length === 0")
+    assert HOSTILE in browser.evaluate("document.body.innerText")  # shown as the text it is
 
 
 def test_2000_items_open_quickly(browser, tmp_path):

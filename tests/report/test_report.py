@@ -167,3 +167,9 @@ def test_graph_picture_from_a_spec(capsys, in_repo, fmt):
         drawn = {a["data-step"]: a["data-state"] for t, a in parse(out).tags if t == "g" and "data-step" in a}
     assert drawn == {step.id: "planned" for step in ir.steps}
     assert "x6 items" in out  # the sweep's fan-out
+
+
+def test_report_help_has_an_example(capsys):
+    assert main(["report", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Example" in out and "-o, --output FILE" in out and "--workdir DIR" in out
