@@ -173,3 +173,17 @@ def test_report_help_has_an_example(capsys):
     assert main(["report", "--help"]) == 0
     out = capsys.readouterr().out
     assert "Example" in out and "-o, --output FILE" in out and "--workdir DIR" in out
+
+
+def test_a_manifest_cannot_point_the_report_outside_the_workdir(tmp_path):
+    workdir = tmp_path / "wd"
+    run_id = make_run(workdir, sweep_spec(GRID, None))
+    secret = tmp_path / "outside.json"
+    secret.write_text(json.dumps({"index": 0, "params": {"C": "OUTSIDE-MARKER"}, "metrics": {"roc_auc": 0.5}}))
+    manifest_path = workdir / "runs" / run_id / "items" / "train" / "0" / "manifest.json"
+    for key in (str(secret), "../outside.json"):
+        manifest = json.loads(manifest_path.read_text())
+        manifest["files"]["trial.json"]["key"] = key
+        manifest_path.write_text(json.dumps(manifest))
+        html = write_report(workdir, run_id).read_text(encoding="utf-8")
+        assert "OUTSIDE-MARKER" not in html and '<tr data-index="0"' in html  # the item's own file, beside its manifest

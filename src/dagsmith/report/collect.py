@@ -73,8 +73,9 @@ class _Folder:
         key = self.key(step_id, item)
         manifest = _read(self.workdir / key / "manifest.json")
         entry = (manifest or {}).get("files", {}).get(name) if isinstance(manifest, dict) else None
-        if isinstance(entry, dict) and isinstance(entry.get("key"), str) and ".." not in Path(entry["key"]).parts:
-            found = _read(self.workdir / entry["key"])
+        where = entry.get("key") if isinstance(entry, dict) else None
+        if isinstance(where, str) and not Path(where).is_absolute() and ".." not in Path(where).parts:  # inside the workdir
+            found = _read(self.workdir / where)
             if found is not None:
                 return found
         return _read(self.workdir / key / name)
