@@ -21,7 +21,7 @@ h1{margin:0 0 6px;font-size:21px}h2{font-size:17px;margin:28px 0 8px;border-bott
 h3{font-size:14px;margin:16px 0 6px}main{padding:0 28px 40px}small,.muted{color:var(--muted)}
 nav a{margin-right:14px;color:var(--cached);text-decoration:none}
 .facts{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:8px 0}.facts dt{color:var(--muted)}.facts dd{margin:0;word-break:break-all}
-.scroll{overflow:auto;max-height:560px;border:1px solid var(--line);border-radius:4px}
+.scroll{overflow:auto;max-height:560px;max-width:100%;display:inline-block;vertical-align:top;border:1px solid var(--line);border-radius:4px}
 table{border-collapse:collapse;font-size:13px}th,td{padding:3px 9px;text-align:left;border-bottom:1px solid #eef0f3;white-space:nowrap}
 th{position:sticky;top:0;background:var(--soft)}td{font-variant-numeric:tabular-nums}
 tr.selected td{background:#fff4d6;font-weight:600}.mark{color:#b86e00}th.sel-metric{color:#b86e00}
