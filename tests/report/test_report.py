@@ -106,6 +106,7 @@ def test_states_gate_outcome_and_selection(tmp_path):
     assert html.count('data-selected="true"') == 1 and f'<tr data-index="{best["index"]}" class="selected"' in html
     assert html.count('class="pt sel"') == 2  # marked in both parameter plots
     assert "production v3 = 0.71" in html  # the champion/challenger check shows what it compared to
+    assert "critical path (outlined): rows \u2192 rows_ok \u2192 train \u2192 select \u2192 evaluate \u2192 gate</p>" in html  # not the skipped deploy
 
 
 def test_partitioned_sweep_plots_each_partition_and_a_summary(tmp_path):

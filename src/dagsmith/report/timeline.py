@@ -20,7 +20,7 @@ def step_times(record: dict) -> dict[str, tuple[float | None, float | None]]:
 def critical_path(ir, times: dict) -> list[str]:
     """From the step that ended last, back through the upstream step that ended last each time:
     the chain that decided how long the run took."""
-    ended = {sid: end for sid, (_, end) in times.items() if end is not None}
+    ended = {sid: end for sid, (start, end) in times.items() if start is not None and end is not None}  # steps that ran
     if ir is None or not ended:
         return []
     current = max(ended, key=lambda sid: (ended[sid], sid))
