@@ -12,6 +12,11 @@ sends its result with SendTaskSuccess / SendTaskFailure to moto's server, as a c
 AWS. Everything else (Parallel, Choice, Map, Distributed Map with its ItemReader from S3, Retry,
 Catch, the callbacks, the DynamoDB lock) is moto's interpreter.
 
+Task instances (Outcome.instances) come from the execution itself: a Distributed Map's child
+executions (its map run, found by the Map's Label), an inline Map's iterations (its
+MapIterationStarted events); a fan-out compiled as a Distributed Map that succeeded without a
+map run is an error here, so the scenario over the map limit proves the distributed path ran.
+
 moto runs in ONE worker process of this adapter (mock_aws patches botocore process-wide, so the
 pytest process and the other lanes stay untouched) with a moto server thread the task processes
 reach (AWS_ENDPOINT_URL). Two moto gaps are bridged in the hook or the input, not the backend:
@@ -35,6 +40,8 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+
+from dagsmith.backends import stepfunctions_asl as asl
 
 from .adapters import Adapter, Outcome, StoreView, combine, read_ir
 
@@ -134,7 +141,17 @@ class Worker:
             if details.get("name") == "Summary":
                 summary = json.loads(details["output"])
         failure = [e.get("executionFailedEventDetails") for e in events if e["type"] == "ExecutionFailed"]
-        map_runs = len(sfn.list_map_runs(executionArn=arn).get("mapRuns", [])) if hasattr(sfn, "list_map_runs") else 0
+        iterations: dict = {}  # inline Map state name -> iterations started
+        for event in events:
+            if event["type"] == "MapIterationStarted":
+                state = event["mapIterationStartedEventDetails"]["name"]
+                iterations[state] = iterations.get(state, 0) + 1
+        map_runs = {}  # Distributed Map label -> its child executions (the task instances)
+        for listed in sfn.list_map_runs(executionArn=arn).get("mapRuns", []):
+            described = sfn.describe_map_run(mapRunArn=listed["mapRunArn"])
+            label = listed["mapRunArn"].rsplit("/", 1)[-1].rsplit(":", 1)[0]
+            map_runs[label] = {"executions": described["executionCounts"]["total"], "items": described["itemCounts"]["total"],
+                               "status": described["status"]}
         return {
             "status": described["status"],
             "output": json.loads(described["output"]) if described.get("output") else None,
@@ -142,6 +159,7 @@ class Worker:
             "failure": failure[0] if failure else None,
             "events": len(events),
             "types": sorted({e["type"] for e in events}),
+            "iterations": iterations,
             "map_runs": map_runs,
             "name": name,
         }
@@ -261,6 +279,16 @@ class MotoStepFunctions:
         self.process = None
 
 
+def all_states(definition: dict) -> dict:
+    """Every state of a definition by name, those inside Parallel branches and Map processors too."""
+    out = {}
+    for name, state in definition["States"].items():
+        out[name] = state
+        for inner in state.get("Branches", []) + ([state["ItemProcessor"]] if "ItemProcessor" in state else []):
+            out.update(all_states(inner))
+    return out
+
+
 def compile_spec(spec: Path, out: Path, env: str | None) -> Path:
     import subprocess
 
@@ -304,7 +332,11 @@ class StepFunctionsAdapter(Adapter):
         stack = f"conformance-{self.count}"
         deployed = self.moto.call("deploy", ir_file=str(ir_file), stack=stack, prefix=f"runs-{self.count}", root=str(Path(spec).parent),
                                   options={"state_machine_name": stack})
-        return {"ir": read_ir(ir_file), "machine": deployed["machine"], "prefix": f"runs-{self.count}", "root": Path(spec).parent}
+        ir = read_ir(ir_file)
+        states = all_states(json.loads(next(Path(ir_file).parent.glob("*.asl.json")).read_text(encoding="utf-8")))
+        distributed = [s["id"] for s in ir["steps"] if s.get("fanout")
+                       and states[asl.state_name("Map", s["id"])]["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"]
+        return {"ir": ir, "machine": deployed["machine"], "prefix": f"runs-{self.count}", "root": Path(spec).parent, "distributed": distributed}
 
     def run(self, handle, *, params: dict, run_date: str | None, workdir: Path) -> Outcome:
         run_date = run_date or dt.datetime.now(dt.timezone.utc).date().isoformat()
@@ -318,6 +350,17 @@ class StepFunctionsAdapter(Adapter):
         store = f"s3://{BUCKET}/{handle['prefix']}"
         view = self.moto.call("view", store=store, run_id=summary["run_id"], ir=ir)
         status = {"SUCCEEDED": (got["output"] or {}).get("status", "succeeded"), "FAILED": "failed"}.get(got["status"], got["status"])
+        instances = {}  # step id -> task instances: a fan-out's Map iterations or child executions, else one task
+        for step in ir["steps"]:
+            if not step.get("fanout"):
+                instances[step["id"]] = 1
+            elif asl.map_label(step["id"]) in got["map_runs"]:  # a Distributed Map: one child execution per range
+                instances[step["id"]] = got["map_runs"][asl.map_label(step["id"])]["executions"]
+            else:
+                instances[step["id"]] = got["iterations"].get(asl.state_name("Map", step["id"]), 0)
+        for step in handle["distributed"]:  # compiled as a Distributed Map: it must have run as one
+            assert states.get(step) != "succeeded" or asl.map_label(step) in got["map_runs"], (
+                f"{step} succeeded without a map run: {got['map_runs']}")
         return Outcome(
             backend=self.name,
             status=status,
@@ -331,8 +374,9 @@ class StepFunctionsAdapter(Adapter):
             run_id=summary["run_id"],
             run_date=summary["run_date"],
             root=Path(handle["root"]),
-            instances=None,
-            native={**states, "execution": got["status"], "failure": got["failure"], "events": got["events"], "logs": str(self.moto.log_dir)},
+            instances=instances,
+            native={**states, "execution": got["status"], "failure": got["failure"], "events": got["events"], "map_runs": got["map_runs"],
+                    "logs": str(self.moto.log_dir)},
         )
 
 
