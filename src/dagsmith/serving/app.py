@@ -53,9 +53,96 @@ class VersionModels:
     partition_by: str | None
     task: str | None
     models: dict  # partition key (partition_key(value); None when unpartitioned) -> model dict
+    plans: dict = field(default_factory=dict)  # the same keys -> ModelPlan (built on first use when absent)
 
     def model_for(self, key):
         return self.models.get(key)
+
+    def plan_for(self, key) -> ModelPlan | None:
+        plan = self.plans.get(key)
+        if plan is None:
+            model = self.models.get(key)
+            if model is None:
+                return None
+            plan = self.plans[key] = ModelPlan(model)
+        return plan
+
+
+class ModelPlan:
+    """What a request needs of one model, worked out once when the model is loaded.
+
+    - `features`: the feature columns a row must have.
+    - `array_estimator`: when the training encoding is the identity (numeric features only, in
+      the order of the model's columns), an estimator that takes the rows as one numpy array
+      (n_rows x n_features, in that column order) and answers exactly as `estimator` does for
+      the DataFrame of the same values. A fitted scikit-learn estimator checks the column
+      names of a DataFrame against `feature_names_in_` on every call, at about half the cost
+      of predicting one row with 150 trees; here the order is checked once, and the array goes
+      to a shallow copy of the estimator without `feature_names_in_` (the same fitted trees
+      and coefficients, shared, not copied). Kept only when a probe gives the same predictions
+      and probabilities as the DataFrame path, with no warning. None: the DataFrame path.
+    - `classes`: the keys of the `probabilities` objects (None: no predict_proba).
+    """
+
+    __slots__ = ("model", "estimator", "features", "array_estimator", "proba", "classes")
+
+    def __init__(self, model: dict):
+        self.model = model
+        self.estimator = model["estimator"]
+        self.features = list(model["encoding"]["features"])
+        self.proba = model.get("task") == "classifier" and hasattr(self.estimator, "predict_proba")
+        self.classes = None
+        if self.proba:
+            try:
+                classes = getattr(self.estimator, "classes_", None)
+                if classes is not None:
+                    self.classes = [partition_key(json_scalar(c)) for c in classes]
+            except Exception:  # worked out per request instead (as before)
+                self.classes = None
+        self.array_estimator = _array_estimator(model, self.features)
+
+
+def _array_estimator(model: dict, features: list[str]):
+    """The estimator to give numpy arrays to (see ModelPlan), or None."""
+    encoding = model["encoding"]
+    if encoding.get("categorical") or encoding.get("boolean") or encoding.get("duration") \
+            or list(model["columns"]) != features or not features:
+        return None
+    estimator = model["estimator"]
+    if not type(estimator).__module__.startswith("sklearn."):
+        return None  # another library's estimator (or a test's): as it was trained, a DataFrame
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None:
+        if "feature_names_in_" not in vars(estimator) or [str(n) for n in names] != features:
+            return None  # a property (a meta-estimator such as a Pipeline) or another order
+        fast = object.__new__(type(estimator))
+        fast.__dict__.update(vars(estimator))
+        del fast.feature_names_in_
+    else:
+        fast = estimator
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    proba = model.get("task") == "classifier" and hasattr(estimator, "predict_proba")
+    n = len(features)
+    probes = (np.zeros((1, n)), np.arange(1, 2 * n + 1, dtype=np.float64).reshape(2, n) * 0.5 - 1)
+    try:
+        for array in probes:
+            frame = pd.DataFrame(array, columns=features)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = (np.asarray(estimator.predict(frame)), estimator.predict_proba(frame) if proba else None)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                got = (np.asarray(fast.predict(array)), fast.predict_proba(array) if proba else None)
+            if caught or not np.array_equal(got[0], expected[0]) \
+                    or (proba and not np.array_equal(got[1], expected[1])):
+                return None
+    except Exception:  # the estimator wants a DataFrame (or cannot predict these values): the general path
+        return None
+    return fast
 
 
 @dataclass(frozen=True)
@@ -146,7 +233,8 @@ class ServingApp:
             except DagsmithError as exc:
                 raise ServingError(f"cannot load model {self.model!r} version {version}: {exc}") from None
             models[partition_key(partition) if partition_by else None] = model
-        return VersionModels(version, partition_by, index.get("task"), models)
+        plans = {key: ModelPlan(model) for key, model in models.items()}
+        return VersionModels(version, partition_by, index.get("task"), models, plans)
 
     def check_reload(self) -> bool:
         """Apply a change of aliases.json, if any; True when the snapshot changed."""
@@ -273,8 +361,9 @@ class ServingApp:
         predictions: list = [None] * len(rows)
         probabilities: list | None = [None] * len(rows) if version.task == "classifier" else None
         for key, positions in groups.items():
-            model = version.model_for(key)
-            preds, probs = self._predict_group(model, [rows[i] for i in positions], positions)
+            plan = version.plan_for(key)
+            preds, probs = self._predict_group(plan, rows if len(groups) == 1 else [rows[i] for i in positions],
+                                               positions)
             for n, i in enumerate(positions):
                 predictions[i] = preds[n]
             if probabilities is not None:
@@ -288,48 +377,100 @@ class ServingApp:
             result["probabilities"] = probabilities
         return result
 
-    def _predict_group(self, model: dict, rows: list[dict], positions: list[int]):
-        import pandas as pd
-
-        encoding = model["encoding"]
-        features = list(encoding["features"])
+    def _predict_group(self, plan: ModelPlan, rows: list[dict], positions: list[int]):
+        model = plan.model
+        features = plan.features
         for n, row in enumerate(rows):
-            missing = [c for c in features if c not in row]
-            if missing:
-                raise RequestError(422, f"rows[{positions[n]}] lacks feature columns the model needs: {', '.join(missing)}")
+            for c in features:
+                if c not in row:
+                    missing = [c for c in features if c not in row]
+                    raise RequestError(422, f"rows[{positions[n]}] lacks feature columns the model needs: "
+                                            f"{', '.join(missing)}")
             for c in features:
                 value = row[c]
+                kind = type(value)
+                if kind is int or kind is str or value is None:
+                    continue
                 if isinstance(value, (dict, list)):
                     raise RequestError(400, f"rows[{positions[n]}].{c}: expected a scalar, got a JSON {_json_type(value)}")
                 if isinstance(value, (float, BadNumber)):
                     check_value(value, f"rows[{positions[n]}].{c}")
-        X = _numeric_input(model, rows, features)
+        X = None
+        estimator = plan.estimator
+        if plan.array_estimator is not None:
+            X = _numeric_array(rows, features)
+            if X is not None:
+                estimator = plan.array_estimator
         if X is None:
+            X = _numeric_input(model, rows, features)
+        if X is None:
+            import pandas as pd
+
             frame = pd.DataFrame([{c: row[c] for c in features} for row in rows], columns=features)
-            frame = _coerce(frame, encoding, positions)
+            frame = _coerce(frame, model["encoding"], positions)
             try:
                 X = model_input(model, frame)
             except DagsmithError as exc:
                 raise RequestError(422, str(exc)) from None
             except (ValueError, TypeError, OverflowError) as exc:
                 raise RequestError(422, f"the rows cannot be encoded for the model: {exc}") from None
-        estimator = model["estimator"]
         try:
             raw = estimator.predict(X)
         except Exception as exc:
             if isinstance(exc, ValueError) and _input_rejected(exc):
                 raise RequestError(422, f"the model cannot take these values: {exc}") from None
             raise PredictionFailed(f"the model failed to predict: {type(exc).__name__}: {exc}") from exc
-        preds = [json_scalar(v) for v in list(raw)]
+        preds = _json_list(raw)
         probs = None
-        if model.get("task") == "classifier" and hasattr(estimator, "predict_proba"):
+        if plan.proba:
             try:
                 matrix = estimator.predict_proba(X)
-                classes = [partition_key(json_scalar(c)) for c in getattr(estimator, "classes_", range(matrix.shape[1]))]
+                classes = plan.classes if plan.classes is not None else [partition_key(c) for c in range(matrix.shape[1])]
                 probs = [{c: _finite(p) for c, p in zip(classes, line)} for line in matrix.tolist()]
             except Exception:  # probabilities are a bonus: the predictions stand
                 probs = None
         return preds, probs
+
+
+def _json_list(raw) -> list:
+    """The predictions as JSON-safe Python values (json_scalar of each; a numeric array at once)."""
+    kind = getattr(getattr(raw, "dtype", None), "kind", None)
+    if kind in ("i", "u", "b") and getattr(raw, "ndim", 0) == 1:
+        return raw.tolist()
+    if kind == "f" and getattr(raw, "ndim", 0) == 1:
+        return [v if math.isfinite(v) else None for v in raw.tolist()]
+    return [json_scalar(v) for v in list(raw)]
+
+
+_INT64_EXACT = 2**53  # the largest integers a float64 holds exactly
+
+
+def _numeric_array(rows: list[dict], features: list[str]):
+    """The rows as one numpy array (n_rows x n_features) for ModelPlan.array_estimator, when
+    every value is a JSON number or null: int64 when every value is an integer, else float64
+    with null as NaN: the array that the DataFrame of _numeric_input becomes in the estimator
+    (a frame of int64 and float64 columns is converted to float64 as a whole). None: the
+    general path (text, booleans, an integer a float64 does not hold exactly next to floats)."""
+    import numpy as np
+
+    matrix = [[row[c] for c in features] for row in rows]
+    all_int = True
+    for line in matrix:
+        for v in line:
+            kind = type(v)
+            if kind is int:
+                continue
+            if kind is float or v is None:
+                all_int = False
+                continue
+            return None  # str, bool, BadNumber (refused before), ...
+    if all_int:
+        return np.array(matrix, dtype=np.int64)
+    for line in matrix:
+        for v in line:
+            if type(v) is int and not -_INT64_EXACT <= v <= _INT64_EXACT:
+                return None
+    return np.array(matrix, dtype=np.float64)  # None -> nan
 
 
 def _numeric_input(model: dict, rows: list[dict], features: list[str]):
