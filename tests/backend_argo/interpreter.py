@@ -851,7 +851,14 @@ class _Execution:
         except (ImportError, AttributeError) as exc:
             raise Unsupported(f"{path}.resource.manifest", f"{kind}: the training operator stand-in is not available ({exc})") from exc
         env = dict(self.i.base_env, TMPDIR=str(pod_dir / "tmp"))
-        status = run_training_job(manifest, env, self.i.cwd, self.i.pod_timeout)
+        try:
+            status = run_training_job(manifest, env, self.i.cwd, self.i.pod_timeout)
+        except TimeoutError as exc:
+            return {"phase": "Error", "message": f"the test interpreter's pod timeout passed: {exc}"}
+        except ValueError as exc:  # training_operator.UnsupportedManifest
+            if type(exc).__name__ == "UnsupportedManifest":
+                raise Unsupported(f"{path}.resource.manifest", str(exc)) from exc
+            raise
         obj = {**manifest, "status": status}
         for key in ("failureCondition", "successCondition"):
             if r.get(key) and condition(obj, r[key], f"{path}.resource.{key}"):

@@ -501,3 +501,54 @@ def test_sensor_triggers_submit_the_workflow_with_event_values():
     filtered["spec"]["dependencies"][0]["filters"] = {"data": []}
     with pytest.raises(Unsupported, match="filters"):
         sensor_workflows(filtered, {"events": event})
+
+
+def test_a_sensor_event_submits_a_workflow_that_runs(tmp_path):
+    wt = yaml.safe_load(WORKFLOW_TEMPLATE)
+    wt["metadata"]["name"] = "p"
+    wt["spec"]["arguments"]["parameters"] = [{"name": n, "value": ""} for n in ("source", "at", "key")]
+    wt["spec"]["templates"][0]["container"]["args"] = ["{{workflow.parameters.source}}", "{{workflow.parameters.at}}", "{{workflow.parameters.key}}"]
+    event = {"context": {"time": "2024-02-29T10:00:00Z"}, "data": {"body": {"Records": [{"s3": {"object": {"key": "k.csv"}}}]}}}
+    (wf,) = sensor_workflows(SENSOR, {"events": event})
+    interp = Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=tmp_path, scratch=tmp_path, workflow_templates={"p": wt})
+    result = interp.submit(wf)
+    assert result.phase == "Succeeded" and result.name.startswith("p-")
+    assert json.loads((tmp_path / "vars.json").read_text()) == ["events", "2024-02-29T10:00:00Z", "k.csv"]
+
+
+PYTORCHJOB = """
+apiVersion: kubeflow.org/v1
+kind: PyTorchJob
+metadata: {name: '{{workflow.name}}-train'}
+spec:
+  pytorchReplicaSpecs:
+    Master:
+      replicas: 1
+      restartPolicy: Never
+      template: {spec: {containers: [{name: pytorch, image: x, command: CMD}]}}
+    Worker:
+      replicas: 1
+      restartPolicy: Never
+      template: {spec: {containers: [{name: pytorch, image: x, command: CMD}]}}
+"""
+
+
+@pytest.mark.parametrize("exit_code, phase", [(0, "Succeeded"), (4, "Failed")])
+def test_a_resource_template_runs_a_pytorchjob_through_the_training_operator_stand_in(tmp_path, exit_code, phase):
+    pytest.importorskip("backend_argo.training_operator")
+    code = f"import os, sys; open('rank-' + os.environ['RANK'], 'w').write(os.environ['WORLD_SIZE']); sys.exit({exit_code})"
+    manifest = PYTORCHJOB.replace("CMD", py(code))
+    templates = f"""
+  - name: job
+    resource:
+      action: create
+      setOwnerReference: true
+      manifest: {json.dumps(manifest)}
+      successCondition: status.replicaStatuses.Master.succeeded > 0
+      failureCondition: status.replicaStatuses.Master.failed > 0
+"""
+    result = run(tmp_path, workflow(templates, tasks="      - {name: train, template: job}"))
+    (node,) = result.of_task("train")
+    assert (node.type, node.phase) == ("Resource", phase), node.message
+    assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0", "rank-1"]
+    assert (tmp_path / "rank-1").read_text() == "2"
