@@ -66,12 +66,15 @@ def test_layout_time_grows_about_linearly():
     def seconds(size: int) -> float:
         nodes = [f"n{i}" for i in range(size)]
         edges = [(nodes[i - 1 - (i % 3)], nodes[i]) for i in range(4, size)] + [(nodes[i // 2], nodes[i]) for i in range(2, size)]
-        started = time.perf_counter()
-        layered(nodes, edges)
-        return time.perf_counter() - started
+        best = float("inf")
+        for _ in range(3):  # the best of 3: a shared machine's noise only ever adds
+            started = time.process_time()
+            layered(nodes, edges)
+            best = min(best, time.process_time() - started)
+        return best
 
     small, big = seconds(2_000), seconds(16_000)
-    assert big < 2.0 and big < small * 8 * 4  # 8x the steps: well under a quadratic 64x
+    assert big < 10.0 and big < small * 8 * 3  # 8x the steps: well under a quadratic 64x
 
 
 def test_hostile_run_data_is_text_never_markup(tmp_path):
