@@ -171,10 +171,6 @@ def fit_as_rank(ctx, launched: cluster.Cluster, job: Job, prepared) -> tuple:
     fitted model (or a stand-in when the entrypoint returned none) for the scoring nobody reads."""
     rank, world = launched.rank, launched.world_size
     head = f"distributed training ({job.framework}, rank {rank} of {world}, launched: {launched.source})"
-    if job.framework == "horovod" and launched.kind != "horovod":
-        raise StepFailed(f"{head}: framework horovod needs its ranks started by horovodrun or mpirun (an MPIJob's "
-                         "launcher, docs/distributed.md); this launcher starts torch.distributed ranks: use "
-                         "framework: torch here")
     if job.framework == "torch" and launched.kind == "horovod":
         raise StepFailed(f"{head}: framework torch needs MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE (a Kubeflow "
                          "PyTorchJob) or a SageMaker cluster, and this process was started by horovodrun / mpirun: "
@@ -243,6 +239,8 @@ def _init_launched(job: Job, launched: cluster.Cluster) -> tuple[str, str | None
     except Exception as exc:  # noqa: BLE001
         raise StepFailed(f"horovod with its PyTorch binding is not importable here ({type(exc).__name__}: {exc}); "
                          f"install it in the image with {INSTALL_HOROVOD}") from None
+    if launched.kind != "horovod":  # no horovodrun: do what its gloo mode does, with rank 0 as the server
+        _horovod_rendezvous(launched)
     hvd.init()
     if (hvd.rank(), hvd.size()) != (launched.rank, launched.world_size):
         raise StepFailed(f"horovod says rank {hvd.rank()} of {hvd.size()}, the launcher's environment says "
@@ -255,6 +253,48 @@ def _init_launched(job: Job, launched: cluster.Cluster) -> tuple[str, str | None
     if int(os.environ.get("DAGSMITH_WORKER_THREADS") or 0):
         torch.set_num_threads(int(os.environ["DAGSMITH_WORKER_THREADS"]))
     return "gloo" if hvd.gloo_enabled() else "mpi", None
+
+
+_RENDEZVOUS: list = []  # rank 0's horovod rendezvous server, kept for the life of the process
+
+
+def _horovod_rendezvous(launched: cluster.Cluster) -> None:
+    """horovod's gloo rendezvous without horovodrun (SageMaker, a PyTorchJob's environment): every
+    rank is its own host with one slot; rank 0 serves horovod's rendezvous (its HTTP key-value
+    store) at MASTER_ADDR:MASTER_PORT, the others wait for it, then every rank sets the variables
+    horovodrun's gloo mode sets (gloo_run.create_slot_env_vars / create_run_env_vars)."""
+    from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
+    from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
+
+    world, rank, port = launched.world_size, launched.rank, int(launched.master_port)
+    names = [f"rank-{r}" for r in range(world)]
+    plan = get_host_assignments(parse_hosts(",".join(f"{n}:1" for n in names)), world)
+    if rank == 0 and not _RENDEZVOUS:
+        server = RendezvousHTTPServer(("", port), RendezvousHandler, 0)
+        server.init(plan)
+        threading.Thread(target=server.serve_forever, name="dagsmith-horovod-rendezvous", daemon=True).start()
+        _RENDEZVOUS.append(server)
+    elif rank != 0:
+        until = time.monotonic() + _timeout("DAGSMITH_DISTRIBUTED_COLLECTIVE_TIMEOUT", 1800.0)
+        while True:
+            try:
+                socket.create_connection((launched.master_addr, port), timeout=5).close()
+                break
+            except OSError:
+                if time.monotonic() > until:
+                    raise StepFailed(f"horovod's rendezvous at {launched.master_addr}:{port} (rank 0) never answered") from None
+                time.sleep(0.5)
+    slot = plan[rank]
+    os.environ.update({
+        "HOROVOD_HOSTNAME": slot.hostname, "HOROVOD_RANK": str(slot.rank), "HOROVOD_SIZE": str(slot.size),
+        "HOROVOD_LOCAL_RANK": str(slot.local_rank), "HOROVOD_LOCAL_SIZE": str(slot.local_size),
+        "HOROVOD_CROSS_RANK": str(slot.cross_rank), "HOROVOD_CROSS_SIZE": str(slot.cross_size),
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": str(launched.master_addr), "HOROVOD_GLOO_RENDEZVOUS_PORT": str(port),
+        "HOROVOD_CONTROLLER": "gloo", "HOROVOD_CPU_OPERATIONS": "gloo",
+    })
+    interface = launched.interface or os.environ.get("GLOO_SOCKET_IFNAME") or "eth0"
+    os.environ.setdefault("HOROVOD_GLOO_IFACE", interface)
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", interface)
 
 
 def _shutdown_launched(job: Job) -> None:
