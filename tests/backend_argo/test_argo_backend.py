@@ -144,7 +144,6 @@ def compile_argo(capsys, write_spec, text: str):
     ("", "{}", "backends.argo.store: Argo Workflows runs each task in its own container, which share no disk"),
     ("", "{store: /data/runs}", "set backends.argo.store: s3://bucket/prefix"),
     ("", "{store: 's3://a/{{workflow.name}}'}", "backends.argo.store: 's3://a/{{workflow.name}}': Argo reads '{{' in a workflow as a variable"),
-    ("params: {label: {type: string, default: '{{x}}'}}", None, "params.label.default:"),
     ("", "{store: 's3://a/b', max_fanout_pods: 9000}", "backends.argo.max_fanout_pods: must be <= 6000, got 9000"),
     ("", "{store: 's3://a/b', pod_gc: Sometimes}", "backends.argo.pod_gc: must be one of: OnPodCompletion"),
     ("triggers: {on_new_data: [{source: t, queue: 'https://example.com/q'}]}", None,
@@ -246,3 +245,19 @@ def test_a_workflow_template_over_etcds_limit_is_a_compile_error(capsys, write_s
     code, err = compile_argo(capsys, write_spec, spec_text("steps:\n" + steps))
     assert code == 2 and "p.workflow-template.yaml would be" in err and "must stay under 1,048,576" in err, err[-500:]
     assert not Path("out").exists()
+
+
+def test_a_parameter_default_argo_would_substitute_stays_in_the_ir(capsys, write_spec):
+    """Argo rewrites '{{...}}' in a workflow's arguments: such a default is passed as the marker
+    the runtime reads as "the spec's default" (the value itself is in the IR)."""
+    code, err = compile_argo(capsys, write_spec, spec_text("params:\n  label: {type: string, default: 'a {{workflow.name}} b', enum: ['a {{workflow.name}} b', c], description: 'x {{y}}'}\n  n: {type: integer, default: 3}"))
+    assert code == 0, err
+    arguments = {p["name"]: p for p in yaml.safe_load(Path("out/p.workflow-template.yaml").read_text())["spec"]["arguments"]["parameters"]}
+    assert arguments["label"] == {"name": "label", "value": "dagsmith:spec-default", "description": "x { {y}} (default: the spec's, which Argo would substitute)"}
+    assert arguments["n"] == {"name": "n", "value": "3"}
+    from dagsmith.runtime import load_ir
+    from dagsmith.runtime.context import RunValues
+
+    ir = load_ir("out/p.ir.json")
+    assert RunValues.from_env(ir, {"DAGSMITH_PARAM_label": "dagsmith:spec-default"}).params["label"] == "a {{workflow.name}} b"
+    assert RunValues.from_env(ir, {"DAGSMITH_PARAM_label": "c"}).params["label"] == "c"

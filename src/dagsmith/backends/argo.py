@@ -16,7 +16,6 @@ from __future__ import annotations
 import yaml
 
 from ..ir import IR
-from ..paramtext import to_text
 from . import argo_events, argo_workflow, kubernetes
 from .argo_workflow import Settings
 from .plan import Plan, build_plan
@@ -97,13 +96,10 @@ class ArgoBackend:
 
 def _templated(ir: IR, options: dict) -> list[Problem]:
     """Argo substitutes `{{...}}` in every field of a template it runs: a spec value holding one
-    would be read as a variable (or fail the workflow), so it is refused here."""
+    would be read as a variable (or fail the workflow), so it is refused here. (Parameters are
+    not: a default holding '{{' stays in the IR, see argo_workflow._parameters.)"""
     values = [(OPTIONS + (key,), options.get(key) or "") for key in ("store", "namespace", "service_account", "image_pull_policy")]
     values += [(step_path(step, "image"), step.image or "") for step in ir.steps]
-    for name, param in ir.params.items():
-        values.append((("params", name, "default"), to_text(param["default"]) if param.get("default") is not None else ""))
-        values.append((("params", name, "description"), param.get("description") or ""))
-        values += [(("params", name, "enum", i), to_text(v)) for i, v in enumerate(param.get("enum") or [])]
     return [error(path, f"{value[:60]!r}: Argo reads '{{{{' in a workflow as a variable, so it cannot appear here")
             for path, value in values if "{{" in value]
 

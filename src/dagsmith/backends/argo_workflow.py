@@ -158,10 +158,17 @@ def metadata(ir, name: str, settings: Settings) -> m.ObjectMeta:
 def _parameters(plan: Plan, settings: Settings) -> list[m.Parameter]:
     out = []
     for p in plan.params:
-        out.append(m.Parameter(
-            name=p.name, value=None if p.required else to_text(p.default), description=p.description,
-            enum=[to_text(v) for v in p.enum] if p.enum else None,
-        ))
+        value = None if p.required else to_text(p.default)
+        enum = [to_text(v) for v in p.enum] if p.enum else None
+        description = p.description
+        if (value and "{{" in value) or any("{{" in v for v in enum or ()):
+            # Argo substitutes '{{' in a workflow's arguments: such a default stays in the IR
+            # (the runtime reads this marker as "the spec's default"); the enum is checked there too
+            value, enum = E.PARAM_SPEC_DEFAULT, None
+            description = (description + " " if description else "") + "(default: the spec's, which Argo would substitute)"
+        if description and "{{" in description:
+            description = description.replace("{{", "{ {")  # documentation only: never a variable
+        out.append(m.Parameter(name=p.name, value=value, description=description, enum=enum))
     out.append(m.Parameter(name=STORE_PARAM, value=settings.store, description="The run's artifact store (s3://bucket/prefix)."))
     if plan.on_new_data:
         out += [

@@ -49,7 +49,7 @@ class RunValues:
         params = {}
         for name, param in ir.params.items():
             text = environ.get(E.PARAM_PREFIX + name)
-            if text is not None:
+            if text is not None and text != E.PARAM_SPEC_DEFAULT:
                 params[name] = _param_from_text(name, param, text)
             elif name in given:
                 params[name] = given[name]

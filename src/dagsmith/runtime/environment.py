@@ -10,7 +10,8 @@ using these names.
     DAGSMITH_PARAMS      JSON object of parameter values over the IR's defaults (default {})
     DAGSMITH_PARAM_<N>   one parameter's value as text (converted by its declared type,
                          paramtext.convert), over DAGSMITH_PARAMS: for orchestrators whose
-                         parameters are strings (Argo), so no backend builds JSON from them
+                         parameters are strings (Argo), so no backend builds JSON from them;
+                         "dagsmith:spec-default" means the IR's default
     DAGSMITH_STORE       the artifact store, a folder or s3://bucket/prefix, when the command
                          line gives no --store (default ".dagsmith")
     DAGSMITH_ROOT        the folder relative spec paths resolve against (default: the spec's
@@ -27,6 +28,9 @@ RUN_ID = "DAGSMITH_RUN_ID"
 RUN_DATE = "DAGSMITH_RUN_DATE"
 PARAMS = "DAGSMITH_PARAMS"
 PARAM_PREFIX = "DAGSMITH_PARAM_"  # + a parameter's name: its value as text
+# DAGSMITH_PARAM_<NAME> with this text means "the IR's default": for a default an orchestrator
+# cannot carry as it is (Argo substitutes every '{{' in a workflow's arguments).
+PARAM_SPEC_DEFAULT = "dagsmith:spec-default"
 STORE = "DAGSMITH_STORE"
 ROOT = "DAGSMITH_ROOT"
 TRIGGER = "DAGSMITH_TRIGGER"
