@@ -280,3 +280,23 @@ def test_mpijob_launcher_runs_horovod_ranks_with_the_single_pod_metrics(tmp_path
     notes = job_project.read("result.json")["notes"]
     assert any("ranks launched by horovod ($HOROVOD_RANK, $HOROVOD_SIZE)" in n for n in notes)
     assert any("distributed training (horovod, gloo): 2 worker(s)" in n for n in notes)
+
+
+@pytest.mark.slow
+def test_a_range_of_sweep_items_in_one_pytorchjob_forms_one_group_per_item(tmp_path):
+    data = rows(240)
+    text = spec(ESTIMATOR, "{framework: torch, workers: 2}").replace(
+        "  distributed:", "  sweep:\n    method: grid\n    parameters: {lr: [0.01, 0.03]}\n"
+        "    select: {metric: accuracy, goal: max}\n  distributed:")
+    assert "sweep:" in text
+    job_project, pod_project = Project(tmp_path / "job", text, data), Project(tmp_path / "pod", text, data)
+    manifest = training_job(job_project.train, name="sweep", image="i", env=job_project.env(), namespace=None,
+                            argv=[*job_project.argv(), "--item", '{"start": 0, "stop": 2}'])
+    status = run_training_job(manifest, {"OMP_NUM_THREADS": "1"}, job_project.root, timeout=600)
+    assert outcome(manifest, status) == "succeeded"
+    for item in (0, 1):
+        trial = json.loads((job_project.store.root / job_project.store.step_key("r1", job_project.train.id, item)
+                            / "trial.json").read_text())
+        ctx = make_context(pod_project.ir, pod_project.train.id, pod_project.store, item,
+                           environ={**RUN, "DAGSMITH_ROOT": str(pod_project.root)})
+        assert trial["metrics"] == run_step(ctx)["metrics"]

@@ -21,6 +21,12 @@ it and commits model.joblib + metrics.json as for single-process training, so se
 evaluate and deploy see no difference. Only rank 0's context.output_dir is committed (the
 other ranks get a scratch folder).
 
+Across nodes (docs/distributed.md, "Across nodes"): when a launcher started every rank (a Kubeflow
+PyTorchJob, horovodrun / mpirun under an MPIJob, a SageMaker job of several instances: cluster.py
+reads which), each `dagsmith step` process is ONE rank: `fit_as_rank` trains its shard in the
+launcher's group (horovod without horovodrun: rank 0 serves horovod's gloo rendezvous), rank 0
+returns the step's model, and the other ranks' store writes are dropped.
+
 Failures: the first worker to fail (its exception, or its exit code and last log lines) fails
 the step with its message; the other workers are then terminated (SIGTERM, then SIGKILL),
 and all of them also on timeout ($DAGSMITH_DISTRIBUTED_TIMEOUT seconds for the whole
@@ -221,8 +227,17 @@ def fit_as_rank(ctx, launched: cluster.Cluster, job: Job, prepared) -> tuple:
     return _stand_in(fitted, prepared, X_shard, y_shard)
 
 
+_GROUPS_FORMED = [0]  # groups this process has formed (one per item of a fan-out range)
+
+
 def _init_launched(job: Job, launched: cluster.Cluster) -> tuple[str, str | None]:
-    """Join the launcher's group: torch's env:// (PyTorchJob, SageMaker) or hvd.init()."""
+    """Join the launcher's group: torch's env:// (PyTorchJob, SageMaker) or hvd.init().
+    The n-th group a process forms (the n-th item of a fan-out range; every rank runs the same
+    items in the same order) meets at MASTER_PORT + n, so a rank never reaches the rendezvous
+    of the item before, which rank 0 may not have closed yet."""
+    offset, _GROUPS_FORMED[0] = _GROUPS_FORMED[0], _GROUPS_FORMED[0] + 1
+    if launched.master_port is not None and offset:
+        launched = dataclasses.replace(launched, master_port=launched.master_port + offset)
     if job.framework == "torch":
         for key, value in launched.torch_env().items():
             if key.endswith("SOCKET_IFNAME"):
@@ -255,7 +270,7 @@ def _init_launched(job: Job, launched: cluster.Cluster) -> tuple[str, str | None
     return "gloo" if hvd.gloo_enabled() else "mpi", None
 
 
-_RENDEZVOUS: list = []  # rank 0's horovod rendezvous server, kept for the life of the process
+_RENDEZVOUS: list = []  # rank 0's horovod rendezvous server, kept until the next group forms
 
 
 def _horovod_rendezvous(launched: cluster.Cluster) -> None:
@@ -269,7 +284,9 @@ def _horovod_rendezvous(launched: cluster.Cluster) -> None:
     world, rank, port = launched.world_size, launched.rank, int(launched.master_port)
     names = [f"rank-{r}" for r in range(world)]
     plan = get_host_assignments(parse_hosts(",".join(f"{n}:1" for n in names)), world)
-    if rank == 0 and not _RENDEZVOUS:
+    if rank == 0:
+        while _RENDEZVOUS:  # the previous item's
+            _RENDEZVOUS.pop().shutdown()
         server = RendezvousHTTPServer(("", port), RendezvousHandler, 0)
         server.init(plan)
         threading.Thread(target=server.serve_forever, name="dagsmith-horovod-rendezvous", daemon=True).start()
