@@ -339,6 +339,49 @@ SCHEMA = {
                         {"traffic_percent": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100, "description": "Share of requests sent to the new model."}},
                         ["traffic_percent"],
                     ),
+                    "sagemaker": obj(
+                        "target sagemaker: a SageMaker endpoint serving the model with dagsmith's own server "
+                        "(the step's image). Needs an s3:// artifact store. See docs/deployment.md.",
+                        {
+                            "role_arn": string("IAM role SageMaker assumes to read the model and run the container.",
+                                               pattern="^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", maxLength=2048),
+                            "instance_type": string("Instance type of the endpoint's variants (default ml.m5.large).",
+                                                    pattern="^ml\\.[a-z0-9]+\\.[a-z0-9]+$", maxLength=64),
+                            "instance_count": {"type": "integer", "minimum": 1, "maximum": 100,
+                                               "description": "Instances per production variant (default 1)."},
+                            "endpoint_name": string("Endpoint name (default: the model name, made SageMaker-safe): "
+                                                    "letters, digits and '-', at most 63 characters.",
+                                                    pattern="^[a-zA-Z0-9](-*[a-zA-Z0-9])*$", maxLength=63),
+                            "region": string("AWS region (default: the environment's).", pattern="^[a-z]{2}(-[a-z]+)+-[0-9]+$"),
+                        },
+                        ["role_arn"],
+                    ),
+                    "kserve": obj(
+                        "target kserve: an InferenceService (serving.kserve.io/v1beta1) running dagsmith's own server "
+                        "(the step's image), created or patched through the Kubernetes API. See docs/deployment.md.",
+                        {
+                            "namespace": string("Kubernetes namespace (default: the in-cluster one, else default).",
+                                                pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength=63),
+                            "name": string("InferenceService name (default: the model name, made DNS-safe): a DNS-1035 label.",
+                                           pattern="^[a-z]([-a-z0-9]*[a-z0-9])?$", maxLength=45),
+                            "service_account": string("Service account of the predictor (it reads the model from the store).",
+                                                      pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", maxLength=253),
+                        },
+                    ),
+                    "mlflow": obj(
+                        "MLflow tracking (pip install 'dagsmith[mlflow]'): training trials logged as runs, the deployed model "
+                        "registered with lineage tags and the champion/challenger aliases; compare_to: production gates read "
+                        "the champion from it.",
+                        {
+                            "connection": string(
+                                "The NAME of the tracking server's connection (locally the environment variable "
+                                "DAGSMITH_CONN_<NAME> holds its URI). Never a URL or a password.",
+                                pattern="^[A-Za-z][A-Za-z0-9_-]*$", maxLength=100,
+                            ),
+                            "experiment": string("Experiment the runs go to (default: the pipeline name).", maxLength=500),
+                        },
+                        ["connection"],
+                    ),
                 },
                 ["model_name"],
             ),

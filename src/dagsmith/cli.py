@@ -587,12 +587,38 @@ def serve_command(model: str, port: int, host: str, workdir: str, access_log: bo
           graceful_timeout=graceful_timeout, access_log=access_log, echo=lambda text: click.echo(text))
 
 
+_TARGET = click.option(
+    "--target", type=click.Choice(["local", "sagemaker", "kserve"]), default="local", show_default=True,
+    help="Also move the traffic where the deploy step served the model: a SageMaker endpoint's variant weights, "
+         "a KServe InferenceService's canary (see docs/deployment.md). A refusal there leaves the aliases as they were (exit 1).")
+
+
+def _move_remote(store, model: str, target: str, change: dict) -> None:
+    """The aliases moved locally: move the target's traffic too, or put the aliases back."""
+    if target == "local":
+        return
+    from .runtime import registry
+
+    try:
+        if target == "sagemaker":
+            from .runtime.deploy_sagemaker import move_traffic
+        else:
+            from .runtime.deploy_kserve import move_traffic
+        done = move_traffic(store, model, change["after"])
+    except BaseException:
+        registry.write_aliases(store, model, change["before"])
+        raise
+    click.echo(f"{model}: {target} traffic now {json.dumps(done.get('weights') or done.get('traffic'), sort_keys=True)}")
+
+
 @app.command(name="promote", epilog="""\b
 Example:
-  dagsmith promote churn --workdir .dagsmith""")
+  dagsmith promote churn --workdir .dagsmith
+  dagsmith promote churn --workdir s3://acme-ml/dagsmith --target sagemaker""")
 @click.argument("model")
 @click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
-def promote_command(model: str, workdir: str):
+@_TARGET
+def promote_command(model: str, workdir: str, target: str):
     """Make MODEL's canary the production version (the old one goes to history).
 
     Exit 2 when there is no canary.
@@ -600,15 +626,20 @@ def promote_command(model: str, workdir: str):
     from .runtime.store import Store
     from .serving import promote
 
-    click.echo(promote(Store.open(workdir), model)["message"])
+    store = Store.open(workdir)
+    change = promote(store, model)
+    _move_remote(store, model, target, change)
+    click.echo(change["message"])
 
 
 @app.command(name="rollback", epilog="""\b
 Example:
-  dagsmith rollback churn --workdir .dagsmith""")
+  dagsmith rollback churn --workdir .dagsmith
+  dagsmith rollback churn --workdir s3://acme-ml/dagsmith --target kserve""")
 @click.argument("model")
 @click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
-def rollback_command(model: str, workdir: str):
+@_TARGET
+def rollback_command(model: str, workdir: str, target: str):
     """Restore MODEL's previous production version (from history); any canary ends.
 
     Exit 2 when there is no earlier production version.
@@ -616,7 +647,10 @@ def rollback_command(model: str, workdir: str):
     from .runtime.store import Store
     from .serving import rollback
 
-    click.echo(rollback(Store.open(workdir), model)["message"])
+    store = Store.open(workdir)
+    change = rollback(store, model)
+    _move_remote(store, model, target, change)
+    click.echo(change["message"])
 
 
 

@@ -55,9 +55,14 @@ def expand(spec: Spec) -> list[Step]:
             },
         ))
     last = None  # the step whose completion means "trained / evaluated / deployed so far"
+    # MLflow tracking: select logs the trials, gate reads the champion, deploy registers the model
+    mlflow = ((spec.deployment.targets or {}).get("mlflow") if spec.deployment else None)
     if spec.training:
         keys = tuple(k for f in spec.features if f.name in spec.training.inputs for k in f.key)
         training_steps = lower_training(spec.training, spec.evaluation, keys)
+        if mlflow:
+            training_steps = [replace(s, config={**s.config, "mlflow": mlflow}) if s.kind == "select" else s
+                              for s in training_steps]
         steps.extend(training_steps)
         last = training_steps[-1].id
     builtin = {"train": last}
@@ -82,7 +87,8 @@ def expand(spec: Spec) -> list[Step]:
             steps.append(make_step(
                 "gate", "gate", evaluation.options, depends_on=("evaluate",),
                 inputs=("metrics:evaluate", model) + training_tables,
-                outputs=("gate:gate",), config={"gates": gates, "model_name": spec.deployment.model_name if spec.deployment else None},
+                outputs=("gate:gate",), config={"gates": gates, "model_name": spec.deployment.model_name if spec.deployment else None,
+                                                **({"mlflow": mlflow} if mlflow else {})},
             ))
             last = "gate"
     if spec.deployment:
@@ -90,6 +96,7 @@ def expand(spec: Spec) -> list[Step]:
         config = {"model_name": deployment.model_name, "target": deployment.target, "strategy": deployment.strategy}
         if deployment.canary_percent is not None:
             config["canary"] = {"traffic_percent": deployment.canary_percent}
+        config.update(deployment.targets or {})  # sagemaker / kserve / mlflow settings, as written
         model = builtin["train"]
         # Every table the model was trained from: the version's lineage records their fingerprints.
         lineage = upstream_tables(spec, spec.training.inputs) if spec.training else ()

@@ -13,7 +13,12 @@ Aliases (registry/<model>/aliases.json, one atomic write):
   canary   canary = {version: new, traffic_percent}; with no production yet, the new version
            becomes production directly (the result says so).
 
-target sagemaker / kserve: a local run deploys to this registry and says so in the result.
+target sagemaker / kserve (deploy_sagemaker.py, deploy_kserve.py): the version is registered
+here as for local, then served by the target (a SageMaker endpoint's variants, a KServe
+InferenceService's canary) BEFORE the aliases move: when the target refuses, the step fails,
+the aliases stay, and the target keeps serving what it served. deployment.mlflow
+(deploy_mlflow.py): the version is also registered in the MLflow Model Registry, its aliases
+(champion, challenger) moved as these. See docs/deployment.md.
 
 When the gate did not pass, nothing is deployed (result deployed: false; exit 0). A retry of
 the same run reuses the version it already created (same run id and model fingerprint).
@@ -112,11 +117,17 @@ def run(ctx: StepContext) -> dict:
             history.append(previous)
         new_aliases.update(production=version, canary=None)
     new_aliases["history"] = history
+    served = _serve_remote(ctx, target, config, model_name, version, new_aliases)
     if new_aliases != aliases:
         registry.write_aliases(ctx.store, model_name, new_aliases)
+    tracked = None
+    if config.get("mlflow"):
+        from . import deploy_mlflow
+
+        tracked = deploy_mlflow.register(ctx, config["mlflow"], model_name, version, new_aliases)
 
     location = f"{ctx.store.uri.rstrip('/')}/{registry.version_key(model_name, version)}"
-    if target != "local":
+    if target != "local" and served is None:
         notes.append(f"target {target}: a local run deploys to the local model registry ({location}), not to {target}")
     if inherited:
         failed = set((decision or {}).get("partitions_failed") or [])
@@ -138,6 +149,10 @@ def run(ctx: StepContext) -> dict:
         "canary": new_aliases["canary"],
         "previous_production": previous,
     }
+    if served is not None:
+        result[target] = served
+    if tracked is not None:
+        result["mlflow"] = tracked
     if partitioned:
         result["partitions"] = [e["partition"] for e in entries]
         if inherited:
@@ -146,6 +161,19 @@ def run(ctx: StepContext) -> dict:
         result["notes"] = notes
     _commit_result(ctx, result)
     return result
+
+
+def _serve_remote(ctx: StepContext, target: str, config: dict, model_name: str, version: int, aliases: dict):
+    """Serve the new aliases' traffic on a remote target (None for local, or settings absent)."""
+    if target == "sagemaker" and config.get("sagemaker"):
+        from . import deploy_sagemaker
+
+        return deploy_sagemaker.deploy(ctx.store, model_name, version, aliases, config["sagemaker"], ctx.step.image)
+    if target == "kserve":
+        from . import deploy_kserve
+
+        return deploy_kserve.deploy(ctx.store, model_name, version, aliases, config.get("kserve") or {}, ctx.step.image)
+    return None
 
 
 def _commit_result(ctx: StepContext, result: dict) -> None:

@@ -166,4 +166,5 @@ def _deployment(d: dict, defaults: dict) -> Deployment:
         strategy=strategy,
         canary_percent=d["canary"]["traffic_percent"] if strategy == "canary" else None,
         options=_options(defaults, d),
+        targets={k: dict(d[k]) for k in ("sagemaker", "kserve", "mlflow") if k in d} or None,
     )

@@ -128,6 +128,8 @@ class Deployment:
     strategy: str
     canary_percent: float | None
     options: StepOptions
+    # target settings, as written: {"sagemaker": {...}, "kserve": {...}, "mlflow": {...}} (those given)
+    targets: dict | None = None
 
 
 @dataclass(frozen=True)

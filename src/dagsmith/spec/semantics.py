@@ -292,6 +292,13 @@ class _Checker:
                 self.error(("deployment", "strategy"), "strategy: canary needs canary: {traffic_percent: N} (the share of requests the new model gets)")
             if strategy != "canary" and "canary" in deployment:
                 self.error(("deployment", "canary"), "canary settings need strategy: canary", key=True)
+            target = deployment.get("target", "local")
+            for name in ("sagemaker", "kserve"):
+                if name in deployment and target != name:
+                    self.error(("deployment", name), f"{name} settings need target: {name} (target is {target})", key=True)
+            if target == "sagemaker" and "sagemaker" not in deployment:
+                self.error(("deployment", "target"), "target: sagemaker needs sagemaker: {role_arn: ...} "
+                           "(the IAM role SageMaker runs the endpoint with; instance_type and endpoint_name optional)")
 
     def check_steps_and_features(self) -> None:
         for name, feature in self.doc.get("features", {}).items():
