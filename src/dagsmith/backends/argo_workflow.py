@@ -234,6 +234,8 @@ def _task_template(plan: Plan, task: Task, settings: Settings) -> m.Template:
     step = task.step
     command, outputs = _command(plan, task)
     inputs = m.Inputs(parameters=[m.Parameter(name="item")]) if task.maps_over else None
+    if task.kind == "step" and kubernetes.is_distributed(step):
+        return _training_job_template(plan, task, settings, command, inputs)
     resources = kubernetes.pod_resources(step) if task.kind == "step" else SYNTHETIC_RESOURCES
     container = m.Container(
         image=_image(plan, task), image_pull_policy=settings.image_pull_policy,
@@ -242,6 +244,27 @@ def _task_template(plan: Plan, task: Task, settings: Settings) -> m.Template:
     return m.Template(
         name=task_name(task.id), metadata=m.Metadata(annotations={TASK_ANNOTATION: task.id}),
         inputs=inputs, outputs=m.Outputs(parameters=outputs) if outputs else None, container=container,
+        retry_strategy=_retry(task), active_deadline_seconds=_deadline(plan, task),
+    )
+
+
+def _training_job_template(plan: Plan, task: Task, settings: Settings, command: list[str], inputs) -> m.Template:
+    """Distributed training: a `resource` template creating a Kubeflow PyTorchJob (torch) or
+    MPIJob (horovod) whose pods each run the step command as one rank (the runtime forms the
+    process group from the operator's environment); Argo waits for the job's own status. The
+    job is named by Kubernetes (generateName: one per run and per item) and owned by the
+    workflow, so it goes when the workflow does."""
+    import yaml
+
+    env = [dump(e) for e in _env(plan, task)]
+    job = kubernetes.training_job(task.step, name="", image=_image(plan, task), argv=command, env=env, namespace=None)
+    job["metadata"] = {"generateName": naming.k8s_name(task.id, 40) + "-", "labels": dict(MANAGED_BY)}
+    success, failure = kubernetes.training_job_conditions(job["kind"])
+    manifest = yaml.safe_dump(job, sort_keys=False, default_flow_style=False, width=1 << 16)
+    return m.Template(
+        name=task_name(task.id), metadata=m.Metadata(annotations={TASK_ANNOTATION: task.id}), inputs=inputs,
+        resource=m.ResourceTemplate(action="create", manifest=manifest, set_owner_reference=True,
+                                    success_condition=success, failure_condition=failure),
         retry_strategy=_retry(task), active_deadline_seconds=_deadline(plan, task),
     )
 

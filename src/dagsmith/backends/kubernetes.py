@@ -32,6 +32,11 @@ class SecretRef:
     key: str  # the key inside it
 
 
+def is_distributed(step: Step) -> bool:
+    """A train step with `training.distributed`: its workers are ranks of one training job."""
+    return step.kind == "train" and bool((step.config or {}).get("distributed"))
+
+
 def workers(step: Step) -> tuple[int, int]:
     """(workers, gpus per worker) of a distributed training step; (1, resources.gpu) otherwise."""
     distributed = (step.config or {}).get("distributed") if step.kind == "train" else None
