@@ -1,15 +1,32 @@
-"""`dagsmith deploy --target stepfunctions` in moto: dry run, create, unchanged. (Update and
-failed update are not covered yet: moto 5.2.5 answered "No updates are to be performed" to a
-change set whose template changed only in parameter defaults.)"""
+"""`dagsmith deploy --target stepfunctions` in moto's CloudFormation: dry run, create, unchanged,
+update, and failed updates.
+
+What moto's CloudFormation (5.2.5, moto/cloudformation/models.py) can and cannot do here:
+- an UPDATE change set is "no changes" only when the template and the parameters are both equal
+  (create_change_set); any change to the spec changes the definition (the IR's key has the spec
+  hash), so an update is a real update, executed resource by resource;
+- execute_change_set really FAILS when a resource's update raises (here: a replaced state machine
+  whose role ARN moto's Step Functions refuses), but moto implements no rollback ("TODO: handle
+  execution errors and implement rollback"): the error comes back from the call itself, the
+  stack keeps its old status with no failure event, the resources already changed stay changed.
+  test_failed_update_moto_does_not_roll_back runs that for real: deploy must not claim the
+  previous version serves (exit 4, the stack's status and the error).
+- CloudFormation's rollback (UPDATE_ROLLBACK_COMPLETE: the previous version keeps serving) is
+  therefore INJECTED at the boto3 client boundary in test_failed_update_rolls_back: the
+  cloudformation client's execute_change_set does what AWS does for an update that fails on a
+  resource (status UPDATE_IN_PROGRESS -> UPDATE_ROLLBACK_IN_PROGRESS -> UPDATE_ROLLBACK_COMPLETE,
+  a StateMachine UPDATE_FAILED event, the resources unchanged), everything else is moto's.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-import os
+from pathlib import Path
 
 import pytest
 
-from dagsmith_testing import compile_path
+from dagsmith_testing import REPO, compile_path
 
 PARAMS = {"ArtifactBucket": "deploy-bucket", "Subnets": "subnet-1", "SecurityGroups": "sg-1", "DefaultImage": "img:1"}
 
@@ -42,6 +59,33 @@ def definition(boto3) -> dict:
     return json.loads(sfn.describe_state_machine(stateMachineArn=machine["stateMachineArn"])["definition"])
 
 
+def spec(folder: Path, *, retries: int | None = None, **stepfunctions) -> Path:
+    """examples/minimal with its store in the test bucket (and `retries` for every step)."""
+    text = (REPO / "examples" / "minimal" / "pipeline.yaml").read_text(encoding="utf-8")
+    options = {"store": "s3://deploy-bucket/dagsmith", "parameters": {"Subnets": "subnet-1", "SecurityGroups": "sg-1"}, **stepfunctions}
+    text = text.replace('stepfunctions: {store: "s3://acme-ml/dagsmith"}', "stepfunctions: " + json.dumps(options))
+    if retries is not None:
+        text = text.replace("defaults:\n", f"defaults:\n  retries: {retries}\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pipeline.yaml").write_text(text, encoding="utf-8")
+    return folder / "pipeline.yaml"
+
+
+def cli(capsys, path: Path, *args: str) -> tuple[int, str]:
+    """`dagsmith deploy PATH --target stepfunctions --stack-name pipe --region us-east-1 ARGS`:
+    (exit code, what it printed)."""
+    from dagsmith.cli import main
+
+    capsys.readouterr()
+    code = main(["deploy", str(path), "--target", "stepfunctions", "--stack-name", "pipe", "--region", "us-east-1", *args])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def retry_attempts(boto3) -> int:
+    return definition(boto3)["States"]["Layer 0"]["Branches"][0]["States"]["Run_applicants"].get("Retry", [{"MaxAttempts": 0}])[0]["MaxAttempts"]
+
+
 def test_dry_run_create_and_unchanged(aws, in_repo):
     ir = compile_path("examples/minimal/pipeline.yaml")
     dry = deploy(ir, dry_run=True)
@@ -55,6 +99,147 @@ def test_dry_run_create_and_unchanged(aws, in_repo):
 
     assert deploy(ir) == ["stack pipe: unchanged"]
 
+
+def test_update_through_the_command(aws, tmp_path, capsys):
+    v1, v2 = spec(tmp_path / "v1", retries=1), spec(tmp_path / "v2", retries=3)
+    code, said = cli(capsys, v1)
+    assert code == 0 and "stack pipe: created" in said, said
+    assert retry_attempts(aws) == 1
+
+    code, said = cli(capsys, v2, "--dry-run")
+    assert code == 0 and "dry run: stack pipe (update)" in said and "would modify StateMachine" in said, said
+    assert retry_attempts(aws) == 1  # a dry run changes nothing
+
+    code, said = cli(capsys, v2)
+    assert code == 0 and "stack pipe: updated" in said and "modify StateMachine (AWS::StepFunctions::StateMachine)" in said, said
+    assert retry_attempts(aws) == 3  # the new definition serves
+    stack = aws.client("cloudformation").describe_stacks(StackName="pipe")["Stacks"][0]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE"
+    # both versions' IRs stay in the store: an execution started before the update reads its own
+    keys = [o["Key"] for o in aws.client("s3").list_objects_v2(Bucket="deploy-bucket", Prefix="dagsmith/ir/")["Contents"]]
+    assert len(keys) == 2 and any(key.split("/")[-1] in json.dumps(definition(aws)) for key in keys)
+
+    code, said = cli(capsys, v2)
+    assert code == 0 and "stack pipe: unchanged" in said, said
+
+
+def test_failed_update_moto_does_not_roll_back(aws, tmp_path, capsys):
+    """A failure moto really produces (see the module): deploy says the update failed and that
+    the stack was NOT rolled back, never that the previous version serves."""
+    code, said = cli(capsys, spec(tmp_path / "v1"))
+    assert code == 0, said
+    # a new state machine name replaces the machine; moto's Step Functions refuses the role ARN
+    code, said = cli(capsys, spec(tmp_path / "v2", state_machine_name="minimal-v2", role_arn="arn:aws:iam::1:role/not-an-account"))
+    assert code == 4, said
+    assert "stack pipe: the update failed" in said and "Invalid Role Arn" in said, said
+    assert "no rollback recorded" in said and "previous version keeps serving" not in said, said
+    assert "internal error" not in said and "Traceback" not in said
+
+
+class RollingBack:
+    """The cloudformation client, except execute_change_set: what AWS does when a resource of the
+    change set fails (see the module), ending in `final`. Everything else is moto's."""
+
+    def __init__(self, client, final: str):
+        self.client, self.final, self.calls = client, final, 0
+        self.failed_at = None
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def execute_change_set(self, **kwargs):
+        change_set = self.client.describe_change_set(**kwargs)
+        assert change_set["ExecutionStatus"] == "AVAILABLE"
+        self.failed_at = dt.datetime.now(dt.timezone.utc)
+        self.kind = "UPDATE" if self.client.describe_stacks(StackName=kwargs["StackName"])["Stacks"][0]["StackStatus"] != "REVIEW_IN_PROGRESS" else "CREATE"
+        return {}
+
+    def sequence(self) -> list[str]:
+        if self.kind == "CREATE":
+            return ["CREATE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS", "ROLLBACK_COMPLETE"]
+        return ["UPDATE_IN_PROGRESS", "UPDATE_ROLLBACK_IN_PROGRESS", self.final]
+
+    def describe_stacks(self, **kwargs):
+        got = self.client.describe_stacks(**kwargs)
+        if self.failed_at is not None and not getattr(self, "deleted", False):
+            statuses = self.sequence()
+            got["Stacks"][0]["StackStatus"] = statuses[min(self.calls, len(statuses) - 1)]
+            self.calls += 1
+        return got
+
+    def describe_stack_events(self, **kwargs):
+        got = self.client.describe_stack_events(**kwargs)
+        if self.failed_at is not None:
+            failed = {"StackName": kwargs["StackName"], "LogicalResourceId": "StateMachine", "ResourceType": "AWS::StepFunctions::StateMachine",
+                      "ResourceStatus": f"{self.kind}_FAILED", "Timestamp": self.failed_at,
+                      "ResourceStatusReason": "Invalid State Machine Definition: 'SCHEMA_VALIDATION_FAILED'"}
+            got["StackEvents"] = [{**failed, "LogicalResourceId": kwargs["StackName"], "ResourceStatus": self.sequence()[-1],
+                                   "ResourceType": "AWS::CloudFormation::Stack", "ResourceStatusReason": None}, failed] + got["StackEvents"]
+        return got
+
+    def delete_stack(self, **kwargs):
+        self.deleted = True
+        return self.client.delete_stack(**kwargs)
+
+
+@pytest.fixture
+def injected(aws, monkeypatch):
+    """Install a RollingBack cloudformation client ending in the given status; returns it."""
+    import boto3.session
+
+    made = {}
+    original = boto3.session.Session.client
+
+    def install(final: str) -> dict:
+        def client(self, service, *args, **kwargs):
+            real = original(self, service, *args, **kwargs)
+            if service != "cloudformation":
+                return real
+            made["client"] = RollingBack(real, final)
+            return made["client"]
+
+        monkeypatch.setattr(boto3.session.Session, "client", client)
+        made["remove"] = lambda: monkeypatch.setattr(boto3.session.Session, "client", original)
+        return made
+
+    yield install
+    monkeypatch.setattr(boto3.session.Session, "client", original)
+
+
+@pytest.mark.parametrize("final, code, says", [
+    ("UPDATE_ROLLBACK_COMPLETE", 1, "CloudFormation rolled it back (UPDATE_ROLLBACK_COMPLETE): the previous version keeps serving"),
+    ("UPDATE_ROLLBACK_FAILED", 4, "the stack is UPDATE_ROLLBACK_FAILED, not rolled back"),
+])
+def test_failed_update_rolls_back(aws, injected, tmp_path, capsys, final, code, says):
+    """CloudFormation's rollback, injected at the boto3 client boundary (moto has none)."""
+    v1, v2 = spec(tmp_path / "v1", retries=1), spec(tmp_path / "v2", retries=3)
+    assert cli(capsys, v1)[0] == 0
+    before = definition(aws)
+
+    made = injected(final)
+    got, said = cli(capsys, v2)
+    assert made["client"].failed_at is not None  # the change set was really made and executed
+    assert got == code, said
+    assert "stack pipe: the update failed (StateMachine: Invalid State Machine Definition: 'SCHEMA_VALIDATION_FAILED')" in said, said
+    assert says in said, said
+    assert definition(aws) == before and retry_attempts(aws) == 1  # the previous version serves
+    assert [c for c in aws.client("cloudformation").list_change_sets(StackName="pipe")["Summaries"]
+            if c["ExecutionStatus"] == "AVAILABLE"], "the change set was created from v2"
+
+    made["remove"]()  # the cause fixed: the next deploy updates
+    got, said = cli(capsys, v2)
+    assert got == 0 and "stack pipe: updated" in said, said
+    assert retry_attempts(aws) == 3
+
+
+def test_failed_create_is_rolled_back_and_removed(aws, injected, tmp_path, capsys):
+    made = injected("UPDATE_ROLLBACK_COMPLETE")
+    got, said = cli(capsys, spec(tmp_path / "v1"))
+    assert made["client"].kind == "CREATE"
+    assert got == 1 and "stack pipe: creation failed (StateMachine: Invalid State Machine Definition" in said, said
+    assert "the empty stack was deleted: nothing is deployed" in said, said
+    stacks = [s for s in aws.client("cloudformation").list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
+    assert stacks == [] and aws.client("stepfunctions").list_state_machines()["stateMachines"] == []
 
 
 def test_deploy_refuses_other_flags(aws, in_repo):

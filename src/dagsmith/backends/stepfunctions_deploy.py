@@ -5,7 +5,11 @@
 2. create a change set (CREATE for a new stack, UPDATE otherwise) and wait for it; no changes
    -> "unchanged"; --dry-run -> print the changes, delete the change set, change nothing;
 3. execute it and wait. A failed update is rolled back by CloudFormation: the previous version
-   keeps serving, and the command says so (exit 2) with the failing resource's reason.
+   keeps serving, and the command says so with the failing resource's reason (DeployFailed,
+   exit 1). A failed creation is rolled back too; the empty ROLLBACK_COMPLETE stack it leaves
+   is deleted (exit 1: as before the command). Anything else (a rollback that failed, a stack
+   that did not settle, an execution error after which the stack is not in a rolled-back state)
+   is DeployIncomplete (exit 4): the stack's status and the error, for a person to look at.
 """
 
 from __future__ import annotations
@@ -13,12 +17,11 @@ from __future__ import annotations
 import time
 import uuid
 
-from ..errors import UsageError
+from ..errors import DeployFailed, DeployIncomplete, UsageError
 
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
 TEMPLATE_BODY_LIMIT = 51_200  # larger templates go through S3 (TemplateURL)
 DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
-ROLLED_BACK = {"UPDATE_ROLLBACK_COMPLETE", "ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "ROLLBACK_FAILED", "CREATE_FAILED", "UPDATE_FAILED"}
 
 
 def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: float = 3600.0) -> list[str]:
@@ -79,16 +82,18 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
                 pass
         return [f"dry run: stack {stack} ({kind.lower()}), change set:"] + ["  " + line for line in lines]
     s3.put_object(Bucket=bucket, Key=ir_key, Body=ir.dumps().encode("utf-8"))
+    from botocore.exceptions import BotoCoreError
+    from botocore.parsers import ResponseParserError
+
+    error = None  # the execution call's own error (AWS reports resource failures in the stack instead)
+    since = len(_events(cfn, stack))
     try:
         cfn.execute_change_set(StackName=stack, ChangeSetName=name)
-        status, reason = _wait_stack(cfn, stack, poll, timeout)
-    except ClientError as exc:
-        status, reason = "UPDATE_FAILED" if existing else "CREATE_FAILED", exc.response["Error"].get("Message", str(exc))
-    if status not in DONE:
-        if existing:
-            raise UsageError(f"stack {stack}: the update failed ({reason}); CloudFormation rolls it back, so the previous "
-                             "version keeps serving")
-        raise UsageError(f"stack {stack}: creation failed ({reason}); delete the stack, fix the cause, deploy again")
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
+        error = exc.response["Error"].get("Message", str(exc)) if isinstance(exc, ClientError) else " ".join(str(exc).split())[-400:]
+    status, reason = _wait_stack(cfn, stack, poll, timeout, since=since)
+    if error is not None or status not in DONE:
+        _failed(cfn, stack, kind, status, error or reason, previous=existing["StackStatus"] if existing else None)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in (_stack(cfn, stack) or {}).get("Outputs", [])}
     done = [f"stack {stack}: {'updated' if existing else 'created'}"] + ["  " + line for line in lines]
     done.append(f"  IR: s3://{bucket}/{ir_key}")
@@ -97,7 +102,37 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
     return done
 
 
-def _stack(cfn, name: str) -> dict | None:
+def _failed(cfn, stack: str, kind: str, status: str, reason: str, *, previous: str | None) -> None:
+    """Raise what a failed execution left: rolled back (DeployFailed) or not known to be (DeployIncomplete)."""
+    from botocore.exceptions import ClientError
+
+    reason = reason or "no reason given"
+    if kind == "UPDATE" and status == "UPDATE_ROLLBACK_COMPLETE":
+        raise DeployFailed(f"stack {stack}: the update failed ({reason}); CloudFormation rolled it back "
+                           "(UPDATE_ROLLBACK_COMPLETE): the previous version keeps serving")
+    if kind == "CREATE" and status == "ROLLBACK_COMPLETE":
+        try:  # an empty stack that blocks the next create: delete it, so all is as before
+            cfn.delete_stack(StackName=stack)
+            _wait_stack(cfn, stack, 0.5, 300)
+        except ClientError as exc:
+            raise DeployIncomplete(f"stack {stack}: creation failed ({reason}) and was rolled back, but deleting the empty "
+                                   f"stack failed ({exc.response['Error'].get('Message', exc)}): delete it, then deploy again") from None
+        raise DeployFailed(f"stack {stack}: creation failed ({reason}); CloudFormation rolled it back and the empty stack "
+                           "was deleted: nothing is deployed")
+    what = "update" if kind == "UPDATE" else "creation"
+    if status == previous:
+        state = f"the stack still reports {status}, with no rollback recorded: what changed is not known"
+    elif status.endswith("_IN_PROGRESS"):
+        state = f"the stack is still {status}"
+    else:
+        state = f"the stack is {status}, not rolled back"
+    raise DeployIncomplete(f"stack {stack}: the {what} failed ({reason}); {state}: look at the stack's events in "
+                           "CloudFormation (e.g. continue-update-rollback) before deploying again")
+
+
+def _stack(cfn, name: str, *, reviewed: bool = False) -> dict | None:
+    """The stack, None when there is none (deleted, or only a change set's REVIEW_IN_PROGRESS
+    placeholder unless `reviewed`)."""
     from botocore.exceptions import ClientError
 
     try:
@@ -105,7 +140,7 @@ def _stack(cfn, name: str) -> dict | None:
     except ClientError:
         return None
     stack = stacks[0] if stacks else None
-    if stack is None or stack["StackStatus"] in ("DELETE_COMPLETE", "REVIEW_IN_PROGRESS"):
+    if stack is None or stack["StackStatus"] == "DELETE_COMPLETE" or (stack["StackStatus"] == "REVIEW_IN_PROGRESS" and not reviewed):
         return None
     return stack
 
@@ -150,25 +185,40 @@ def _wait_change_set(cfn, stack: str, name: str, poll: float, timeout: float) ->
         time.sleep(poll)
 
 
-def _wait_stack(cfn, stack: str, poll: float, timeout: float) -> tuple[str, str]:
+def _wait_stack(cfn, stack: str, poll: float, timeout: float, since: int = 0) -> tuple[str, str]:
+    """(status, reason) once the stack settles: the reason is the first resource that failed
+    after the first `since` events (the oldest ones), else the stack's own status reason."""
     deadline = time.monotonic() + timeout
     while True:
-        current = _stack(cfn, stack) or {"StackStatus": "DELETE_COMPLETE"}
+        current = _stack(cfn, stack, reviewed=True) or {"StackStatus": "DELETE_COMPLETE"}
         status = current["StackStatus"]
-        if not status.endswith("_IN_PROGRESS"):
-            return status, current.get("StackStatusReason") or _first_failure(cfn, stack)
-        if time.monotonic() > deadline:
-            return status, f"still {status} after {timeout:.0f}s"
+        settled = not status.endswith("_IN_PROGRESS")
+        if settled or time.monotonic() > deadline:
+            reason = _first_failure(_events(cfn, stack)[since:]) or current.get("StackStatusReason") or ""
+            return status, reason if settled else f"still {status} after {timeout:.0f}s; {reason}".rstrip("; ")
         time.sleep(poll)
 
 
-def _first_failure(cfn, stack: str) -> str:
+def _events(cfn, stack: str) -> list[dict]:
+    """The stack's events, oldest first ([] when it has none or cannot be read)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    events, token = [], None
     try:
-        for event in cfn.describe_stack_events(StackName=stack)["StackEvents"]:
-            if event.get("ResourceStatus", "").endswith("_FAILED"):
-                return f"{event['LogicalResourceId']}: {event.get('ResourceStatusReason', '')}"
-    except Exception:
-        pass
+        while True:
+            page = cfn.describe_stack_events(StackName=stack, **({"NextToken": token} if token else {}))
+            events += page.get("StackEvents", [])
+            token = page.get("NextToken")
+            if not token:
+                return events[::-1]
+    except (ClientError, BotoCoreError):
+        return []
+
+
+def _first_failure(events: list[dict]) -> str:
+    for event in events:
+        if event.get("ResourceStatus", "").endswith("_FAILED"):
+            return f"{event['LogicalResourceId']}: {event.get('ResourceStatusReason') or event['ResourceStatus']}"
     return ""
 
 
