@@ -27,6 +27,7 @@ class SageMakerRoutes:
 
     def __init__(self, inner):
         self.inner = inner
+        self.connections = inner.connections  # server.py's protocol times out idle connections with it
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
