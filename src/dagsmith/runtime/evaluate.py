@@ -133,6 +133,11 @@ def run_gate(ctx: StepContext) -> dict:
             raise StepFailed(f"step {evaluate_id!r} has no outputs in run {ctx.values.run_id!r} (did it run?)") from None
 
     production = registry.production_version(ctx.store, model_name) if model_name else None
+    production_store = ctx.store
+    if model_name and config.get("mlflow") and any(g.get("compare_to") for g in gates):
+        from .deploy_mlflow import champion  # deployment.mlflow: production is MLflow's champion
+
+        production, production_store = champion(ctx, config["mlflow"], model_name)
     records, passed_partitions, failed_partitions = [], [], []
     for entry in selected(ctx):
         partition = entry["partition"]
@@ -148,7 +153,7 @@ def run_gate(ctx: StepContext) -> dict:
 
         all_passed = True
         for gate in gates:
-            record = _check(ctx, gate, observed(gate["metric"]), partition, model_name, production)
+            record = _check(ctx, gate, observed(gate["metric"]), partition, model_name, production, production_store)
             if partitioned:
                 record["partition"] = partition
             all_passed &= record["passed"]
@@ -186,7 +191,7 @@ def _describe(record: dict) -> str:
     return f"{where}{record['metric']} {record['observed']} {record['op']} {record['threshold']}{against}: failed"
 
 
-def _check(ctx: StepContext, gate: dict, observed, partition, model_name, production) -> dict:
+def _check(ctx: StepContext, gate: dict, observed, partition, model_name, production, production_store=None) -> dict:
     op = gate["op"]
     if op not in OPS:
         raise StepFailed(f"unknown gate operator {op!r} (known: {', '.join(OPS)})")
@@ -194,7 +199,7 @@ def _check(ctx: StepContext, gate: dict, observed, partition, model_name, produc
     if gate.get("compare_to"):
         delta = float(gate.get("delta") or 0.0)
         record.update(compare_to=gate["compare_to"], delta=delta, production_version=production)
-        baseline, note = _production_score(ctx, gate["metric"], partition, model_name, production)
+        baseline, note = _production_score(ctx, gate["metric"], partition, model_name, production, production_store)
         if baseline is None:
             record.update(threshold=None, passed=True, note=note)
             return record
@@ -210,18 +215,19 @@ def _check(ctx: StepContext, gate: dict, observed, partition, model_name, produc
     return record
 
 
-def _production_score(ctx: StepContext, metric: str, partition, model_name, production):
+def _production_score(ctx: StepContext, metric: str, partition, model_name, production, store=None):
     """(production model's score on the same held-out rows, None) or (None, why there is none)."""
+    store = store or ctx.store
     if not model_name:
         return None, "no deployment model_name: nothing in production to compare with"
     if production is None:
         return None, f"no production model of {model_name!r} yet: passes"
     user_path(ctx.root)
-    if not registry.has_partition(ctx.store, model_name, production, partition):
+    if not registry.has_partition(store, model_name, production, partition):
         what = f"partition {partition!r}" if partition is not None else "an unpartitioned model"
         return None, f"production version {production} of {model_name!r} has no {what}: passes"
     try:
-        model = registry.load_model(ctx.store, model_name, production, partition)
+        model = registry.load_model(store, model_name, production, partition)
         value = score(ctx, model, partition, [metric])[metric]
     except Exception as exc:  # e.g. its features are gone, or its code no longer imports
         return None, f"production version {production} cannot be scored on this data ({exc}): passes"

@@ -245,7 +245,7 @@ def run_select(ctx: StepContext) -> dict:
     metric, goal = config.get("metric"), config.get("goal")
     partitions = partitions_of(ctx, train) if fanout.partition_by else [None]
     staging = ctx.stage()
-    selection = []
+    selection, every_trial = [], []
     for position, partition in enumerate(partitions):
         trials = []
         for trial in range(fanout.trials):
@@ -255,12 +255,17 @@ def run_select(ctx: StepContext) -> dict:
             except StoreError:
                 raise StepFailed(f"item {index} of {train.id!r} has no outputs in run {ctx.values.run_id!r}: "
                                  "every trial must finish before select") from None
+        every_trial.extend(trials)
         best = best_trial(trials, metric, goal)
         name = f"models/{position}.joblib"
         shutil.copyfile(ctx.input_file(train.id, MODEL_FILE, item=best["index"]), staging.path(name))
         selection.append({"partition": partition, "index": best["index"], "trial": best["trial"],
                           "params": best["params"], "metrics": best["metrics"], "model": name})
     staging.write_json("selection.json", selection)
+    if config.get("mlflow"):  # deployment.mlflow: every trial becomes an MLflow run (before the commit: a retry logs the rest)
+        from .deploy_mlflow import log_trials
+
+        log_trials(ctx, config["mlflow"], train.id, every_trial, MODEL_FILE)
     ctx.store.commit(staging)
     return {"count": len(selection), "metric": metric, "goal": goal, "selected": _best_few(selection, metric, goal)}
 
