@@ -90,10 +90,17 @@ def check_table(frame, expectations: list[dict]) -> list[dict]:
             "element_count": details.get("element_count"),
             "observed_value": _plain(details.get("observed_value")),
         }
+        if details.get("partial_unexpected_list"):  # the failing values GX reports (at most 20)
+            record["partial_unexpected_list"] = [_short(v) for v in _plain(details["partial_unexpected_list"])[:20]]
         if raised:
             record["error"] = str(result.exception_info.get("exception_message"))
         records.append(record)
     return records
+
+
+def _short(value, limit: int = 200):
+    """A reported value kept small: run records and reports show it, whatever the data holds."""
+    return value[:limit] + "..." if isinstance(value, str) and len(value) > limit else value
 
 
 def _plain(value):
