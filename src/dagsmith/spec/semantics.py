@@ -296,6 +296,9 @@ class _Checker:
             for name in ("sagemaker", "kserve"):
                 if name in deployment and target != name:
                     self.error(("deployment", name), f"{name} settings need target: {name} (target is {target})", key=True)
+            percent = (deployment.get("canary") or {}).get("traffic_percent")
+            if target == "kserve" and isinstance(percent, (int, float)) and percent != int(percent):
+                self.error(("deployment", "canary", "traffic_percent"), f"KServe splits traffic in whole percents: {percent} is not an integer")
             if target == "sagemaker" and "sagemaker" not in deployment:
                 self.error(("deployment", "target"), "target: sagemaker needs sagemaker: {role_arn: ...} "
                            "(the IAM role SageMaker runs the endpoint with; instance_type and endpoint_name optional)")
