@@ -469,9 +469,9 @@ SCHEMA = {
                             "ttl": obj(
                                 "How long finished workflows are kept (seconds; default 1 day after success, 7 after failure).",
                                 {
-                                    "after_success": {"type": "integer", "minimum": 0},
-                                    "after_failure": {"type": "integer", "minimum": 0},
-                                    "after_completion": {"type": "integer", "minimum": 0},
+                                    "after_success": {"type": "integer", "minimum": 0, "description": "Seconds a succeeded workflow is kept."},
+                                    "after_failure": {"type": "integer", "minimum": 0, "description": "Seconds a failed workflow is kept."},
+                                    "after_completion": {"type": "integer", "minimum": 0, "description": "Seconds any finished workflow is kept."},
                                 },
                             ),
                             "max_fanout_pods": {
