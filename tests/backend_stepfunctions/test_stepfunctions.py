@@ -145,3 +145,26 @@ def test_diff_shows_generated_files(tmp_path, in_repo):
                          capture_output=True, text=True)
     assert got.returncode == 1, got.stderr
     assert ".template.yaml" in got.stdout or ".asl.json" in got.stdout or ".ir.json" in got.stdout, got.stdout
+
+
+def test_size_and_history_bound_checked_at_compile(in_repo, monkeypatch):
+    from dagsmith.backends import stepfunctions_asl as asl
+    from dagsmith.backends.problems import BackendProblems
+
+    monkeypatch.setattr(asl, "MAX_DEFINITION_BYTES", 1000)
+    with pytest.raises(BackendProblems, match="over Step Functions' 1 MB"):
+        emit("minimal")
+    monkeypatch.undo()
+    # churn's 6-trial sweep as an inline Map: its iterations count in the parent's history
+    ir = compile_path("examples/churn/pipeline.yaml")
+    from dagsmith.backends import get
+
+    backend = get("stepfunctions")
+    plan = backend.plan(ir, ir.backends.get("stepfunctions", {}))
+    inline = asl.history_bound(plan, backend.settings(plan, ir.backends.get("stepfunctions", {})))
+    distributed = asl.history_bound(plan, backend.settings(plan, {**ir.backends.get("stepfunctions", {}), "inline_map_limit": 1}))
+    assert distributed < inline
+    monkeypatch.setattr(asl, "HISTORY_LIMIT", inline - 1)
+    with pytest.raises(BackendProblems, match="history events"):
+        emit("churn")
+    emit("churn", inline_map_limit=1)  # as a Distributed Map, the children keep their own histories

@@ -113,10 +113,12 @@ def _failed(cfn, stack: str, kind: str, status: str, reason: str, *, previous: s
     if kind == "CREATE" and status == "ROLLBACK_COMPLETE":
         try:  # an empty stack that blocks the next create: delete it, so all is as before
             cfn.delete_stack(StackName=stack)
-            _wait_stack(cfn, stack, 0.5, 300)
+            deleted, why = _wait_stack(cfn, stack, 0.5, 300)
         except ClientError as exc:
+            deleted, why = "DELETE_FAILED", exc.response["Error"].get("Message", str(exc))
+        if deleted != "DELETE_COMPLETE":
             raise DeployIncomplete(f"stack {stack}: creation failed ({reason}) and was rolled back, but deleting the empty "
-                                   f"stack failed ({exc.response['Error'].get('Message', exc)}): delete it, then deploy again") from None
+                                   f"stack did not succeed ({deleted}: {why}): delete it, then deploy again")
         raise DeployFailed(f"stack {stack}: creation failed ({reason}); CloudFormation rolled it back and the empty stack "
                            "was deleted: nothing is deployed")
     what = "update" if kind == "UPDATE" else "creation"
