@@ -13,8 +13,17 @@ its GradientBoostingClassifier is taken from the registry and saved with
 
 Each level of benchmarks/serve.py (1 client with a new connection each, 50 keep-alive, 50 and
 200 with a new connection each; --requests single-row requests per level) runs against
-dagsmith, then against MLflow, before the next level, so a change in the machine's load hits
-both. The request bodies carry the same row: dagsmith's `{"rows": [{column: value}]}`, MLflow's
+both servers, one after the other, before the next level, so a change in the machine's load
+hits both. With --rounds R (default 3) all levels run R times; the server that goes first
+alternates from round to round (and from level to level), and the table shows each level's
+median over the rounds (req/s, p99, CPU per request), the errors of all rounds, and the range
+of the req/s ratio. "CPU ms / request" is the user + system CPU time of the server's processes
+(its process group: MLflow's uvicorn is a child of `mlflow models serve`) over a level,
+divided by its requests: what a request costs the server, which the load of other programs
+on the machine changes far less than req/s and latency. Before timing, 200 warm-up requests
+to each server.
+
+The request bodies carry the same row: dagsmith's `{"rows": [{column: value}]}`, MLflow's
 `{"dataframe_records": [{column: value}]}` with the model's input columns. dagsmith also
 computes predict_proba for each request (its answer has the probabilities), MLflow predict
 only. The script checks that both answer the same prediction before timing.
@@ -31,6 +40,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +49,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve import (  # noqa: E402
-    LEVELS, Process, churn_registry, dagsmith_server, load_average, measure, production_model, sample_rows,
+    LEVELS, Process, churn_registry, dagsmith_server, group_cpu_seconds, load_average, measure, production_model,
+    sample_rows,
 )
 
 SAVE_MODEL = r"""
@@ -84,6 +95,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="single-row requests per level")
     parser.add_argument("--workers", type=int, default=1, help="worker processes of each server")
+    parser.add_argument("--rounds", type=int, default=3, help="times every level runs (the table shows medians)")
     parser.add_argument("--mlflow-python", help="a Python with mlflow (default: $MLFLOW_PYTHON or this one)")
     args = parser.parse_args()
     python = mlflow_python(args.mlflow_python)
@@ -125,37 +137,62 @@ def main() -> int:
             same = (post(urls["dagsmith"] + "/predict", {"rows": rows})["predictions"]
                     == post(urls["mlflow"] + "/invocations", {"dataframe_records": records})["predictions"])
             for name in servers:  # warm-up
-                measure(urls[name], bodies[name], 50, 1, path=paths[name])
-            results = []
-            for label, clients, keep_alive in LEVELS:
-                level = {}
-                for name in ("dagsmith", "mlflow"):
-                    level[name] = measure(urls[name], bodies[name], args.requests, clients, keep_alive, path=paths[name])
-                    time.sleep(1)  # let the closed connections drain out of TIME_WAIT processing
-                results.append((label, level))
+                measure(urls[name], bodies[name], 200, 1, path=paths[name])
+            loads = [load_average()]
+            results = {label: {"dagsmith": [], "mlflow": []} for label, _, _ in LEVELS}
+            for round_ in range(args.rounds):
+                for n, (label, clients, keep_alive) in enumerate(LEVELS):
+                    order = ("dagsmith", "mlflow") if (round_ + n) % 2 == 0 else ("mlflow", "dagsmith")
+                    for name in order:
+                        pgid = servers[name].process.pid
+                        cpu = group_cpu_seconds(pgid)
+                        r = measure(urls[name], bodies[name], args.requests, clients, keep_alive, path=paths[name])
+                        after = group_cpu_seconds(pgid)
+                        r["cpu_ms"] = None if cpu is None or after is None else (after - cpu) / r["n"] * 1000
+                        results[label][name].append(r)
+                        time.sleep(1)  # let the closed connections drain out of TIME_WAIT processing
+                loads.append(load_average())
         finally:
             for server in servers.values():
                 server.stop()
 
     print(f"churn GradientBoostingClassifier (150 trees), the same fitted estimator in both; 1 row per request; "
-          f"{args.requests:,} requests per level; --workers {args.workers} each")
+          f"{args.requests:,} requests per level; --workers {args.workers} each; {args.rounds} round(s), medians")
     print(f"dagsmith: {versions(sys.executable, 'uvicorn starlette scikit-learn')}; "
           f"MLflow: {versions(python, 'mlflow uvicorn fastapi scikit-learn')}")
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; load average (1, 5, 15 min) before: {load_before}, "
-          f"after: {load_average()}; same predictions: {'yes' if same else 'NO'}\n")
-    print("| level | dagsmith req/s | MLflow req/s | req/s ratio | dagsmith p99 (ms) | MLflow p99 (ms) | p99 ratio "
-          "| dagsmith errors | MLflow errors | listen overflows (d / M) |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-    for label, level in results:
-        d, m = level["dagsmith"], level["mlflow"]
-        print(f"| {label} | {d['rps']:,.0f} | {m['rps']:,.0f} | {d['rps'] / m['rps']:.2f} | {d['p99']:,.1f} | "
-              f"{m['p99']:,.1f} | {d['p99'] / m['p99']:.2f} | {d['errors']} | {m['errors']} | "
-              f"{d['overflows']} / {m['overflows']} |")
-    print("\nratios are dagsmith / MLflow: req/s above 1 and p99 below 1 favour dagsmith.")
-    for label, level in results:
-        for name, r in level.items():
-            if r["error_kinds"]:
-                print(f"errors of {name} at {label}: {r['error_kinds']}")
+          f"after each round: {'; '.join(loads[1:])}; same predictions: {'yes' if same else 'NO'}\n")
+    print("| level | dagsmith req/s | MLflow req/s | req/s ratio (range) | dagsmith p99 (ms) | MLflow p99 (ms) "
+          "| p99 ratio | dagsmith errors | MLflow errors | CPU ms / request (d / M) | listen overflows (d / M) |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+
+    def median(runs, key):
+        values = [r[key] for r in runs if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    met = True
+    for label, _, _ in LEVELS:
+        d, m = results[label]["dagsmith"], results[label]["mlflow"]
+        rps = (median(d, "rps"), median(m, "rps"))
+        p99 = (median(d, "p99"), median(m, "p99"))
+        errors = (sum(r["errors"] for r in d), sum(r["errors"] for r in m))
+        ratios = [a["rps"] / b["rps"] for a, b in zip(d, m)]
+        cpu = (median(d, "cpu_ms"), median(m, "cpu_ms"))
+        overflows = (sum(r["overflows"] or 0 for r in d), sum(r["overflows"] or 0 for r in m))
+        span = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        cpu_text = " / ".join("?" if c is None else f"{c:.2f}" for c in cpu)
+        print(f"| {label} | {rps[0]:,.0f} | {rps[1]:,.0f} | {rps[0] / rps[1]:.2f}{span} | {p99[0]:,.1f} | "
+              f"{p99[1]:,.1f} | {p99[0] / p99[1]:.2f} | {errors[0]} | {errors[1]} | {cpu_text} | "
+              f"{overflows[0]} / {overflows[1]} |")
+        met = met and rps[0] >= rps[1] and errors[0] == 0 and (label.startswith("1 client") or p99[0] <= p99[1])
+    print("\nratios are dagsmith / MLflow: req/s above 1 and p99 below 1 favour dagsmith. Target (issue 12): at "
+          "every level at least MLflow's req/s with 0 errors, p99 at most MLflow's at 50 and 200 clients: "
+          + ("met (medians)" if met else "NOT met"))
+    for label, _, _ in LEVELS:
+        for name, runs in results[label].items():
+            for n, r in enumerate(runs):
+                if r["error_kinds"]:
+                    print(f"errors of {name} at {label}, round {n + 1}: {r['error_kinds']}")
     return 0 if same else 1
 
 
