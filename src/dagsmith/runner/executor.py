@@ -1,5 +1,16 @@
 """Execute an IR on this machine: topological order, parallel workers, fan-outs, retries,
 timeouts, caching, gates, and a run record that survives a kill -9 (see record.py).
+
+Speculation: a step of SPECULATIVE_KINDS whose only unfinished upstream steps are validations
+whose outputs it does not read (a training waits for the checks of the table it reads, not for
+their results) starts early, on workers nothing certain needs (while Great Expectations is
+imported for those validations, the bridge). Until they pass, nothing of it is published: the
+record keeps it pending (no attempts, no items done), its fan-out stays incomplete, no cache entry
+is written. When they pass, it is adopted: recorded as running since its first task started, its
+finished items count, and the rest goes on as usual. When one of them fails, or a speculative task
+fails, or the step turns out cached, it is discarded: its tasks killed, its outputs and logs
+removed from the run's folder; then it is recorded exactly as without speculation (skipped; or run
+again from scratch once they pass, so a failure is retried and recorded as it would be; or cached).
 """
 
 from __future__ import annotations
@@ -8,6 +19,8 @@ import heapq
 import itertools
 import json
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +28,26 @@ from pathlib import Path
 from ..ir import IR, Step
 from ..runtime.context import RunValues, StepContext
 from ..runtime.environment import run_environment
-from ..runtime.store import Store
+from ..runtime.store import LocalStore, Store
 from . import cache
 from .pool import Done, Task, WorkerPool, needs_bridges, preload_modules
 from .record import FINISHED, TERMINAL, RunRecord
+
+# Step kinds that may start before the validations they wait for have passed: built-in, pure (what
+# they write is the run's own outputs, nothing else), and costly enough to be worth it. Never
+# custom steps, deploy, or anything else with effects.
+SPECULATIVE_KINDS = frozenset({"train"})
+
+
+@dataclass
+class Speculation:
+    """A step started before the validations it waits for (`guards`) passed."""
+    guards: tuple[str, ...]
+    started: str | None = None  # when its first task was dispatched (the record's "started" once adopted)
+    tasks: set = field(default_factory=set)  # task ids dispatched
+    queued: list = field(default_factory=list)  # tasks not dispatched yet
+    result: dict | None = None  # a step without fan-out: its task's result, held
+    failures: list = field(default_factory=list)  # Done of its failed tasks, held (no more of its tasks start)
 
 
 @dataclass
@@ -49,6 +78,10 @@ class Executor:
     sequence: itertools.count = field(default_factory=itertools.count)
     gated: bool = False
     item_times: dict = field(default_factory=dict)  # fan-out task id -> [item, started, ended, ok] (timeline.json)
+    guards: dict = field(default_factory=dict)  # step id -> validations it may start before (speculation_guards)
+    speculating: dict = field(default_factory=dict)  # step id -> Speculation
+    no_speculation: set = field(default_factory=set)  # steps that could not start speculatively: they start as usual
+    pool: WorkerPool | None = None
 
     # --- setup --------------------------------------------------------------------------
 
@@ -71,15 +104,17 @@ class Executor:
         # includes those imports; meanwhile a bridge worker runs the steps that need none of it.
         preload_environ = {"OMP_NUM_THREADS": self.environ["OMP_NUM_THREADS"],
                            "GX_ANALYTICS_ENABLED": os.environ.get("GX_ANALYTICS_ENABLED", "false")}
-        pool = WorkerPool(self.max_parallel, str(self.ir_path), self.store.uri, preload=preload_modules(self.ir),
-                          bridges=needs_bridges(self.ir), environ=preload_environ)
+        pool = self.pool = WorkerPool(self.max_parallel, str(self.ir_path), self.store.uri, preload=preload_modules(self.ir),
+                                      bridges=needs_bridges(self.ir), environ=preload_environ)
+        self.guards = self.speculation_guards()
         try:
             self.recover_finished()
             while True:
                 self.start_ready_steps()
+                self.speculate()
                 self.record.flush()
                 self.dispatch(pool)
-                if not pool.busy and not self.ready:
+                if not pool.busy and not self.ready and not self.speculative_queue():
                     if not self.startable():
                         break
                     continue
@@ -94,6 +129,8 @@ class Executor:
                 # and the steps they start in one write, before anything is dispatched.
                 self.report()
         finally:
+            for step_id in list(self.speculating):  # interrupted: nothing speculative is left behind
+                self.discard(step_id)
             pool.close()
         return self.close()
 
@@ -108,6 +145,9 @@ class Executor:
 
     def start_ready_steps(self) -> None:
         for step in self.startable():
+            if step.id in self.speculating:
+                self.adopt(step)
+                continue
             if self.try_cache(step):
                 continue
             self.record.update(step.id, state="running")
@@ -127,6 +167,106 @@ class Executor:
             for item in todo:
                 self.enqueue(Task(f"{step.id}#{item}", step.id, item, step.timeout))
 
+    # --- speculation ------------------------------------------------------------------------
+
+    def speculation_guards(self) -> dict[str, tuple[str, ...]]:
+        """Step id -> the validations it waits for but does not read (it may start before they
+        pass), for the steps of SPECULATIVE_KINDS that have any. Only with a local store: what a
+        discarded speculation wrote must be removable."""
+        if not isinstance(self.store, LocalStore):
+            return {}
+        out = {}
+        for step in self.ir.steps:
+            if step.kind not in SPECULATIVE_KINDS:
+                continue
+            guards = tuple(up for up in step.depends_on
+                           if (other := self.ir.step(up)).kind == "validate" and not set(other.outputs) & set(step.inputs))
+            if guards:
+                out[step.id] = guards
+        return out
+
+    def speculate(self) -> None:
+        """Start the steps that may run before their guards pass: every other upstream step
+        finished, and the guards still pending or running (one that failed skipped the step)."""
+        for step_id, guards in self.guards.items():
+            if step_id in self.speculating or step_id in self.no_speculation or self.record.state(step_id) != "pending":
+                continue
+            step = self.ir.step(step_id)
+            if all(self.record.state(up) in FINISHED or (up in guards and self.record.state(up) in ("pending", "running"))
+                   for up in step.depends_on):
+                self.start_speculation(step, guards)
+
+    def start_speculation(self, step: Step, guards: tuple[str, ...]) -> None:
+        spec = Speculation(guards=tuple(g for g in guards if self.record.state(g) not in FINISHED))
+        if step.fanout is None:
+            spec.queued.append(Task(step.id, step.id, None, step.timeout, speculative=True))
+        else:
+            from ..runtime.fanout import item_count
+
+            try:
+                total = item_count(self.context(step))
+            except Exception:  # noqa: BLE001 - not now, then: the step starts as usual, and reports it
+                self.no_speculation.add(step.id)
+                return
+            todo = [i for i in range(total) if self.store.manifest(self.store.step_key(self.values.run_id, step.id, i)) is None]
+            self.fanouts[step.id] = FanOutState(total=total, queue=todo, done=total - len(todo), limit=step.fanout.max_parallel)
+            spec.queued += [Task(f"{step.id}#{item}", step.id, item, step.timeout, speculative=True) for item in todo]
+        self.speculating[step.id] = spec
+        self.event(step.id, f"started speculatively (it counts once {', '.join(spec.guards)} pass)")
+
+    def speculative_queue(self) -> bool:
+        return any(spec.queued and not spec.failures for spec in self.speculating.values())
+
+    def adopt(self, step: Step) -> None:
+        """Its guards passed: the speculation becomes the step's run (or, cached, is discarded)."""
+        spec = self.speculating[step.id]
+        if self.use_cache:
+            key = cache.cache_key(self.context(step), self.ir)
+            entry = cache.lookup(self.store, key) if key is not None else None
+            if entry is not None and entry["run_id"] != self.values.run_id:
+                self.discard(step.id)
+                self.try_cache(step)
+                return
+            if key is not None:
+                self.cache_keys[step.id] = key
+        del self.speculating[step.id]
+        attempts = max((self.attempts.get(task_id, 0) for task_id in spec.tasks), default=0)
+        self.record.update(step.id, state="running", attempts=attempts, **({"started": spec.started} if spec.started else {}))
+        fan = self.fanouts.get(step.id)
+        self.event(step.id, "started" + (f" ({fan.done}/{fan.total} items done speculatively)" if fan and fan.done else ""))
+        for task in spec.queued:
+            task.speculative = False
+            self.enqueue(task)
+        if fan is not None:
+            self.record.update(step.id, items={"total": fan.total, "done": fan.done, "failed": 0})
+            if fan.done == fan.total:
+                self.complete_fanout(step)
+        elif spec.result is not None:
+            self.step_succeeded(step, spec.result)
+        for done in spec.failures:
+            self.outcome(done)
+
+    def discard(self, step_id: str) -> None:
+        """Undo a speculation (or what one left in the run's folder, e.g. on --resume after a
+        kill): its tasks killed, its outputs and logs removed, nothing counted."""
+        spec = self.speculating.pop(step_id, None)
+        if spec is not None:
+            if self.pool is not None:
+                self.pool.cancel(lambda task: task.step_id == step_id)
+            self.fanouts.pop(step_id, None)
+            for task_id in spec.tasks:
+                self.attempts.pop(task_id, None)
+                self.item_times.pop(task_id, None)
+        run_id = self.values.run_id
+        shutil.rmtree(self.store.fetch(self.store.step_key(run_id, step_id)), ignore_errors=True)
+        shutil.rmtree(Path(self.store.fetch(self.store.step_key(run_id, step_id, 0))).parent, ignore_errors=True)  # its items
+        logs = self.record.path.parent / "logs"
+        pattern = re.compile(re.escape(step_id) + r"(\.\d+)?\.log")  # log_path's names for the step and its items
+        if logs.is_dir():
+            for path in logs.iterdir():
+                if pattern.fullmatch(path.name):
+                    path.unlink(missing_ok=True)
+
     def enqueue(self, task: Task, not_before: float = 0.0) -> None:
         heapq.heappush(self.ready, (not_before, next(self.sequence), task.task_id, task))
 
@@ -135,30 +275,49 @@ class Executor:
         now = time.monotonic()
         while pool.free and self.ready and self.ready[0][0] <= now:
             entry = heapq.heappop(self.ready)
-            task = entry[3]
-            fan = self.fanouts.get(task.step_id) if task.item is not None else None
-            if fan is not None and fan.limit is not None and fan.running >= fan.limit:
+            if not self.submit(pool, entry[3]):
                 deferred.append(entry)
-                continue
-            task.kind = self.ir.step(task.step_id).kind
-            if not pool.can_take(task):  # only a bridge is idle, and this step needs the preload
-                deferred.append(entry)
-                continue
-            if fan is not None:
-                fan.running += 1
-            task.environ = self.environ
-            task.log_path = str(self.record.path.parent / "logs" / f"{task.task_id.replace('#', '.')}.log")
-            self.attempts[task.task_id] = self.attempts.get(task.task_id, 0) + 1
-            entry = self.record.steps[task.step_id]
-            if self.attempts[task.task_id] > entry["attempts"]:  # a fan-out: its most-tried item
-                self.record.update(task.step_id, attempts=self.attempts[task.task_id])
-            pool.submit(task)
-            if task.item is not None:
-                from .record import now as timestamp
-
-                self.item_times[task.task_id] = [task.item, timestamp(), None, None]
         for entry in deferred:
             heapq.heappush(self.ready, entry)
+        # Speculative tasks last: on a worker no certain task could take now.
+        for spec in self.speculating.values():
+            for task in list(spec.queued) if not spec.failures else ():
+                if not pool.free:
+                    return
+                if self.submit(pool, task):
+                    spec.queued.remove(task)
+
+    def submit(self, pool: WorkerPool, task: Task) -> bool:
+        """Start `task` on a worker; False when it must wait (its fan-out's limit, or only a
+        bridge is idle and the task needs the preload)."""
+        fan = self.fanouts.get(task.step_id) if task.item is not None else None
+        if fan is not None and fan.limit is not None and fan.running >= fan.limit:
+            return False
+        task.kind = self.ir.step(task.step_id).kind
+        if not pool.can_take(task):  # only a bridge is idle, and this step needs the preload
+            return False
+        if fan is not None:
+            fan.running += 1
+        task.environ = self.environ
+        task.log_path = self.log_path(task.task_id)
+        self.attempts[task.task_id] = self.attempts.get(task.task_id, 0) + 1
+        spec = self.speculating.get(task.step_id) if task.speculative else None
+        if spec is not None:  # nothing in the record until it is adopted
+            from .record import now as timestamp
+
+            spec.tasks.add(task.task_id)
+            spec.started = spec.started or timestamp()
+        elif self.attempts[task.task_id] > self.record.steps[task.step_id]["attempts"]:  # a fan-out: its most-tried item
+            self.record.update(task.step_id, attempts=self.attempts[task.task_id])
+        pool.submit(task)
+        if task.item is not None:
+            from .record import now as timestamp
+
+            self.item_times[task.task_id] = [task.item, timestamp(), None, None]
+        return True
+
+    def log_path(self, task_id: str) -> str:
+        return str(self.record.path.parent / "logs" / f"{task_id.replace('#', '.')}.log")
 
     # --- completions ----------------------------------------------------------------------
 
@@ -173,6 +332,24 @@ class Executor:
             from .record import now as timestamp
 
             self.item_times[done.task_id][2:] = [timestamp(), done.ok]
+        spec = self.speculating.get(step_id)
+        if spec is None:
+            self.outcome(done)
+        elif not done.ok:  # held: replayed when adopted, as if it came then (retries and all)
+            spec.failures.append(done)
+            self.event(step_id, f"{f'item {item}' if item is not None else 'step'} failed while speculative "
+                                f"(it counts once {', '.join(spec.guards)} pass): {_first_line(done.error)}")
+        elif fan is not None:
+            fan.done += 1  # published when adopted
+        else:
+            spec.result = done.result or {}
+
+    def outcome(self, done: Done) -> None:
+        """What a finished task means for its step: done, retried, or failed."""
+        step_id, _, item_text = done.task_id.partition("#")
+        step = self.ir.step(step_id)
+        item = int(item_text) if item_text else None
+        fan = self.fanouts.get(step_id) if item is not None else None
         if self.record.state(step_id) in TERMINAL:
             return  # another item already failed the step
         if done.ok:
@@ -232,6 +409,8 @@ class Executor:
     def skip_downstream(self, step_id: str, reason: str) -> None:
         for other in sorted(self.ir.downstream(step_id)):
             if self.record.state(other) not in TERMINAL:
+                if other in self.guards:  # it may have run speculatively (in this process or before a --resume)
+                    self.discard(other)
                 self.record.update(other, state="skipped", error=reason)
                 self.event(other, f"skipped ({reason})")
 

@@ -14,7 +14,9 @@ list names it); only the fork server that runner started acts on it.
 
 That import takes seconds on one core. Meanwhile, when the IR has steps that need it and the
 machine has another core, a "bridge" worker (a fresh interpreter, not a fork) runs the steps
-that need none of it: sources, features, custom steps. The fork server says when it is ready (a
+that need none of it: sources, features, custom steps, and speculative tasks (executor.py: a
+training that may start before the validations it waits for, whose libraries the bridge imports
+itself rather than wait for Great Expectations). The fork server says when it is ready (a
 datagram on a socket of the pool's); then the preloaded workers start, and the bridge is retired
 as soon as it is idle.
 """
@@ -63,7 +65,8 @@ KIND_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 # What a bridge worker runs while the fork server imports: the steps that need none of the slow
-# libraries (a custom step imports what its own code imports, wherever it runs).
+# libraries (a custom step imports what its own code imports, wherever it runs); and any
+# speculative task (see `bridge_can_run`).
 BRIDGE_KINDS = frozenset({"source", "feature", "custom"})
 
 # A train step's estimator is preloaded too when it comes from one of these libraries.
@@ -197,6 +200,14 @@ class Task:
     environ: dict = field(default_factory=dict)
     log_path: str | None = None  # the task's stdout and stderr (its own and its children's)
     kind: str | None = None  # the step's kind: whether a bridge can run it
+    speculative: bool = False  # started before validations it waits for passed (executor.py)
+
+
+def bridge_can_run(task: Task) -> bool:
+    """A bridge runs the kinds that need no preloaded library, and speculative tasks: those
+    exist only while the validations they wait for wait for Great Expectations' import, so
+    importing their own (lighter) libraries on the bridge beats waiting for it."""
+    return task.kind in BRIDGE_KINDS or task.speculative
 
 
 @dataclass
@@ -277,8 +288,16 @@ def _restore_output(saved) -> None:
 
 
 def bridge_worker(fd: int, ir_path: str, store_uri: str) -> None:
-    """A bridge's main: the worker loop on the socket the pool handed over as `fd`."""
+    """A bridge's main: the worker loop on the socket the pool handed over as `fd`; then out at
+    once (as a forked worker does): a bridge that ran a training has scikit-learn loaded, and
+    tearing it down takes a while the pool's close would wait for."""
     _worker(Connection(fd), ir_path, store_uri)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 class _BridgeProcess:
@@ -436,11 +455,11 @@ class WorkerPool:
         return max(0, min(self.size - len(self.busy), len(self.idle)))
 
     def can_take(self, task: Task) -> bool:
-        """Whether an idle worker can run `task` now: a bridge runs only BRIDGE_KINDS."""
-        return self.free > 0 and any(not w.bridge or task.kind in BRIDGE_KINDS for w in self.idle)
+        """Whether an idle worker can run `task` now: a bridge runs only what `bridge_can_run`."""
+        return self.free > 0 and any(not w.bridge or bridge_can_run(task) for w in self.idle)
 
     def submit(self, task: Task) -> None:
-        suitable = [w for w in self.idle if not w.bridge or task.kind in BRIDGE_KINDS]
+        suitable = [w for w in self.idle if not w.bridge or bridge_can_run(task)]
         if not suitable or self.free <= 0:
             raise RuntimeError(f"no idle worker can run task {task.task_id!r} now")
         worker = next((w for w in suitable if not w.bridge), suitable[0])
@@ -477,13 +496,27 @@ class WorkerPool:
         now = time.monotonic()
         for conn, (worker, task, started) in list(self.busy.items()):
             if task.timeout is not None and now - started > task.timeout:
-                del self.busy[conn]
-                worker.process.kill()
-                worker.process.join(5)
-                conn.close()
+                self._kill(conn)
                 out.append(Done(task.task_id, False, None, f"timed out after {task.timeout}s: killed", now - started))
-                self._replace(worker)
         return out
+
+    def cancel(self, which) -> list[Task]:
+        """Stop the running tasks for which `which(task)` is true: each is killed with its worker
+        (dead when this returns: it writes nothing more), and another worker takes its place. No
+        Done comes for them. Returns them."""
+        cancelled = []
+        for conn, (_, task, _) in list(self.busy.items()):
+            if which(task):
+                self._kill(conn)
+                cancelled.append(task)
+        return cancelled
+
+    def _kill(self, conn) -> None:
+        worker, _, _ = self.busy.pop(conn)
+        worker.process.kill()
+        worker.process.join(5)
+        conn.close()
+        self._replace(worker)
 
     def running(self) -> list[Task]:
         return [task for _, task, _ in self.busy.values()]
