@@ -134,3 +134,13 @@ def test_numeric_array():
     assert _numeric_array([{"a": 2**62, "b": 0.5}], ["a", "b"]) is None
     assert _numeric_array([{"a": "1", "b": 0.5}], ["a", "b"]) is None
     assert _numeric_array([{"a": False, "b": 0.5}], ["a", "b"]) is None
+
+
+def test_predictions_become_json_values_as_json_scalar_makes_them():
+    from dagsmith.runtime.data import json_scalar
+    from dagsmith.serving.app import _json_list
+
+    for raw in (np.array([1, 2], dtype=np.int64), np.array([True, False]), np.array([0.5, np.nan, np.inf]),
+                np.array(["a", "b"], dtype=object), np.array([3, 4], dtype=np.uint8)):
+        fast, slow = _json_list(raw), [json_scalar(v) for v in list(raw)]
+        assert fast == slow and [type(v) for v in fast] == [type(v) for v in slow]

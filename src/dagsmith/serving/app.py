@@ -438,7 +438,7 @@ def _json_list(raw) -> list:
     if kind in ("i", "u", "b") and getattr(raw, "ndim", 0) == 1:
         return raw.tolist()
     if kind == "f" and getattr(raw, "ndim", 0) == 1:
-        return [v if math.isfinite(v) else None for v in raw.tolist()]
+        return [None if v != v else v for v in raw.tolist()]  # NaN: missing, as json_scalar says
     return [json_scalar(v) for v in list(raw)]
 
 
