@@ -167,3 +167,23 @@ def test_preload_is_quiet_and_reports_what_failed(tmp_path):
     # what the module printed and warned went nowhere; it saw the environment asked for, which
     # was put back afterwards
     assert (done.stdout, done.stderr) == ("['no_such_module_here'] 1 None\n", "")
+
+
+def test_the_fork_server_starts_before_the_compile_and_leaves_nothing_behind(project):
+    """`dagsmith run` starts the fork server before it compiles the spec; it waits for the
+    pool's request (a file in a temporary folder), and is gone with its folder when the run ends,
+    also when there never is a pool (a spec error)."""
+    tmp = project / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "FLAGS": str(project / "flags")}
+    (project / "bad.yaml").write_text(SOURCE.replace("type: csv", "type: nope"))
+    done = subprocess.run([DAGSMITH, "run", "bad.yaml"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith("bad.yaml:") and ": error: " in line for line in lines)  # nothing from the fork server
+    assert list(tmp.iterdir()) == []
+    (project / "pipeline.yaml").write_text(SOURCE + VALIDATIONS)
+    done = subprocess.run([DAGSMITH, "run", "pipeline.yaml", "--format", "json"], capture_output=True, text=True, env=env, timeout=300)
+    record = json.loads(done.stdout)
+    assert record["status"] == "succeeded" and result(project, record, "first_check")["gx"]["preloaded"]
+    assert list(tmp.iterdir()) == []

@@ -19,6 +19,15 @@ from .executor import Executor
 from .record import RunRecord, new_run_id
 
 
+def warm_up() -> None:
+    """Start the workers' fork server now, before the IR is known: its start-up overlaps what
+    the caller does meanwhile (compiling the spec); it preloads once the run's pool says what
+    (pool.start_fork_server_early)."""
+    from .pool import start_fork_server_early
+
+    start_fork_server_early()
+
+
 def run_dir(workdir: Path, run_id: str) -> Path:
     return Path(workdir) / "runs" / run_id
 

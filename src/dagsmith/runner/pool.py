@@ -10,7 +10,10 @@ training, DuckDB and pyarrow for sources and features: `preload_modules`) are im
 run, in the fork server, before it forks the first worker: every worker, and every replacement
 of a killed one, starts with them loaded, and no step pays for them. The runner asks for them
 through an environment variable the fork server reads when it imports this module (its preload
-list names it); only the fork server that runner started acts on it.
+list names it); only the fork server that runner started acts on it. `dagsmith run` starts the
+fork server before it compiles the spec (`start_fork_server_early`): it then waits for that
+request, which the first pool writes to a file, and its interpreter's start-up overlaps the
+compile.
 
 That import takes seconds on one core. Meanwhile, when the IR has steps that need it and the
 machine has another core, a "bridge" worker (a fresh interpreter, not a fork) runs the steps
@@ -76,6 +79,8 @@ PRELOAD_VARIABLE = "DAGSMITH_FORKSERVER_PRELOAD"  # set only while the runner st
 WARM_UP_PATIENCE = 300.0  # seconds without the fork server's "ready": start its workers anyway
 
 _fork_server_started = False  # by a pool of this process: later pools use it as it is
+_early_request: str | None = None  # where a fork server started early waits for its request
+REQUEST_POLL = 0.002  # seconds between a waiting fork server's looks for its request
 
 
 def preload_modules(ir) -> list[str]:
@@ -143,16 +148,38 @@ def _preload_in_fork_server() -> None:
     # dies meanwhile, the imports stop, and the fork server sees it gone and exits.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        if request.get("await"):  # started early: what to import comes once the runner knows
+            request = _await_request(request["await"], parent) or {}
         preload(request.get("modules") or [], request.get("environ") or {}, keep_going=lambda: os.getppid() == parent)
     finally:
         signal.signal(signal.SIGINT, previous)  # what the fork server gives its children back
         atexit.register(_exit_now, os.getpid())  # registered last, so it runs first
-        if request.get("ready"):
+        if isinstance(request, dict) and request.get("ready"):
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
                     ready.sendto(b"ready", request["ready"])
             except OSError:
                 pass  # the runner is gone, or no longer waits
+
+
+def _await_request(path: str, parent: int) -> dict | None:
+    """A fork server started early: the request its runner writes at `path` (then removed,
+    with its folder), or None when the runner is gone first (or wrote no request)."""
+    try:
+        while True:
+            try:
+                with open(path, encoding="utf-8") as file:
+                    request = json.load(file)
+                return request if isinstance(request, dict) else None
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError):
+                return None
+            if os.getppid() != parent:
+                return None
+            time.sleep(REQUEST_POLL)
+    finally:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
 def _exit_now(fork_server: int) -> None:
@@ -176,16 +203,53 @@ def _start_fork_server(context, modules: list[str], environ: dict, ready: str | 
     on the datagram socket at `ready`. Once per process: False when a pool of this process
     started it before (a later pool, e.g. of `dagsmith watch`, uses it as it is, with what the
     first asked for; its workers import anything else themselves, as steps need it)."""
-    global _fork_server_started
-    context.set_forkserver_preload(["dagsmith.runtime", "dagsmith.runtime.store", __name__])
+    global _early_request
+    request = {"parent": os.getpid(), "modules": modules, "environ": environ, "ready": ready}
+    if _early_request is not None:  # started early, and waiting for this
+        path, _early_request = _early_request, None
+        staged = f"{path}.{os.getpid()}.tmp"
+        with open(staged, "w", encoding="utf-8") as file:
+            json.dump(request, file)
+        os.replace(staged, path)  # all at once: it reads a whole request or none
+        return True
     if _fork_server_started:
+        context.set_forkserver_preload(_FORK_SERVER_IMPORTS)
         return False
-    os.environ[PRELOAD_VARIABLE] = json.dumps({"parent": os.getpid(), "modules": modules, "environ": environ, "ready": ready})
+    _launch(context, request)
+    return True
+
+
+_FORK_SERVER_IMPORTS = ["dagsmith.runtime", "dagsmith.runtime.store", __name__]
+
+
+def _launch(context, request: dict) -> None:
+    global _fork_server_started
+    context.set_forkserver_preload(_FORK_SERVER_IMPORTS)
+    os.environ[PRELOAD_VARIABLE] = json.dumps(request)
     try:
         multiprocessing.forkserver.ensure_running()  # starts it; the imports go on in the background
     finally:
         os.environ.pop(PRELOAD_VARIABLE, None)
     _fork_server_started = True
+
+
+def start_fork_server_early() -> bool:
+    """Start the fork server now, before the IR is known (`dagsmith run`, before it compiles
+    the spec): its interpreter starts and imports the runtime meanwhile, then waits for the first
+    pool's request (what to preload, where to say it is ready). False when this process has one
+    already. A runner that never makes a pool leaves it waiting until the runner exits; then it
+    exits too, having imported nothing more."""
+    global _early_request
+    if _fork_server_started:
+        return False
+    folder = tempfile.mkdtemp(prefix="dagsmith-forkserver-")
+    path = os.path.join(folder, "request.json")
+    try:
+        _launch(multiprocessing.get_context("forkserver"), {"parent": os.getpid(), "await": path})
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    _early_request = path
     return True
 
 
