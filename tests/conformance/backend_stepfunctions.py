@@ -15,11 +15,13 @@ Catch, the callbacks, the DynamoDB lock) is moto's interpreter.
 Task instances (Outcome.instances) come from the execution itself: a Distributed Map's child
 executions (its map run, found by the Map's Label), an inline Map's iterations (its
 MapIterationStarted events); a fan-out compiled as a Distributed Map that succeeded without a
-map run is an error here, so the scenario over the map limit proves the distributed path ran.
+map run is an error here, so the scenario over the map limit proves the distributed path ran. A
+FAILED execution must end in the Fail state naming a failed step (dagsmith.ValidationFailed for
+a validation): the failing-validation scenario proves the execution "fails naming it".
 
 moto runs in ONE worker process of this adapter (mock_aws patches botocore process-wide, so the
 pytest process and the other lanes stay untouched) with a moto server thread the task processes
-reach (AWS_ENDPOINT_URL). Two moto gaps are bridged in the hook or the input, not the backend:
+reach (AWS_ENDPOINT_URL). Three moto gaps are bridged in the hook, the harness or the input, not the backend:
 moto's interpreter does not convert ECS/Batch parameters to boto's casing (so the hook reads
 them itself), its CloudFormation creates state machines where its interpreter does not look
 (the harness points it at the interpreter's backend), and its `$$.Execution.StartTime` is a datetime object its intrinsics cannot read
@@ -114,11 +116,19 @@ class Worker:
                 "items": view.items(), "deployed": view.deployed()}
 
     def run(self, machine: str, execution_input: dict, name: str, timeout: float = 900) -> dict:
+        return self.run_many(machine, [execution_input], [name], timeout)[0]
+
+    def run_many(self, machine: str, inputs: list, names: list, timeout: float = 900) -> list:
+        """Start the executions at once (a burst of triggers), then wait for each."""
         import boto3
 
         sfn = boto3.client("stepfunctions", region_name=REGION)
         self.running = machine.rsplit(":", 1)[-1]
-        arn = sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(execution_input))["executionArn"]
+        arns = [sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(execution_input))["executionArn"]
+                for execution_input, name in zip(inputs, names)]
+        return [self._wait(sfn, arn, name, timeout) for arn, name in zip(arns, names)]
+
+    def _wait(self, sfn, arn: str, name: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while True:
             described = sfn.describe_execution(executionArn=arn)
@@ -361,6 +371,12 @@ class StepFunctionsAdapter(Adapter):
         for step in handle["distributed"]:  # compiled as a Distributed Map: it must have run as one
             assert states.get(step) != "succeeded" or asl.map_label(step) in got["map_runs"], (
                 f"{step} succeeded without a map run: {got['map_runs']}")
+        if got["status"] == "FAILED":  # the Fail state names the failed step, or the validation and says so
+            kinds = {s["id"]: s["kind"] for s in ir["steps"]}
+            failure = got["failure"] or {}
+            named = [sid for sid, state in states.items() if state == "failed" and f"{sid!r}" in failure.get("cause", "")]
+            assert named and failure.get("error") == ("dagsmith.ValidationFailed" if kinds[named[0]] == "validate" else "dagsmith.StepFailed"), (
+                f"the execution failed without naming its failed step: {failure}, {states}")
         return Outcome(
             backend=self.name,
             status=status,
