@@ -1,8 +1,9 @@
 """Speculation in the local runner (runner/executor.py): a training that waits only for the
-validations of the table it reads starts before they pass, and nothing of it shows until they
-do. Each scenario runs twice, with speculation and without (SPECULATIVE_KINDS emptied), and the
-records must be the same; what the speculative run did is told by the progress lines and by
-marker files the model's code writes outside the store.
+validations of the table it reads starts before they pass (here on a bridge too, whatever the
+machine's load: DAGSMITH_SPECULATE_ON_BRIDGE=1), and nothing of it shows until they do. Each
+scenario runs twice, with speculation and without (SPECULATIVE_KINDS emptied), and the records
+must be the same; what the speculative run did is told by the progress lines and by marker files
+the model's code writes outside the store.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dagsmith.runner.executor import SPECULATIVE_KINDS, Executor
+from dagsmith.runner.executor import SPECULATE_ON_BRIDGE, SPECULATIVE_KINDS, Executor, speculate_on_bridge
 from dagsmith.runner.pool import BRIDGE_KINDS, Task, bridge_can_run
 from dagsmith.runtime.store import LocalStore
 from dagsmith_testing import compile_path
@@ -99,7 +100,9 @@ def run(project: Path, text: str, name: str, *, speculate: bool = True, env: dic
     workdir = project / name
     argv = ([DAGSMITH] if speculate else WITHOUT_SPECULATION) + ["run", "pipeline.yaml", "--workdir", str(workdir), "--format", "json", *args]
     started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "FLAGS": str(flags), **(env or {})})
+    # On a bridge too, whatever the machine's load: what these tests look at is the bridge's work.
+    env = {**os.environ, "FLAGS": str(flags), SPECULATE_ON_BRIDGE: "1", **(env or {})}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     record = json.loads(done.stdout)
     assert done.returncode == (1 if record["status"] == "failed" else 0), done.stderr[-3000:]
     markers = [json.loads(p.read_text()) for p in sorted(flags.iterdir()) if p.name.startswith("fit-")]
@@ -127,10 +130,25 @@ def cache_entries(workdir: Path) -> list[dict]:
 
 def test_what_may_speculate():
     assert SPECULATIVE_KINDS == {"train"}  # never custom, deploy or anything with effects
-    assert bridge_can_run(Task("t#0", "t", 0, None, kind="train", speculative=True))
+    assert bridge_can_run(Task("t#0", "t", 0, None, kind="train", speculative=True, on_bridge=True))
+    assert not bridge_can_run(Task("t#0", "t", 0, None, kind="train", speculative=True))
     assert not bridge_can_run(Task("t#0", "t", 0, None, kind="train"))
     assert not bridge_can_run(Task("v", "v", None, None, kind="validate"))
     assert all(bridge_can_run(Task("s", "s", None, None, kind=kind)) for kind in BRIDGE_KINDS)
+
+
+def test_a_bridge_speculates_only_with_a_core_to_spare(monkeypatch):
+    monkeypatch.delenv(SPECULATE_ON_BRIDGE, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.7, 0.5, 0.5))
+    assert speculate_on_bridge()
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.5, 0.5))  # someone else's work on both cores
+    assert not speculate_on_bridge()
+    monkeypatch.setenv(SPECULATE_ON_BRIDGE, "1")
+    assert speculate_on_bridge()
+    monkeypatch.setenv(SPECULATE_ON_BRIDGE, "0")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert not speculate_on_bridge()
 
 
 def test_only_a_training_waiting_for_checks_it_does_not_read_is_guarded(project, tmp_path):

@@ -6,7 +6,8 @@ whose outputs it does not read (a training waits for the checks of the table it 
 their results) starts early, on workers nothing certain needs (while Great Expectations is
 imported for those validations, the bridge). Until they pass, nothing of it is published: the
 record keeps it pending (no attempts, no items done), its fan-out stays incomplete, no cache entry
-is written. When they pass, it is adopted: recorded as running since its first task started, its
+is written. On a bridge only when a core is spare (`speculate_on_bridge`): there it imports
+its libraries itself, which the fork server does too. When they pass, it is adopted: recorded as running since its first task started, its
 finished items count, and the rest goes on as usual. When one of them fails, or a speculative task
 fails, or the step turns out cached, it is discarded: its tasks killed, its outputs and logs
 removed from the run's folder; then it is recorded exactly as without speculation (skipped; or run
@@ -37,6 +38,22 @@ from .record import FINISHED, TERMINAL, RunRecord
 # they write is the run's own outputs, nothing else), and costly enough to be worth it. Never
 # custom steps, deploy, or anything else with effects.
 SPECULATIVE_KINDS = frozenset({"train"})
+SPECULATE_ON_BRIDGE = "DAGSMITH_SPECULATE_ON_BRIDGE"  # "1" always, "0" never; unset: when a core is spare
+
+
+def speculate_on_bridge() -> bool:
+    """Whether a bridge may run speculative tasks. It imports their libraries itself (the fork
+    server imports them too): worth it on a core nothing else wants, and a loss on a machine
+    already busy (it slows the fork server's import the validations wait for). Yes when the
+    1-minute load average leaves a core besides the fork server's."""
+    forced = os.environ.get(SPECULATE_ON_BRIDGE)
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return False
+    return load <= (os.cpu_count() or 1) - 1
 
 
 @dataclass
@@ -82,6 +99,7 @@ class Executor:
     speculating: dict = field(default_factory=dict)  # step id -> Speculation
     no_speculation: set = field(default_factory=set)  # steps that could not start speculatively: they start as usual
     pool: WorkerPool | None = None
+    bridge_speculation: bool = False  # speculative tasks may run on a bridge (speculate_on_bridge)
 
     # --- setup --------------------------------------------------------------------------
 
@@ -107,6 +125,7 @@ class Executor:
         pool = self.pool = WorkerPool(self.max_parallel, str(self.ir_path), self.store.uri, preload=preload_modules(self.ir),
                                       bridges=needs_bridges(self.ir), environ=preload_environ)
         self.guards = self.speculation_guards()
+        self.bridge_speculation = bool(self.guards) and speculate_on_bridge()
         try:
             self.recover_finished()
             while True:
@@ -199,7 +218,7 @@ class Executor:
     def start_speculation(self, step: Step, guards: tuple[str, ...]) -> None:
         spec = Speculation(guards=tuple(g for g in guards if self.record.state(g) not in FINISHED))
         if step.fanout is None:
-            spec.queued.append(Task(step.id, step.id, None, step.timeout, speculative=True))
+            spec.queued.append(Task(step.id, step.id, None, step.timeout, speculative=True, on_bridge=self.bridge_speculation))
         else:
             from ..runtime.fanout import item_count
 
@@ -210,7 +229,8 @@ class Executor:
                 return
             todo = [i for i in range(total) if self.store.manifest(self.store.step_key(self.values.run_id, step.id, i)) is None]
             self.fanouts[step.id] = FanOutState(total=total, queue=todo, done=total - len(todo), limit=step.fanout.max_parallel)
-            spec.queued += [Task(f"{step.id}#{item}", step.id, item, step.timeout, speculative=True) for item in todo]
+            spec.queued += [Task(f"{step.id}#{item}", step.id, item, step.timeout, speculative=True, on_bridge=self.bridge_speculation)
+                            for item in todo]
         self.speculating[step.id] = spec
         self.event(step.id, f"started speculatively (it counts once {', '.join(spec.guards)} pass)")
 
@@ -235,7 +255,7 @@ class Executor:
         fan = self.fanouts.get(step.id)
         self.event(step.id, "started" + (f" ({fan.done}/{fan.total} items done speculatively)" if fan and fan.done else ""))
         for task in spec.queued:
-            task.speculative = False
+            task.speculative = task.on_bridge = False
             self.enqueue(task)
         if fan is not None:
             self.record.update(step.id, items={"total": fan.total, "done": fan.done, "failed": 0})

@@ -17,9 +17,10 @@ compile.
 
 That import takes seconds on one core. Meanwhile, when the IR has steps that need it and the
 machine has another core, a "bridge" worker (a fresh interpreter, not a fork) runs the steps
-that need none of it: sources, features, custom steps, and speculative tasks (executor.py: a
-training that may start before the validations it waits for, whose libraries the bridge imports
-itself rather than wait for Great Expectations). The fork server says when it is ready (a
+that need none of it: sources, features, custom steps, and the tasks marked `on_bridge`
+(executor.py: a speculative training, which may start before the validations it waits for; the
+bridge imports its libraries itself rather than wait for Great Expectations). The fork server
+says when it is ready (a
 datagram on a socket of the pool's); then the preloaded workers start, and the bridge is retired
 as soon as it is idle.
 """
@@ -68,8 +69,8 @@ KIND_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 # What a bridge worker runs while the fork server imports: the steps that need none of the slow
-# libraries (a custom step imports what its own code imports, wherever it runs); and any
-# speculative task (see `bridge_can_run`).
+# libraries (a custom step imports what its own code imports, wherever it runs); and the tasks
+# marked `on_bridge` (see `bridge_can_run`).
 BRIDGE_KINDS = frozenset({"source", "feature", "custom"})
 
 # A train step's estimator is preloaded too when it comes from one of these libraries.
@@ -265,13 +266,13 @@ class Task:
     log_path: str | None = None  # the task's stdout and stderr (its own and its children's)
     kind: str | None = None  # the step's kind: whether a bridge can run it
     speculative: bool = False  # started before validations it waits for passed (executor.py)
+    on_bridge: bool = False  # a bridge may run it, though its kind needs the preload
 
 
 def bridge_can_run(task: Task) -> bool:
-    """A bridge runs the kinds that need no preloaded library, and speculative tasks: those
-    exist only while the validations they wait for wait for Great Expectations' import, so
-    importing their own (lighter) libraries on the bridge beats waiting for it."""
-    return task.kind in BRIDGE_KINDS or task.speculative
+    """A bridge runs the kinds that need no preloaded library, and tasks the runner marked
+    `on_bridge` (speculative ones, while they are worth importing their libraries twice)."""
+    return task.kind in BRIDGE_KINDS or task.on_bridge
 
 
 @dataclass
