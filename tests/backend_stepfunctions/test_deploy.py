@@ -15,7 +15,9 @@ What moto's CloudFormation (5.2.5, moto/cloudformation/models.py) can and cannot
   therefore INJECTED at the boto3 client boundary in test_failed_update_rolls_back: the
   cloudformation client's execute_change_set does what AWS does for an update that fails on a
   resource (status UPDATE_IN_PROGRESS -> UPDATE_ROLLBACK_IN_PROGRESS -> UPDATE_ROLLBACK_COMPLETE,
-  a StateMachine UPDATE_FAILED event, the resources unchanged), everything else is moto's.
+  a StateMachine UPDATE_FAILED event, the resources unchanged), everything else is moto's; the
+  same for a rollback that fails (exit 4, and the next deploy refused until
+  continue-update-rollback) and a failed creation (its empty stack deleted).
 """
 
 from __future__ import annotations
@@ -136,13 +138,25 @@ def test_failed_update_moto_does_not_roll_back(aws, tmp_path, capsys):
     assert "internal error" not in said and "Traceback" not in said
 
 
+class Failure:
+    """The stack as CloudFormation reports it once a change set's resource failed: the statuses it
+    goes through, ending in `final`, and the failing resource's event."""
+
+    def __init__(self, final: str):
+        self.final, self.calls, self.failed_at, self.kind, self.deleted = final, 0, None, None, False
+
+    def sequence(self) -> list[str]:
+        if self.kind == "CREATE":
+            return ["CREATE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS", "ROLLBACK_COMPLETE"]
+        return ["UPDATE_IN_PROGRESS", "UPDATE_ROLLBACK_IN_PROGRESS", self.final]
+
+
 class RollingBack:
     """The cloudformation client, except execute_change_set: what AWS does when a resource of the
-    change set fails (see the module), ending in `final`. Everything else is moto's."""
+    change set fails (see the module), told by `failure`. Everything else is moto's."""
 
-    def __init__(self, client, final: str):
-        self.client, self.final, self.calls = client, final, 0
-        self.failed_at = None
+    def __init__(self, client, failure: Failure):
+        self.client, self.failure = client, failure
 
     def __getattr__(self, name):
         return getattr(self.client, name)
@@ -150,59 +164,59 @@ class RollingBack:
     def execute_change_set(self, **kwargs):
         change_set = self.client.describe_change_set(**kwargs)
         assert change_set["ExecutionStatus"] == "AVAILABLE"
-        self.failed_at = dt.datetime.now(dt.timezone.utc)
-        self.kind = "UPDATE" if self.client.describe_stacks(StackName=kwargs["StackName"])["Stacks"][0]["StackStatus"] != "REVIEW_IN_PROGRESS" else "CREATE"
-        return {}
-
-    def sequence(self) -> list[str]:
-        if self.kind == "CREATE":
-            return ["CREATE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS", "ROLLBACK_COMPLETE"]
-        return ["UPDATE_IN_PROGRESS", "UPDATE_ROLLBACK_IN_PROGRESS", self.final]
+        status = self.client.describe_stacks(StackName=kwargs["StackName"])["Stacks"][0]["StackStatus"]
+        self.failure.kind = "CREATE" if status == "REVIEW_IN_PROGRESS" else "UPDATE"
+        self.failure.failed_at = dt.datetime.now(dt.timezone.utc)
+        return {}  # the resources are not touched: what the rollback leaves
 
     def describe_stacks(self, **kwargs):
         got = self.client.describe_stacks(**kwargs)
-        if self.failed_at is not None and not getattr(self, "deleted", False):
-            statuses = self.sequence()
-            got["Stacks"][0]["StackStatus"] = statuses[min(self.calls, len(statuses) - 1)]
-            self.calls += 1
+        failure = self.failure
+        if failure.failed_at is not None and not failure.deleted:
+            statuses = failure.sequence()
+            got["Stacks"][0]["StackStatus"] = statuses[min(failure.calls, len(statuses) - 1)]
+            failure.calls += 1
         return got
 
     def describe_stack_events(self, **kwargs):
         got = self.client.describe_stack_events(**kwargs)
-        if self.failed_at is not None:
+        failure = self.failure
+        if failure.failed_at is not None:
             failed = {"StackName": kwargs["StackName"], "LogicalResourceId": "StateMachine", "ResourceType": "AWS::StepFunctions::StateMachine",
-                      "ResourceStatus": f"{self.kind}_FAILED", "Timestamp": self.failed_at,
+                      "ResourceStatus": f"{failure.kind}_FAILED", "Timestamp": failure.failed_at,
                       "ResourceStatusReason": "Invalid State Machine Definition: 'SCHEMA_VALIDATION_FAILED'"}
-            got["StackEvents"] = [{**failed, "LogicalResourceId": kwargs["StackName"], "ResourceStatus": self.sequence()[-1],
+            got["StackEvents"] = [{**failed, "LogicalResourceId": kwargs["StackName"], "ResourceStatus": failure.sequence()[-1],
                                    "ResourceType": "AWS::CloudFormation::Stack", "ResourceStatusReason": None}, failed] + got["StackEvents"]
         return got
 
     def delete_stack(self, **kwargs):
-        self.deleted = True
+        self.failure.deleted = True
         return self.client.delete_stack(**kwargs)
 
 
 @pytest.fixture
 def injected(aws, monkeypatch):
-    """Install a RollingBack cloudformation client ending in the given status; returns it."""
+    """install(final) -> the Failure every cloudformation client made from then on reports
+    (RollingBack); remove() puts the plain clients back."""
     import boto3.session
 
-    made = {}
     original = boto3.session.Session.client
 
-    def install(final: str) -> dict:
-        def client(self, service, *args, **kwargs):
-            real = original(self, service, *args, **kwargs)
-            if service != "cloudformation":
-                return real
-            made["client"] = RollingBack(real, final)
-            return made["client"]
+    class Injection:
+        def install(self, final: str) -> Failure:
+            failure = Failure(final)
 
-        monkeypatch.setattr(boto3.session.Session, "client", client)
-        made["remove"] = lambda: monkeypatch.setattr(boto3.session.Session, "client", original)
-        return made
+            def client(session, service, *args, **kwargs):
+                real = original(session, service, *args, **kwargs)
+                return RollingBack(real, failure) if service == "cloudformation" else real
 
-    yield install
+            monkeypatch.setattr(boto3.session.Session, "client", client)
+            return failure
+
+        def remove(self):
+            monkeypatch.setattr(boto3.session.Session, "client", original)
+
+    yield Injection()
     monkeypatch.setattr(boto3.session.Session, "client", original)
 
 
@@ -216,26 +230,29 @@ def test_failed_update_rolls_back(aws, injected, tmp_path, capsys, final, code, 
     assert cli(capsys, v1)[0] == 0
     before = definition(aws)
 
-    made = injected(final)
+    failure = injected.install(final)
     got, said = cli(capsys, v2)
-    assert made["client"].failed_at is not None  # the change set was really made and executed
+    assert failure.kind == "UPDATE"  # the change set was really made, from v2, and executed
     assert got == code, said
     assert "stack pipe: the update failed (StateMachine: Invalid State Machine Definition: 'SCHEMA_VALIDATION_FAILED')" in said, said
     assert says in said, said
     assert definition(aws) == before and retry_attempts(aws) == 1  # the previous version serves
-    assert [c for c in aws.client("cloudformation").list_change_sets(StackName="pipe")["Summaries"]
-            if c["ExecutionStatus"] == "AVAILABLE"], "the change set was created from v2"
 
-    made["remove"]()  # the cause fixed: the next deploy updates
-    got, said = cli(capsys, v2)
-    assert got == 0 and "stack pipe: updated" in said, said
-    assert retry_attempts(aws) == 3
+    if final == "UPDATE_ROLLBACK_COMPLETE":
+        injected.remove()  # the cause fixed: the next deploy updates
+        got, said = cli(capsys, v2)
+        assert got == 0 and "stack pipe: updated" in said, said
+        assert retry_attempts(aws) == 3
+    else:  # the stack needs a person: the next deploy changes nothing and says what to do
+        got, said = cli(capsys, v2)
+        assert got == 2 and "continue-update-rollback" in said, said
+        assert definition(aws) == before
 
 
 def test_failed_create_is_rolled_back_and_removed(aws, injected, tmp_path, capsys):
-    made = injected("UPDATE_ROLLBACK_COMPLETE")
+    failure = injected.install("UPDATE_ROLLBACK_COMPLETE")
     got, said = cli(capsys, spec(tmp_path / "v1"))
-    assert made["client"].kind == "CREATE"
+    assert failure.kind == "CREATE" and failure.deleted
     assert got == 1 and "stack pipe: creation failed (StateMachine: Invalid State Machine Definition" in said, said
     assert "the empty stack was deleted: nothing is deployed" in said, said
     stacks = [s for s in aws.client("cloudformation").list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]

@@ -41,6 +41,9 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
     existing = _stack(cfn, stack)
     if existing and existing["StackStatus"] in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED"):
         raise UsageError(f"stack {stack} is {existing['StackStatus']} (its creation failed): delete it, then deploy again")
+    if existing and existing["StackStatus"] == "UPDATE_ROLLBACK_FAILED":
+        raise UsageError(f"stack {stack} is UPDATE_ROLLBACK_FAILED (an earlier update's rollback failed): finish it with "
+                         "`aws cloudformation continue-update-rollback`, then deploy again")
     if existing and existing["StackStatus"].endswith("_IN_PROGRESS"):
         raise UsageError(f"stack {stack} is {existing['StackStatus']}: wait until it settles, then deploy again")
     parameters = _parameters(template, existing)
