@@ -789,7 +789,13 @@ class _Execution:
         except OSError as exc:  # the runtime cannot start the command: the container never ran
             return {"phase": "Error", "message": f"StartError: failed to start {argv[0]!r}: {exc}", "argv": argv}
         try:
-            out, err = proc.communicate(timeout=limit)
+            try:
+                out, err = proc.communicate(timeout=limit)
+            except (KeyboardInterrupt, SystemExit, Exception) as exc:
+                if not isinstance(exc, subprocess.TimeoutExpired):  # interrupted: leave no pod behind
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                raise
             code, message = proc.returncode, ""
             phase = "Succeeded" if code == 0 else "Failed"
             if code:

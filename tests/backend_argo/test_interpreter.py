@@ -552,3 +552,71 @@ def test_a_resource_template_runs_a_pytorchjob_through_the_training_operator_sta
     assert (node.type, node.phase) == ("Resource", phase), node.message
     assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0", "rank-1"]
     assert (tmp_path / "rank-1").read_text() == "2"
+
+
+LANDED = """
+dagsmith: 1
+pipeline: {name: landed}
+defaults: {image: "ghcr.io/acme/landed:1"}
+sources: {people: {type: csv, uri: people.csv}}
+steps:
+  mark: {after: [people], run: {command: [PY, -c, "import os; open('mark-' + os.environ['DAGSMITH_RUN_ID'], 'w')"]}}
+triggers:
+  schedule: "0 3 * * *"
+  on_new_data:
+    - {source: people, min_interval: 1h, queue: "https://sqs.eu-west-1.amazonaws.com/123456789012/landed"}
+backends:
+  argo: {store: "s3://landed/dagsmith"}
+"""
+
+
+@pytest.mark.slow
+def test_sensor_and_cron_runs_of_a_compiled_pipeline_with_min_interval(tmp_path, aws_s3):
+    """The backend's own output end to end: the Sensor's trigger (an SQS event of a new object)
+    submits a run that is admitted; an event of data that landed before that run started gives a
+    run whose tasks are all Skipped (covered: the workflow Succeeded); the CronWorkflow's run is
+    not held."""
+    from dagsmith.cli import main
+
+    (tmp_path / "people.csv").write_text("id,x\n1,2\n", encoding="utf-8")
+    (tmp_path / "pipeline.yaml").write_text(LANDED.replace("PY", PY), encoding="utf-8")
+    out = tmp_path / "argo"
+    assert main(["compile", str(tmp_path / "pipeline.yaml"), "--target", "argo", "-o", str(out)]) in (0, None)
+    docs = {p.name.split(".", 1)[1]: yaml.safe_load(p.read_text(encoding="utf-8")) for p in out.glob("*.yaml")}
+    assert set(docs) == {"workflow-template.yaml", "cron-workflow.yaml", "event-source.yaml", "sensor.yaml"}
+    aws_s3.create_bucket(Bucket="landed")
+    (ir_file,) = out.glob("*.ir.json")
+    ir_uri = next(t["container"]["args"][1] for t in docs["workflow-template.yaml"]["spec"]["templates"] if "container" in t)
+    aws_s3.upload_file(str(ir_file), "landed", ir_uri[len("s3://landed/"):])
+    env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    env["PATH"] = f"{os.path.dirname(PY)}{os.pathsep}{os.environ['PATH']}"
+    interp = Interpreter(base_env=env, cwd=tmp_path, scratch=tmp_path, workflow_templates={"landed": docs["workflow-template.yaml"]})
+
+    def event(at: str) -> dict:
+        body = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "in"}, "object": {"key": f"people/{at}.csv"}}}]}
+        return {"context": {"id": at, "source": "landed", "type": "sqs", "specversion": "1.0", "time": at}, "data": {"body": body}}
+
+    (dep,) = [d["name"] for d in docs["sensor.yaml"]["spec"]["dependencies"]]
+    now = dt.datetime.now(dt.timezone.utc)
+    landed = now - dt.timedelta(minutes=10)
+    (first,) = sensor_workflows(docs["sensor.yaml"], {dep: event(landed.strftime("%Y-%m-%dT%H:%M:%SZ"))})
+    run1 = interp.submit(first)
+    assert run1.phase == "Succeeded", run1.summary()
+    assert {n.task: n.phase for n in run1.pods()} == {"dagsmith-admit": "Succeeded", "people": "Succeeded", "mark": "Succeeded"}
+    assert run1.of_task("dagsmith-admit")[0].outputs == {"status": "admit"}
+    assert (tmp_path / f"mark-{run1.name}").exists()
+
+    # data that landed before the first run started: that run read it (a later landing would be
+    # held in the admit pod until min_interval passes: `admit --wait`)
+    before = now - dt.timedelta(minutes=5)
+    (second,) = sensor_workflows(docs["sensor.yaml"], {dep: event(before.strftime("%Y-%m-%dT%H:%M:%SZ"))})
+    run2 = interp.submit(second)
+    assert run2.phase == "Succeeded", run2.summary()
+    assert run2.of_task("dagsmith-admit")[0].outputs == {"status": "covered"}, run2.summary()
+    assert {n.task: n.phase for n in run2.nodes if n.type != "DAG" and n.task != "dagsmith-admit"} == {"people": "Skipped", "mark": "Skipped"}
+    assert not (tmp_path / f"mark-{run2.name}").exists()
+
+    later = now + dt.timedelta(minutes=5)
+    cron = interp.cron_workflow(docs["cron-workflow.yaml"], later)
+    run3 = interp.submit(cron, created=later)
+    assert run3.phase == "Succeeded" and (tmp_path / f"mark-{run3.name}").exists(), run3.summary()
