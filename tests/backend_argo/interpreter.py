@@ -570,6 +570,10 @@ class Interpreter:
             if value is None:
                 raise Invalid(f"{path}: spec.arguments.{name}.value is required")
             value = _scalar_text(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else str(value)
+            if "{{" in value:
+                # the controller substitutes the workflow's variables into its spec, arguments
+                # included (operator.go substituteGlobalVariables, unknown tags left as they are)
+                raise Unsupported(f"{path}.value", f"a parameter value with '{{{{' ({value!r}): Argo rewrites the variables in it")
             if param.get("enum") is not None and value not in [str(v) for v in param["enum"]]:
                 raise Invalid(f"{path}: value {value!r} is not one of its enum {param['enum']}")
             out[name] = value

@@ -395,6 +395,9 @@ def test_a_workflow_from_a_workflow_template_with_its_variables(tmp_path):
         interp.submit(wt, parameters={"color": "green"})
     with pytest.raises(Invalid, match="not arguments of the workflow"):
         interp.submit(wt, parameters={"colour": "red"})
+    with pytest.raises(Unsupported, match="Argo rewrites the variables in it") as caught:
+        interp.submit(wt, parameters={"size": "{{workflow.name}}"})
+    assert caught.value.path == ".spec.arguments.parameters[1].value"
 
 
 def test_cron_workflow_creates_its_workflow_spec(tmp_path):
@@ -571,26 +574,21 @@ backends:
 
 
 @pytest.mark.slow
-def test_sensor_and_cron_runs_of_a_compiled_pipeline_with_min_interval(tmp_path, aws_s3):
+def test_sensor_and_cron_runs_of_a_compiled_pipeline_with_min_interval(tmp_path, aws_s3, compile_argo, argo_pod_env):
     """The backend's own output end to end: the Sensor's trigger (an SQS event of a new object)
     submits a run that is admitted; an event of data that landed before that run started gives a
     run whose tasks are all Skipped (covered: the workflow Succeeded); the CronWorkflow's run is
     not held."""
-    from dagsmith.cli import main
-
     (tmp_path / "people.csv").write_text("id,x\n1,2\n", encoding="utf-8")
     (tmp_path / "pipeline.yaml").write_text(LANDED.replace("PY", PY), encoding="utf-8")
     out = tmp_path / "argo"
-    assert main(["compile", str(tmp_path / "pipeline.yaml"), "--target", "argo", "-o", str(out)]) in (0, None)
-    docs = {p.name.split(".", 1)[1]: yaml.safe_load(p.read_text(encoding="utf-8")) for p in out.glob("*.yaml")}
+    docs = compile_argo(tmp_path / "pipeline.yaml", out)
     assert set(docs) == {"workflow-template.yaml", "cron-workflow.yaml", "event-source.yaml", "sensor.yaml"}
     aws_s3.create_bucket(Bucket="landed")
     (ir_file,) = out.glob("*.ir.json")
     ir_uri = next(t["container"]["args"][1] for t in docs["workflow-template.yaml"]["spec"]["templates"] if "container" in t)
     aws_s3.upload_file(str(ir_file), "landed", ir_uri[len("s3://landed/"):])
-    env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    env["PATH"] = f"{os.path.dirname(PY)}{os.pathsep}{os.environ['PATH']}"
-    interp = Interpreter(base_env=env, cwd=tmp_path, scratch=tmp_path, workflow_templates={"landed": docs["workflow-template.yaml"]})
+    interp = Interpreter(base_env=argo_pod_env, cwd=tmp_path, scratch=tmp_path, workflow_templates={"landed": docs["workflow-template.yaml"]})
 
     def event(at: str) -> dict:
         body = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "in"}, "object": {"key": f"people/{at}.csv"}}}]}
