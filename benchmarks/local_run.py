@@ -1,6 +1,7 @@
 """`dagsmith run` of the churn example against the cost of importing its libraries, as a table.
 
-    python benchmarks/local_run.py [--repeat 3] [--steps 500] [--baseline-src DIR] [--save FILE] [--compare FILE]
+    python benchmarks/local_run.py [--repeat 3] [--steps 500] [--baseline-src DIR] [--now-env NAME=VALUE]
+                                   [--before-env NAME=VALUE] [--save FILE] [--compare FILE]
 
 Rows (each timed value is the median of --repeat runs; the floor and the churn runs alternate,
 so both see the same machine load):
@@ -20,8 +21,16 @@ so both see the same machine load):
 --baseline-src DIR measures another copy of dagsmith's source too (e.g. the last commit:
 `mkdir /tmp/base && git archive HEAD src | tar -x -C /tmp/base`, then `--baseline-src
 /tmp/base/src`), run with PYTHONPATH=DIR, each of its runs right after the same run of this copy:
-on a shared machine both then see the same load. --save FILE writes the figures as JSON;
---compare FILE shows a saved "now" as the "before" column. The 1-minute load average is printed.
+on a shared machine both then see the same load. --now-env / --before-env NAME=VALUE (repeatable)
+set variables for that copy's dagsmith runs; --before-env alone measures this copy twice, e.g. a
+runtime switch off and on: `--before-env DAGSMITH_SPECULATE_ON_BRIDGE=0 --now-env
+DAGSMITH_SPECULATE_ON_BRIDGE=1`. --save FILE writes the figures as JSON; --compare FILE shows a
+saved "now" as the "before" column. The 1-minute load average is printed.
+
+On a busy machine the ratio says less than it seems: the floor is one process on one core, while
+a run keeps several busy (the fork server importing, a bridge, workers); with every core taken by
+others, a run's wall time follows the CPU time all of them need, not its critical path. So a
+figure measured at a load average above the CPU count is an upper bound of the idle one.
 """
 
 from __future__ import annotations
@@ -189,15 +198,28 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per timed figure (median reported)")
     parser.add_argument("--steps", type=int, default=500, help="no-op steps for the runner overhead")
     parser.add_argument("--baseline-src", metavar="DIR", help="another copy of dagsmith's src/, measured as 'before'")
+    parser.add_argument("--now-env", action="append", default=[], metavar="NAME=VALUE", help="a variable for this copy's runs")
+    parser.add_argument("--before-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a variable for the 'before' runs (without --baseline-src: this copy again)")
     parser.add_argument("--save", metavar="FILE", help="write the figures as JSON")
     parser.add_argument("--compare", metavar="FILE", help="a --save file (without --baseline-src) shown as 'before'")
     args = parser.parse_args()
-    variants = {"now": {}}
-    if args.baseline_src:
-        variants["before"] = {"PYTHONPATH": str(Path(args.baseline_src).resolve())}
+    def variables(pairs: list[str]) -> dict:
+        bad = [pair for pair in pairs if "=" not in pair]
+        if bad:
+            parser.error(f"expected NAME=VALUE: {', '.join(bad)}")
+        return dict(pair.split("=", 1) for pair in pairs)
+
+    variants = {"now": variables(args.now_env)}
+    if args.baseline_src or args.before_env:
+        variants["before"] = {**({"PYTHONPATH": str(Path(args.baseline_src).resolve())} if args.baseline_src else {}),
+                              **variables(args.before_env)}
     figures = measure(args.repeat, args.steps, variants)
     now = figures["now"]
     before = figures.get("before") or (json.loads(Path(args.compare).read_text()) if args.compare else None)
+    for name, env in variants.items():
+        if env:
+            print(f"{name}: {' '.join(f'{k}={v}' for k, v in env.items())}")
     print(f"`dagsmith run` of examples/churn vs importing its libraries ({now['cpus']} CPUs, median of {args.repeat}; "
           f"1-min load average during the rounds: {', '.join(f'{v:.2f}' for v in now['load'])})\n")
     print(table(now, before))
@@ -205,7 +227,7 @@ def main() -> int:
           f"churn runs now (s): {', '.join(f'{v:.2f}' for v in now['churns'])}"
           + (f"; before (s): {', '.join(f'{v:.2f}' for v in before['churns'])}" if before else ""))
     if args.save:
-        Path(args.save).write_text(json.dumps(figures if args.baseline_src else now, indent=2) + "\n")
+        Path(args.save).write_text(json.dumps(figures if "before" in figures else now, indent=2) + "\n")
     return 0
 
 
