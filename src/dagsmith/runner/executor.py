@@ -3,15 +3,16 @@ timeouts, caching, gates, and a run record that survives a kill -9 (see record.p
 
 Speculation: a step of SPECULATIVE_KINDS whose only unfinished upstream steps are validations
 whose outputs it does not read (a training waits for the checks of the table it reads, not for
-their results) starts early, on workers nothing certain needs (while Great Expectations is
-imported for those validations, the bridge). Until they pass, nothing of it is published: the
-record keeps it pending (no attempts, no items done), its fan-out stays incomplete, no cache entry
-is written. On a bridge only when a core is spare (`speculate_on_bridge`): there it imports
-its libraries itself, which the fork server does too. When they pass, it is adopted: recorded as running since its first task started, its
-finished items count, and the rest goes on as usual. When one of them fails, or a speculative task
-fails, or the step turns out cached, it is discarded: its tasks killed, its outputs and logs
-removed from the run's folder; then it is recorded exactly as without speculation (skipped; or run
-again from scratch once they pass, so a failure is retried and recorded as it would be; or cached).
+their results) starts early, on workers no certain task can use: preloaded ones, and, when a core
+is spare (`speculate_on_bridge`), the bridge, while the fork server imports Great Expectations.
+Until they pass, nothing of it is published: the record keeps it pending (no attempts, no items
+done), its fan-out stays incomplete, no cache entry is written, and the outcome of each of its
+tasks is held (after a failure none more starts). When they pass, it is adopted: recorded as
+running since its first task started, its finished items count, its held failures count then
+(retried or failing the step as they would have), and the rest goes on as usual. When one of
+them fails, or the step turns out cached, it is discarded: its running tasks killed, its outputs
+and logs removed from the run's folder, and it is recorded as without speculation (skipped, or
+cached).
 """
 
 from __future__ import annotations
