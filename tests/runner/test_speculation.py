@@ -138,16 +138,24 @@ def test_what_may_speculate():
 
 
 def test_a_bridge_speculates_only_with_a_core_to_spare(monkeypatch):
+    import dagsmith.runner.executor as executor
+
     monkeypatch.delenv(SPECULATE_ON_BRIDGE, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert isinstance(executor.running_now(), int) or not Path("/proc/loadavg").exists()
+    monkeypatch.setattr(executor, "running_now", lambda: 2)  # this runner (asking) and the importing fork server
+    assert speculate_on_bridge()
+    monkeypatch.setattr(executor, "running_now", lambda: 3)  # and someone else's process: no core for the bridge
+    assert not speculate_on_bridge()
+    monkeypatch.setattr(executor, "running_now", lambda: None)  # no /proc: the load average
     monkeypatch.setattr(os, "getloadavg", lambda: (0.7, 0.5, 0.5))
     assert speculate_on_bridge()
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.5, 0.5))  # someone else's work on both cores
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.5, 0.5))
     assert not speculate_on_bridge()
     monkeypatch.setenv(SPECULATE_ON_BRIDGE, "1")
     assert speculate_on_bridge()
     monkeypatch.setenv(SPECULATE_ON_BRIDGE, "0")
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(executor, "running_now", lambda: 0)
     assert not speculate_on_bridge()
 
 

@@ -43,18 +43,32 @@ SPECULATE_ON_BRIDGE = "DAGSMITH_SPECULATE_ON_BRIDGE"  # "1" always, "0" never; u
 
 
 def speculate_on_bridge() -> bool:
-    """Whether a bridge may run speculative tasks. It imports their libraries itself (the fork
-    server imports them too): worth it on a core nothing else wants, and a loss on a machine
+    """Whether a bridge may run speculative tasks now. It imports their libraries itself (the
+    fork server imports them too): worth it on a core nothing else wants, a loss on a machine
     already busy (it slows the fork server's import the validations wait for). Yes when the
-    1-minute load average leaves a core besides the fork server's."""
+    processes running right now are no more than the CPUs: this runner (running only to ask)
+    and its importing fork server, and at most one more per core beyond two; then the bridge
+    gets a core (Linux; elsewhere: the 1-minute load average leaves a core)."""
     forced = os.environ.get(SPECULATE_ON_BRIDGE)
     if forced in ("0", "1"):
         return forced == "1"
+    cpus = os.cpu_count() or 1
+    running = running_now()
+    if running is not None:
+        return running <= cpus
     try:
-        load = os.getloadavg()[0]
+        return os.getloadavg()[0] <= cpus - 1
     except OSError:
         return False
-    return load <= (os.cpu_count() or 1) - 1
+
+
+def running_now() -> int | None:
+    """How many tasks are running or ready to run on this machine now (/proc/loadavg), or None."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as file:
+            return int(file.read().split()[3].partition("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -100,7 +114,6 @@ class Executor:
     speculating: dict = field(default_factory=dict)  # step id -> Speculation
     no_speculation: set = field(default_factory=set)  # steps that could not start speculatively: they start as usual
     pool: WorkerPool | None = None
-    bridge_speculation: bool = False  # speculative tasks may run on a bridge (speculate_on_bridge)
 
     # --- setup --------------------------------------------------------------------------
 
@@ -126,7 +139,6 @@ class Executor:
         pool = self.pool = WorkerPool(self.max_parallel, str(self.ir_path), self.store.uri, preload=preload_modules(self.ir),
                                       bridges=needs_bridges(self.ir), environ=preload_environ)
         self.guards = self.speculation_guards()
-        self.bridge_speculation = bool(self.guards) and speculate_on_bridge()
         try:
             self.recover_finished()
             while True:
@@ -218,8 +230,9 @@ class Executor:
 
     def start_speculation(self, step: Step, guards: tuple[str, ...]) -> None:
         spec = Speculation(guards=tuple(g for g in guards if self.record.state(g) not in FINISHED))
+        on_bridge = self.pool is not None and self.pool.warming and speculate_on_bridge()  # asked once: now
         if step.fanout is None:
-            spec.queued.append(Task(step.id, step.id, None, step.timeout, speculative=True, on_bridge=self.bridge_speculation))
+            spec.queued.append(Task(step.id, step.id, None, step.timeout, speculative=True, on_bridge=on_bridge))
         else:
             from ..runtime.fanout import item_count
 
@@ -230,7 +243,7 @@ class Executor:
                 return
             todo = [i for i in range(total) if self.store.manifest(self.store.step_key(self.values.run_id, step.id, i)) is None]
             self.fanouts[step.id] = FanOutState(total=total, queue=todo, done=total - len(todo), limit=step.fanout.max_parallel)
-            spec.queued += [Task(f"{step.id}#{item}", step.id, item, step.timeout, speculative=True, on_bridge=self.bridge_speculation)
+            spec.queued += [Task(f"{step.id}#{item}", step.id, item, step.timeout, speculative=True, on_bridge=on_bridge)
                             for item in todo]
         self.speculating[step.id] = spec
         self.event(step.id, f"started speculatively (it counts once {', '.join(spec.guards)} pass)")
