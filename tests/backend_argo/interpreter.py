@@ -432,7 +432,7 @@ class Node:
     template: str | None
     annotations: dict
     phase: str  # Succeeded | Failed | Error | Skipped | Omitted
-    type: str = "Pod"  # Pod | DAG | TaskGroup | Skipped | Resource
+    type: str = "Pod"  # Pod | Resource (a resource template) | DAG | Skipped (Skipped, Omitted or Error before it ran)
     item: object = None
     outputs: dict = field(default_factory=dict)
     exit_code: int | None = None

@@ -56,6 +56,17 @@ print(json.dumps({"metrics": view.metrics(), "gates": view.gates(), "validation"
 """
 
 
+class SpecLoader(yaml.SafeLoader):
+    """YAML as dagsmith reads specs: only true/false are booleans (`on:` stays a key)."""
+
+
+SpecLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:bool", __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def spec_text(data: dict) -> str:
     """The spec as JSON (YAML reads it as the same strings); unicode stays raw, except what YAML 1.1
     reads as a line break even inside quotes (as scenarios.write_spec writes specs)."""
@@ -117,7 +128,7 @@ class ArgoAdapter(Adapter):
         with self.lock:
             self.count += 1
             tag = f"{Path(workdir).name}-{self.count}"
-        data = yaml.safe_load(spec.read_text(encoding="utf-8"))
+        data = yaml.load(spec.read_text(encoding="utf-8"), Loader=SpecLoader)
         backends = dict(data.get("backends") or {})
         backends["argo"] = {**(backends.get("argo") or {}), "store": f"s3://{BUCKET}/compiled/{tag}"}
         data["backends"] = backends
@@ -187,7 +198,7 @@ class ArgoAdapter(Adapter):
             if task_id not in steps:
                 continue  # dagsmith-admit, dagsmith-ranges-*
             per_step[task_id].append(STATES[node.phase])
-            pods[task_id] += node.type == "Pod"
+            pods[task_id] += node.type in ("Pod", "Resource")  # a task instance that ran (a pod, or a training job)
         got = subprocess.run([sys.executable, "-c", READ_STORE, str(TESTS), store, result.name, str(handle["ir_file"])],
                              capture_output=True, text=True, env=self.environ(), timeout=300)
         assert got.returncode == 0, got.stderr[-3000:]
