@@ -427,7 +427,7 @@ def run(spec: str, env, params, workdir: str, max_parallel, resume_id, no_cache:
     from . import runner
     from .runner.progress import reporter_for, summary
 
-    runner.warm_up()  # the workers' fork server starts while the spec compiles
+    runner.warm_up(None if resume_id else spec)  # the workers' fork server starts (and imports) while the spec compiles
     reporter = reporter_for(quiet=False)
     if resume_id:
         record = runner.resume(Path(workdir), resume_id, max_parallel=max_parallel, use_cache=not no_cache, reporter=reporter)

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,33 @@ def test_the_fork_server_starts_before_the_compile_and_leaves_nothing_behind(pro
     record = json.loads(done.stdout)
     assert record["status"] == "succeeded" and result(project, record, "first_check")["gx"]["preloaded"]
     assert list(tmp.iterdir()) == []
+
+
+def test_a_fork_server_importing_a_guess_ends_with_its_runner(tmp_path):
+    """Started early, the fork server imports what the spec suggests before the IR is known; a
+    runner that stops first (a spec error) must not leave it importing, holding the runner's
+    output open: it ends within a fraction of a second, and removes its request's folder."""
+    folder = tmp_path / "request"
+    folder.mkdir()
+    server = ("import sys, time\nfrom dagsmith.runner.pool import _exit_with\n"
+              "with _exit_with(int(sys.argv[1]), sys.argv[2]):\n    time.sleep(60)  # a long import\n")
+    runner = ("import os, subprocess, sys, time\n"
+              f"subprocess.Popen([sys.executable, '-c', {server!r}, str(os.getpid()), sys.argv[1]])\n"
+              "time.sleep(1)\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", runner, str(folder)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == ""
+    assert time.monotonic() - started < 30  # its output closed long before the 60 s "import" ended
+    assert not folder.exists()
+
+
+def test_the_early_guess_is_what_the_ir_will_preload(project):
+    """What the fork server imports before the compile (from the spec's section names) is what
+    the IR needs, but an estimator's own module (imported once the IR is known)."""
+    from dagsmith.runner.pool import guess_preload
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "churn" / "pipeline.yaml"
+    guess, exact = guess_preload(example.read_text()), preload_modules(compile_path(example))
+    assert [m for m in exact if m not in guess] == ["sklearn.ensemble"] and set(guess) <= set(exact)
+    (project / "pipeline.yaml").write_text(SOURCE + "steps:\n  plain: {run: {python: 'helpers:where'}}\n")
+    assert "great_expectations" not in guess_preload((project / "pipeline.yaml").read_text())

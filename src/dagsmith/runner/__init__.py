@@ -19,13 +19,17 @@ from .executor import Executor
 from .record import RunRecord, new_run_id
 
 
-def warm_up() -> None:
-    """Start the workers' fork server now, before the IR is known: its start-up overlaps what
-    the caller does meanwhile (compiling the spec); it preloads once the run's pool says what
-    (pool.start_fork_server_early)."""
-    from .pool import start_fork_server_early
+def warm_up(spec_path: str | os.PathLike | None = None) -> None:
+    """Start the workers' fork server now, before the IR is known: its start-up, and its import
+    of what the spec's sections suggest, overlap what the caller does meanwhile (compiling the
+    spec); it imports anything else once the run's pool says what (pool.start_fork_server_early)."""
+    from .pool import guess_preload, start_fork_server_early
 
-    start_fork_server_early()
+    try:
+        modules = guess_preload(Path(spec_path).read_text(encoding="utf-8")) if spec_path is not None else []
+    except (OSError, UnicodeDecodeError):
+        modules = []  # the compile says what is wrong with it
+    start_fork_server_early(modules)
 
 
 def run_dir(workdir: Path, run_id: str) -> Path:

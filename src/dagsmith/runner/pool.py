@@ -11,9 +11,9 @@ run, in the fork server, before it forks the first worker: every worker, and eve
 of a killed one, starts with them loaded, and no step pays for them. The runner asks for them
 through an environment variable the fork server reads when it imports this module (its preload
 list names it); only the fork server that runner started acts on it. `dagsmith run` starts the
-fork server before it compiles the spec (`start_fork_server_early`): it then waits for that
-request, which the first pool writes to a file, and its interpreter's start-up overlaps the
-compile.
+fork server before it compiles the spec (`start_fork_server_early`), asking it to import what
+the spec's sections suggest (`guess_preload`) meanwhile; then it imports what the pool's request
+(written to a file once the IR is known) adds, usually nothing, and says it is ready.
 
 That import takes seconds on one core. Meanwhile, when the IR has steps that need it and the
 machine has another core, a "bridge" worker (a fresh interpreter, not a fork) runs the steps
@@ -28,6 +28,7 @@ as soon as it is idle.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import json
 import multiprocessing
@@ -39,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -82,6 +84,7 @@ WARM_UP_PATIENCE = 300.0  # seconds without the fork server's "ready": start its
 _fork_server_started = False  # by a pool of this process: later pools use it as it is
 _early_request: str | None = None  # where a fork server started early waits for its request
 REQUEST_POLL = 0.002  # seconds between a waiting fork server's looks for its request
+PARENT_POLL = 0.02  # seconds between its looks for its runner while it imports a guess
 
 
 def preload_modules(ir) -> list[str]:
@@ -94,6 +97,32 @@ def preload_modules(ir) -> list[str]:
             module, sep, _ = estimator.partition(":")
             modules.append(module if sep else estimator.rpartition(".")[0])
     return list(dict.fromkeys(modules))
+
+
+# A spec's top-level sections -> the kinds of the steps they make (for `guess_preload`).
+SECTION_KINDS = {"sources": ("source",), "features": ("feature",), "validation": ("validate",),
+                 "training": ("train",), "evaluation": ("evaluate", "gate"), "deployment": ("deploy",),
+                 "steps": ("custom",)}
+
+
+def guess_preload(spec_text: str) -> list[str]:
+    """What `preload_modules` will likely say of the IR of this spec, from its top-level section
+    names alone (no YAML parse, no compile): the fork server starts on it while the spec compiles.
+    A guess: what it misses is imported once the IR is known, and what it names in vain costs
+    only time on a core."""
+    sections = {line.split(":", 1)[0] for line in spec_text.splitlines() if line[:1].isalpha() and ":" in line}
+    modules = ["dagsmith.runtime", "dagsmith.runtime.store"]
+    for section, kinds in SECTION_KINDS.items():
+        if section in sections:
+            modules += [m for kind in kinds for m in KIND_MODULES[kind]]
+    return list(dict.fromkeys(modules))
+
+
+def preload_environ() -> dict:
+    """The environment the fork server imports with: the thread count the tasks get (BLAS reads
+    it when it loads), and Great Expectations' analytics off unless asked for."""
+    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "GX_ANALYTICS_ENABLED": os.environ.get("GX_ANALYTICS_ENABLED", "false")}
 
 
 def needs_bridges(ir) -> bool:
@@ -149,8 +178,10 @@ def _preload_in_fork_server() -> None:
     # dies meanwhile, the imports stop, and the fork server sees it gone and exits.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        if request.get("await"):  # started early: what to import comes once the runner knows
-            request = _await_request(request["await"], parent) or {}
+        if request.get("await"):  # started early: its guess now, what else the IR needs once the runner knows
+            with _exit_with(parent, os.path.dirname(request["await"])):
+                preload(request.get("modules") or [], request.get("environ") or {}, keep_going=lambda: os.getppid() == parent)
+                request = _await_request(request["await"], parent) or {}
         preload(request.get("modules") or [], request.get("environ") or {}, keep_going=lambda: os.getppid() == parent)
     finally:
         signal.signal(signal.SIGINT, previous)  # what the fork server gives its children back
@@ -161,6 +192,29 @@ def _preload_in_fork_server() -> None:
                     ready.sendto(b"ready", request["ready"])
             except OSError:
                 pass  # the runner is gone, or no longer waits
+
+
+@contextlib.contextmanager
+def _exit_with(parent: int, folder: str):
+    """Meanwhile, a thread ends this process (removing `folder`) as soon as `parent` is gone: a
+    runner that stops before it makes a pool (a spec error) must not leave its fork server
+    importing a guess for seconds, holding the runner's stdout and stderr open. The thread is
+    gone when this returns: the fork server forks only later."""
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(PARENT_POLL):
+            if os.getppid() != parent:
+                shutil.rmtree(folder, ignore_errors=True)
+                os._exit(0)
+
+    thread = threading.Thread(target=watch, name="dagsmith-parent-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _await_request(path: str, parent: int) -> dict | None:
@@ -234,19 +288,21 @@ def _launch(context, request: dict) -> None:
     _fork_server_started = True
 
 
-def start_fork_server_early() -> bool:
+def start_fork_server_early(modules: list[str] | None = None) -> bool:
     """Start the fork server now, before the IR is known (`dagsmith run`, before it compiles
-    the spec): its interpreter starts and imports the runtime meanwhile, then waits for the first
-    pool's request (what to preload, where to say it is ready). False when this process has one
-    already. A runner that never makes a pool leaves it waiting until the runner exits; then it
-    exits too, having imported nothing more."""
+    the spec): its interpreter starts and imports the runtime and `modules` (a guess:
+    `guess_preload`) meanwhile, then waits for the first pool's request (what else to preload,
+    where to say it is ready). False when this process has one already. A runner that never
+    makes a pool leaves it waiting until the runner exits; then it exits too (a guess it is
+    still importing stops at the next module)."""
     global _early_request
     if _fork_server_started:
         return False
     folder = tempfile.mkdtemp(prefix="dagsmith-forkserver-")
     path = os.path.join(folder, "request.json")
     try:
-        _launch(multiprocessing.get_context("forkserver"), {"parent": os.getpid(), "await": path})
+        _launch(multiprocessing.get_context("forkserver"),
+                {"parent": os.getpid(), "await": path, "modules": list(modules or []), "environ": preload_environ()})
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
