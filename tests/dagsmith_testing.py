@@ -16,3 +16,14 @@ def compile_path(path, env=None, params=None):
     from dagsmith.spec import load_spec
 
     return compile_spec(load_spec(path, env, params))
+
+
+def benchmark_module(name: str):
+    """benchmarks/NAME.py as a module, loaded by path: benchmarks/ is not a package, and putting
+    it on sys.path would let benchmarks/airflow.py shadow Airflow for every later import."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"dagsmith_benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -124,6 +124,14 @@ SAMPLES = {
     "^[A-Za-z0-9][A-Za-z0-9_.-]*$": "churn",
     "^[A-Za-z0-9][A-Za-z0-9_-]*$": "prod",
     "^[A-Za-z0-9_.-]+$": "my_dag",
+    "^[A-Za-z0-9_-]{1,80}$": "churn-sfn",
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": "pipeline-runner",
+    "^[a-zA-Z0-9](-*[a-zA-Z0-9])*$": "churn-endpoint",
+    "^[a-z]([-a-z0-9]*[a-z0-9])?$": "churn",
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "ml",
+    "^[a-z]{2}(-[a-z]+)+-[0-9]+$": "eu-west-1",
+    "^ml\\.[a-z0-9]+\\.[a-z0-9]+$": "ml.m5.large",
+    "^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$": "arn:aws:iam::123456789012:role/sagemaker",
 }
 
 

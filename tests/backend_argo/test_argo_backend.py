@@ -23,7 +23,12 @@ from dagsmith.spec import load_spec
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.parent.name for p in (REPO / "examples").glob("*/pipeline.yaml"))
 DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", re.ASCII)
-sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def sweep_spec() -> str:
+    from dagsmith_testing import benchmark_module
+
+    return benchmark_module("compile").sweep_spec()
 
 
 def compiled(path) -> tuple[object, dict[str, str]]:
@@ -110,8 +115,6 @@ def test_output_is_deterministic():
 
 
 def test_twenty_thousand_trials_are_one_task_in_a_small_template(tmp_path):
-    from compile import sweep_spec
-
     spec = tmp_path / "pipeline.yaml"
     spec.write_text(sweep_spec() + "defaults: {image: ghcr.io/acme/sweep:1}\nbackends:\n  argo: {store: 's3://b/p'}\n")
     ir, files = compiled(spec)

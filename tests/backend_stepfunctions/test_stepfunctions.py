@@ -92,8 +92,9 @@ def test_template_churn(in_repo):
 
 
 def test_twenty_thousand_trials_distributed_and_small(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from stepfunctions import big_spec_ir
+    from dagsmith_testing import benchmark_module
+
+    big_spec_ir = benchmark_module("stepfunctions").big_spec_ir
 
     from dagsmith.backends import get
 

@@ -120,7 +120,7 @@ def test_step_outcome_files_for_success_gate_and_failure(tmp_path, example_copy)
     minimal = example_copy("minimal")
     spec = tmp_path / "pipeline.yaml"
     spec.write_text((minimal / "pipeline.yaml").read_text().replace("data/applicants.csv", str(minimal / "data/applicants.csv"))
-                    + "  gates: [{metric: accuracy, op: '>=', value: 1.01}]\n")
+                    .replace("  metrics: [accuracy, roc_auc]\n", "  metrics: [accuracy, roc_auc]\n  gates: [{metric: accuracy, op: '>=', value: 1.01}]\n"))
     work = tmp_path / "work"
     run = dagsmith("run", spec, "--workdir", work, "--format", "json")
     record = json.loads(run.stdout)
