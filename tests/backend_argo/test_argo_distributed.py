@@ -54,7 +54,9 @@ backends:
 def test_a_distributed_train_step_is_a_training_job_resource(tmp_path):
     from schemas import check
 
-    ir = compile_spec(load_spec(str(write_pipeline(tmp_path, sweep=True))))
+    spec = write_pipeline(tmp_path, sweep=True)
+    spec.write_text(spec.read_text().replace("defaults: {", "params: {epochs: {type: integer, default: 4}}\ndefaults: {secrets: [HUB_TOKEN], "))
+    ir = compile_spec(load_spec(str(spec)))
     files = get("argo").emit(ir, ir.backends["argo"])
     template = yaml.safe_load(files["dist-argo.workflow-template.yaml"])
     check(template)
@@ -73,8 +75,9 @@ def test_a_distributed_train_step_is_a_training_job_resource(tmp_path):
     assert container["command"][:3] == ["dagsmith", "step", "s3://acme/dagsmith/ir/" + container["command"][2].rsplit("/", 1)[1]]
     assert container["command"][-2:] == ["--item", "{{inputs.parameters.item}}"]  # one job per item of the sweep
     assert container["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}  # per replica, not x workers
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["DAGSMITH_RUN_ID"] == "{{workflow.name}}"
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["DAGSMITH_RUN_ID"] == "{{workflow.name}}" and env["DAGSMITH_PARAM_epochs"] == "{{workflow.parameters.epochs}}"
+    assert env["HUB_TOKEN"] == {"secretKeyRef": {"key": "HUB_TOKEN", "name": "hub-token"}}  # the same env as a container template
 
     horovod = compile_spec(load_spec(str(write_pipeline(tmp_path / "hvd", framework="horovod"))))
     template = yaml.safe_load(get("argo").emit(horovod, horovod.backends["argo"])["dist-argo.workflow-template.yaml"])
