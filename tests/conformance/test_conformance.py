@@ -12,28 +12,12 @@ REFERENCE = ADAPTERS[0]  # the local runner
 assert REFERENCE.name == "local"
 
 
-def training_threads() -> int:
-    """OpenMP threads a scikit-learn estimator trained in this process records."""
-    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
-
-    return _openmp_effective_n_threads()
-
-
 # Differences from the local run that are dagsmith bugs, reported and not fixed yet:
 # (scenario, backend, compared name) -> (why, shows_here). A name is an Outcome.COMPARED field or
 # "observed <name>" of Scenario.observe. Where the bug shows on this machine (shows_here()), the
 # name is still compared: the test xfails while it differs and FAILS once it is equal (then remove
 # the entry); elsewhere it must be equal. Everything else must be equal as usual.
 KNOWN_DIFFERENCES = {
-    ("forecast-dev", "airflow", "deployed"): (
-        "the model fingerprint depends on the training process's OpenMP threads: HistGradientBoostingRegressor "
-        "pickles _bin_mapper.n_threads (the CPU count in an Airflow task; 1 under the local runner, whose "
-        "workers get OMP_NUM_THREADS=1); with OMP_NUM_THREADS=1 the fingerprints are equal",
-        lambda: training_threads() > 1),
-    ("forecast-dev", "argo", "deployed"): (
-        "the same bug as on Airflow: the model fingerprint depends on the OpenMP threads of the training process "
-        "(a pod sees the machine's CPUs; the local runner's workers get OMP_NUM_THREADS=1)",
-        lambda: training_threads() > 1),
 }
 
 

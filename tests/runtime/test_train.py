@@ -411,3 +411,30 @@ def test_several_inputs_are_joined_and_keys_excluded(tmp_path):
     assert p2.ir.step("train").config["exclude"] == ["id"]
     p2.run("train")
     assert "id" not in p2.read("train", "model.joblib")["columns"]
+
+
+def test_a_saved_model_does_not_depend_on_the_machines_openmp_threads(tmp_path):
+    """HistGradientBoosting records the OpenMP thread count it was fitted with; the saved model
+    must not, or the same training gives another fingerprint on a bigger worker (Airflow, Argo)."""
+    import io
+
+    import joblib
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    from dagsmith.runtime.train import _portable
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 4)), rng.normal(size=200)
+    saved = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            model = make_pipeline(StandardScaler(), HistGradientBoostingRegressor(max_iter=10, random_state=0)).fit(X, y)
+        assert model[-1]._bin_mapper.n_threads == threads  # what sklearn records
+        buffer = io.BytesIO()
+        joblib.dump(_portable({"model": model}), buffer)
+        saved.append(buffer.getvalue())
+        assert np.allclose(model.predict(X), joblib.load(io.BytesIO(buffer.getvalue()))["model"].predict(X))
+    assert saved[0] == saved[1]

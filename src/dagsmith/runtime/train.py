@@ -152,7 +152,30 @@ def _note_dropped(ctx: StepContext, prepared) -> None:
 def _save(staging, record: dict) -> None:
     import joblib
 
-    joblib.dump(record, staging.path(MODEL_FILE))
+    joblib.dump(_portable(record), staging.path(MODEL_FILE))
+
+
+def _portable(value, seen: set | None = None, depth: int = 0):
+    """The fitted model without what only describes the machine it was fitted on, so the same
+    data and seed give the same file (and fingerprint) whatever the worker's CPU count: the
+    OpenMP thread count a HistGradientBoosting model's binner records at fit time (None means
+    "the machine's", decided again when the model is used, as sklearn does for n_threads=None)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen or depth > 12:
+        return value
+    seen.add(id(value))
+    if isinstance(value, dict):
+        for item in value.values():
+            _portable(item, seen, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _portable(item, seen, depth + 1)
+    elif type(value).__module__.startswith("sklearn.") and hasattr(value, "__dict__"):
+        if type(value).__name__ == "_BinMapper" and getattr(value, "n_threads", None) is not None:
+            value.n_threads = None
+        for item in vars(value).values():
+            _portable(item, seen, depth + 1)
+    return value
 
 
 def run_train(ctx: StepContext) -> dict:
