@@ -39,6 +39,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,7 +50,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DAGSMITH = str(Path(sys.executable).parent / "dagsmith")
 FLOOR_IMPORTS = "import great_expectations, sklearn, duckdb, pandas, pyarrow"
-EXAMPLE = REPO / "examples" / "churn" / "pipeline.yaml"
+SOURCE_EXAMPLE = REPO / "examples" / "churn"
+EXAMPLE = SOURCE_EXAMPLE / "pipeline.yaml"  # measure() points it at a private copy with its own data
 
 
 def import_floor() -> float:
@@ -123,7 +125,21 @@ def runner_overhead(tmp: Path, steps: int, env: dict | None = None) -> float:
 def measure(repeat: int, steps: int, variants: dict) -> dict:
     """{variant: figures}; `variants`: name -> extra environment of its dagsmith runs. In each
     round: an import floor run, then one churn run of each variant."""
-    subprocess.run([sys.executable, str(REPO / "examples" / "churn" / "make_data.py")], check=True, capture_output=True)
+    global EXAMPLE
+    # A private copy of the example, with its data made there: nothing else working in this
+    # checkout (a test regenerating examples/*/data) can take it away between runs.
+    private = Path(tempfile.mkdtemp(prefix="dagsmith-bench-example-"))
+    for name in ("pipeline.yaml", "make_data.py"):
+        shutil.copy(SOURCE_EXAMPLE / name, private / name)
+    subprocess.run([sys.executable, str(private / "make_data.py")], check=True, capture_output=True)
+    EXAMPLE = private / "pipeline.yaml"
+    try:
+        return _measure(repeat, steps, variants)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _measure(repeat: int, steps: int, variants: dict) -> dict:
     import_floor()  # a throwaway: bytecode caches written, files in the page cache
     with tempfile.TemporaryDirectory(prefix="dagsmith-bench-") as folder:
         for name, env in variants.items():
