@@ -32,7 +32,7 @@ from ..runtime.context import RunValues, StepContext
 from ..runtime.environment import run_environment
 from ..runtime.store import LocalStore, Store
 from . import cache
-from .pool import Done, Task, WorkerPool, needs_bridges, preload_modules
+from .pool import Done, Task, WorkerPool, needs_bridges, preload_environ, preload_modules
 from .record import FINISHED, TERMINAL, RunRecord
 
 # Step kinds that may start before the validations they wait for have passed: built-in, pure (what
@@ -134,10 +134,8 @@ class Executor:
         # The workers first: their fork server imports what the steps need, once for all of them
         # (with the thread count the tasks get: BLAS reads it when it loads), so no step's time
         # includes those imports; meanwhile a bridge worker runs the steps that need none of it.
-        preload_environ = {"OMP_NUM_THREADS": self.environ["OMP_NUM_THREADS"],
-                           "GX_ANALYTICS_ENABLED": os.environ.get("GX_ANALYTICS_ENABLED", "false")}
         pool = self.pool = WorkerPool(self.max_parallel, str(self.ir_path), self.store.uri, preload=preload_modules(self.ir),
-                                      bridges=needs_bridges(self.ir), environ=preload_environ)
+                                      bridges=needs_bridges(self.ir), environ=preload_environ())
         self.guards = self.speculation_guards()
         try:
             self.recover_finished()
