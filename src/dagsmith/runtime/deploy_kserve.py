@@ -67,7 +67,9 @@ def api():
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config()
     else:
-        config.load_kube_config()
+        # $KUBECONFIG read now: the client reads it once, when first imported, which may have
+        # been before this process's environment said where the file is
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
     return client.CustomObjectsApi()
 
 
