@@ -592,14 +592,28 @@ _TARGET = click.option(
     "--target", type=click.Choice(["local", "sagemaker", "kserve"]), default="local", show_default=True,
     help="Also move the traffic where the deploy step served the model: a SageMaker endpoint's variant weights, "
          "a KServe InferenceService's canary (see docs/deployment.md). A refusal there leaves the aliases as they were (exit 1).")
+_MLFLOW = click.option(
+    "--mlflow", "mlflow_connection", metavar="CONNECTION",
+    help="Also move the MLflow Model Registry's champion/challenger aliases, on the tracking server of this connection "
+         "(its URI in $DAGSMITH_CONN_<CONNECTION>, as for deployment.mlflow.connection).")
 
 
-def _move_remote(store, model: str, target: str, change: dict) -> None:
-    """The aliases moved locally: move the target's traffic too, or put the aliases back."""
-    if target == "local":
-        return
+def _move_remote(store, model: str, target: str, change: dict, mlflow_connection: str | None = None) -> None:
+    """The aliases moved locally: move the target's traffic (and MLflow's aliases) too, or put
+    the aliases back."""
     from .runtime import registry
 
+    if mlflow_connection:
+        from .runtime.deploy_mlflow import Tracking, move_aliases
+
+        try:
+            moved = move_aliases(Tracking({"connection": mlflow_connection}), model, change["after"])
+        except BaseException:
+            registry.write_aliases(store, model, change["before"])
+            raise
+        click.echo(f"{model}: MLflow aliases now {json.dumps(moved, sort_keys=True)}")
+    if target == "local":
+        return
     try:
         if target == "sagemaker":
             from .runtime.deploy_sagemaker import move_traffic
@@ -619,7 +633,8 @@ Example:
 @click.argument("model")
 @click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
 @_TARGET
-def promote_command(model: str, workdir: str, target: str):
+@_MLFLOW
+def promote_command(model: str, workdir: str, target: str, mlflow_connection: str | None):
     """Make MODEL's canary the production version (the old one goes to history).
 
     Exit 2 when there is no canary.
@@ -629,7 +644,7 @@ def promote_command(model: str, workdir: str, target: str):
 
     store = Store.open(workdir)
     change = promote(store, model)
-    _move_remote(store, model, target, change)
+    _move_remote(store, model, target, change, mlflow_connection)
     click.echo(change["message"])
 
 
@@ -640,7 +655,8 @@ Example:
 @click.argument("model")
 @click.option("--workdir", default=".dagsmith", show_default=True, metavar="DIR")
 @_TARGET
-def rollback_command(model: str, workdir: str, target: str):
+@_MLFLOW
+def rollback_command(model: str, workdir: str, target: str, mlflow_connection: str | None):
     """Restore MODEL's previous production version (from history); any canary ends.
 
     Exit 2 when there is no earlier production version.
@@ -650,7 +666,7 @@ def rollback_command(model: str, workdir: str, target: str):
 
     store = Store.open(workdir)
     change = rollback(store, model)
-    _move_remote(store, model, target, change)
+    _move_remote(store, model, target, change, mlflow_connection)
     click.echo(change["message"])
 
 

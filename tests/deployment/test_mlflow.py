@@ -62,6 +62,16 @@ def test_trials_runs_registry_aliases_and_the_champion_gate(tmp_path, monkeypatc
     again = p.run("deploy", run="r2")
     assert again["mlflow"]["version"] == 2 and len(client.search_model_versions("name='churn'")) == 2
 
+    # promote and rollback move MLflow's aliases as they move the local ones
+    from dagsmith.cli import main
+
+    assert main(["promote", "churn", "--workdir", str(p.store.uri), "--mlflow", "tracking"]) == 0
+    assert client.get_model_version_by_alias("churn", "champion").tags["dagsmith.version"] == "2"
+    with pytest.raises(Exception):
+        client.get_model_version_by_alias("churn", "challenger")  # the canary ended
+    assert main(["rollback", "churn", "--workdir", str(p.store.uri), "--mlflow", "tracking"]) == 0
+    assert client.get_model_version_by_alias("churn", "champion").tags["dagsmith.version"] == "1"
+
 
 def test_missing_connection_is_named_not_echoed(tmp_path, monkeypatch):
     from dagsmith.runtime.context import StepFailed
