@@ -24,6 +24,8 @@ demo: $(BIN)/dagsmith
 	$(BIN)/dagsmith validate examples/$(EXAMPLE)/pipeline.yaml
 	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target ir -o build/ir
 	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target airflow -o build/airflow
+	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target argo -o build/argo
+	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target stepfunctions -o build/stepfunctions
 	$(BIN)/dagsmith graph examples/$(EXAMPLE)/pipeline.yaml
 	$(BIN)/dagsmith run examples/$(EXAMPLE)/pipeline.yaml $(RUN_ARGS)
 
