@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -142,12 +143,16 @@ def test_a_bridge_speculates_only_with_a_core_to_spare(monkeypatch):
 
     monkeypatch.delenv(SPECULATE_ON_BRIDGE, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert isinstance(executor.running_now(), int) or not Path("/proc/loadavg").exists()
-    monkeypatch.setattr(executor, "running_now", lambda: 2)  # this runner (asking) and the importing fork server
-    assert speculate_on_bridge()
-    monkeypatch.setattr(executor, "running_now", lambda: 3)  # and someone else's process: no core for the bridge
-    assert not speculate_on_bridge()
-    monkeypatch.setattr(executor, "running_now", lambda: None)  # no /proc: the load average
+    if executor.own_running() is not None:
+        own = executor.own_running
+        # Only other programs' threads count: this run's own (fork server, bridge, workers) never.
+        monkeypatch.setattr(executor, "own_running", lambda: 3)
+        monkeypatch.setattr(executor, "running_now", lambda: 3)
+        assert speculate_on_bridge()
+        monkeypatch.setattr(executor, "running_now", lambda: 4)  # someone else's: no core for the bridge
+        assert not speculate_on_bridge()
+        monkeypatch.setattr(executor, "own_running", own)
+    monkeypatch.setattr(executor, "others_running", lambda: None)  # no /proc: the load average
     monkeypatch.setattr(os, "getloadavg", lambda: (0.7, 0.5, 0.5))
     assert speculate_on_bridge()
     monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.5, 0.5))
@@ -155,8 +160,30 @@ def test_a_bridge_speculates_only_with_a_core_to_spare(monkeypatch):
     monkeypatch.setenv(SPECULATE_ON_BRIDGE, "1")
     assert speculate_on_bridge()
     monkeypatch.setenv(SPECULATE_ON_BRIDGE, "0")
-    monkeypatch.setattr(executor, "running_now", lambda: 0)
+    monkeypatch.setattr(executor, "others_running", lambda: 0)
     assert not speculate_on_bridge()
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(), reason="needs Linux /proc")
+def test_a_runs_own_busy_processes_are_not_counted_as_others():
+    """A child (and its child) spinning on a CPU are this run's: counted by own_running, and not
+    by others_running, however busy they are."""
+    import dagsmith.runner.executor as executor
+
+    spin = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'while True: pass']); exec('while True: pass')"
+    before = executor.own_running()
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        deadline = time.monotonic() + 10
+        while executor.own_running() < before + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert executor.own_running() >= before + 2  # the child and the grandchild, both runnable
+        assert executor.others_running() < executor.running_now()
+    finally:
+        for pid in [int(p) for p in Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text().split()]:
+            os.kill(pid, signal.SIGKILL)
+        child.kill()
+        child.wait()
 
 
 def test_only_a_training_waiting_for_checks_it_does_not_read_is_guarded(project, tmp_path):

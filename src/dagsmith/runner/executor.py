@@ -46,29 +46,72 @@ def speculate_on_bridge() -> bool:
     """Whether a bridge may run speculative tasks now. It imports their libraries itself (the
     fork server imports them too): worth it on a core nothing else wants, a loss on a machine
     already busy (it slows the fork server's import the validations wait for). Yes when the
-    processes running right now are no more than the CPUs: this runner (running only to ask)
-    and its importing fork server, and at most one more per core beyond two; then the bridge
-    gets a core (Linux; elsewhere: the 1-minute load average leaves a core)."""
+    fork server and the bridge each get a core that no other program's runnable thread wants:
+    this run's own processes (the runner asking, the fork server, bridges, workers, whatever
+    threads they have) are not counted against it, so the answer does not depend on what they
+    happen to be doing at the instant of asking (Linux; elsewhere: the 1-minute load average
+    leaves a core)."""
     forced = os.environ.get(SPECULATE_ON_BRIDGE)
     if forced in ("0", "1"):
         return forced == "1"
     cpus = os.cpu_count() or 1
-    running = running_now()
-    if running is not None:
-        return running <= cpus
+    others = others_running()
+    if others is not None:
+        return others + 2 <= cpus
     try:
         return os.getloadavg()[0] <= cpus - 1
     except OSError:
         return False
 
 
+def others_running(samples: int = 3) -> int | None:
+    """How many threads of other programs are running or ready to run now, or None without
+    /proc: the machine's count (/proc/loadavg) less this process tree's, the least of a few
+    samples a millisecond apart (one sample can catch a daemon's brief wake-up)."""
+    counts = []
+    for sample in range(samples):
+        if sample:
+            time.sleep(0.001)
+        total, own = running_now(), own_running()
+        if total is None or own is None:
+            return None
+        counts.append(max(0, total - own))
+    return min(counts)
+
+
 def running_now() -> int | None:
-    """How many tasks are running or ready to run on this machine now (/proc/loadavg), or None."""
+    """How many threads are running or ready to run on this machine now (/proc/loadavg), or None."""
     try:
         with open("/proc/loadavg", encoding="ascii") as file:
             return int(file.read().split()[3].partition("/")[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def own_running() -> int | None:
+    """How many threads of this process and its descendants are running or ready to run (state
+    R in /proc/PID/task/TID/stat, found through each thread's `children`), or None without
+    /proc. Processes that end while being read are skipped."""
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        return None
+    count, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in threads:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as file:
+                    stat = file.read()
+                with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as file:
+                    todo.extend(int(child) for child in file.read().split())
+            except (OSError, ValueError):
+                continue
+            state = stat[stat.rfind(")") + 2:stat.rfind(")") + 3]  # the name in () may hold anything
+            count += state == "R"
+    return count
 
 
 @dataclass
