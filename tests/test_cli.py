@@ -155,3 +155,43 @@ def test_compile_check_says_whether_committed_output_is_up_to_date(capsys, write
     (tmp_path / spec).write_text((tmp_path / spec).read_text().replace("default: 1", "default: 2"))
     code, out, err = run(capsys, "compile", spec, "--target", "airflow", "-o", "out", "--check")
     assert code == 1 and "--- a/p.py" in out and "1 of 2" not in err and "out of date" in err
+
+
+def test_compile_to_several_targets_from_one_compile(capsys, write_spec, tmp_path):
+    """`-t A -t B` (or `-t all`) compiles once and writes each target to DIR/<target>; a spec one
+    of them refuses writes nothing for any of them; --check covers each."""
+    spec = write_spec("dagsmith: 1\npipeline: {name: p}\nsources: {a: {type: csv, uri: 's3://bucket/a.csv'}}\n"
+                      "defaults: {image: 'ghcr.io/acme/p:1'}\nbackends: {argo: {store: 's3://bucket/store'}}\n")
+    code, out, err = run(capsys, "compile", spec, "-t", "ir", "-t", "argo", "-t", "ir", "-o", "out")
+    assert code == 0, err
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
+        "argo/p.ir.json", "argo/p.workflow-template.yaml", "ir/p.ir.json"]
+    alone = tmp_path / "alone"
+    assert run(capsys, "compile", spec, "-t", "argo", "-o", str(alone))[0] == 0  # the same bytes as a compile of its own
+    assert (alone / "p.workflow-template.yaml").read_bytes() == (tmp_path / "out/argo/p.workflow-template.yaml").read_bytes()
+    code, out, err = run(capsys, "compile", spec, "-t", "all", "-o", "out", "--check")
+    assert code == 1 and "out/ir: up to date" in err and "out/airflow: 2 of 2 generated files are out of date" in err
+    code, out, err = run(capsys, "compile", spec, "-t", "ir", "-t", "argo", "-o", "-")
+    assert code == 0 and [line for line in out.splitlines() if line.startswith("# ---- file:")] == [
+        "# ---- file: argo/p.ir.json ----", "# ---- file: argo/p.workflow-template.yaml ----", "# ---- file: ir/p.ir.json ----"]
+    # An image Argo would read as a template: Argo refuses the spec, so the IR is not written either
+    (tmp_path / spec).write_text((tmp_path / spec).read_text().replace("p:1", "{{p}}:1"))
+    code, out, err = run(capsys, "compile", spec, "-t", "ir", "-t", "argo", "-o", "refused")
+    assert code == 2 and "Argo reads '{{'" in err and not (tmp_path / "refused").exists()
+
+
+def test_the_console_script_exits_fast_and_loses_no_output(tmp_path):
+    """`dagsmith compile` skips the interpreter's teardown (cli.entry): what it printed and wrote
+    is complete, and the exit code is kept, also for an error (which exits the usual way)."""
+    script = Path(sys.executable).parent / "dagsmith"
+    spec = tmp_path / "p.yaml"
+    spec.write_text("dagsmith: 1\npipeline: {name: p}\nsources: {a: {type: csv, uri: a.csv}}\n")
+    done = subprocess.run([str(script), "compile", str(spec), "-t", "ir", "-o", "-"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and json.loads(done.stdout)["pipeline"]["name"] == "p"
+    big = subprocess.run([str(script), "compile", str(spec), "-t", "airflow", "-t", "ir", "-o", "-"], capture_output=True, cwd=tmp_path)
+    assert big.returncode == 0 and big.stdout.endswith(b"\n") and big.stdout.count(b"# ---- file: ") == 3
+    done = subprocess.run([str(script), "compile", str(spec), "-t", "ir", "-o", "out"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and json.loads((tmp_path / "out/p.ir.json").read_text())["pipeline"]["name"] == "p"
+    spec.write_text("dagsmith: 1\npipeline: {name: p}\nsourcs: {}\n")
+    done = subprocess.run([str(script), "compile", str(spec), "-t", "ir"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and "unknown key 'sourcs'" in done.stderr
