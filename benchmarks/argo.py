@@ -11,7 +11,8 @@ l1_ratio) dicts), run with KFP's own interpreter
 dagsmith's test environment cannot share), against dagsmith compiling the 20,000-trial spec to
 EVERY backend it has (ir, airflow, argo, stepfunctions when present), both ways:
   in-process   the compile calls alone, imports done (median of N);
-  end to end   one fresh interpreter each: imports, compile, files written.
+  end to end   fresh processes (median of N): KFP's program compiling once; `dagsmith compile
+               --target all`, the console script; and, to show its share, `import hera.workflows`.
 Targets: the 20,000-trial WorkflowTemplate under 100 KB; dagsmith to every backend at or under
 0.3x of KFP's time.
 """
@@ -73,19 +74,7 @@ for _ in range(int(sys.argv[1])):
 print(json.dumps({"import_s": t_import, "compile_s": sorted(times)[len(times) // 2], "bytes": os.path.getsize(out)}))
 """ % ITEMS
 
-DAGSMITH_PROGRAM = r"""
-import json, sys, time
-t0 = time.perf_counter()
-from dagsmith import backends
-from dagsmith.compiler import compile_spec
-from dagsmith.output import write_files
-from dagsmith.spec import load_spec
-ir = compile_spec(load_spec(sys.argv[1]))
-for name in [n for n in backends.available()]:
-    backend = backends.get(name)
-    write_files(sys.argv[2] + "/" + name, backend.emit(ir, ir.backends.get(name, {})))
-print(json.dumps({"wall_s": time.perf_counter() - t0}))
-"""
+DAGSMITH = str(Path(sys.executable).with_name("dagsmith"))  # the console script, as CI runs it
 
 
 def sweep_spec_file(folder: Path) -> Path:
@@ -162,10 +151,10 @@ def main() -> int:
     print(f"\n- **{verdict}:** the 20,000-trial WorkflowTemplate is {wide['template_bytes']:,} bytes (target < {TEMPLATE_BUDGET:,}).")
 
     in_process, names = every_backend_in_process(specs["20,000-trial sweep"], args.repeat)
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", DAGSMITH_PROGRAM, str(specs["20,000-trial sweep"]), str(work / "out")],
-                            capture_output=True, text=True, check=True)
-    dagsmith_wall = time.perf_counter() - start
+    dagsmith_wall = median_wall([DAGSMITH, "compile", str(specs["20,000-trial sweep"]), "--target", "all", "-o", str(work / "out")],
+                                args.repeat)
+    # the import alone: no teardown, as `dagsmith compile` has none
+    hera_wall = median_wall([sys.executable, "-c", "import os, hera.workflows; os._exit(0)"], args.repeat)
     print(f"\n## Versus Kubeflow Pipelines on a {ITEMS:,}-item fan-out\n")
     if not Path(args.kfp_python).exists():
         print(f"KFP not available at {args.kfp_python} (python -m venv /work/kfp-venv && /work/kfp-venv/bin/pip install kfp==2.17.3): "
@@ -173,25 +162,38 @@ def main() -> int:
         return 0
     program = work / "kfp_fanout.py"  # KFP reads a component's source from its file
     program.write_text(KFP_PROGRAM)
-    start = time.perf_counter()
     kfp = subprocess.run([args.kfp_python, str(program), str(args.repeat)], capture_output=True, text=True)
-    kfp_wall_all = time.perf_counter() - start
     if kfp.returncode != 0:
         print("KFP failed:\n" + kfp.stderr[-2000:])
         return 1
     peer = json.loads(kfp.stdout.strip().splitlines()[-1])
-    # end to end for KFP: import + ONE compile (the program compiled `repeat` times)
-    kfp_wall = kfp_wall_all - (args.repeat - 1) * peer["compile_s"]
+    kfp_wall = median_wall([args.kfp_python, str(program), "1"], args.repeat)  # import + ONE compile, fresh each time
     print(f"| measure | KFP 2.17.3 (ParallelFor of {ITEMS:,}) | dagsmith, 20,000-trial spec to {', '.join(names)} | ratio |")
     print("|---|--:|--:|--:|")
     ratio_in = in_process / peer["compile_s"]
     ratio_wall = dagsmith_wall / kfp_wall
-    print(f"| in-process compile (ms) | {peer['compile_s'] * 1000:.0f} | {in_process * 1000:.0f} | {ratio_in:.3f}x |")
-    print(f"| end to end, fresh interpreter (ms) | {kfp_wall * 1000:.0f} | {dagsmith_wall * 1000:.0f} | {ratio_wall:.3f}x |")
+    print(f"| compile, in-process: imports done (ms) | {peer['compile_s'] * 1000:.0f} | {in_process * 1000:.0f} | {ratio_in:.3f}x |")
+    print(f"| end to end: a fresh process, imports included (ms) | {kfp_wall * 1000:.0f} | {dagsmith_wall * 1000:.0f} "
+          f"(`dagsmith compile --target all`) | {ratio_wall:.3f}x |")
+    print(f"| of which importing Hera (`python -c 'import hera.workflows'`, ms) | | {hera_wall * 1000:.0f} | {hera_wall / kfp_wall:.3f}x |")
     print(f"| output (bytes) | {peer['bytes']:,} | {wide['yaml_bytes']:,} (Argo YAML) | {wide['yaml_bytes'] / peer['bytes']:.3f}x |")
-    for label, ratio in (("in-process", ratio_in), ("end to end", ratio_wall)):
-        print(f"- **{'PASS' if ratio <= RATIO_TARGET else 'FAIL'}:** {label}, every backend together is {ratio:.3f}x KFP's time (target <= {RATIO_TARGET}x).")
+    print(f"- **{'PASS' if ratio_in <= RATIO_TARGET else 'FAIL'}:** compiling to every backend together takes {ratio_in:.3f}x "
+          f"KFP's compile time (target <= {RATIO_TARGET}x).")
+    print(f"- **{'PASS' if ratio_wall <= RATIO_TARGET else 'Not met'}:** end to end, {ratio_wall:.3f}x. Argo's manifests are built "
+          f"with Hera's models (the issue asks for them), and a fresh process importing Hera alone takes {hera_wall / kfp_wall:.3f}x "
+          f"of KFP's whole end to end: {'above' if hera_wall / kfp_wall > RATIO_TARGET else 'within'} the target before any "
+          f"dagsmith code runs.")
     return 0
+
+
+def median_wall(argv: list[str], repeat: int) -> float:
+    """The median wall time of `repeat` fresh runs of argv (output discarded), after one warm-up."""
+    times = []
+    for _ in range(repeat + 1):
+        start = time.perf_counter()
+        subprocess.run(argv, capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
 
 
 if __name__ == "__main__":
