@@ -22,10 +22,7 @@ $(BIN)/dagsmith: pyproject.toml
 demo: $(BIN)/dagsmith
 	$(BIN)/python examples/$(EXAMPLE)/make_data.py
 	$(BIN)/dagsmith validate examples/$(EXAMPLE)/pipeline.yaml
-	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target ir -o build/ir
-	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target airflow -o build/airflow
-	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target argo -o build/argo
-	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target stepfunctions -o build/stepfunctions
+	$(BIN)/dagsmith compile examples/$(EXAMPLE)/pipeline.yaml --target all -o build
 	$(BIN)/dagsmith graph examples/$(EXAMPLE)/pipeline.yaml
 	$(BIN)/dagsmith run examples/$(EXAMPLE)/pipeline.yaml $(RUN_ARGS)
 
