@@ -85,3 +85,58 @@ def test_missing_connection_is_named_not_echoed(tmp_path, monkeypatch):
     with pytest.raises(StepFailed) as caught:
         p.run_through("deploy", run="r2")
     assert "hunter2" not in str(caught.value) and "$DAGSMITH_CONN_TRACKING" in str(caught.value)
+
+
+def test_the_churn_examples_sweep_in_mlflow(tmp_path):
+    """The churn example itself, run by `dagsmith run` (the local runner's worker processes), with
+    `deployment.mlflow` added: its six trials are MLflow runs with their parameters and metrics,
+    the selected model is registered as the champion; a second run's champion/challenger gate
+    reads that champion from MLflow and registers the new version as the challenger (canary)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from dagsmith_testing import REPO
+
+    example = tmp_path / "churn"
+    example.mkdir()
+    for name in ("pipeline.yaml", "make_data.py"):
+        shutil.copy(REPO / "examples/churn" / name, example / name)
+    text = (example / "pipeline.yaml").read_text()
+    assert "  canary: {traffic_percent: 10}\n" in text
+    (example / "pipeline.yaml").write_text(text.replace(
+        "  canary: {traffic_percent: 10}\n", "  canary: {traffic_percent: 10}\n  mlflow: {connection: tracking, experiment: churn}\n"))
+    subprocess.run([sys.executable, str(example / "make_data.py")], check=True, capture_output=True)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "DAGSMITH_CONN_TRACKING": uri, "GX_ANALYTICS_ENABLED": "false"}
+    dagsmith = str(Path(sys.executable).with_name("dagsmith"))
+
+    def run() -> dict:
+        done = subprocess.run([dagsmith, "run", str(example / "pipeline.yaml"), "--workdir", str(tmp_path / "work"), "--no-cache",
+                               "--format", "json"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    first = run()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("churn")
+    trials = client.search_runs([experiment.experiment_id], filter_string=f"tags.\"dagsmith.run_id\" = '{first['run_id']}'")
+    trials = [r for r in trials if r.data.tags.get("dagsmith.item")]
+    grid = {(p["learning_rate"], p["max_depth"]) for p in (r.data.params for r in trials)}
+    assert grid == {(lr, depth) for lr in ("0.05", "0.1") for depth in ("2", "3", "4")}  # the example's 2 x 3 grid
+    assert all(0.5 < r.data.metrics["roc_auc"] <= 1 for r in trials)
+    champion = client.get_model_version_by_alias("churn", "champion")
+    assert champion.tags["dagsmith.run_id"] == first["run_id"] and champion.tags["dagsmith.version"] == "1"
+    assert set(champion.tags["dagsmith.trial_runs"].split(",")) == {r.info.run_id for r in trials}
+
+    second = run()
+    gate = next(g for g in second["gates"] if g.get("compare_to") == "production" or "production_version" in g)
+    assert gate["production_version"] == 1 and gate["passed"]
+    challenger = client.get_model_version_by_alias("churn", "challenger")
+    assert challenger.tags["dagsmith.run_id"] == second["run_id"] and challenger.tags["dagsmith.version"] == "2"
+    assert client.get_model_version_by_alias("churn", "champion").version == champion.version
