@@ -333,7 +333,13 @@ def test_ctrl_c_stops_the_loop_cleanly(project):
     import threading
 
     land(project, "a.csv")
-    watching = subprocess.Popen([DAGSMITH, "watch", "pipeline.yaml", "--interval", "0.2"], stderr=subprocess.PIPE, text=True)
+    # Started as a terminal starts it: Ctrl-C not ignored. An ignored signal is inherited, and
+    # something earlier in this test process (a library's handler) may ignore it here: the
+    # wrapper restores the default before it execs dagsmith. PYTHONFAULTHANDLER: if it hangs,
+    # SIGABRT makes it print every thread's stack (below).
+    restore = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    watching = subprocess.Popen([sys.executable, "-c", restore, DAGSMITH, "watch", "pipeline.yaml", "--interval", "0.2"],
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     lines: list[str] = []
     finished = threading.Event()
 
@@ -346,10 +352,31 @@ def test_ctrl_c_stops_the_loop_cleanly(project):
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert finished.wait(300), "the run did not finish: " + "".join(lines)[-2000:]  # a busy CI machine is slow
+    ignored = _ignored_signals(watching.pid)
+    assert signal.SIGINT not in ignored, f"watch ignores SIGINT (this test process: {signal.getsignal(signal.SIGINT)!r})"
     watching.send_signal(signal.SIGINT)
-    watching.wait(timeout=30)
+    try:
+        watching.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        tree = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,args", "--forest", "-g", str(os.getpgid(watching.pid))],
+                              capture_output=True, text=True).stdout
+        watching.send_signal(signal.SIGABRT)
+        watching.wait(30)
+        reader.join(10)
+        pytest.fail("watch did not stop within 30 s of Ctrl-C; its processes:\n" + tree + "\nits stderr, with its stacks:\n"
+                    + "".join(lines)[-8000:])
     reader.join(10)
     stderr = "".join(lines)
     assert watching.returncode == 0, stderr
     assert "finished: succeeded" in stderr and stderr.rstrip().endswith("stopped")
     assert not (project / ".dagsmith" / "watch" / "watchdemo.lock").exists()
+
+
+def _ignored_signals(pid: int) -> set[int]:
+    """The signals process `pid` ignores (SigIgn in /proc/PID/status); empty where there is no /proc."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return set()
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    return {bit + 1 for bit in range(64) if mask >> bit & 1}
