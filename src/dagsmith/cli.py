@@ -190,7 +190,7 @@ Examples:
 @_spec_option
 @_params_option
 def compile_(spec: str, targets: tuple[str, ...], output: str | None, check: bool, env: str | None, params: tuple[str, ...]):
-    """Compile SPEC for an orchestrator TARGET, writing files atomically."""
+    """Compile SPEC for an orchestrator TARGET (or several), writing files atomically."""
     from . import backends
     from .output import write_files
 
