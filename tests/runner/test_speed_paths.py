@@ -190,6 +190,30 @@ def test_the_fork_server_starts_before_the_compile_and_leaves_nothing_behind(pro
     assert list(tmp.iterdir()) == []
 
 
+def test_a_fork_server_whose_runner_ended_before_it_started_removes_its_folder(tmp_path):
+    """On a busy machine a runner can stop (a spec error) before its fork server has even
+    imported dagsmith: the fork server, now some other process's child, removes the folder it
+    was to wait in. One whose runner is alive but not its parent leaves it alone."""
+    from dagsmith.runner.pool import PRELOAD_VARIABLE
+
+    def fork_server_of(parent: int, folder: Path) -> None:
+        folder.mkdir()
+        request = {"parent": parent, "await": str(folder / "request.json"), "modules": [], "environ": {}}
+        subprocess.run([sys.executable, "-c", "import dagsmith.runner.pool"], check=True, timeout=60,
+                       env={**os.environ, PRELOAD_VARIABLE: json.dumps(request)})
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    fork_server_of(int(ended.stdout), tmp_path / "gone")
+    assert not (tmp_path / "gone").exists()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        fork_server_of(alive.pid, tmp_path / "kept")
+        assert (tmp_path / "kept").is_dir()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_a_fork_server_importing_a_guess_ends_with_its_runner(tmp_path):
     """Started early, the fork server imports what the spec suggests before the IR is known; a
     runner that stops first (a spec error) must not leave it importing, holding the runner's

@@ -161,6 +161,19 @@ def preload(modules, environ: dict | None = None, keep_going=None) -> list[str]:
     return failed
 
 
+def _alive(pid) -> bool:
+    """Whether process `pid` (an int) exists."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. not ours to signal: it exists
+        return True
+    return True
+
+
 def _preload_in_fork_server() -> None:
     """Run when the fork server imports this module: the imports the runner asked for, then a
     datagram to the runner's socket, if it gave one, saying the workers can start."""
@@ -171,8 +184,15 @@ def _preload_in_fork_server() -> None:
         request = json.loads(text)
     except ValueError:
         return
-    if not isinstance(request, dict) or request.get("parent") != os.getppid():
-        return  # not the fork server that runner started
+    if not isinstance(request, dict):
+        return
+    if request.get("parent") != os.getppid():
+        # Not the fork server that runner started, or its runner ended before the fork server
+        # got here (a spec error on a busy machine): then nobody removes the folder it was to
+        # wait in but this.
+        if isinstance(request.get("await"), str) and not _alive(request.get("parent")):
+            shutil.rmtree(os.path.dirname(request["await"]), ignore_errors=True)
+        return
     parent = request["parent"]
     # ^C is the runner's to handle (the fork server's own loop ignores it too); if the runner
     # dies meanwhile, the imports stop, and the fork server sees it gone and exits.
