@@ -468,12 +468,13 @@ def run(spec: str, env, params, workdir: str, max_parallel, resume_id, no_cache:
 
     Exit 0 when the run succeeded or was gated, 1 when a step failed, 2 on a spec error.
     """
-    from rich.console import Console
-
     from . import runner
-    from .runner.progress import reporter_for, summary
 
     runner.warm_up(None if resume_id else spec)  # the workers' fork server starts (and imports) while the spec compiles
+    from rich.console import Console  # after: imports before warm_up delay the whole run
+
+    from .runner.progress import reporter_for, summary
+
     reporter = reporter_for(quiet=False)
     if resume_id:
         record = runner.resume(Path(workdir), resume_id, max_parallel=max_parallel, use_cache=not no_cache, reporter=reporter)

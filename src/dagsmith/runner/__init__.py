@@ -15,7 +15,6 @@ from ..ir import IR, ir_filename
 from ..runtime.context import RunValues
 from ..runtime.environment import run_environment
 from ..runtime.store import LocalStore, atomic_write_bytes
-from .executor import Executor
 from .record import RunRecord, new_run_id
 
 
@@ -71,6 +70,10 @@ def resume(workdir: Path, run_id: str, *, max_parallel: int | None = None, use_c
 
 
 def _execute(ir, ir_path, workdir, record, values, max_parallel, use_cache, reporter) -> dict:
+    # Imported here, not with the package: `dagsmith run` imports the package to start the fork
+    # server (warm_up), and every millisecond before that is on the run's critical path.
+    from .executor import Executor
+
     root = Path(record.data.get("root") or ".")
     executor = Executor(
         ir=ir, ir_path=Path(ir_path).resolve(), store=LocalStore(Path(workdir).resolve()), record=record, values=values,
