@@ -30,20 +30,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # dagsmith_testing.benchmark_module loads a sibling benchmark by path
 TEMPLATE_BUDGET = 100_000
 RATIO_TARGET = 0.3
 ITEMS = 20_000
-
-
-def _sibling(name: str):
-    """benchmarks/NAME.py, loaded by path: this folder is never put on sys.path, where
-    benchmarks/airflow.py would shadow Airflow for whoever imports this module (the tests do)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"dagsmith_benchmark_{name}", Path(__file__).resolve().parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 KFP_PROGRAM = r"""
 import json, sys, tempfile, time, os
@@ -78,7 +68,9 @@ DAGSMITH = str(Path(sys.executable).with_name("dagsmith"))  # the console script
 
 
 def sweep_spec_file(folder: Path) -> Path:
-    sweep_spec = _sibling("compile").sweep_spec
+    from dagsmith_testing import benchmark_module
+
+    sweep_spec = benchmark_module("compile").sweep_spec
 
     spec = folder / "sweep-20k.yaml"
     spec.write_text(sweep_spec() + "defaults: {image: ghcr.io/acme/sweep:1}\nbackends:\n  argo: {store: 's3://acme-ml/dagsmith'}\n"

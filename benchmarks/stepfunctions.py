@@ -21,20 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def _sibling(name: str):
-    """benchmarks/NAME.py, loaded by path: this folder is never put on sys.path, where
-    benchmarks/airflow.py would shadow Airflow for whoever imports this module (the tests do)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"dagsmith_benchmark_{name}", Path(__file__).resolve().parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def big_spec_ir(folder: Path):
     """The IR of benchmarks/compile.py's 20,000-trial spec (200 partitions x a 10 x 10 grid)."""
-    sweep_spec = _sibling("compile").sweep_spec
+    from dagsmith_testing import benchmark_module  # tests/: on sys.path above
+
+    sweep_spec = benchmark_module("compile").sweep_spec
 
     from dagsmith.compiler import compile_spec
     from dagsmith.spec import load_spec

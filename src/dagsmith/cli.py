@@ -205,9 +205,11 @@ def compile_(spec: str, targets: tuple[str, ...], output: str | None, check: boo
 
     # Everything is generated before anything is written: a backend that fails writes nothing,
     # and neither do the others.
-    outputs = {backend.name: (Path(folder(backend)), backend.emit(ir, options[backend.name], output_dir=None if output == "-" else folder(backend),
-                                                                spec_dir=_spec_folder(spec)))
-               for backend in chosen}
+    outputs = {}
+    for backend in chosen:
+        where = folder(backend)
+        files = backend.emit(ir, options[backend.name], output_dir=None if output == "-" else where, spec_dir=_spec_folder(spec))
+        outputs[backend.name] = (Path(where), files)
     if output == "-":
         if len(chosen) == 1:
             click.echo(stdout_text(outputs[names[0]][1]), nl=False)

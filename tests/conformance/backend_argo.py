@@ -35,6 +35,8 @@ from pathlib import Path
 
 import yaml
 
+from dagsmith.spec.yamlpos import load_text
+
 from .adapters import Adapter, Outcome, combine, read_ir
 
 BIN = Path(sys.executable).parent
@@ -54,17 +56,6 @@ view = StoreView(store, run_id, json.load(open(ir_file, encoding="utf-8")))
 print(json.dumps({"metrics": view.metrics(), "gates": view.gates(), "validation": view.validation(), "rows": view.rows(),
                   "items": view.items(), "deployed": view.deployed(), "gate_passed": view.gate_passed()}))
 """
-
-
-class SpecLoader(yaml.SafeLoader):
-    """YAML as dagsmith reads specs: only true/false are booleans (`on:` stays a key)."""
-
-
-SpecLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-SpecLoader.add_implicit_resolver("tag:yaml.org,2002:bool", __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def spec_text(data: dict) -> str:
@@ -128,7 +119,7 @@ class ArgoAdapter(Adapter):
         with self.lock:
             self.count += 1
             tag = f"{Path(workdir).name}-{self.count}"
-        data = yaml.load(spec.read_text(encoding="utf-8"), Loader=SpecLoader)
+        data = load_text(spec.read_text(encoding="utf-8"), str(spec))  # as dagsmith reads specs (`on:` stays a key)
         backends = dict(data.get("backends") or {})
         backends["argo"] = {**(backends.get("argo") or {}), "store": f"s3://{BUCKET}/compiled/{tag}"}
         data["backends"] = backends
