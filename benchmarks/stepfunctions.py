@@ -5,7 +5,7 @@
 History events are counted in moto (tests/conformance/backend_stepfunctions.py: moto's
 interpreter, tasks run as local processes) for minimal and churn; the 20,000-trial spec is not
 executed here (10,000 task processes): its row shows the compile-time upper bound of the parent
-execution's events (stepfunctions_asl.history_bound), which the compile refuses above 25,000.
+execution's events (backends/stepfunctions/asl.py, history_bound), which the compile refuses above 25,000.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def timed_emit(ir, repeat: int = 5) -> tuple[float, dict]:
 def main() -> int:
     from conformance.backend_stepfunctions import MotoStepFunctions, compile_spec as compile_cli
     from dagsmith.backends import get
-    from dagsmith.backends import stepfunctions_asl as asl
+    from dagsmith.backends.stepfunctions import asl
     from dagsmith_testing import compile_path
 
     work = Path(tempfile.mkdtemp(prefix="bench-sfn-"))

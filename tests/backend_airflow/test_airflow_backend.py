@@ -162,7 +162,7 @@ def test_admission_sensor_holds_then_admits_once_and_skips_covered_runs(tmp_path
 
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from dagsmith.backends import airflow_tasks
+    from dagsmith.backends.airflow import tasks as airflow_tasks
     from dagsmith.runtime import admission
 
     out = tmp_path / "build"

@@ -1,5 +1,5 @@
 """Strict validation of what the Argo backend emits, against the upstream schemas in
-../shared/schemas/ (see its README.md):
+tests/schemas/ (copied from the upstream projects; see its README.md):
 
 - Workflow, WorkflowTemplate, CronWorkflow: argo-workflows-v4.0.5.schema.json
 - EventSource, Sensor: argo-events-v1.9.11.schema.json
@@ -31,7 +31,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"  # vendored, with provenance: tests/schemas/README.md
 WORKFLOWS_FILE = "argo-workflows-v4.0.5.schema.json"
 EVENTS_FILE = "argo-events-v1.9.11.schema.json"
 CRD_FILES = {"PyTorchJob": "kubeflow-pytorchjob-v1.9.0.crd.yaml", "MPIJob": "kubeflow-mpijob-v1.9.0.crd.yaml"}

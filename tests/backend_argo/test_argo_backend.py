@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagsmith.backends import get
-from dagsmith.backends.argo_workflow import task_name
+from dagsmith.backends.argo.workflow import task_name
 from dagsmith.cli import main
 from dagsmith.compiler import compile_spec
 from dagsmith.spec import load_spec

@@ -201,7 +201,7 @@ def test_refused_flags_and_server_urls(argo_server, churn, capsys):
 def test_a_stalled_server_times_out_instead_of_hanging(churn, capsys, monkeypatch):
     import socket
 
-    from dagsmith.backends import argo_deploy
+    from dagsmith.backends.argo import deploy as argo_deploy
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

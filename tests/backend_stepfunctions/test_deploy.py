@@ -49,8 +49,8 @@ def aws(monkeypatch):
 
 def deploy(ir, dry_run=False, **options):
     from dagsmith.backends import DeployRequest
-    from dagsmith.backends.stepfunctions import StepFunctionsBackend
-    from dagsmith.backends.stepfunctions_deploy import deploy as run
+    from dagsmith.backends.stepfunctions.backend import StepFunctionsBackend
+    from dagsmith.backends.stepfunctions.deploy import deploy as run
 
     return run(StepFunctionsBackend(), ir, {"parameters": PARAMS, **options}, DeployRequest(dry_run=dry_run, stack_name="pipe", region="us-east-1"), poll=0.01)
 
@@ -261,7 +261,7 @@ def test_failed_create_is_rolled_back_and_removed(aws, injected, tmp_path, capsy
 
 def test_deploy_refuses_other_flags(aws, in_repo):
     from dagsmith.backends import DeployRequest
-    from dagsmith.backends.stepfunctions import StepFunctionsBackend
+    from dagsmith.backends.stepfunctions.backend import StepFunctionsBackend
     from dagsmith.errors import UsageError
 
     ir = compile_path("examples/minimal/pipeline.yaml")

@@ -107,7 +107,7 @@ def test_twenty_thousand_trials_distributed_and_small(tmp_path):
 
 
 def test_state_name_collision_is_a_compile_error(in_repo):
-    from dagsmith.backends import stepfunctions_asl as asl
+    from dagsmith.backends.stepfunctions import asl
 
     settings = asl.Settings(compute="ecs", inline_limit=40, ir_uri="s3://b/ir.json", task_ref={}, image_param={})
     builder = asl.Builder.__new__(asl.Builder)
@@ -119,13 +119,13 @@ def test_state_name_collision_is_a_compile_error(in_repo):
 
 
 def test_spec_text_cannot_become_a_reference():
-    from dagsmith.backends.stepfunctions import escape_sub
+    from dagsmith.backends.stepfunctions.backend import escape_sub
 
     assert escape_sub('{"a": "${Cluster}", "b": "${HOME}", "c": "$${x"}', {"Cluster"}) == '{"a": "${Cluster}", "b": "${!HOME}", "c": "$${!x"}'
 
 
 def test_callback_results():
-    from dagsmith.backends.stepfunctions_callback import result_of
+    from dagsmith.backends.stepfunctions.callback import result_of
 
     gate = ["dagsmith", "step", "s3://b/ir.json", "gate", "--skip-exit-code", "99"]
     assert result_of(gate, 99, {"status": "skip"}, False) == (True, {"status": "skip"})
@@ -149,7 +149,7 @@ def test_diff_shows_generated_files(tmp_path, in_repo):
 
 
 def test_size_and_history_bound_checked_at_compile(in_repo, monkeypatch):
-    from dagsmith.backends import stepfunctions_asl as asl
+    from dagsmith.backends.stepfunctions import asl
     from dagsmith.backends.problems import BackendProblems
 
     monkeypatch.setattr(asl, "MAX_DEFINITION_BYTES", 1000)

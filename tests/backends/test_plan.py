@@ -12,7 +12,7 @@ import pytest
 
 from dagsmith import naming
 from dagsmith.backends import kubernetes
-from dagsmith.backends.airflow import AirflowBackend
+from dagsmith.backends.airflow.backend import AirflowBackend
 from dagsmith.backends.plan import ADMIT_TASK, build_plan, ranges_task_id
 from dagsmith.backends.problems import Capabilities, check_capabilities
 from dagsmith_testing import REPO, compile_path

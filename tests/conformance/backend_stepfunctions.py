@@ -43,7 +43,7 @@ import traceback
 import uuid
 from pathlib import Path
 
-from dagsmith.backends import stepfunctions_asl as asl
+from dagsmith.backends.stepfunctions import asl
 
 from .adapters import Adapter, Outcome, StoreView, combine, read_ir
 
@@ -91,7 +91,7 @@ class Worker:
 
     def deploy(self, ir_file: str, stack: str, prefix: str, root: str, options: dict | None = None) -> dict:
         from dagsmith.backends import DeployRequest
-        from dagsmith.backends.stepfunctions import StepFunctionsBackend
+        from dagsmith.backends.stepfunctions.backend import StepFunctionsBackend
         from dagsmith.ir import IR
 
         ir = IR.loads(Path(ir_file).read_text(encoding="utf-8"))
@@ -99,7 +99,7 @@ class Worker:
         base.update(options or {})
         base["parameters"] = {**PARAMETERS, "ArtifactBucket": BUCKET, "StorePrefix": prefix, **(base.get("parameters") or {})}
         base.pop("role_arn", None)  # the template's own role (moto checks no permissions either way)
-        import dagsmith.backends.stepfunctions_deploy as deploy_module
+        import dagsmith.backends.stepfunctions.deploy as deploy_module
 
         backend = StepFunctionsBackend()
         lines = deploy_module.deploy(backend, ir, base, DeployRequest(stack_name=stack, region=REGION), poll=0.05)

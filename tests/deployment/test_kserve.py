@@ -16,7 +16,7 @@ import yaml
 
 from deploy_testing import Pipeline, rows, spec
 
-CRD = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "kserve-inferenceservice-v0.20.0.crd.yaml"
+CRD = Path(__file__).resolve().parents[1] / "schemas" / "kserve-inferenceservice-v0.20.0.crd.yaml"
 PATH = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices"
 DEPLOY = """  model_name: churn
   target: kserve

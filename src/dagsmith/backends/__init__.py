@@ -65,14 +65,14 @@ class IRBackend:
 
 
 def _airflow() -> Backend:
-    from .airflow import AirflowBackend
+    from .airflow.backend import AirflowBackend
 
     return AirflowBackend()
 
 
 def _argo() -> Backend:
     try:
-        from .argo import ArgoBackend
+        from .argo.backend import ArgoBackend
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] != "hera":
             raise
@@ -81,7 +81,7 @@ def _argo() -> Backend:
 
 
 def _stepfunctions() -> Backend:
-    from .stepfunctions import StepFunctionsBackend
+    from .stepfunctions.backend import StepFunctionsBackend
 
     return StepFunctionsBackend()
 

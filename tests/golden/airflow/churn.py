@@ -20,7 +20,7 @@ from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, DAG, Param
 from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 
-from dagsmith.backends import airflow_tasks
+from dagsmith.backends.airflow import tasks as airflow_tasks
 
 IR = str(Path(__file__).with_name("churn-model.ir.json"))
 # The artifact store: backends.airflow.store is not set, so $DAGSMITH_STORE, else $AIRFLOW_HOME/dagsmith.

@@ -19,7 +19,7 @@ from airflow.providers.standard.operators.python import PythonOperator, ShortCir
 from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import Asset, AssetAny, DAG, Param
 
-from dagsmith.backends import airflow_tasks
+from dagsmith.backends.airflow import tasks as airflow_tasks
 
 IR = str(Path(__file__).with_name("demand-forecast.ir.json"))
 # The artifact store: backends.airflow.store is not set, so $DAGSMITH_STORE, else $AIRFLOW_HOME/dagsmith.

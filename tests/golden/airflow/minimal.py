@@ -17,7 +17,7 @@ from pathlib import Path
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
-from dagsmith.backends import airflow_tasks
+from dagsmith.backends.airflow import tasks as airflow_tasks
 
 IR = str(Path(__file__).with_name("minimal.ir.json"))
 # The artifact store: backends.airflow.store is not set, so $DAGSMITH_STORE, else $AIRFLOW_HOME/dagsmith.

@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from ..errors import DagsmithError, DeployFailed, DeployIncomplete, UsageError
+from ...errors import DagsmithError, DeployFailed, DeployIncomplete, UsageError
 
 TIMEOUT = 30.0  # seconds per request: a stalled server fails the deploy instead of hanging CI
 DEFAULT_TOKEN_ENV = "ARGO_TOKEN"
@@ -207,7 +207,7 @@ def _comparable(resource: dict) -> dict:
 
 
 def _upload_ir(uri: str, text: str) -> None:
-    from ..runtime.s3 import client, split_uri
+    from ...runtime.s3 import client, split_uri
 
     bucket, key = split_uri(uri)
     try:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .. import naming
-from .argo_workflow import NAME_LIMIT, TRIGGER_AT, TRIGGER_KEY, TRIGGER_SOURCE, Settings, dump, metadata, submitted_workflow
-from .plan import Plan
+from ... import naming
+from .workflow import NAME_LIMIT, TRIGGER_AT, TRIGGER_KEY, TRIGGER_SOURCE, Settings, dump, metadata, submitted_workflow
+from ..plan import Plan
 
 WEBHOOK_PORT = "12000"
 # Hera's Argo Events models have no apiVersion/kind fields: they are added to the dumped data

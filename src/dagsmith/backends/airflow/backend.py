@@ -24,13 +24,13 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from .. import naming
-from ..errors import UsageError, format_path
-from ..ir import IR
-from ..runtime import environment as E
-from . import kubernetes
-from .plan import Plan, Task, build_plan
-from .problems import Capabilities, Problem, check_capabilities, error, raise_errors
+from ... import naming
+from ...errors import UsageError, format_path
+from ...ir import IR
+from ...runtime import environment as E
+from .. import kubernetes
+from ..plan import Plan, Task, build_plan
+from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors
 
 OPTIONS = ("backends", "airflow")
 MODES = {
@@ -44,7 +44,7 @@ _PARAM_TYPES = {"integer": "integer", "number": "number", "string": "string", "b
 
 def _environment() -> Environment:
     env = Environment(
-        loader=FileSystemLoader(str(Path(__file__).resolve().parent.parent / "templates")),
+        loader=FileSystemLoader(str(Path(__file__).resolve().parents[2] / "templates")),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -101,7 +101,7 @@ class AirflowBackend:
         import shutil
         import tempfile
 
-        from ..output import write_files
+        from ...output import write_files
 
         request.refuse_others(self.name, ("dags_folder",))
         if not request.dags_folder:
@@ -122,7 +122,7 @@ class AirflowBackend:
             if request.dry_run:
                 return [f"would {_change(dags_folder / name, files[name])} {dags_folder / name}" for name in ordered]
             if plan.ir_uri:  # pods read the IR from the store
-                from ..runtime.s3 import client, split_uri
+                from ...runtime.s3 import client, split_uri
 
                 bucket, key = split_uri(plan.ir_uri)
                 client().put_object(Bucket=bucket, Key=key, Body=files[plan.ir_file].encode("utf-8"))

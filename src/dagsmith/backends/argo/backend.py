@@ -6,8 +6,8 @@
     <name>.sensor.yaml              with `on_new_data`: submits the WorkflowTemplate
     <name>.ir.json                  the IR, which pods read from the store (`dagsmith deploy` puts it there)
 
-How the plan maps to Argo is in argo_workflow.py, the triggers in argo_events.py, the deploy
-through the Argo Server in argo_deploy.py; this module checks what Argo cannot take (every
+How the plan maps to Argo is in workflow.py, the triggers in events.py, the deploy
+through the Argo Server in deploy.py; this module checks what Argo cannot take (every
 problem at once, at its spec position) and writes the files.
 """
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import yaml
 
-from ..ir import IR
-from . import argo_events, argo_workflow, kubernetes
-from .argo_workflow import Settings
-from .plan import Plan, build_plan
-from .problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
+from ...ir import IR
+from .. import kubernetes
+from . import events, workflow
+from .workflow import Settings
+from ..plan import Plan, build_plan
+from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
 
 OPTIONS = ("backends", "argo")
 CAPABILITIES = Capabilities("argo", "Argo Workflows", runs_images=True, shared_disk=False, options_path=OPTIONS)
@@ -35,8 +36,8 @@ class ArgoBackend:
 
     def plan(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> Plan:
         settings = Settings.of(options)
-        return build_plan(ir, store=f"{{{{workflow.parameters.{argo_workflow.STORE_PARAM}}}}}", max_ranges=settings.max_fanout_pods,
-                          ir_uri=argo_workflow.ir_location(settings, ir), output_dir=output_dir, spec_dir=spec_dir)
+        return build_plan(ir, store=f"{{{{workflow.parameters.{workflow.STORE_PARAM}}}}}", max_ranges=settings.max_fanout_pods,
+                          ir_uri=workflow.ir_location(settings, ir), output_dir=output_dir, spec_dir=spec_dir)
 
     def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]:
         raise_errors(self.name, self.check(ir, options))
@@ -45,12 +46,12 @@ class ArgoBackend:
         return files
 
     def files(self, plan: Plan, settings: Settings) -> dict[str, str]:
-        out = {f"{plan.name}.workflow-template.yaml": to_yaml(argo_workflow.dump(argo_workflow.workflow_template(plan, settings)))}
+        out = {f"{plan.name}.workflow-template.yaml": to_yaml(workflow.dump(workflow.workflow_template(plan, settings)))}
         if plan.schedule:
-            out[f"{plan.name}.cron-workflow.yaml"] = to_yaml(argo_workflow.dump(argo_workflow.cron_workflow(plan, settings)))
+            out[f"{plan.name}.cron-workflow.yaml"] = to_yaml(workflow.dump(workflow.cron_workflow(plan, settings)))
         if plan.on_new_data:
-            out[f"{plan.name}.event-source.yaml"] = to_yaml(argo_events.event_source(plan, settings))
-            out[f"{plan.name}.sensor.yaml"] = to_yaml(argo_events.sensor(plan, settings))
+            out[f"{plan.name}.event-source.yaml"] = to_yaml(events.event_source(plan, settings))
+            out[f"{plan.name}.sensor.yaml"] = to_yaml(events.sensor(plan, settings))
         out[plan.ir_file] = plan.ir.dumps()
         return out
 
@@ -65,7 +66,7 @@ class ArgoBackend:
         return to_yaml(doc)
 
     def deploy(self, ir: IR, options: dict, request, spec_dir: str | None = None) -> list[str]:
-        from .argo_deploy import deploy
+        from .deploy import deploy
 
         return deploy(self, ir, options, request)
 
@@ -75,7 +76,7 @@ class ArgoBackend:
         settings = Settings.of(options)
         problems = check_capabilities(ir, CAPABILITIES, options.get("store"))
         problems += kubernetes.check(ir, settings.namespace, OPTIONS)
-        if settings.service_account and argo_workflow.naming.k8s_name(settings.service_account, 253) != settings.service_account:
+        if settings.service_account and workflow.naming.k8s_name(settings.service_account, 253) != settings.service_account:
             problems.append(error(OPTIONS + ("service_account",), f"{settings.service_account!r} is not a Kubernetes name (lowercase letters, digits, '-')"))
         if settings.pod_gc not in POD_GC:
             problems.append(error(OPTIONS + ("pod_gc",), f"{settings.pod_gc!r} is not an Argo podGC strategy ({', '.join(POD_GC)})"))
@@ -97,7 +98,7 @@ class ArgoBackend:
 def _templated(ir: IR, options: dict) -> list[Problem]:
     """Argo substitutes `{{...}}` in every field of a template it runs: a spec value holding one
     would be read as a variable (or fail the workflow), so it is refused here. (Parameters are
-    not: a default holding '{{' stays in the IR, see argo_workflow._parameters.)"""
+    not: a default holding '{{' stays in the IR, see workflow._parameters.)"""
     values = [(OPTIONS + (key,), options.get(key) or "") for key in ("store", "namespace", "service_account", "image_pull_policy")]
     values += [(step_path(step, "image"), step.image or "") for step in ir.steps]
     return [error(path, f"{value[:60]!r}: Argo reads '{{{{' in a workflow as a variable, so it cannot appear here")
@@ -109,7 +110,7 @@ def _names(ir: IR, options: dict) -> list[Problem]:
     plan = build_plan(ir, store="s3://x", max_ranges=1)
     seen: dict[str, str] = {}
     problems = []
-    for name, what, task in argo_workflow.generated_names(plan):
+    for name, what, task in workflow.generated_names(plan):
         if name in seen:
             path = step_path(task.step) if task is not None and task.step is not None else ("steps",)
             problems.append(error(path, f"{what} and {seen[name]} both become the Argo template {name!r}: rename one"))
@@ -122,10 +123,10 @@ def _triggers(ir: IR) -> list[Problem]:
     for index, trigger in enumerate(ir.triggers.get("on_new_data") or []):
         path = ("triggers", "on_new_data", index)
         if trigger.get("queue"):
-            if argo_events.parse_queue(trigger["queue"]) is None:
+            if events.parse_queue(trigger["queue"]) is None:
                 problems.append(error(path + ("queue",), f"{trigger['queue'][:80]!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"))
         else:
-            where = f":{argo_events.WEBHOOK_PORT}{argo_events.webhook_endpoint(ir.name, trigger['source'])}"
+            where = f":{events.WEBHOOK_PORT}{events.webhook_endpoint(ir.name, trigger['source'])}"
             problems.append(warning(path, f"no queue: Argo Events cannot listen to a bucket itself, so the EventSource gets a webhook at {where} "
                                           "(POST {\"key\": ...} to it when data lands); to start runs from the bucket's own notifications, "
                                           "set queue: an SQS queue URL that receives them"))

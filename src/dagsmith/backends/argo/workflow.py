@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 
 from hera.workflows import models as m
 
-from .. import naming
-from ..paramtext import to_text
-from ..runtime import environment as E
-from . import kubernetes
-from .plan import ADMIT_TASK, Plan, Task
+from ... import naming
+from ...paramtext import to_text
+from ...runtime import environment as E
+from .. import kubernetes
+from ..plan import ADMIT_TASK, Plan, Task
 
 API_VERSION = "argoproj.io/v1alpha1"
 ENTRYPOINT = "main"

@@ -29,14 +29,14 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .. import naming
-from ..ir import Step
-from ..runtime import environment as E
-from .plan import Plan, Task
-from .stepfunctions_callback import ITEM_ENV, TOKEN_ENV
+from ... import naming
+from ...ir import Step
+from ...runtime import environment as E
+from ..plan import Plan, Task
+from .callback import ITEM_ENV, TOKEN_ENV
 
 CONTAINER = "dagsmith"  # the container's name in every task definition / job definition
-WRAPPER = ["python", "-m", "dagsmith.backends.stepfunctions_callback"]
+WRAPPER = ["python", "-m", "dagsmith.backends.stepfunctions.callback"]
 HEARTBEAT_SECONDS = 600  # the wrapper beats every 60 s; an image pull must fit in here too
 INLINE_MAP_MAX = 40  # the inline Map's concurrency limit, and the most items it runs here
 HISTORY_LIMIT = 25_000

@@ -1,7 +1,7 @@
 """What every Step Functions task container runs: the plan's step command, then its result sent
 back to the state machine through the task token (`.waitForTaskToken`).
 
-    python -m dagsmith.backends.stepfunctions_callback [--ranges-to-s3] -- dagsmith step IR STEP ...
+    python -m dagsmith.backends.stepfunctions.callback [--ranges-to-s3] -- dagsmith step IR STEP ...
 
 - The command is the execution plan's (`dagsmith step | ranges | admit`), as the ASL gives it;
   this wrapper adds `--outcome FILE` (a file of its own) and, for a fan-out's task, `--item`
@@ -54,7 +54,7 @@ def result_of(argv: list[str], code: int, outcome, ranges_to_s3: bool, environ=o
             return False, {"error": ERROR_STEP, "cause": f"{what}: exited with code {code} (see the task's log)"}
         if not ranges_to_s3:
             return True, {"ranges": outcome}
-        from ..runtime.s3 import client, split_uri
+        from ...runtime.s3 import client, split_uri
 
         store = _option(argv, "--store") or environ.get("DAGSMITH_STORE") or ""
         bucket, prefix = split_uri(store.rstrip("/"))
@@ -73,7 +73,7 @@ def main(args: list[str] | None = None, environ=os.environ) -> int:
     args = list(sys.argv[1:] if args is None else args)
     ranges_to_s3 = "--ranges-to-s3" in args[: args.index("--")] if "--" in args else False
     if "--" not in args or len(args) <= args.index("--") + 1:
-        print("usage: python -m dagsmith.backends.stepfunctions_callback [--ranges-to-s3] -- COMMAND...", file=sys.stderr)
+        print("usage: python -m dagsmith.backends.stepfunctions.callback [--ranges-to-s3] -- COMMAND...", file=sys.stderr)
         return 2
     argv = args[args.index("--") + 1:]
     token = environ.get(TOKEN_ENV)

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 @lru_cache(maxsize=8)
 def _load(ir_path: str):
-    from ..runtime import load_ir
+    from ...runtime import load_ir
 
     return load_ir(ir_path)
 
@@ -32,7 +32,7 @@ def run_date(context) -> str:
 
 def _environ(ir, context, store: str, root: str) -> dict:
     """The run environment; DAGSMITH_ROOT set in the worker wins over the DAG file's folder."""
-    from ..runtime.environment import ROOT, run_environment
+    from ...runtime.environment import ROOT, run_environment
 
     params = context.get("params") or {}
     chosen = {name: params[name] for name in ir.params if name in params}
@@ -40,8 +40,8 @@ def _environ(ir, context, store: str, root: str) -> dict:
 
 
 def _context(ir_path: str, step_id: str, store: str, root: str, item, context):
-    from ..runtime import make_context
-    from ..runtime.store import Store
+    from ...runtime import make_context
+    from ...runtime.store import Store
 
     ir = _load(ir_path)
     return make_context(ir, step_id, Store.open(store), item, _environ(ir, context, store, root))
@@ -51,7 +51,7 @@ def _names_from_airflow(step) -> dict:
     """Connections and secrets are names in the spec; Airflow holds their values: a connection
     id (DAGSMITH_CONN_<NAME> gets its URI) and a Variable per secret (an env var of that name).
     Values already in the environment win, so a worker can also be given them directly."""
-    from ..runtime.sources import connection_env
+    from ...runtime.sources import connection_env
 
     found = {}
     for name in step.connections:
@@ -71,7 +71,7 @@ def _names_from_airflow(step) -> dict:
 
 
 def _run(ir_path: str, step_id: str, store: str, root: str, item, context) -> dict:
-    from ..runtime import run_step
+    from ...runtime import run_step
 
     ctx = _context(ir_path, step_id, store, root, item, context)
     added = _names_from_airflow(ctx.step)
@@ -104,7 +104,7 @@ def fanout_ranges(ir_path: str, step_id: str, max_ranges: int, store: str, root:
     """`dagsmith ranges`, in-process: the mapped task's inputs, one per range. render="python"
     gives [range] (op_args of run_items); "bash" the command line `argv --item RANGE`, quoted;
     "kubernetes" the pod's arguments `argv --item RANGE` (argv: the step's command, from the plan)."""
-    from ..runtime.commands import item_ranges
+    from ...runtime.commands import item_ranges
 
     ranges = item_ranges(_context(ir_path, step_id, store, root, None, context), max_ranges)
     if render == "bash":
@@ -137,9 +137,9 @@ def admit(ir_path: str, store: str, **context) -> bool:
     """`dagsmith admit`, in-process, as a PythonSensor's poke (mode reschedule): True admits the
     run; False while min_interval holds it (the sensor pokes again later, holding no worker
     slot); a run whose data an earlier run already read is skipped whole."""
-    from ..runtime.commands import admit_run
-    from ..runtime.environment import TRIGGER
-    from ..runtime.store import Store
+    from ...runtime.commands import admit_run
+    from ...runtime.environment import TRIGGER
+    from ...runtime.store import Store
 
     ir = _load(ir_path)
     environ = {**_environ(ir, context, store, ""), TRIGGER: trigger_of(ir, context)}

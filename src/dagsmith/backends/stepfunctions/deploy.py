@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from ..errors import DeployFailed, DeployIncomplete, UsageError
+from ...errors import DeployFailed, DeployIncomplete, UsageError
 
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
 TEMPLATE_BODY_LIMIT = 51_200  # larger templates go through S3 (TemplateURL)

@@ -18,10 +18,10 @@ import hashlib
 import math
 import re
 
-from ..ir import Step
-from ..runtime.sources import connection_env
-from .plan import Plan, Task
-from .stepfunctions_asl import CONTAINER, distributed_training
+from ...ir import Step
+from ...runtime.sources import connection_env
+from ..plan import Plan, Task
+from .asl import CONTAINER, distributed_training
 
 # Fargate's CPU units and, per CPU, the memory (MiB) allowed: (min, max, step)
 FARGATE = [(256, 512, 2048, 1024), (512, 1024, 4096, 1024), (1024, 2048, 8192, 1024), (2048, 4096, 16384, 1024),

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import re
 
-from .. import naming
-from ..errors import UsageError
-from ..ir import IR
-from . import stepfunctions_asl as asl
-from .plan import Plan, build_plan
-from .problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
-from .stepfunctions_cfn import TemplateBuilder, cron_expression, fargate_size, image_param, logical_id
+from ... import naming
+from ...errors import UsageError
+from ...ir import IR
+from . import asl
+from ..plan import Plan, build_plan
+from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
+from .cfn import TemplateBuilder, cron_expression, fargate_size, image_param, logical_id
 
 OPTIONS = ("backends", "stepfunctions")
 CAPABILITIES = Capabilities("stepfunctions", "Step Functions", runs_images=True, shared_disk=False, options_path=OPTIONS)
@@ -154,7 +154,7 @@ class StepFunctionsBackend:
         return dump_yaml(template)
 
     def deploy(self, ir: IR, options: dict, request, spec_dir: str | None = None) -> list[str]:
-        from .stepfunctions_deploy import deploy
+        from .deploy import deploy
 
         return deploy(self, ir, options, request)
 
