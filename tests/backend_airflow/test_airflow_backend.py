@@ -279,7 +279,7 @@ def test_deploy_is_atomic_and_checked_by_dagbag(airflow_home, tmp_path):
     # everything this test could make Airflow refuse for real).
     before = {p.name: p.read_bytes() for p in dags.iterdir()}
     from dagsmith.backends import DeployRequest
-    from dagsmith.backends import airflow as backend
+    from dagsmith.backends.airflow import backend
     from dagsmith.errors import UsageError
 
     from dagsmith.compiler import compile_spec
