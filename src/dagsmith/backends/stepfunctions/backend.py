@@ -22,7 +22,7 @@ import re
 from ... import naming
 from ...errors import UsageError
 from ...ir import IR
-from . import asl
+from . import asl, limits
 from ..plan import Plan, build_plan
 from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
 from .cfn import TemplateBuilder, cron_expression, fargate_size, image_param, logical_id
@@ -137,6 +137,7 @@ class StepFunctionsBackend:
         if events > asl.HISTORY_LIMIT:
             problems.append(error(OPTIONS, f"an execution could use up to {events:,} history events (limit {asl.HISTORY_LIMIT:,}): "
                                            "lower retries, or set inline_map_limit lower so that fan-outs run as a Distributed Map"))
+        problems += limits.check(plan, settings)  # what AWS refuses at run time and moto does not
         raise_errors(self.name, problems)
         template = TemplateBuilder(plan, options, machine_name(ir, options), escape_sub(text, known_names(settings, options)),
                                    settings.task_ref).build()
