@@ -218,6 +218,13 @@ class Worker:
         self.roots[machine.rsplit(":", 1)[-1]] = root
         return {"lines": lines, "machine": machine}
 
+    def create_machine(self, name: str, definition: str) -> str:
+        """CreateStateMachine straight from a definition (the hook's refusals, without a template)."""
+        import boto3
+
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        return sfn.create_state_machine(name=name, definition=definition, roleArn=f"arn:aws:iam::123456789012:role/{name}")["stateMachineArn"]
+
     def view(self, store: str, run_id: str, ir: dict) -> dict:
         view = StoreView(store, run_id, ir)
         return {"metrics": view.metrics(), "gates": view.gates(), "validation": view.validation(), "rows": view.rows(),

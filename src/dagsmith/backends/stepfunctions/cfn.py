@@ -31,6 +31,9 @@ _MEMORY_UNITS = {"": 1 / 2**20, "Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024*
                  "M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}
 SYNTHETIC_RESOURCES = {"cpu": "0.25", "memory": "512Mi"}
 ECR_IMAGE = re.compile(r"([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)")
+# on_new_data on S3: the object whose arrival starts a run (Spark, Hadoop and Glue jobs write it
+# last); `backends.stepfunctions.new_data_marker` names another, or null for every object
+NEW_DATA_MARKER = "_SUCCESS"
 STORE_PREFIX_MAX = 200  # StorePrefix's MaxLength: the store's paths in every task's environment stay bounded
 
 
@@ -457,8 +460,9 @@ class TemplateBuilder:
             condition = logical_id("Watch", source)
             self.conditions[condition] = {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, ""]}]}
             detail: dict = {"bucket": {"name": [{"Ref": param}]}}
-            if prefix:
-                detail["object"] = {"key": [{"prefix": prefix}]}
+            keys = new_data_keys(prefix, self.options.get("new_data_marker", NEW_DATA_MARKER))
+            if keys:
+                detail["object"] = {"key": keys}
             self.resources[logical_id("NewData", source)] = {"Type": "AWS::Events::Rule", "Condition": condition, "Properties": {
                 "Description": f"new data in {source}: start a run (min_interval holds in the run's admission)",
                 "EventPattern": {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": detail},
@@ -466,6 +470,28 @@ class TemplateBuilder:
                              "InputTransformer": {"InputPathsMap": {"time": "$.time"},
                                                   "InputTemplate": '{"trigger": {"sources": ["' + source + '"], "at": <time>}}'}}],
             }}
+
+
+def new_data_keys(key_pattern: str, marker: str | None) -> list[dict]:
+    """The rule's filter on the object's key: a source that is ONE object (no wildcard, a file
+    name) arrives as that object; otherwise the marker object under the source's prefix, so ONE
+    arrival of data (a multi-file drop and its marker) starts ONE execution, not one per file;
+    without a marker (null), every object under the prefix does. EventBridge's wildcard matching
+    ('*' any characters, '\\*' a literal one:
+    https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-create-pattern-operators.html)."""
+    prefix = re.sub(r"[*?\[].*$", "", key_pattern)  # up to the first wildcard
+    if prefix == key_pattern and prefix and not prefix.endswith("/") and "." in prefix.rsplit("/", 1)[-1]:
+        return [prefix]  # one object: it is the arrival
+    if not marker:
+        return [{"prefix": prefix}] if prefix else []
+
+    def literal(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("*", "\\*")
+
+    under = [{"wildcard": literal(prefix) + "*/" + literal(marker)}]
+    if not prefix or prefix.endswith("/"):  # the marker directly in the source's folder
+        under.insert(0, {"wildcard": literal(prefix) + literal(marker)})
+    return under
 
 
 def role(service: str, policy: str, statements: list[dict]) -> dict:

@@ -145,8 +145,8 @@ def training_environment_problems(task: Task, ir: IR) -> list[Problem]:
             continue
         text = largest_value(name, ir) if key.endswith(".$") else concrete(value)
         if len(text) > SAGEMAKER_ENV_VALUE_MAX:
-            what = ("the secrets' and connections' names (passed by name, fetched when the job starts)"
-                    if name == SECRET_REFS_ENV else f"the value of {name}")
-            problems.append(error(origin, f"{what} takes {len(text):,} characters in the training job's environment; "
+            what = ("the secrets' and connections' names (passed by name in DAGSMITH_SECRET_REFS, fetched when the job "
+                    "starts) come to" if name == SECRET_REFS_ENV else f"the value of {name} can be")
+            problems.append(error(origin, f"{what} {len(text):,} characters in the training job's environment; "
                                   f"SageMaker allows {SAGEMAKER_ENV_VALUE_MAX} per value"))
     return problems
