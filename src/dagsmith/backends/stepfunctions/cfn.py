@@ -297,7 +297,7 @@ class TemplateBuilder:
     def image_pull_statements(self) -> list[dict]:
         """ECR pulls: the token (no resource type), the layers from this account's repositories and
         from the ECR repositories the spec's images name (another account's, when they do)."""
-        repositories = [arn("ecr", "repository/*")]
+        repositories = [{"Fn::Sub": "arn:${AWS::Partition}:ecr:*:${AWS::AccountId}:repository/*"}]
         for image in sorted({t.step.image for t in self.plan.tasks if t.step is not None and t.step.image}):
             match = ECR_IMAGE.match(image)
             if match:
