@@ -347,6 +347,11 @@ def test_new_data_marker_option(in_repo, tmp_path):
 
     problems = get("stepfunctions").check(distributed_ir(tmp_path), {"store": "s3://b/p", "new_data_marker": "a/b"})
     assert any(p.path == ("backends", "stepfunctions", "new_data_marker") for p in problems)
+    # set in the spec (the schema takes it)
+    spec = DISTRIBUTED_SPEC.replace('{store: "s3://acme-ml/dagsmith"}', '{store: "s3://acme-ml/dagsmith", new_data_marker: READY}')
+    _, template = emit_ir(distributed_ir(tmp_path, spec))
+    (rule,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    assert rule["Properties"]["EventPattern"]["detail"]["object"]["key"] == [{"wildcard": "rows/READY"}, {"wildcard": "rows/*/READY"}]
 
 
 @pytest.mark.parametrize(("cron", "expected"), [

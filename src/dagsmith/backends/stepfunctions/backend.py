@@ -11,7 +11,9 @@ template that deploys it with its compute, roles, schedule and new-data rules; t
 Options (`backends.stepfunctions`): compute (ecs | batch), store (s3://bucket/prefix), role_arn
 (use this role instead of creating one), region, state_machine_name, max_map_length (task
 instances per fan-out, default 10,000), inline_map_limit (Map items up to which an inline Map
-runs, at most 40; more go to a Distributed Map), parameters (template parameter values).
+runs, at most 40; more go to a Distributed Map), parameters (template parameter values),
+new_data_marker (the object whose arrival starts a run for on_new_data, default _SUCCESS; null:
+every object).
 docs/backends/stepfunctions.md has the mapping and the reasons.
 """
 
