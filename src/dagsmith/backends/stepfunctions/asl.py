@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from ... import naming
 from ...ir import Step
 from ...runtime import environment as E
-from ..plan import Plan, Task
 from ...runtime.sources import connection_env
+from ..plan import Plan, Task
 from .callback import ITEM_ENV, SECRET_REFS_ENV, TOKEN_ENV
 
 CONNECTION_SECRET = "dagsmith/conn/{}"  # the Secrets Manager name of connection NAME
@@ -59,7 +59,8 @@ PARAMS_KEY = "runs/{}/stepfunctions/params.json"  # under the store; {} is the r
 # for Callback: Not supported": https://docs.aws.amazon.com/step-functions/latest/dg/integrate-optimized.html);
 # the AWS SDK integration has it ("Over two hundred services: Request Response, Wait for Callback").
 # It keeps the one callback contract of ECS (a gate's "skip", the ranges and the admission come back
-# as the task's output; the heartbeat catches a job that dies without a word): see the docs' "Batch".
+# as the task's output; the heartbeat catches a job that dies without a word): docs/backends/
+# stepfunctions.md, "Integration patterns".
 BATCH_RESOURCE = "arn:aws:states:::aws-sdk:batch:submitJob.waitForTaskToken"
 ECS_RESOURCE = "arn:aws:states:::ecs:runTask.waitForTaskToken"
 
