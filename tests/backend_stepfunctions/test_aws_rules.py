@@ -25,7 +25,7 @@ from conformance.backend_stepfunctions import (
     overrides_problem,
     training_environment_problems,
 )
-from dagsmith_testing import EXAMPLES, compile_path
+from dagsmith_testing import EXAMPLES, REPO, compile_path
 
 DAGSMITH = Path(sys.executable).parent / "dagsmith"
 
@@ -69,16 +69,19 @@ def distributed_ir(tmp_path, text: str = DISTRIBUTED_SPEC):
     return compile_path(spec)
 
 
-def every_output(tmp_path):
+@pytest.fixture(scope="module")
+def every_output(tmp_path_factory) -> list[tuple]:
     """(label, definition, template) for each example on ECS and Batch (forecast's fan-out also as
     a Distributed Map), and the distributed-training spec: every kind of state and role we emit."""
+    out = []
     for example in EXAMPLES:
-        ir = compile_path(f"examples/{example}/pipeline.yaml")
+        ir = compile_path(REPO / "examples" / example / "pipeline.yaml")
         for compute in ("ecs", "batch"):
             # role_arn off: the template's own StateMachineRole is what we check
-            yield f"{example}/{compute}", *emit_ir(ir, compute=compute, role_arn=None)
-        yield f"{example}/distributed-map", *emit_ir(ir, inline_map_limit=1, role_arn=None)
-    yield "distributed-training", *emit_ir(distributed_ir(tmp_path))
+            out.append((f"{example}/{compute}", *emit_ir(ir, compute=compute, role_arn=None)))
+        out.append((f"{example}/distributed-map", *emit_ir(ir, inline_map_limit=1, role_arn=None)))
+    out.append(("distributed-training", *emit_ir(distributed_ir(tmp_path_factory.mktemp("dist")))))
+    return out
 
 
 # --- 1. integration patterns ---------------------------------------------------------------------
@@ -97,9 +100,9 @@ def test_the_table_refuses_what_aws_does_not_support():
         assert integration_problem(supported) is None, supported
 
 
-def test_every_emitted_task_uses_a_supported_pattern(in_repo, tmp_path):
+def test_every_emitted_task_uses_a_supported_pattern(every_output):
     seen = set()
-    for label, definition, _ in every_output(tmp_path):
+    for label, definition, _ in every_output:
         assert definition_problems(definition) == [], label
         seen |= set(re.findall(r'"Resource": "(arn:aws:states:::[^"]+)"', json.dumps(definition)))
     assert "arn:aws:states:::aws-sdk:batch:submitJob.waitForTaskToken" in seen  # Batch is really covered
@@ -171,9 +174,9 @@ def findings_of(document: dict) -> list[tuple]:
     return out
 
 
-def test_every_iam_policy_passes_parliament(in_repo, tmp_path):
+def test_every_iam_policy_passes_parliament(every_output):
     checked = 0
-    for label, _, template in every_output(tmp_path):
+    for label, _, template in every_output:
         resources = template["Resources"]
         for name, resource in resources.items():
             if resource["Type"] != "AWS::IAM::Role":
@@ -211,8 +214,8 @@ def test_least_privilege_where_it_can_be_scoped(in_repo):
 # --- 3. size limits ------------------------------------------------------------------------------
 
 
-def test_params_go_by_reference_never_in_an_override(in_repo, tmp_path):
-    for label, definition, _ in every_output(tmp_path):
+def test_params_go_by_reference_never_in_an_override(every_output):
+    for label, definition, _ in every_output:
         text = json.dumps(definition)
         assert '"DAGSMITH_PARAMS"' not in text and "JsonToString($.run.params)" in text, label  # written once, to the store
         assert definition["States"]["Store run values"]["Resource"] == "arn:aws:states:::aws-sdk:s3:putObject"
@@ -436,6 +439,7 @@ def test_large_params_and_batch_callbacks_run_in_moto(moto_worker, tmp_path, com
     assert (folder / "note.txt").read_text() == "9000"
 
 
+@pytest.mark.slow  # a moto worker process
 def test_the_hook_refuses_the_old_batch_definition(moto_worker, tmp_path):
     """moto created and ran `batch:submitJob.waitForTaskToken`; AWS refuses it, and now so does the hook."""
     definition = {"StartAt": "Run", "States": {"Run": {"Type": "Task", "Resource": "arn:aws:states:::batch:submitJob.waitForTaskToken",
