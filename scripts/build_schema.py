@@ -496,6 +496,9 @@ SCHEMA = {
                             "inline_map_limit": {"type": "integer", "minimum": 1, "maximum": 40, "description": "Map items up to which a fan-out runs as an inline Map (default 40); more run as a Distributed Map."},
                             "parameters": {"type": "object", "additionalProperties": {"type": ["string", "number"]},
                                            "description": "CloudFormation parameter values (Cluster, Subnets, SecurityGroups, JobQueue, ArtifactBucket, ...): the template's defaults."},
+                            "new_data_marker": {"type": ["string", "null"], "pattern": "^[^/]+$",
+                                                "description": "on_new_data: the object whose arrival under the source's prefix starts ONE run "
+                                                "(default _SUCCESS, written last by Spark, Hadoop, Glue); null: every object starts one."},
                         },
                     ),
                 },

@@ -85,10 +85,10 @@ def test_template_churn(in_repo):
     (rule,) = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
     assert rule["Properties"]["EventPattern"]["detail-type"] == ["Object Created"]
     assert "LockTable" in resources and "StateMachineRole" not in resources  # churn names its role_arn
-    # least privilege: the tasks may send results to THIS state machine only
+    # SendTask* take no resource type: "*" (an ARN there denies every callback); the token is the capability
     (callback,) = [s for s in resources["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
                    if "states:SendTaskSuccess" in s["Action"]]
-    assert callback["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:churn-model"}
+    assert callback["Resource"] == "*"
 
 
 def test_twenty_thousand_trials_distributed_and_small(tmp_path):

@@ -3,13 +3,17 @@ deployed into moto's CloudFormation by dagsmith's own deploy (a change set), the
 started there and run by moto's interpreter (`execute_state_machine`).
 
 moto's ECS and Batch run no containers, so a TEST-ONLY HOOK stands in for them: when the
-interpreter calls ecs:runTask / batch:submitJob, the hook checks the task (job) definition
+interpreter calls ecs:runTask / batch:submitJob (the AWS SDK integration's, which dagsmith uses
+for Batch, and the optimized one's), the hook checks the task (job) definition
 exists in moto, then runs the container's command (the ASL's Command override: the callback
 wrapper around the plan's `dagsmith ...` command) as a local process with the container's
 environment (the definition's static env + the override's, task token included), in the spec's
 folder (the image's working directory), with OMP_NUM_THREADS = the task's vCPUs. The process
 sends its result with SendTaskSuccess / SendTaskFailure to moto's server, as a container would to
-AWS. Everything else (Parallel, Choice, Map, Distributed Map with its ItemReader from S3, Retry,
+AWS. The hook also refuses what AWS refuses and moto accepts (the rules above the worker, each
+citing its AWS page): a Task Resource whose integration pattern the service does not support
+(the state machine is not created, as CreateStateMachine answers on AWS), and container
+overrides over 8,192 characters (the task fails, as RunTask answers). Everything else (Parallel, Choice, Map, Distributed Map with its ItemReader from S3, Retry,
 Catch, the callbacks, the DynamoDB lock) is moto's interpreter.
 
 Task instances (Outcome.instances) come from the execution itself: a Distributed Map's child
@@ -37,6 +41,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import re
 import sys
 import time
 import traceback
@@ -53,6 +58,109 @@ BUCKET = "dagsmith-conformance"
 STATES = {"succeeded": "succeeded", "gated": "succeeded", "skipped": "skipped", "not_run": "not_run", "failed": "failed"}
 PARAMETERS = {"Subnets": "subnet-0a1b2c", "SecurityGroups": "sg-0a1b2c", "Cluster": "conformance", "JobQueue": "conformance",
               "DefaultImage": "dagsmith:conformance"}  # the scenarios set no image: the hook runs this checkout
+
+
+# --- what AWS refuses and moto accepts: the hook's rules ----------------------------------------
+
+# Which integration patterns each service supports in a STANDARD workflow, as AWS's table lists
+# them ("Optimized integrations in Step Functions" and "AWS SDK integrations in Step Functions",
+# https://docs.aws.amazon.com/step-functions/latest/dg/integrate-optimized.html): "" is Request
+# Response, ".sync" Run a Job, ".waitForTaskToken" Wait for Callback. AWS refuses a definition
+# whose Task names a pair marked "Not supported" (CreateStateMachine: InvalidDefinition,
+# SCHEMA_VALIDATION_FAILED); moto's interpreter accepts it and runs it. Services dagsmith does not
+# use are listed too, so the table is the page's, not a list of what we emit.
+INTEGRATIONS = {
+    "apigateway": {"", ".waitForTaskToken"},
+    "athena": {"", ".sync"},
+    "batch": {"", ".sync"},  # "AWS Batch | Standard & Express | Standard | Not supported"
+    "bedrock": {"", ".sync", ".waitForTaskToken"},
+    "codebuild": {"", ".sync"},
+    "dynamodb": {""},
+    "ecs": {"", ".sync", ".waitForTaskToken"},
+    "eks": {"", ".sync", ".waitForTaskToken"},
+    "elasticmapreduce": {"", ".sync"},
+    "emr-containers": {"", ".sync"},
+    "emr-serverless": {"", ".sync"},
+    "events": {"", ".waitForTaskToken"},
+    "glue": {"", ".sync"},
+    "databrew": {"", ".sync"},
+    "lambda": {"", ".waitForTaskToken"},
+    "mediaconvert": {"", ".sync"},
+    "sagemaker": {"", ".sync"},
+    "sns": {"", ".waitForTaskToken"},
+    "sqs": {"", ".waitForTaskToken"},
+    "states": {"", ".sync", ".sync:2", ".waitForTaskToken"},
+    "aws-sdk": {"", ".waitForTaskToken"},  # "Over two hundred services | Standard & Express | Not supported | Standard"
+}
+_RESOURCE = re.compile(r"arn:aws:states:::(aws-sdk:)?([a-z0-9-]+):([A-Za-z0-9]+)((?:\.sync(?::2)?)|\.waitForTaskToken)?")
+
+# Request size limits AWS enforces and moto does not (each with the page that states it):
+OVERRIDES_MAX = 8192  # ECS RunTask `overrides`, "This limit includes the JSON formatting characters of the override
+# structure": https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html (Batch jobs run as ECS
+# tasks and fail with "Container Overrides length must be at most 8192": github.com/Netflix/metaflow/issues/977)
+TOKEN_MAX = 2048  # SendTaskSuccess `taskToken`: https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskSuccess.html
+# CreateTrainingJob `Environment`: at most 100 entries, keys and values up to 512 characters, keys [a-zA-Z_][a-zA-Z0-9_]*:
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTrainingJob.html
+SAGEMAKER_ENV_COUNT_MAX, SAGEMAKER_ENV_KEY_MAX, SAGEMAKER_ENV_VALUE_MAX = 100, 512, 512
+
+
+def integration_problem(resource: str) -> str | None:
+    """Why AWS refuses a Task's Resource, or None (a Lambda function's ARN is not an integration)."""
+    if not resource.startswith("arn:aws:states:::"):
+        return None
+    match = _RESOURCE.fullmatch(resource)
+    if not match:
+        return f"{resource}: not an integration's Resource"
+    sdk, service, _action, pattern = match.groups()
+    service = "aws-sdk" if sdk else service
+    if service not in INTEGRATIONS:
+        return f"{resource}: no optimized integration for {service!r} (use arn:aws:states:::aws-sdk:{service}:...)"
+    if (pattern or "") not in INTEGRATIONS[service]:
+        return f"{resource}: {service} does not support the {pattern} integration pattern"
+    return None
+
+
+def definition_problems(definition: dict) -> list[str]:
+    """Every Task's Resource the table refuses, Parallel branches and Map processors included."""
+    out = []
+    for state in definition.get("States", {}).values():
+        if state.get("Type") == "Task":
+            problem = integration_problem(state.get("Resource", ""))
+            if problem:
+                out.append(problem)
+        inner = state.get("Branches", []) + [state[k] for k in ("ItemProcessor", "Iterator") if k in state]
+        for machine in inner:
+            out += definition_problems(machine)
+    return out
+
+
+def overrides_problem(override: dict) -> str | None:
+    """ECS's / Batch's refusal of a container override: its JSON (service casing) too long."""
+    size = len(json.dumps(override, separators=(",", ":"), ensure_ascii=False))
+    if size > OVERRIDES_MAX:
+        return f"Container Overrides length must be at most {OVERRIDES_MAX} (got {size})"
+    return None
+
+
+def training_environment_problems(environment: dict) -> list[str]:
+    """SageMaker CreateTrainingJob's refusals of an Environment (ValidationException)."""
+    out = []
+    if len(environment) > SAGEMAKER_ENV_COUNT_MAX:
+        out.append(f"Environment: {len(environment)} entries, at most {SAGEMAKER_ENV_COUNT_MAX}")
+    for key, value in environment.items():
+        if len(key) > SAGEMAKER_ENV_KEY_MAX or not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", key):
+            out.append(f"Environment key {key[:40]!r}: at most {SAGEMAKER_ENV_KEY_MAX} of [a-zA-Z_][a-zA-Z0-9_]*")
+        if len(str(value)) > SAGEMAKER_ENV_VALUE_MAX:
+            out.append(f"Environment value of {key}: {len(str(value))} characters, at most {SAGEMAKER_ENV_VALUE_MAX}")
+    return out
+
+
+def refuse(code: str, message: str):
+    """The error a service answers with, as boto raises it (moto's interpreter fails the Task with it)."""
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "hook"}},
+                       "RunTask")
 
 
 # --- the worker (moto lives here) ---------------------------------------------------------------
@@ -109,6 +217,13 @@ class Worker:
         (machine,) = [m["stateMachineArn"] for m in machines if m["name"] == (options or {}).get("state_machine_name", stack)]
         self.roots[machine.rsplit(":", 1)[-1]] = root
         return {"lines": lines, "machine": machine}
+
+    def create_machine(self, name: str, definition: str) -> str:
+        """CreateStateMachine straight from a definition (the hook's refusals, without a template)."""
+        import boto3
+
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        return sfn.create_state_machine(name=name, definition=definition, roleArn=f"arn:aws:iam::123456789012:role/{name}")["stateMachineArn"]
 
     def view(self, store: str, run_id: str, ir: dict) -> dict:
         view = StoreView(store, run_id, ir)
@@ -179,6 +294,8 @@ def install_hook(worker: Worker) -> None:
     """ecs:runTask / batch:submitJob: the container's command as a local process (see the module)."""
     import subprocess
 
+    from moto.stepfunctions.parser import models as parser_models
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_aws_sdk as aws_sdk
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_batch as batch
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_ecs as ecs
 
@@ -200,6 +317,9 @@ def install_hook(worker: Worker) -> None:
         import boto3
 
         params = normalised_parameters
+        problem = overrides_problem(lower_keys(params.get("Overrides", {})))
+        if problem:
+            raise refuse("InvalidParameterException", problem)
         described = boto3.client("ecs", region_name=REGION).describe_task_definition(taskDefinition=params["TaskDefinition"])["taskDefinition"]
         (container,) = [c for c in described["containerDefinitions"] if c["name"] == params["Overrides"]["ContainerOverrides"][0]["Name"]]
         override = params["Overrides"]["ContainerOverrides"][0]
@@ -212,6 +332,9 @@ def install_hook(worker: Worker) -> None:
         import boto3
 
         params = normalised_parameters
+        problem = overrides_problem(lower_keys(params.get("ContainerOverrides", {})))
+        if problem:  # Batch accepts the job, then the job FAILS with this reason (the ECS task is refused)
+            raise refuse("ClientException", problem)
         (described,) = boto3.client("batch", region_name=REGION).describe_job_definitions(jobDefinitions=[params["JobDefinition"]])["jobDefinitions"]
         container = described["containerProperties"]
         vcpu = next((float(r["value"]) for r in container.get("resourceRequirements", []) if r["type"] == "VCPU"), 1.0)
@@ -220,8 +343,36 @@ def install_hook(worker: Worker) -> None:
                machine_of(env), int(vcpu))
         env.stack.append({"JobId": uuid.uuid4().hex, "JobName": params["JobName"]})
 
+    sdk_call = aws_sdk.StateTaskServiceAwsSdk._eval_service_task
+
+    def sdk_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+        # arn:aws:states:::aws-sdk:batch:submitJob(.waitForTaskToken): the SDK's own parameter names
+        # (PascalCase of the API's), as the optimized integration's; the rest is moto's call
+        if self.resource.api_name == "batch" and self.resource.api_action.lower() == "submitjob":
+            return batch_job(self, env, resource_runtime_part, normalised_parameters, state_credentials)
+        return sdk_call(self, env, resource_runtime_part, normalised_parameters, state_credentials)
+
+    validate = parser_models.StepFunctionsParserBackend._validate_definition
+
+    def validate_definition(definition: str):
+        validate(definition=definition)
+        problems = definition_problems(json.loads(definition))
+        if problems:  # as CreateStateMachine / UpdateStateMachine answer on AWS
+            raise parser_models.InvalidDefinition("SCHEMA_VALIDATION_FAILED: " + "; ".join(problems))
+
     ecs.StateTaskServiceEcs._eval_service_task = ecs_task
     batch.StateTaskServiceBatch._eval_service_task = batch_job
+    aws_sdk.StateTaskServiceAwsSdk._eval_service_task = sdk_task
+    parser_models.StepFunctionsParserBackend._validate_definition = staticmethod(validate_definition)
+
+
+def lower_keys(value):
+    """A request's Parameters in the service's own JSON casing (containerOverrides, name, ...)."""
+    if isinstance(value, dict):
+        return {k[:1].lower() + k[1:]: lower_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [lower_keys(v) for v in value]
+    return value
 
 
 def serve(conn, log_dir: str) -> None:

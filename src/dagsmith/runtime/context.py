@@ -29,6 +29,19 @@ class StepFailed(DagsmithError):
     exit_code = 1
 
 
+def _read_params(uri: str) -> str:
+    """The params object written once for the run (DAGSMITH_PARAMS_URI), as JSON text."""
+    try:
+        if uri.startswith("s3://"):
+            from .s3 import client, split_uri
+
+            bucket, key = split_uri(uri)
+            return client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        return Path(uri).read_text(encoding="utf-8")
+    except Exception as exc:  # a missing object, no access: the step fails saying which
+        raise StepFailed(f"{E.PARAMS_URI}: cannot read the run's params at {uri!r}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class RunValues:
     run_id: str
@@ -37,10 +50,11 @@ class RunValues:
 
     @classmethod
     def from_env(cls, ir: IR, environ=os.environ) -> "RunValues":
+        text = environ.get(E.PARAMS) or (_read_params(environ[E.PARAMS_URI]) if environ.get(E.PARAMS_URI) else "")
         try:
-            given = json.loads(environ.get(E.PARAMS) or "{}")
+            given = json.loads(text or "{}")
         except ValueError:
-            raise StepFailed(f"{E.PARAMS} is not JSON: {environ.get(E.PARAMS)[:80]!r}") from None
+            raise StepFailed(f"{E.PARAMS} is not JSON: {text[:80]!r}") from None
         if not isinstance(given, dict):
             raise StepFailed(f"{E.PARAMS} must be a JSON object of parameter values")
         unknown = sorted(set(given) - set(ir.params))

@@ -8,6 +8,9 @@ using these names.
     DAGSMITH_RUN_ID      the run's id                       (default "adhoc")
     DAGSMITH_RUN_DATE    the run's logical date, YYYY-MM-DD  (default: today, UTC)
     DAGSMITH_PARAMS      JSON object of parameter values over the IR's defaults (default {})
+    DAGSMITH_PARAMS_URI  where that JSON object is (s3://... or a path), read when DAGSMITH_PARAMS
+                         is unset: for orchestrators whose per-task environment is too small for
+                         the params (ECS overrides, SageMaker's 512-character values)
     DAGSMITH_PARAM_<N>   one parameter's value as text (converted by its declared type,
                          paramtext.convert), over DAGSMITH_PARAMS: for orchestrators whose
                          parameters are strings (Argo), so no backend builds JSON from them;
@@ -27,6 +30,7 @@ import json
 RUN_ID = "DAGSMITH_RUN_ID"
 RUN_DATE = "DAGSMITH_RUN_DATE"
 PARAMS = "DAGSMITH_PARAMS"
+PARAMS_URI = "DAGSMITH_PARAMS_URI"  # the params object by reference (s3://... or a path)
 PARAM_PREFIX = "DAGSMITH_PARAM_"  # + a parameter's name: its value as text
 # DAGSMITH_PARAM_<NAME> with this text means "the IR's default": for a default an orchestrator
 # cannot carry as it is (Argo substitutes every '{{' in a workflow's arguments).

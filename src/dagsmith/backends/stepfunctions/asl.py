@@ -7,7 +7,7 @@ Shape (docs/backends/stepfunctions.md has the why):
     Layer 1..n        one Parallel per depth of the step graph, one branch per step:
                         Check <step>   a Choice on its upstream steps' states: any failed/not_run
                                        -> "not_run", any skipped/gated -> "skipped", else run
-                        Run <step>     the task (ECS RunTask / Batch SubmitJob .waitForTaskToken,
+                        Run <step>     the task (ECS RunTask / Batch SubmitJob (AWS SDK) .waitForTaskToken,
                                        or SageMaker createTrainingJob.sync for distributed training)
                         List <step> -> Map <step>   a fan-out: its ranges, then an inline Map or a
                                        Distributed Map (ItemReader from S3) over them
@@ -32,8 +32,11 @@ from dataclasses import dataclass, field
 from ... import naming
 from ...ir import Step
 from ...runtime import environment as E
+from ...runtime.sources import connection_env
 from ..plan import Plan, Task
-from .callback import ITEM_ENV, TOKEN_ENV
+from .callback import ITEM_ENV, SECRET_REFS_ENV, TOKEN_ENV
+
+CONNECTION_SECRET = "dagsmith/conn/{}"  # the Secrets Manager name of connection NAME
 
 CONTAINER = "dagsmith"  # the container's name in every task definition / job definition
 WRAPPER = ["python", "-m", "dagsmith.backends.stepfunctions.callback"]
@@ -47,7 +50,19 @@ EVENTS_PER_TASK = 8  # entered, scheduled, started, submitted, succeeded/failed,
 EVENTS_PER_BRANCH = 6  # the Choice and Pass states around a task
 EVENTS_PER_LAYER = 6  # a Parallel's own events
 EVENTS_PER_ITERATION = 2 + EVENTS_PER_TASK  # an inline Map iteration: started, succeeded + its task
-EVENTS_FIXED = 40  # run values, admission, summary
+EVENTS_FIXED = 46  # run values (the params written to the store), admission, summary
+# The run's params are written once to the store ("Store run values") and every task reads them
+# from there (DAGSMITH_PARAMS_URI): as a value they could outgrow ECS's 8,192-character overrides
+# and SageMaker's 512-character environment values (docs/backends/stepfunctions.md, "Limits").
+PARAMS_KEY = "runs/{}/stepfunctions/params.json"  # under the store; {} is the run id
+# Batch has no optimized Wait for Callback ("AWS Batch: Request Response, Run a Job (.sync), Wait
+# for Callback: Not supported": https://docs.aws.amazon.com/step-functions/latest/dg/integrate-optimized.html);
+# the AWS SDK integration has it ("Over two hundred services: Request Response, Wait for Callback").
+# It keeps the one callback contract of ECS (a gate's "skip", the ranges and the admission come back
+# as the task's output; the heartbeat catches a job that dies without a word): docs/backends/
+# stepfunctions.md, "Integration patterns".
+BATCH_RESOURCE = "arn:aws:states:::aws-sdk:batch:submitJob.waitForTaskToken"
+ECS_RESOURCE = "arn:aws:states:::ecs:runTask.waitForTaskToken"
 
 
 class NameCollision(ValueError):
@@ -120,7 +135,7 @@ def environment(task: Task, *, token: bool, item: bool) -> list[dict]:
     env = [
         {"Name": E.RUN_ID, "Value.$": "$.run.id"},
         {"Name": E.RUN_DATE, "Value.$": "$.run.run_date"},
-        {"Name": E.PARAMS, "Value.$": "States.JsonToString($.run.params)"},
+        {"Name": E.PARAMS_URI, "Value.$": params_uri()},
     ]
     if task.kind == "admit":
         env.append({"Name": E.TRIGGER, "Value.$": "States.JsonToString($.run.trigger)"})
@@ -129,6 +144,28 @@ def environment(task: Task, *, token: bool, item: bool) -> list[dict]:
     if item:
         env.append({"Name": ITEM_ENV, "Value.$": "$.item"})
     return env
+
+
+def params_uri() -> str:
+    """The JSONPath intrinsic naming this run's params object in the store."""
+    return f"States.Format('s3://{sub('ArtifactBucket')}/{sub('StorePrefix')}/{PARAMS_KEY}', $.run.id)"
+
+
+def store_params() -> dict:
+    """The Task state writing the run's params to the store, once, before any task reads them."""
+    return {
+        "Type": "Task",
+        "Comment": "the run's params, read by every task from the store (DAGSMITH_PARAMS_URI)",
+        "Resource": "arn:aws:states:::aws-sdk:s3:putObject",
+        "Parameters": {
+            "Bucket": sub("ArtifactBucket"),
+            "Key.$": f"States.Format('{sub('StorePrefix')}/{PARAMS_KEY}', $.run.id)",
+            "Body.$": "States.JsonToString($.run.params)",
+            "ContentType": "application/json",
+        },
+        "ResultPath": None,
+        "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 2, "MaxAttempts": 3, "BackoffRate": 2.0}],
+    }
 
 
 def command(task: Task, settings: Settings, *, ranges_to_s3: bool = False) -> list[str]:
@@ -156,7 +193,7 @@ def container_task(task: Task, settings: Settings, *, item: bool = False, ranges
     if settings.compute == "batch":
         state = {
             "Type": "Task",
-            "Resource": "arn:aws:states:::batch:submitJob.waitForTaskToken",
+            "Resource": BATCH_RESOURCE,
             "Parameters": {
                 "JobName": naming.airflow_id(task.id, 128),
                 "JobQueue": sub("JobQueue"),
@@ -167,7 +204,7 @@ def container_task(task: Task, settings: Settings, *, item: bool = False, ranges
     else:
         state = {
             "Type": "Task",
-            "Resource": "arn:aws:states:::ecs:runTask.waitForTaskToken",
+            "Resource": ECS_RESOURCE,
             "Parameters": {
                 "Cluster": sub("Cluster"),
                 "LaunchType": "FARGATE",
@@ -184,13 +221,33 @@ def container_task(task: Task, settings: Settings, *, item: bool = False, ranges
     return state
 
 
+def secret_refs(step: Step) -> dict:
+    """A step's secrets and connections as {environment variable: Secrets Manager secret name}."""
+    refs = {name: name for name in step.secrets}
+    refs.update({connection_env(c): CONNECTION_SECRET.format(c) for c in step.connections})
+    return dict(sorted(refs.items()))
+
+
+def training_environment(task: Task) -> dict:
+    """The training job's Environment: the run's values (from the state's input), the step's own
+    `env`, and its secrets and connections BY NAME in DAGSMITH_SECRET_REFS (SageMaker has no
+    secret references in Environment: the callback wrapper fetches them from Secrets Manager when
+    the container starts, so no secret value is ever written into the job's description)."""
+    env = {item["Name"] + ".$": item["Value.$"] for item in environment(task, token=False, item=False)}
+    env.update({str(k): str(v) for k, v in sorted((task.step.env or {}).items())})
+    refs = secret_refs(task.step)
+    if refs:
+        env[SECRET_REFS_ENV] = json.dumps(refs, sort_keys=True, separators=(",", ":"))
+    return env
+
+
 def training_job(task: Task, settings: Settings) -> dict:
     """Distributed training: a SageMaker training job of `workers` instances, each running the
     step command in the step's image (the runtime forms the process group from SageMaker's
     cluster environment); `.sync` waits for the job, its status is the result."""
     step = task.step
     workers = int(step.config["distributed"].get("workers") or 1)
-    env = {item["Name"] + ".$": item["Value.$"] for item in environment(task, token=False, item=False)}
+    env = training_environment(task)
     state = {
         "Type": "Task",
         "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
@@ -281,8 +338,9 @@ class Builder:
                 "run": {"id.$": "$.run.id", "run_date.$": "$.run.run_date", "params.$": "$.run.merged.params", "trigger.$": "$.run.merged.trigger"},
                 "status": {},
             },
-            "Next": after_values,
+            "Next": self.fixed("Store run values"),
         }
+        states["Store run values"] = {**store_params(), "Next": after_values}
         if plan.admission:
             states.update(self.admission(first_layer))
         depth = max(self.layers.values(), default=-1)

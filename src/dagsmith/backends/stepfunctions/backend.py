@@ -11,7 +11,9 @@ template that deploys it with its compute, roles, schedule and new-data rules; t
 Options (`backends.stepfunctions`): compute (ecs | batch), store (s3://bucket/prefix), role_arn
 (use this role instead of creating one), region, state_machine_name, max_map_length (task
 instances per fan-out, default 10,000), inline_map_limit (Map items up to which an inline Map
-runs, at most 40; more go to a Distributed Map), parameters (template parameter values).
+runs, at most 40; more go to a Distributed Map), parameters (template parameter values),
+new_data_marker (the object whose arrival starts a run for on_new_data, default _SUCCESS; null:
+every object).
 docs/backends/stepfunctions.md has the mapping and the reasons.
 """
 
@@ -22,10 +24,10 @@ import re
 from ... import naming
 from ...errors import UsageError
 from ...ir import IR
-from . import asl
+from . import asl, limits
 from ..plan import Plan, build_plan
 from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
-from .cfn import TemplateBuilder, cron_expression, fargate_size, image_param, logical_id
+from .cfn import NEW_DATA_MARKER, STORE_PREFIX_MAX, TemplateBuilder, s3_parts, cron_expression, fargate_size, image_param, logical_id
 
 OPTIONS = ("backends", "stepfunctions")
 CAPABILITIES = Capabilities("stepfunctions", "Step Functions", runs_images=True, shared_disk=False, options_path=OPTIONS)
@@ -98,7 +100,14 @@ class StepFunctionsBackend:
                 cron_expression(ir.triggers["schedule"])
             except ValueError as exc:
                 problems.append(error(("triggers", "schedule"), str(exc)))
+        marker = options.get("new_data_marker", NEW_DATA_MARKER)
+        if marker is not None and (not isinstance(marker, str) or not marker or "/" in marker):
+            problems.append(error(OPTIONS + ("new_data_marker",), f"{marker!r}: the marker is an object's name (no '/'), "
+                                  "e.g. _SUCCESS, or null to start a run for every object"))
         for index, trigger in enumerate(ir.triggers.get("on_new_data") or []):
+            if marker is None and not trigger.get("min_interval"):
+                problems.append(warning(("triggers", "on_new_data", index), "new_data_marker is null: every object that lands "
+                                        "starts an execution (a drop of 100 files, 100 runs); set min_interval or a marker"))
             if trigger.get("queue"):
                 problems.append(warning(("triggers", "on_new_data", index, "queue"), "Step Functions starts runs from an EventBridge "
                                         "rule on the bucket's Object Created events (turn on its EventBridge notifications); the SQS queue is not used"))
@@ -115,6 +124,13 @@ class StepFunctionsBackend:
                     fargate_size(step.resources)
                 except ValueError as exc:
                     problems.append(error(step_path(step, "resources"), str(exc)))
+        _, prefix = s3_parts((store or "s3://b/dagsmith").rstrip("/"))
+        if len(prefix.strip("/")) > STORE_PREFIX_MAX:
+            problems.append(error(OPTIONS + ("store",), f"the store's prefix is {len(prefix.strip('/'))} characters: at most "
+                                  f"{STORE_PREFIX_MAX} (the template's StorePrefix, in every task's environment)"))
+        if not any(p.level == "error" for p in problems):  # what AWS refuses at run time and moto does not
+            plan = self.plan(ir, options)
+            problems += limits.check(plan, self.settings(plan, options))
         return list(dict.fromkeys(problems))
 
     # --- files ----------------------------------------------------------------------------

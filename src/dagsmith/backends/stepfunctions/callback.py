@@ -29,6 +29,9 @@ import tempfile
 import threading
 
 TOKEN_ENV = "DAGSMITH_TASK_TOKEN"
+# {ENV_NAME: Secrets Manager secret name}: secrets passed BY NAME where the service has no secret
+# references of its own (a SageMaker training job's Environment); fetched here, at start.
+SECRET_REFS_ENV = "DAGSMITH_SECRET_REFS"
 ITEM_ENV = "DAGSMITH_ITEM"
 HEARTBEAT_EVERY = 60  # seconds; the states' HeartbeatSeconds is several times this
 ERROR_STEP = "dagsmith.StepFailed"
@@ -69,6 +72,17 @@ def result_of(argv: list[str], code: int, outcome, ranges_to_s3: bool, environ=o
     return False, {"error": ERROR_STEP, "cause": f"unknown command {verb!r}"}
 
 
+def fetch_secrets(environ=os.environ) -> dict[str, str]:
+    """The values of the secrets named in $DAGSMITH_SECRET_REFS, from Secrets Manager."""
+    refs = json.loads(environ.get(SECRET_REFS_ENV) or "{}")
+    if not refs:
+        return {}
+    import boto3
+
+    secrets = boto3.client("secretsmanager")
+    return {name: secrets.get_secret_value(SecretId=secret_id)["SecretString"] for name, secret_id in sorted(refs.items())}
+
+
 def main(args: list[str] | None = None, environ=os.environ) -> int:
     args = list(sys.argv[1:] if args is None else args)
     ranges_to_s3 = "--ranges-to-s3" in args[: args.index("--")] if "--" in args else False
@@ -76,6 +90,7 @@ def main(args: list[str] | None = None, environ=os.environ) -> int:
         print("usage: python -m dagsmith.backends.stepfunctions.callback [--ranges-to-s3] -- COMMAND...", file=sys.stderr)
         return 2
     argv = args[args.index("--") + 1:]
+    os.environ.update(fetch_secrets(environ))  # the command's process inherits them; nothing is written
     token = environ.get(TOKEN_ENV)
     folder = tempfile.mkdtemp(prefix="dagsmith-outcome-")
     outcome_path = os.path.join(folder, "outcome.json")

@@ -8,8 +8,9 @@ those parameters and to the template's own resources by `${Name}`; any other `${
 IAM, least privilege: the state machine's role may run exactly this template's task/job
 definitions (and pass their roles), start its own child executions (Distributed Map), read the
 ranges files it wrote, use its lock table and create its training jobs; the tasks' role may
-read and write the store, read the pipeline's S3 sources, and send task results to this state
-machine only; the execution role may read exactly the named secrets.
+read and write the store, read the pipeline's S3 sources, and send task results (SendTask* take
+no resource type: "*", the token is the capability); the execution role may read exactly the
+named secrets. Every policy is linted with AWS's IAM definitions in the tests (parliament).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 from ...ir import Step
 from ...runtime.sources import connection_env
 from ..plan import Plan, Task
-from .asl import CONTAINER, distributed_training
+from .asl import CONNECTION_SECRET, CONTAINER, PARAMS_KEY, distributed_training, secret_refs
 
 # Fargate's CPU units and, per CPU, the memory (MiB) allowed: (min, max, step)
 FARGATE = [(256, 512, 2048, 1024), (512, 1024, 4096, 1024), (1024, 2048, 8192, 1024), (2048, 4096, 16384, 1024),
@@ -30,7 +31,11 @@ _QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)")
 _MEMORY_UNITS = {"": 1 / 2**20, "Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2, "K": 1000 / 2**20, "k": 1000 / 2**20,
                  "M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}
 SYNTHETIC_RESOURCES = {"cpu": "0.25", "memory": "512Mi"}
-CONNECTION_SECRET = "dagsmith/conn/{}"  # the Secrets Manager name of connection NAME
+ECR_IMAGE = re.compile(r"([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)")
+# on_new_data on S3: the object whose arrival starts a run (Spark, Hadoop and Glue jobs write it
+# last); `backends.stepfunctions.new_data_marker` names another, or null for every object
+NEW_DATA_MARKER = "_SUCCESS"
+STORE_PREFIX_MAX = 200  # StorePrefix's MaxLength: the store's paths in every task's environment stay bounded
 
 
 def cpu_units(value) -> int:
@@ -81,20 +86,64 @@ def task_step(plan: Plan, task: Task) -> Step | None:
     return task.step if task.step is not None else (plan.ir.steps[0] if plan.ir.steps else None)
 
 
+_DAY_NAMES = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+
+
+def _cron_days(field: str, cron: str) -> set[int] | None:
+    """A 5-field cron's day-of-week field as the days it names (0 = Sunday, 7 = Sunday too), or
+    None for '*'. Steps and ranges are expanded here because EventBridge's day-of-week field takes
+    no '/' (its wildcards there are `, - * ? L #`:
+    https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html#cron-based)."""
+    if field == "*":
+        return None
+    days: set[int] = set()
+    for part in field.split(","):
+        match = re.fullmatch(r"(\*|[0-7A-Za-z]{1,3}(?:-[0-7A-Za-z]{1,3})?)(?:/([0-9]+))?", part)
+        if not match:
+            raise ValueError(f"{cron!r}: day of the week {part!r} is not a day, a range or a step")
+        span, step = match.group(1), int(match.group(2) or 1)
+
+        def day(text: str) -> int:
+            if text.isdigit():
+                return int(text)
+            if text.upper() in _DAY_NAMES:
+                return _DAY_NAMES.index(text.upper())
+            raise ValueError(f"{cron!r}: {text!r} is not a day of the week (0-7 or SUN-SAT)")
+
+        if span == "*":
+            low, high = 0, 6
+        elif "-" in span:
+            low, high = (day(t) for t in span.split("-"))
+        else:
+            low = high = day(span)
+            if match.group(2):
+                high = 6  # "1/2": from Monday, every second day
+        if low > high or step < 1:
+            raise ValueError(f"{cron!r}: day of the week {part!r} is an empty range")
+        days.update(d % 7 for d in range(low, high + 1, step))
+    return days
+
+
 def cron_expression(cron: str) -> str:
     """A 5-field cron (or @daily...) as EventBridge Scheduler's cron(min hour dom month dow year):
-    one of day-of-month / day-of-week is '?', and days of the week count from 1 = Sunday."""
+    one of day-of-month / day-of-week is '?', and days of the week count from 1 = Sunday
+    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html#cron-based).
+    A day-of-week step or range is written as the list of days it names (EventBridge has no '/'
+    there); a cron that sets both day fields is refused (cron ORs them, EventBridge takes one)."""
     presets = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
                "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
     fields = presets.get(cron.strip(), cron).split()
     if len(fields) != 5:
         raise ValueError(f"not a 5-field cron expression: {cron!r}")
     minute, hour, dom, month, dow = fields
-    dow = re.sub(r"\d+", lambda m: str(int(m.group()) % 7 + 1), dow)
-    if dow == "*":
+    days = _cron_days(dow, cron)
+    if days is not None and len(days) == 7:
+        days = None  # every day of the week, e.g. "*/1" or "0-6"
+    if days is None:
         dow = "?"
     elif dom == "*":
         dom = "?"
+        dow = ",".join(str(d + 1) for d in sorted(days))
     else:
         raise ValueError(f"{cron!r} sets both the day of the month and of the week: EventBridge takes one")
     return f"cron({minute} {hour} {dom} {month} {dow} *)"
@@ -135,7 +184,7 @@ class TemplateBuilder:
         bucket, prefix = self.store_parts()
         self.param("ArtifactBucket", "S3 bucket of the run store (artifacts, the IR, fan-out ranges)", bucket,
                    AllowedPattern="^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-        self.param("StorePrefix", "Key prefix of the run store in ArtifactBucket", prefix)
+        self.param("StorePrefix", "Key prefix of the run store in ArtifactBucket", prefix, MaxLength=STORE_PREFIX_MAX)
         if self.compute == "ecs":
             self.param("Cluster", "ECS cluster (name or ARN) the tasks run in (Fargate)", "default")
             self.param("Subnets", "Subnet ids for the tasks, comma-separated", AllowedPattern="^subnet-[0-9a-zA-Z]+(,subnet-[0-9a-zA-Z]+)*$")
@@ -212,16 +261,18 @@ class TemplateBuilder:
 
     def roles(self) -> None:
         task_statements = self.store_statements() + self.source_statements() + [
+            # SendTask* take no resource type (the Service Authorization Reference for Step Functions:
+            # https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsstepfunctions.html):
+            # a policy naming the state machine's ARN matches nothing and the callback is denied. The
+            # task token is the capability: only the task that received it can use it.
             {"Effect": "Allow", "Action": ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"],
-             "Resource": self.machine_arn()},
+             "Resource": "*"},
         ]
         self.resources["TaskRole"] = role("ecs-tasks.amazonaws.com", "task-results", task_statements)
         secrets = sorted({name for step in self.plan.ir.steps for name in step.secrets}
                          | {CONNECTION_SECRET.format(c) for step in self.plan.ir.steps for c in step.connections})
         execution = [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                      "Resource": {"Fn::Sub": "${LogGroup.Arn}"}},
-                     {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                                                    "ecr:BatchCheckLayerAvailability"], "Resource": "*"}]
+                      "Resource": {"Fn::Sub": "${LogGroup.Arn}"}}] + self.image_pull_statements()
         if secrets:
             execution.append({"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
                               "Resource": [arn("secretsmanager", f"secret:{name}-*") for name in secrets]})
@@ -230,10 +281,33 @@ class TemplateBuilder:
             self.resources["SageMakerRole"] = role("sagemaker.amazonaws.com", "training", self.store_statements() + self.source_statements() + [
                 {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                  "Resource": arn("logs", "log-group:/aws/sagemaker/TrainingJobs:*")},
-                {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                                               "ecr:BatchCheckLayerAvailability"], "Resource": "*"},
-                {"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*"},
-            ])
+                *self.image_pull_statements(),
+                {"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*"},  # no resource type
+            ] + self.training_secret_statements())
+
+    def training_secret_statements(self) -> list[dict]:
+        """The training jobs' secrets and connections, fetched by name when the container starts
+        (asl.training_environment): exactly those, nothing else."""
+        names = sorted({name for t in self.plan.tasks if t.step is not None and distributed_training(t.step)
+                        for name in secret_refs(t.step).values()})
+        if not names:
+            return []
+        return [{"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+                 "Resource": [arn("secretsmanager", f"secret:{name}-*") for name in names]}]
+
+    def image_pull_statements(self) -> list[dict]:
+        """ECR pulls: the token (no resource type), the layers from this account's repositories and
+        from the ECR repositories the spec's images name (another account's, when they do)."""
+        repositories = [{"Fn::Sub": "arn:${AWS::Partition}:ecr:*:${AWS::AccountId}:repository/*"}]
+        for image in sorted({t.step.image for t in self.plan.tasks if t.step is not None and t.step.image}):
+            match = ECR_IMAGE.match(image)
+            if match:
+                account, region, repository = match.groups()
+                repositories.append({"Fn::Sub": f"arn:${{AWS::Partition}}:ecr:{region}:{account}:repository/{repository}"})
+        unique = list({str(r): r for r in repositories}.values())
+        return [{"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+                {"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                 "Resource": unique}]
 
     def machine_statements(self) -> list[dict]:
         plan, out = self.plan, []
@@ -245,8 +319,10 @@ class TemplateBuilder:
                         "Resource": [{"Fn::GetAtt": ["TaskRole", "Arn"]}, {"Fn::GetAtt": ["ExecutionRole", "Arn"]}],
                         "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}})
         else:
+            # SubmitJob is authorized on the job definition, the queue AND the new job (job/*): the
+            # Service Authorization Reference for AWS Batch lists all three as required resource types
             out.append({"Effect": "Allow", "Action": ["batch:SubmitJob"],
-                        "Resource": refs + [arn("batch", "job-queue/${JobQueue}")]})
+                        "Resource": refs + [arn("batch", "job-queue/${JobQueue}"), arn("batch", "job/*")]})
         if any(distributed_training(t.step) for t in plan.tasks if t.step):
             out += [
                 {"Effect": "Allow", "Action": ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
@@ -256,6 +332,8 @@ class TemplateBuilder:
                 {"Effect": "Allow", "Action": ["iam:PassRole"], "Resource": {"Fn::GetAtt": ["SageMakerRole", "Arn"]},
                  "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
             ]
+        out.append({"Effect": "Allow", "Action": ["s3:PutObject"],  # "Store run values": the run's params
+                    "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/${StorePrefix}/" + PARAMS_KEY.format("*")}})
         if plan.admission:
             out.append({"Effect": "Allow", "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem"], "Resource": {"Fn::GetAtt": ["LockTable", "Arn"]}})
         if '"DISTRIBUTED"' in self.definition_text:
@@ -336,7 +414,8 @@ class TemplateBuilder:
             container["Environment"] = self.static_env(task)
         if self.secrets_of(task):
             container["Secrets"] = self.secrets_of(task)
-        properties = {"Type": "container", "PlatformCapabilities": ["EC2" if gpus else "FARGATE"], "ContainerProperties": container}
+        properties = {"Type": "container", "PlatformCapabilities": ["EC2" if gpus else "FARGATE"], "ContainerProperties": container,
+                      "RetryStrategy": {"Attempts": 1}}  # retries are the state's (Retry): Batch must not start a second copy
         step = task.step if task.kind == "step" else None
         if step is not None and step.timeout:
             properties["Timeout"] = {"AttemptDurationSeconds": max(60, int(step.timeout))}
@@ -382,8 +461,9 @@ class TemplateBuilder:
             condition = logical_id("Watch", source)
             self.conditions[condition] = {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, ""]}]}
             detail: dict = {"bucket": {"name": [{"Ref": param}]}}
-            if prefix:
-                detail["object"] = {"key": [{"prefix": prefix}]}
+            keys = new_data_keys(prefix, self.options.get("new_data_marker", NEW_DATA_MARKER))
+            if keys:
+                detail["object"] = {"key": keys}
             self.resources[logical_id("NewData", source)] = {"Type": "AWS::Events::Rule", "Condition": condition, "Properties": {
                 "Description": f"new data in {source}: start a run (min_interval holds in the run's admission)",
                 "EventPattern": {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": detail},
@@ -391,6 +471,28 @@ class TemplateBuilder:
                              "InputTransformer": {"InputPathsMap": {"time": "$.time"},
                                                   "InputTemplate": '{"trigger": {"sources": ["' + source + '"], "at": <time>}}'}}],
             }}
+
+
+def new_data_keys(key_pattern: str, marker: str | None) -> list[dict]:
+    """The rule's filter on the object's key: a source that is ONE object (no wildcard, a file
+    name) arrives as that object; otherwise the marker object under the source's prefix, so ONE
+    arrival of data (a multi-file drop and its marker) starts ONE execution, not one per file;
+    without a marker (null), every object under the prefix does. EventBridge's wildcard matching
+    ('*' any characters, '\\*' a literal one:
+    https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-create-pattern-operators.html)."""
+    prefix = re.sub(r"[*?\[].*$", "", key_pattern)  # up to the first wildcard
+    if prefix == key_pattern and prefix and not prefix.endswith("/") and "." in prefix.rsplit("/", 1)[-1]:
+        return [prefix]  # one object: it is the arrival
+    if not marker:
+        return [{"prefix": prefix}] if prefix else []
+
+    def literal(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("*", "\\*")
+
+    under = [{"wildcard": literal(prefix) + "*/" + literal(marker)}]
+    if not prefix or prefix.endswith("/"):  # the marker directly in the source's folder
+        under.insert(0, {"wildcard": literal(prefix) + literal(marker)})
+    return under
 
 
 def role(service: str, policy: str, statements: list[dict]) -> dict:
