@@ -128,6 +128,33 @@ class Worker:
                 for execution_input, name in zip(inputs, names)]
         return [self._wait(sfn, arn, name, timeout) for arn, name in zip(arns, names)]
 
+    def start_many(self, machine: str, inputs: list, names: list) -> list:
+        """Start the executions and return their ARNs at once (wait_many waits for them)."""
+        import boto3
+
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.running = machine.rsplit(":", 1)[-1]
+        return [sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(execution_input))["executionArn"]
+                for execution_input, name in zip(inputs, names)]
+
+    def wait_many(self, arns: list, names: list, timeout: float = 900) -> list:
+        import boto3
+
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        return [self._wait(sfn, arn, name, timeout) for arn, name in zip(arns, names)]
+
+    def lock_item(self, stack: str, pipeline: str, put: dict | None = None) -> dict | None:
+        """The admission lock's item in the stack's LockTable (after writing `put`, if given)."""
+        import boto3
+
+        table = boto3.client("cloudformation", region_name=REGION).describe_stack_resource(
+            StackName=stack, LogicalResourceId="LockTable")["StackResourceDetail"]["PhysicalResourceId"]
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        if put is not None:
+            dynamodb.put_item(TableName=table, Item={k: {"S": v} for k, v in put.items()})
+        item = dynamodb.get_item(TableName=table, Key={"pipeline": {"S": pipeline}}, ConsistentRead=True).get("Item")
+        return {k: v["S"] for k, v in item.items()} if item else None
+
     def _wait(self, sfn, arn: str, name: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while True:
@@ -169,6 +196,7 @@ class Worker:
             "failure": failure[0] if failure else None,
             "events": len(events),
             "types": sorted({e["type"] for e in events}),
+            "entered": sorted({e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e}),
             "iterations": iterations,
             "map_runs": map_runs,
             "name": name,

@@ -257,7 +257,7 @@ class TemplateBuilder:
                  "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
             ]
         if plan.admission:
-            out.append({"Effect": "Allow", "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem"], "Resource": {"Fn::GetAtt": ["LockTable", "Arn"]}})
+            out.append({"Effect": "Allow", "Action": ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"], "Resource": {"Fn::GetAtt": ["LockTable", "Arn"]}})
         if '"DISTRIBUTED"' in self.definition_text:
             out += [
                 {"Effect": "Allow", "Action": ["states:StartExecution"], "Resource": self.machine_arn()},
