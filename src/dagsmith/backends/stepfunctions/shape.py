@@ -7,15 +7,19 @@ finish, not when every step of the graph's previous depth does.
 
 `shape(nodes, upstreams)` decomposes the graph's order (its transitive closure) as a
 series-parallel order where it is one, which is then exact: every step waits for its own upstreams
-only. A part that is not series-parallel (an "N": a->c, b->c, b->d) has no such nesting; there its
-first layer (the steps of the part with no upstream inside it) runs as a Parallel before the rest,
-and the rest is decomposed again. Every step is in the shape once, and every edge u -> v is
+only. A part that is not series-parallel (an "N": a->c, b->c, b->d) has no such nesting: some step
+must wait for more than its upstreams. There the part is cut between two of its layers (counted
+from its top or its bottom: the layers it would have been), the first half running entirely before
+the rest, each half decomposed again; of those cuts, the one whose nesting is shortest on a few
+deterministic draws of step durations (SAMPLES, uniform 1..60: no durations are known at compile
+time) is kept. Every step is in the shape once, and every edge u -> v is
 respected: u is in an earlier element of a Seq that contains both (tests/backend_stepfunctions/
 test_shape.py checks both on random graphs).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Union
 
@@ -45,25 +49,45 @@ def ancestors_of(nodes: list[str], upstreams: dict) -> dict[str, frozenset]:
     return out
 
 
-def _components(nodes: list[str], linked) -> list[list[str]]:
-    """The connected components of `nodes` under the symmetric relation `linked`, each in the
-    order of `nodes`, ordered by their first node."""
+def _independent(part: list[str], ancestors: dict, descendants: dict, inside: set) -> list[list[str]]:
+    """The parts of `part` no step of which is an ancestor or a descendant of a step of another,
+    each in the order of `part`, ordered by their first step."""
     seen: set = set()
-    parts = []
-    for start in nodes:
+    out = []
+    for start in part:
         if start in seen:
             continue
         seen.add(start)
-        part, todo = {start}, [start]
+        found, todo = {start}, [start]
         while todo:
             node = todo.pop()
-            for other in nodes:
-                if other not in seen and linked(node, other):
-                    seen.add(other)
-                    part.add(other)
-                    todo.append(other)
-        parts.append([n for n in nodes if n in part])
-    return parts
+            for other in ((ancestors[node] | descendants[node]) & inside) - seen:
+                seen.add(other)
+                found.add(other)
+                todo.append(other)
+            if len(found) == len(part):
+                return [part]
+        out.append([n for n in part if n in found])
+    return out
+
+
+def _series(part: list[str], ancestors: dict) -> list[list[str]]:
+    """`part` (topological order) cut where every step before the cut is an ancestor of every
+    step after it: its series parts (contiguous in any topological order)."""
+    position = {n: i for i, n in enumerate(part)}
+    inside = set(part)
+    cuts, lowest = [], len(part)
+    for i in range(len(part) - 1, 0, -1):  # a cut before i: every step from i on has all before i as ancestors
+        # the first step of `part` that is not an ancestor of part[i] (part[i] itself, if none)
+        lowest = min(lowest, min(position[n] for n in inside - ancestors[part[i]]))
+        if lowest >= i:
+            cuts.append(i)
+    bounds = [0] + sorted(cuts) + [len(part)]
+    return [part[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+SAMPLES = 12  # duration draws a cut of a non-series-parallel part is judged on
+BUDGET = 30_000  # steps in the parts decomposed per graph; past it, a part's first layer is its cut
 
 
 def shape(nodes: list[str], upstreams: dict) -> Shape | None:
@@ -72,26 +96,69 @@ def shape(nodes: list[str], upstreams: dict) -> Shape | None:
     if not nodes:
         return None
     ancestors = ancestors_of(nodes, upstreams)
+    rng = random.Random(len(nodes))  # deterministic: the same graph, the same shape
+    samples = [{n: rng.randint(1, 60) for n in nodes} for _ in range(SAMPLES)]
+    memo: dict = {}
+    budget = [BUDGET]
 
-    def comparable(a: str, b: str) -> bool:
-        return a in ancestors[b] or b in ancestors[a]
+    descendants: dict = {n: set() for n in nodes}
+    for n in nodes:
+        for a in ancestors[n]:
+            descendants[a].add(n)
+
+    spans: dict = {}  # a part's steps -> how long its shape runs on each sample
 
     def build(part: list[str]) -> Shape:
+        key = frozenset(part)
+        if key not in memo:
+            memo[key] = _build(part)
+            node = memo[key]
+            if isinstance(node, str):
+                spans[key] = tuple(sample[node] for sample in samples)
+            else:
+                inner = [spans[frozenset(steps_of(p))] for p in node.parts]
+                spans[key] = tuple(map(sum if isinstance(node, Seq) else max, zip(*inner)))
+        return memo[key]
+
+    def _build(part: list[str]) -> Shape:
         if len(part) == 1:
             return part[0]
-        apart = _components(part, comparable)
+        budget[0] -= len(part)
+        inside = set(part)
+        apart = _independent(part, ancestors, descendants, inside)
         if len(apart) > 1:  # independent parts: a Parallel
             return Par(tuple(build(p) for p in apart))
-        # series: the parts of the incomparability graph, each before the next entirely
-        series = _components(part, lambda a, b: not comparable(a, b))
-        if len(series) > 1:
-            series.sort(key=lambda p: part.index(p[0]))
+        series = _series(part, ancestors)
+        if len(series) > 1:  # each entirely before the next
             return _seq([build(p) for p in series])
-        # not series-parallel here: its first layer, then the rest
+        return _seq(list(best_cut(part)))
+
+    def best_cut(part: list[str]) -> tuple:
+        """Not series-parallel: some steps wait for more than their upstreams whatever the
+        nesting. Cut the part in two, a first half (closed under upstreams) entirely before the
+        rest: of the cuts between its layers counted from the top (depth) or from the bottom
+        (height), the one whose nesting runs shortest on the sampled durations."""
         inside = set(part)
-        first = [n for n in part if not (ancestors[n] & inside)]
-        rest = [n for n in part if n not in set(first)]
-        return _seq([first[0] if len(first) == 1 else Par(tuple(first)), build(rest)])
+        if budget[0] <= 0:  # past the budget: the part's first layer, then the rest
+            return build([n for n in part if not ancestors[n] & inside]), build([n for n in part if ancestors[n] & inside])
+        depth: dict = {}
+        for n in part:
+            depth[n] = 1 + max((depth[a] for a in ancestors[n] & inside), default=-1)
+        height: dict = {}
+        for n in reversed(part):
+            height[n] = 1 + max((height[d] for d in descendants[n] & inside), default=-1)
+        cuts = [[n for n in part if depth[n] <= k] for k in range(max(depth.values()))]
+        cuts += [[n for n in part if height[n] > k] for k in range(max(height.values()))]
+        best, score = None, None
+        for first in dict.fromkeys(tuple(c) for c in cuts):
+            if best is not None and budget[0] <= 0:
+                break
+            rest = [n for n in part if n not in set(first)]
+            shaped = (build(list(first)), build(rest))
+            got = sum(a + b for a, b in zip(spans[frozenset(first)], spans[frozenset(rest)]))
+            if score is None or got < score:
+                best, score = shaped, got
+        return best
 
     return build(list(nodes))
 
