@@ -108,7 +108,8 @@ class Worker:
         machines = boto3.client("stepfunctions", region_name=REGION).list_state_machines()["stateMachines"]
         (machine,) = [m["stateMachineArn"] for m in machines if m["name"] == (options or {}).get("state_machine_name", stack)]
         self.roots[machine.rsplit(":", 1)[-1]] = root
-        return {"lines": lines, "machine": machine}
+        plan = backend.plan(ir, base)
+        return {"lines": lines, "machine": machine, "history_bound": asl.history_bound(plan, backend.settings(plan, base))}
 
     def view(self, store: str, run_id: str, ir: dict) -> dict:
         view = StoreView(store, run_id, ir)
@@ -374,7 +375,8 @@ class StepFunctionsAdapter(Adapter):
         states = all_states(json.loads(next(Path(ir_file).parent.glob("*.asl.json")).read_text(encoding="utf-8")))
         distributed = [s["id"] for s in ir["steps"] if s.get("fanout")
                        and states[asl.state_name("Map", s["id"])]["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"]
-        return {"ir": ir, "machine": deployed["machine"], "prefix": f"runs-{self.count}", "root": Path(spec).parent, "distributed": distributed}
+        return {"ir": ir, "machine": deployed["machine"], "prefix": f"runs-{self.count}", "root": Path(spec).parent, "distributed": distributed,
+                "history_bound": deployed["history_bound"]}
 
     def run(self, handle, *, params: dict, run_date: str | None, workdir: Path) -> Outcome:
         run_date = run_date or dt.datetime.now(dt.timezone.utc).date().isoformat()
@@ -399,6 +401,8 @@ class StepFunctionsAdapter(Adapter):
         for step in handle["distributed"]:  # compiled as a Distributed Map: it must have run as one
             assert states.get(step) != "succeeded" or asl.map_label(step) in got["map_runs"], (
                 f"{step} succeeded without a map run: {got['map_runs']}")
+        # the compile-time bound on the parent's history events (asl.history_bound) holds here
+        assert got["events"] <= handle["history_bound"], f"{got['events']} history events, over the bound {handle['history_bound']}"
         if got["status"] == "FAILED":  # the Fail state names the failed step, or the validation and says so
             kinds = {s["id"]: s["kind"] for s in ir["steps"]}
             failure = got["failure"] or {}

@@ -3,8 +3,12 @@
 Shape (docs/backends/stepfunctions.md has the why):
 
     Run values        input {params?, run_date?, trigger?} -> $.run (defaults merged in)
-    [Admission]       Lock (DynamoDB) -> Admit task -> Unlock -> hold: Wait, again | covered: Succeed "skipped"
-    Layer 1..n        one Parallel per depth of the step graph, one branch per step:
+    [Admission]       Lock (DynamoDB, with a lease) -> Admit task -> Unlock -> hold: Wait, again
+                      | covered: Succeed "skipped"
+    the steps         nested as the graph is (shape.py): steps in sequence one after the other,
+                      independent parts in a Parallel "Parallel <n>" (one branch per part, given
+                      {run, status}); a part that is not series-parallel is cut between layers.
+                      Each step's states:
                         Check <step>   a Choice on its upstream steps' states: any failed/not_run
                                        -> "not_run", any skipped/gated -> "skipped", else run
                         Run <step>     the task (ECS RunTask / Batch SubmitJob .waitForTaskToken,
@@ -13,8 +17,10 @@ Shape (docs/backends/stepfunctions.md has the why):
                                        Distributed Map (ItemReader from S3) over them
                         Gate <step>    a Choice on the gate's outcome: "gated" or "succeeded"
                         Caught <step>  Catch: the step "failed" with its error
-                      each branch ends with its step's state (a string); the layer's results are
-                      at $.status.L<k>[i]
+                      each ends with the step's state (a string) at $.status.s<i> (i: the step's
+                      index in the IR), or, a branch's only step, as the branch's output; a branch
+                      of several steps ends with a Pass giving what it wrote; a Parallel's result
+                      is at $.status.P<n> = {b<branch>: ...}. Builder.path reads a state there.
     Summary           $.steps: step id -> state; a failed step -> the Fail state naming it, a
                       gated run -> {"status": "gated", ...}, else {"status": "succeeded", ...}
 
