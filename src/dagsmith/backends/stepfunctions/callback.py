@@ -136,7 +136,7 @@ def main(args: list[str] | None = None, environ=os.environ, sfn=None) -> int:
         code = child.wait()
     finally:
         done.set()
-        beat.join()
+        beat.join(KILL_GRACE + 15)  # a heartbeat stuck in a network call does not hold the result back
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if gone.is_set():
