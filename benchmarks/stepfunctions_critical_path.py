@@ -12,7 +12,8 @@ for the one-Parallel-per-depth layout this backend emitted before ("layers"). Ta
 DAG at most 1.1.
 
 Durations: for the examples, each step's duration in a local run's record (`dagsmith run
---format json`: the steps' started / ended); with --model, and for the held-out-like shapes
+--format json`: the steps' started / ended; with `--env dev` where the spec has that laptop
+overlay, which changes sizes, not steps); with --model, and for the held-out-like shapes
 (diamond, N, wide fan-in, chains of different lengths, random DAGs), the DURATION MODEL: each
 step draws a whole number of seconds uniformly from 1 to 60, per seed; a shape's row gives the
 median and the worst ratio over SEEDS draws.
@@ -118,8 +119,10 @@ def local_run(example: Path, work: Path) -> dict | None:
     shutil.copytree(example, folder)
     if (folder / "make_data.py").exists():
         subprocess.run([sys.executable, "make_data.py"], cwd=folder, capture_output=True, check=True)
+    # the spec's laptop overlay when it has one (forecast: 2 trials per region, not 50): the same steps
+    env = ["--env", "dev"] if "\n  dev:" in (folder / "pipeline.yaml").read_text(encoding="utf-8") else []
     got = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "run", "pipeline.yaml", "--workdir", str(work / "dagsmith"),
-                          "--no-cache", "--format", "json"], cwd=folder, capture_output=True, text=True)
+                          "--no-cache", "--format", "json", *env], cwd=folder, capture_output=True, text=True)
     try:
         return json.loads(got.stdout)
     except ValueError:
