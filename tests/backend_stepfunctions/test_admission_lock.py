@@ -25,16 +25,21 @@ def test_the_lock_has_a_lease(in_repo):
     assert lock["Parameters"]["ConditionExpression"] == "attribute_not_exists(pipeline)"
     assert lock["Parameters"]["Item"]["holder"] == {"S.$": "$.lock.holder"}
     assert all(r["JitterStrategy"] == "FULL" for r in lock["Retry"] + take["Retry"])
-    # held: read it, wait a lease, take it over only if the same holder is still there
+    # held: read it every 15 s; the same holder for a whole lease of polls (120 s: 8) is taken over
     assert [c["Next"] for c in lock["Catch"]] == ["Read admission lock", "Admission failed"]
-    assert states["Wait out the lock's lease"]["Seconds"] == 120
+    assert states["Wait for the lock"]["Seconds"] == 15
+    check = states["Check admission lock"]["Choices"]
+    assert [c["Next"] for c in check] == ["Lock admission", "Take over stale admission lock", "Same lock holder"]
+    assert check[1]["And"][-1] == {"Variable": "$.seen.polls", "NumericGreaterThanEquals": 8}
+    assert states["Check admission lock"]["Default"] == "Lock holder seen"  # a new holder: the count starts again
     assert take["Parameters"]["ConditionExpression"] == "attribute_not_exists(pipeline) OR holder = :seen"
-    assert take["Parameters"]["ExpressionAttributeValues"] == {":seen": {"S.$": "$.seen.Item.holder.S"}}
+    assert take["Parameters"]["ExpressionAttributeValues"] == {":seen": {"S.$": "$.seen.holder"}}
     # Unlock: only its own item; its failure leaves the item to the lease, never a stuck execution
     for name in ("Unlock admission", "Unlock after failure"):
         assert states[name]["Parameters"]["ConditionExpression"] == "holder = :me"
         assert states[name]["Catch"][0]["ErrorEquals"] == ["States.ALL"]
-    assert states["Admit"]["TimeoutSeconds"] < 1800 == states_of()["Wait out the lock's lease"]["Seconds"]
+    default = states_of()["Check admission lock"]["Choices"][1]["And"][-1]["NumericGreaterThanEquals"] * 15
+    assert states["Admit"]["TimeoutSeconds"] < 1800 == default
 
 
 def test_the_lease_option_is_checked(in_repo):

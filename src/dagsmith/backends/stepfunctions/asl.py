@@ -51,6 +51,7 @@ MAX_DEFINITION_BYTES = 1_048_576
 NAME_LIMIT = 80
 ADMIT_TIMEOUT_SECONDS = 900  # the Admit task's TimeoutSeconds: a live admission ends within it
 LOCK_LEASE_SECONDS = 1800  # the admission lock's lease: longer than an admission, its unlock included
+LOCK_POLL_SECONDS = 15  # a held lock is read again this often (the lease is counted in polls)
 # DynamoDB errors worth a retry (the DynamoDB API reference's error list, the service-side ones)
 DYNAMODB_TRANSIENT = ("ProvisionedThroughputExceededException", "RequestLimitExceeded", "ThrottlingException",
                       "InternalServerErrorException", "InternalServerError", "ServiceUnavailable")
@@ -329,12 +330,13 @@ class Builder:
         """min_interval's admission, one execution at a time behind a DynamoDB lock with a lease.
 
         The lock item is {pipeline, holder, taken_at}; `holder` is unique to each taking (the
-        execution and the time it entered "Admission"). A lock held by someone else is read, and
-        if after a whole lease the SAME holder is still there, it is stale (its execution was
-        stopped between Lock and Unlock: a live one unlocks well within the lease, the Admit task
-        being bounded by ADMIT_TIMEOUT_SECONDS) and is taken over by a put conditional on that
-        holder: the lease of Amazon's DynamoDB lock client, which needs no clock arithmetic
-        (JSONPath intrinsics have none: `now + lease` cannot be computed in the state machine).
+        execution and the time it entered "Admission"). A lock held by someone else is read every
+        LOCK_POLL_SECONDS: gone -> Lock again; if the SAME holder is still there after a whole
+        lease of polls, it is stale (its execution was stopped between Lock and Unlock: a live one
+        unlocks well within the lease, the Admit task being bounded by ADMIT_TIMEOUT_SECONDS) and
+        is taken over by a put conditional on that holder: the lease of Amazon's DynamoDB lock
+        client, which needs no clock arithmetic (JSONPath intrinsics have none: `now + lease`
+        cannot be computed in the state machine).
         Unlock deletes only its own holder's item. Every DynamoDB call retries throttling with
         full jitter, and any other failure ends in "Admission failed" (the lease frees the lock)."""
         task = self.plan.task("dagsmith-admit")
@@ -350,8 +352,10 @@ class Builder:
                                    "ResultPath": "$.lock"} if self.settings.locking else {}),
                                "Next": lock if self.settings.locking else run_admit}
         if self.settings.locking:
-            read, check, lease, take = (self.fixed("Read admission lock"), self.fixed("Check admission lock"),
-                                        self.fixed("Wait out the lock's lease"), self.fixed("Take over stale admission lock"))
+            read, check, take = self.fixed("Read admission lock"), self.fixed("Check admission lock"), self.fixed("Take over stale admission lock")
+            first_seen, seen_again, poll = self.fixed("Lock holder seen"), self.fixed("Same lock holder"), self.fixed("Wait for the lock")
+            every = max(1, min(LOCK_POLL_SECONDS, int(self.settings.lease_seconds)))
+            polls = -(-int(self.settings.lease_seconds) // every)  # a whole lease of polls, at least
             table, key = sub("LockTable"), {"pipeline": {"S": self.plan.name}}
             item = {**key, "holder": {"S.$": "$.lock.holder"}, "taken_at": {"S.$": "$$.State.EnteredTime"}}
             # DynamoDB's retryable errors, as Step Functions names them ("DynamoDB.<exception>")
@@ -373,24 +377,34 @@ class Builder:
                 "Type": "Task",
                 "Resource": "arn:aws:states:::dynamodb:getItem",
                 "Parameters": {"TableName": table, "Key": key, "ConsistentRead": True},
-                "ResultPath": "$.seen",
+                "ResultPath": "$.now",
                 "Retry": transient,
                 "Catch": [give_up],
                 "Next": check,
             }
+            # the same holder after a whole lease of polls is stale; a new holder starts the count again
+            same = [{"Variable": "$.seen.holder", "IsPresent": True}, {"Variable": "$.now.Item.holder.S", "StringEqualsPath": "$.seen.holder"}]
             states[check] = {
                 "Type": "Choice",
-                "Choices": [{"Variable": "$.seen.Item.holder.S", "IsPresent": False, "Next": lock}],  # unlocked since
-                "Default": lease,
+                "Choices": [
+                    {"Variable": "$.now.Item.holder.S", "IsPresent": False, "Next": lock},  # unlocked since
+                    {"And": same + [{"Variable": "$.seen.polls", "NumericGreaterThanEquals": polls}], "Next": take},
+                    {"And": same, "Next": seen_again},
+                ],
+                "Default": first_seen,
             }
-            states[lease] = {"Type": "Wait", "Seconds": int(self.settings.lease_seconds), "Next": take}
+            states[first_seen] = {"Type": "Pass", "Parameters": {"holder.$": "$.now.Item.holder.S", "polls": 1}, "ResultPath": "$.seen",
+                                  "Next": poll}
+            states[seen_again] = {"Type": "Pass", "Parameters": {"holder.$": "$.seen.holder", "polls.$": "States.MathAdd($.seen.polls, 1)"},
+                                  "ResultPath": "$.seen", "Next": poll}
+            states[poll] = {"Type": "Wait", "Seconds": every, "Next": read}
             states[take] = {
                 "Type": "Task",
                 "Resource": "arn:aws:states:::dynamodb:putItem",
-                "Comment": "the holder seen a lease ago is still there: its execution is gone",
+                "Comment": "the holder seen for a whole lease is still there: its execution is gone",
                 "Parameters": {"TableName": table, "Item": item,
                                "ConditionExpression": "attribute_not_exists(pipeline) OR holder = :seen",
-                               "ExpressionAttributeValues": {":seen": {"S.$": "$.seen.Item.holder.S"}}},
+                               "ExpressionAttributeValues": {":seen": {"S.$": "$.seen.holder"}}},
                 "ResultPath": None,
                 "Retry": transient,
                 "Catch": [held, give_up],  # taken or renewed meanwhile: a live holder, read it again
