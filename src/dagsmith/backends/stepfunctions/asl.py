@@ -288,8 +288,8 @@ class Builder:
             "Choices": [{"Variable": "$.input.run_date", "IsPresent": True, "Next": self.fixed("Run date from input")}],
             "Default": self.fixed("Run date from start time"),
         }
-        first_layer = self.first_name(self.shape) if self.shape is not None else "Summary"
-        after_values = self.fixed("Admission") if plan.admission else first_layer
+        first_step = self.first_name(self.shape) if self.shape is not None else "Summary"
+        after_values = self.fixed("Admission") if plan.admission else first_step
         for name, date in (("Run date from input", "$.input.run_date"), ("Run date from start time", "$$.Execution.StartTime")):
             states[name] = {
                 "Type": "Pass",
@@ -312,7 +312,7 @@ class Builder:
             "Next": after_values,
         }
         if plan.admission:
-            states.update(self.admission(first_layer))
+            states.update(self.admission(first_step))
         graph: dict = {}
         if self.shape is not None:
             self.emit(self.shape, (), graph, "Summary")
@@ -326,7 +326,7 @@ class Builder:
 
     # --- admission (min_interval) -----------------------------------------------------------
 
-    def admission(self, first_layer: str) -> dict:
+    def admission(self, first_step: str) -> dict:
         """min_interval's admission, one execution at a time behind a DynamoDB lock with a lease.
 
         The lock item is {pipeline, holder, taken_at}; `holder` is unique to each taking (the
@@ -428,7 +428,7 @@ class Builder:
         states["Check admission"] = {
             "Type": "Choice",
             "Choices": [
-                {"Variable": "$.admission.action", "StringEquals": "admit", "Next": first_layer},
+                {"Variable": "$.admission.action", "StringEquals": "admit", "Next": first_step},
                 {"Variable": "$.admission.action", "StringEquals": "hold", "Next": wait},
             ],
             "Default": self.fixed("Covered"),
