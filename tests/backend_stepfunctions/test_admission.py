@@ -81,3 +81,43 @@ def test_burst_of_new_data_makes_one_run_per_interval(moto_worker, tmp_path):
     (admitted,) = [r for r in held if r["output"]["status"] == "succeeded"]
     assert "WaitStateEntered" in admitted["types"], admitted["types"]  # "Hold for min_interval"
     assert (folder / "runs.txt").read_text().count("run") == 2
+
+
+LEASE = 4  # seconds (backends.stepfunctions.admission_lease_seconds; 1800 by default)
+
+
+def test_a_stale_lock_is_taken_over_after_its_lease_and_a_live_one_blocks(moto_worker, tmp_path):
+    """An execution stopped between Lock and Unlock leaves the lock item behind. While the lock
+    keeps changing hands (live admissions), a waiting execution is held; once the same holder
+    has stayed a whole lease (its execution is gone), the waiting execution takes the lock over,
+    runs, and unlocks. Before leases, it retried for ~23 minutes and failed."""
+    import time
+
+    from conformance.backend_stepfunctions import compile_spec
+
+    folder = tmp_path / "spec"
+    folder.mkdir()
+    write_spec(folder)
+    ir_file = compile_spec(folder / "pipeline.yaml", tmp_path / "out", None)
+    deployed = moto_worker.call("deploy", ir_file=str(ir_file), stack="lease", prefix="lease", root=str(folder),
+                                options={"state_machine_name": "lease", "admission_lease_seconds": LEASE})
+
+    def holder(n: int) -> dict:
+        return {"pipeline": "burst", "holder": f"arn:aws:states:us-east-1:123456789012:execution:lease:other-{n} 2026-12-07T10:00:0{n}Z",
+                "taken_at": f"2026-12-07T10:00:0{n}Z"}
+
+    moto_worker.call("lock_item", stack="lease", pipeline="burst", put=holder(0))
+    name = f"lease-{uuid.uuid4().hex[:10]}"
+    (arn,) = moto_worker.call("start_many", machine=deployed["machine"], names=[name],
+                              inputs=[{"trigger": {"sources": ["events"], "at": at(-1)}, "run_date": dt.date.today().isoformat()}])
+    # live: the lock changes hands every 1.5 s for three leases; the execution must wait
+    for n in range(1, 9):
+        time.sleep(1.5)
+        assert moto_worker.call("lock_item", stack="lease", pipeline="burst", put=holder(n))["holder"] == holder(n)["holder"]
+    assert not (folder / "runs.txt").exists()
+    # stale: holder 8 stays (its execution was stopped); after a lease the execution takes over
+    (got,) = moto_worker.call("wait_many", arns=[arn], names=[name], timeout=120)
+    assert got["status"] == "SUCCEEDED" and got["output"]["status"] == "succeeded", got
+    assert {"Take over stale admission lock", "Wait for the lock", "Lock holder seen"} <= set(got["entered"]), got["entered"]
+    assert (folder / "runs.txt").read_text().count("run") == 1
+    assert moto_worker.call("lock_item", stack="lease", pipeline="burst") is None  # unlocked: its own item deleted

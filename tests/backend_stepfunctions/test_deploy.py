@@ -85,7 +85,9 @@ def cli(capsys, path: Path, *args: str) -> tuple[int, str]:
 
 
 def retry_attempts(boto3) -> int:
-    return definition(boto3)["States"]["Layer 0"]["Branches"][0]["States"]["Run_applicants"].get("Retry", [{"MaxAttempts": 0}])[0]["MaxAttempts"]
+    from conformance.backend_stepfunctions import all_states
+
+    return all_states(definition(boto3))["Run_applicants"].get("Retry", [{"MaxAttempts": 0}])[0]["MaxAttempts"]
 
 
 def test_dry_run_create_and_unchanged(aws, in_repo):

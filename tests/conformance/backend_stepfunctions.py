@@ -216,7 +216,8 @@ class Worker:
         machines = boto3.client("stepfunctions", region_name=REGION).list_state_machines()["stateMachines"]
         (machine,) = [m["stateMachineArn"] for m in machines if m["name"] == (options or {}).get("state_machine_name", stack)]
         self.roots[machine.rsplit(":", 1)[-1]] = root
-        return {"lines": lines, "machine": machine}
+        plan = backend.plan(ir, base)
+        return {"lines": lines, "machine": machine, "history_bound": asl.history_bound(plan, backend.settings(plan, base))}
 
     def create_machine(self, name: str, definition: str) -> str:
         """CreateStateMachine straight from a definition (the hook's refusals, without a template)."""
@@ -242,6 +243,33 @@ class Worker:
         arns = [sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(execution_input))["executionArn"]
                 for execution_input, name in zip(inputs, names)]
         return [self._wait(sfn, arn, name, timeout) for arn, name in zip(arns, names)]
+
+    def start_many(self, machine: str, inputs: list, names: list) -> list:
+        """Start the executions and return their ARNs at once (wait_many waits for them)."""
+        import boto3
+
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.running = machine.rsplit(":", 1)[-1]
+        return [sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(execution_input))["executionArn"]
+                for execution_input, name in zip(inputs, names)]
+
+    def wait_many(self, arns: list, names: list, timeout: float = 900) -> list:
+        import boto3
+
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        return [self._wait(sfn, arn, name, timeout) for arn, name in zip(arns, names)]
+
+    def lock_item(self, stack: str, pipeline: str, put: dict | None = None) -> dict | None:
+        """The admission lock's item in the stack's LockTable (after writing `put`, if given)."""
+        import boto3
+
+        table = boto3.client("cloudformation", region_name=REGION).describe_stack_resource(
+            StackName=stack, LogicalResourceId="LockTable")["StackResourceDetail"]["PhysicalResourceId"]
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        if put is not None:
+            dynamodb.put_item(TableName=table, Item={k: {"S": v} for k, v in put.items()})
+        item = dynamodb.get_item(TableName=table, Key={"pipeline": {"S": pipeline}}, ConsistentRead=True).get("Item")
+        return {k: v["S"] for k, v in item.items()} if item else None
 
     def _wait(self, sfn, arn: str, name: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -284,6 +312,7 @@ class Worker:
             "failure": failure[0] if failure else None,
             "events": len(events),
             "types": sorted({e["type"] for e in events}),
+            "entered": sorted({e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e}),
             "iterations": iterations,
             "map_runs": map_runs,
             "name": name,
@@ -497,7 +526,8 @@ class StepFunctionsAdapter(Adapter):
         states = all_states(json.loads(next(Path(ir_file).parent.glob("*.asl.json")).read_text(encoding="utf-8")))
         distributed = [s["id"] for s in ir["steps"] if s.get("fanout")
                        and states[asl.state_name("Map", s["id"])]["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"]
-        return {"ir": ir, "machine": deployed["machine"], "prefix": f"runs-{self.count}", "root": Path(spec).parent, "distributed": distributed}
+        return {"ir": ir, "machine": deployed["machine"], "prefix": f"runs-{self.count}", "root": Path(spec).parent, "distributed": distributed,
+                "history_bound": deployed["history_bound"]}
 
     def run(self, handle, *, params: dict, run_date: str | None, workdir: Path) -> Outcome:
         run_date = run_date or dt.datetime.now(dt.timezone.utc).date().isoformat()
@@ -522,6 +552,8 @@ class StepFunctionsAdapter(Adapter):
         for step in handle["distributed"]:  # compiled as a Distributed Map: it must have run as one
             assert states.get(step) != "succeeded" or asl.map_label(step) in got["map_runs"], (
                 f"{step} succeeded without a map run: {got['map_runs']}")
+        # the compile-time bound on the parent's history events (asl.history_bound) holds here
+        assert got["events"] <= handle["history_bound"], f"{got['events']} history events, over the bound {handle['history_bound']}"
         if got["status"] == "FAILED":  # the Fail state names the failed step, or the validation and says so
             kinds = {s["id"]: s["kind"] for s in ir["steps"]}
             failure = got["failure"] or {}

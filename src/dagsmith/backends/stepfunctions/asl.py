@@ -3,8 +3,12 @@
 Shape (docs/backends/stepfunctions.md has the why):
 
     Run values        input {params?, run_date?, trigger?} -> $.run (defaults merged in)
-    [Admission]       Lock (DynamoDB) -> Admit task -> Unlock -> hold: Wait, again | covered: Succeed "skipped"
-    Layer 1..n        one Parallel per depth of the step graph, one branch per step:
+    [Admission]       Lock (DynamoDB, with a lease) -> Admit task -> Unlock -> hold: Wait, again
+                      | covered: Succeed "skipped"
+    the steps         nested as the graph is (shape.py): steps in sequence one after the other,
+                      independent parts in a Parallel "Parallel <n>" (one branch per part, given
+                      {run, status}); a part that is not series-parallel is cut between layers.
+                      Each step's states:
                         Check <step>   a Choice on its upstream steps' states: any failed/not_run
                                        -> "not_run", any skipped/gated -> "skipped", else run
                         Run <step>     the task (ECS RunTask / Batch SubmitJob (AWS SDK) .waitForTaskToken,
@@ -13,8 +17,10 @@ Shape (docs/backends/stepfunctions.md has the why):
                                        Distributed Map (ItemReader from S3) over them
                         Gate <step>    a Choice on the gate's outcome: "gated" or "succeeded"
                         Caught <step>  Catch: the step "failed" with its error
-                      each branch ends with its step's state (a string); the layer's results are
-                      at $.status.L<k>[i]
+                      each ends with the step's state (a string) at $.status.s<i> (i: the step's
+                      index in the IR), or, a branch's only step, as the branch's output; a branch
+                      of several steps ends with a Pass giving what it wrote; a Parallel's result
+                      is at $.status.P<n> = {b<branch>: ...}. Builder.path reads a state there.
     Summary           $.steps: step id -> state; a failed step -> the Fail state naming it, a
                       gated run -> {"status": "gated", ...}, else {"status": "succeeded", ...}
 
@@ -35,6 +41,7 @@ from ...runtime import environment as E
 from ...runtime.sources import connection_env
 from ..plan import Plan, Task
 from .callback import ITEM_ENV, SECRET_REFS_ENV, TOKEN_ENV
+from .shape import Par, Seq, Shape, shape, steps_of
 
 CONNECTION_SECRET = "dagsmith/conn/{}"  # the Secrets Manager name of connection NAME
 
@@ -45,10 +52,17 @@ INLINE_MAP_MAX = 40  # the inline Map's concurrency limit, and the most items it
 HISTORY_LIMIT = 25_000
 MAX_DEFINITION_BYTES = 1_048_576
 NAME_LIMIT = 80
+ADMIT_TIMEOUT_SECONDS = 900  # the Admit task's TimeoutSeconds: a live admission ends within it
+LOCK_LEASE_SECONDS = 1800  # the admission lock's lease: longer than an admission, its unlock included
+LOCK_POLL_SECONDS = 15  # a held lock is read again this often (the lease is counted in polls)
+# DynamoDB errors worth a retry (the DynamoDB API reference's error list, the service-side ones)
+DYNAMODB_TRANSIENT = ("ProvisionedThroughputExceededException", "RequestLimitExceeded", "ThrottlingException",
+                      "InternalServerErrorException", "InternalServerError", "ServiceUnavailable")
 # History events, counted on moto's interpreter (benchmarks/stepfunctions.py) and rounded up:
 EVENTS_PER_TASK = 8  # entered, scheduled, started, submitted, succeeded/failed, exited (+ retries)
 EVENTS_PER_BRANCH = 6  # the Choice and Pass states around a task
 EVENTS_PER_LAYER = 6  # a Parallel's own events
+EVENTS_PER_PASS = 2  # entered, exited: the Pass that ends a branch of several steps
 EVENTS_PER_ITERATION = 2 + EVENTS_PER_TASK  # an inline Map iteration: started, succeeded + its task
 EVENTS_FIXED = 46  # run values (the params written to the store), admission, summary
 # The run's params are written once to the store ("Store run values") and every task reads them
@@ -77,6 +91,7 @@ class Settings:
     task_ref: dict  # task id -> the CloudFormation logical id of its task/job definition
     image_param: dict  # task id -> the template parameter holding its image (SageMaker)
     locking: bool = True  # admission behind a DynamoDB lock (the template has the table)
+    lease_seconds: int = LOCK_LEASE_SECONDS  # the admission lock's lease
     names: dict = field(default_factory=dict)  # state name -> who took it (collision check)
 
 
@@ -115,8 +130,8 @@ def history_bound(plan: Plan, settings: Settings) -> int:
     """An upper bound on the parent execution's history events (child executions of a
     Distributed Map keep their own histories: only the Map's own events count here)."""
     total = EVENTS_FIXED
-    layers = layer_of(plan)
-    total += EVENTS_PER_LAYER * (max(layers.values(), default=0) + 1)
+    parallels, branch_ends = shape_counts(graph_shape(plan))
+    total += EVENTS_PER_LAYER * parallels + EVENTS_PER_PASS * branch_ends
     for task in plan.tasks:
         attempts = 1 + int(task.step.retries if task.step else 0)
         total += EVENTS_PER_BRANCH + EVENTS_PER_TASK * attempts
@@ -273,20 +288,33 @@ def training_job(task: Task, settings: Settings) -> dict:
 # --- the graph ----------------------------------------------------------------------------
 
 
-def layer_of(plan: Plan) -> dict[str, int]:
-    """IR step id -> its depth (longest path from a root): the Parallel layer it runs in."""
-    depth: dict[str, int] = {}
-    for step in plan.ir.steps:
-        depth[step.id] = 1 + max((depth[up] for up in step.depends_on), default=-1)
-    return depth
+def graph_shape(plan: Plan) -> Shape | None:
+    """The nesting of the step graph into sequences and Parallels (shape.py)."""
+    return shape([s.id for s in plan.ir.steps], {s.id: s.depends_on for s in plan.ir.steps})
+
+
+def shape_counts(node: Shape | None) -> tuple[int, int]:
+    """(Parallel states, branches of several steps: each ends with a Pass) of a shape."""
+    if node is None or isinstance(node, str):
+        return 0, 0
+    parallels = int(isinstance(node, Par))
+    ends = sum(1 for part in node.parts if isinstance(part, Seq)) if isinstance(node, Par) else 0
+    for part in node.parts:
+        more = shape_counts(part)
+        parallels, ends = parallels + more[0], ends + more[1]
+    return parallels, ends
 
 
 class Builder:
     def __init__(self, plan: Plan, settings: Settings):
         self.plan = plan
         self.settings = settings
-        self.layers = layer_of(plan)
-        self.position: dict[str, str] = {}  # step id -> JSONPath of its state
+        self.shape = graph_shape(plan)
+        self.key = {step.id: f"s{index}" for index, step in enumerate(plan.ir.steps)}  # its state at $.status.<key>
+        self.where: dict[str, tuple] = {}  # step id -> (its scope: ((parallel, branch), ...), its key or None)
+        self.numbers: dict = {}  # Par -> its number, in the order written
+        self.produced: dict[tuple, list] = {}  # scope -> the keys its states write under $.status
+        self._number(self.shape)
 
     def name(self, prefix: str, task_id: str) -> str:
         name = state_name(prefix, task_id)
@@ -317,8 +345,8 @@ class Builder:
             "Choices": [{"Variable": "$.input.run_date", "IsPresent": True, "Next": self.fixed("Run date from input")}],
             "Default": self.fixed("Run date from start time"),
         }
-        first_layer = self.fixed("Layer 0") if plan.ir.steps else "Summary"
-        after_values = self.fixed("Admission") if plan.admission else first_layer
+        first_step = self.first_name(self.shape) if self.shape is not None else "Summary"
+        after_values = self.fixed("Admission") if plan.admission else first_step
         for name, date in (("Run date from input", "$.input.run_date"), ("Run date from start time", "$$.Execution.StartTime")):
             states[name] = {
                 "Type": "Pass",
@@ -342,22 +370,11 @@ class Builder:
         }
         states["Store run values"] = {**store_params(), "Next": after_values}
         if plan.admission:
-            states.update(self.admission(first_layer))
-        depth = max(self.layers.values(), default=-1)
-        for k in range(depth + 1):
-            steps = [s for s in plan.ir.steps if self.layers[s.id] == k]
-            name = f"Layer {k}"
-            if k:
-                self.fixed(name)
-            for index, step in enumerate(steps):
-                self.position[step.id] = f"$.status.L{k}[{index}]"
-            states[name] = {
-                "Type": "Parallel",
-                "Comment": ", ".join(s.id for s in steps)[:200],
-                "Branches": [self.branch(step) for step in steps],
-                "ResultPath": f"$.status.L{k}",
-                "Next": self.fixed(f"Layer {k + 1}") if k < depth else self.fixed("Summary"),
-            }
+            states.update(self.admission(first_step))
+        graph: dict = {}
+        if self.shape is not None:
+            self.emit(self.shape, (), graph, "Summary")
+        states.update(graph)
         states.update(self.summary())
         return {
             "Comment": f"dagsmith pipeline {plan.name}",
@@ -367,7 +384,19 @@ class Builder:
 
     # --- admission (min_interval) -----------------------------------------------------------
 
-    def admission(self, first_layer: str) -> dict:
+    def admission(self, first_step: str) -> dict:
+        """min_interval's admission, one execution at a time behind a DynamoDB lock with a lease.
+
+        The lock item is {pipeline, holder, taken_at}; `holder` is unique to each taking (the
+        execution and the time it entered "Admission"). A lock held by someone else is read every
+        LOCK_POLL_SECONDS: gone -> Lock again; if the SAME holder is still there after a whole
+        lease of polls, it is stale (its execution was stopped between Lock and Unlock: a live one
+        unlocks well within the lease, the Admit task being bounded by ADMIT_TIMEOUT_SECONDS) and
+        is taken over by a put conditional on that holder: the lease of Amazon's DynamoDB lock
+        client, which needs no clock arithmetic (JSONPath intrinsics have none: `now + lease`
+        cannot be computed in the state machine).
+        Unlock deletes only its own holder's item. Every DynamoDB call retries throttling with
+        full jitter, and any other failure ends in "Admission failed" (the lease frees the lock)."""
         task = self.plan.task("dagsmith-admit")
         admit = container_task(task, self.settings)
         admit.pop("Retry", None)
@@ -375,35 +404,89 @@ class Builder:
         states: dict = {}
         lock, unlock, wait = self.fixed("Lock admission"), self.fixed("Unlock admission"), self.fixed("Hold for min_interval")
         run_admit, failed_unlock = self.fixed("Admit"), self.fixed("Unlock after failure")
+        failed = self.fixed("Admission failed")
         states["Admission"] = {"Type": "Pass", "Comment": "min_interval: one admission at a time (the lock), one run per interval",
-                            "Next": lock if self.settings.locking else run_admit}
+                               **({"Parameters": {"holder.$": "States.Format('{} {}', $$.Execution.Id, $$.State.EnteredTime)"},
+                                   "ResultPath": "$.lock"} if self.settings.locking else {}),
+                               "Next": lock if self.settings.locking else run_admit}
         if self.settings.locking:
+            read, check, take = self.fixed("Read admission lock"), self.fixed("Check admission lock"), self.fixed("Take over stale admission lock")
+            first_seen, seen_again, poll = self.fixed("Lock holder seen"), self.fixed("Same lock holder"), self.fixed("Wait for the lock")
+            every = max(1, min(LOCK_POLL_SECONDS, int(self.settings.lease_seconds)))
+            polls = -(-int(self.settings.lease_seconds) // every)  # a whole lease of polls, at least
+            table, key = sub("LockTable"), {"pipeline": {"S": self.plan.name}}
+            item = {**key, "holder": {"S.$": "$.lock.holder"}, "taken_at": {"S.$": "$$.State.EnteredTime"}}
+            # DynamoDB's retryable errors, as Step Functions names them ("DynamoDB.<exception>")
+            transient = [{"ErrorEquals": [f"DynamoDB.{e}" for e in DYNAMODB_TRANSIENT], "IntervalSeconds": 1, "MaxAttempts": 6,
+                          "BackoffRate": 2.0, "MaxDelaySeconds": 30, "JitterStrategy": "FULL"}]
+            held = {"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "ResultPath": None, "Next": read}
+            give_up = {"ErrorEquals": ["States.ALL"], "ResultPath": "$.admission_error", "Next": failed}
             states[lock] = {
                 "Type": "Task",
                 "Resource": "arn:aws:states:::dynamodb:putItem",
-                "Parameters": {
-                    "TableName": sub("LockTable"),
-                    "Item": {"pipeline": {"S": self.plan.name}, "holder": {"S.$": "$$.Execution.Id"}},
-                    "ConditionExpression": "attribute_not_exists(pipeline)",
-                },
+                "Parameters": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pipeline)"},
                 "ResultPath": None,
-                "Retry": [{"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "IntervalSeconds": 2, "MaxAttempts": 30, "BackoffRate": 1.5, "MaxDelaySeconds": 60}],
+                "Retry": [{"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "IntervalSeconds": 1, "MaxAttempts": 3,
+                           "BackoffRate": 2.0, "JitterStrategy": "FULL"}] + transient,
+                "Catch": [held, give_up],
+                "Next": run_admit,
+            }
+            states[read] = {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::dynamodb:getItem",
+                "Parameters": {"TableName": table, "Key": key, "ConsistentRead": True},
+                "ResultPath": "$.now",
+                "Retry": transient,
+                "Catch": [give_up],
+                "Next": check,
+            }
+            # the same holder after a whole lease of polls is stale; a new holder starts the count again
+            same = [{"Variable": "$.seen.holder", "IsPresent": True}, {"Variable": "$.now.Item.holder.S", "StringEqualsPath": "$.seen.holder"}]
+            states[check] = {
+                "Type": "Choice",
+                "Choices": [
+                    {"Variable": "$.now.Item.holder.S", "IsPresent": False, "Next": lock},  # unlocked since
+                    {"And": same + [{"Variable": "$.seen.polls", "NumericGreaterThanEquals": polls}], "Next": take},
+                    {"And": same, "Next": seen_again},
+                ],
+                "Default": first_seen,
+            }
+            states[first_seen] = {"Type": "Pass", "Parameters": {"holder.$": "$.now.Item.holder.S", "polls": 1}, "ResultPath": "$.seen",
+                                  "Next": poll}
+            states[seen_again] = {"Type": "Pass", "Parameters": {"holder.$": "$.seen.holder", "polls.$": "States.MathAdd($.seen.polls, 1)"},
+                                  "ResultPath": "$.seen", "Next": poll}
+            states[poll] = {"Type": "Wait", "Seconds": every, "Next": read}
+            states[take] = {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::dynamodb:putItem",
+                "Comment": "the holder seen for a whole lease is still there: its execution is gone",
+                "Parameters": {"TableName": table, "Item": item,
+                               "ConditionExpression": "attribute_not_exists(pipeline) OR holder = :seen",
+                               "ExpressionAttributeValues": {":seen": {"S.$": "$.seen.holder"}}},
+                "ResultPath": None,
+                "Retry": transient,
+                "Catch": [held, give_up],  # taken or renewed meanwhile: a live holder, read it again
                 "Next": run_admit,
             }
         admit["Next"] = unlock if self.settings.locking else "Check admission"
-        admit["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.admission_error", "Next": failed_unlock if self.settings.locking else self.fixed("Admission failed")}]
+        admit["TimeoutSeconds"] = ADMIT_TIMEOUT_SECONDS
+        admit["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.admission_error", "Next": failed_unlock if self.settings.locking else failed}]
         states[run_admit] = admit
         if self.settings.locking:
             release = {"Type": "Task", "Resource": "arn:aws:states:::dynamodb:deleteItem",
-                       "Parameters": {"TableName": sub("LockTable"), "Key": {"pipeline": {"S": self.plan.name}}}, "ResultPath": None}
-            states[unlock] = {**release, "Next": self.fixed("Check admission")}
-            states[failed_unlock] = {**release, "Next": self.fixed("Admission failed")}
+                       "Parameters": {"TableName": sub("LockTable"), "Key": {"pipeline": {"S": self.plan.name}},
+                                      "ConditionExpression": "holder = :me", "ExpressionAttributeValues": {":me": {"S.$": "$.lock.holder"}}},
+                       "ResultPath": None, "Retry": transient}
+            # not ours any more (taken over after a lease) or DynamoDB failing: the lease frees it
+            states[unlock] = {**release, "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Check admission"}],
+                              "Next": self.fixed("Check admission")}
+            states[failed_unlock] = {**release, "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": failed}], "Next": failed}
         else:
             self.fixed("Check admission")
         states["Check admission"] = {
             "Type": "Choice",
             "Choices": [
-                {"Variable": "$.admission.action", "StringEquals": "admit", "Next": first_layer},
+                {"Variable": "$.admission.action", "StringEquals": "admit", "Next": first_step},
                 {"Variable": "$.admission.action", "StringEquals": "hold", "Next": wait},
             ],
             "Default": self.fixed("Covered"),
@@ -416,19 +499,92 @@ class Builder:
             "Next": self.fixed("Skipped run"),
         }
         states["Skipped run"] = {"Type": "Succeed"}
-        states["Admission failed"] = {"Type": "Fail", "Error": "dagsmith.AdmissionFailed", "Cause": "dagsmith admit failed: see the execution history"}
+        states[failed] = {"Type": "Fail", "Error": "dagsmith.AdmissionFailed", "Cause": "dagsmith admit failed: see the execution history"}
         return states
 
-    # --- one step's branch ------------------------------------------------------------------
+    # --- the graph: sequences and Parallels (shape.py) ---------------------------------------
 
-    def branch(self, step: Step) -> dict:
+    def _number(self, node) -> None:
+        """Number the Parallels in the order they are written (the state names and $.status keys)."""
+        if isinstance(node, Par):
+            self.numbers[node] = len(self.numbers) + 1
+        for part in getattr(node, "parts", ()):
+            self._number(part)
+
+    def first_name(self, node) -> str:
+        """The name of the first state of a part of the shape."""
+        if isinstance(node, Seq):
+            return self.first_name(node.parts[0])
+        if isinstance(node, Par):
+            return f"Parallel {self.numbers[node]}"
+        step = self.plan.task(node).step
+        return state_name("Check" if step.depends_on else "List" if self.plan.task(node).maps_over else "Run", node)
+
+    def path(self, step_id: str, scope: tuple) -> str:
+        """The JSONPath of a finished step's state, read from a state in `scope`: a branch's input
+        has its enclosing scopes' $.status, and a Parallel's result is at $.status.P<n>.b<branch>."""
+        where, key = self.where[step_id]
+        common = 0
+        while common < min(len(where), len(scope)) and where[common] == scope[common]:
+            common += 1
+        return "$.status" + "".join(f".P{n}.b{i}" for n, i in where[common:]) + (f".{key}" if key else "")
+
+    def emit(self, node, scope: tuple, states: dict, next_state: str) -> None:
+        """Write the states of a part of the shape, run in `scope`, continuing at `next_state`."""
+        if isinstance(node, str):
+            self.where[node] = (scope, self.key[node])
+            self.produced.setdefault(scope, []).append(self.key[node])
+            states.update(self.branch(self.plan.task(node).step, scope, next_state=next_state, key=self.key[node])["States"])
+            return
+        if isinstance(node, Seq):
+            for index, part in enumerate(node.parts):
+                self.emit(part, scope, states, self.first_name(node.parts[index + 1]) if index + 1 < len(node.parts) else next_state)
+            return
+        number = self.numbers[node]
+        name = self.fixed(f"Parallel {number}")
+        branches = []
+        for index, part in enumerate(node.parts):
+            inner = scope + ((number, index),)
+            if isinstance(part, str):  # one step: the branch's output is its state (a string)
+                self.where[part] = (inner, None)
+                branches.append(self.branch(self.plan.task(part).step, inner))
+                continue
+            end = self.fixed(f"Parallel {number} branch {index} done")
+            branch_states: dict = {}
+            self.emit(part, inner, branch_states, end)
+            # the branch's output: what its own states wrote (not the $.status it was given)
+            branch_states[end] = {"Type": "Pass", "Parameters": {f"{key}.$": f"$.status.{key}" for key in self.produced[inner]}, "End": True}
+            branches.append({"StartAt": self.first_name(part), "States": branch_states})
+        self.produced.setdefault(scope, []).append(f"P{number}")
+        states[name] = {
+            "Type": "Parallel",
+            "Comment": ", ".join(steps_of(node))[:200],
+            "Parameters": {"run.$": "$.run", "status.$": "$.status"},
+            "Branches": branches,
+            # named, not indexed: moto's interpreter reads `$.a[1].b` as a list, AWS as the value
+            "ResultSelector": {f"b{index}.$": f"$[{index}]" for index in range(len(branches))},
+            "ResultPath": f"$.status.P{number}",
+            "Next": next_state,
+        }
+
+    # --- one step's states ------------------------------------------------------------------
+
+    def branch(self, step: Step, scope: tuple, next_state: str | None = None, key: str | None = None) -> dict:
+        """The states of one step. Each ends with the step's state (a string): the branch's output
+        (next_state None), or written at $.status.<key>, then next_state."""
+
+        def ending(state: str) -> dict:
+            if next_state is None:
+                return {"Type": "Pass", "Result": state, "End": True}
+            return {"Type": "Pass", "Result": state, "ResultPath": f"$.status.{key}", "Next": next_state}
+
         plan, task = self.plan, self.plan.task(step.id)
         states: dict = {}
         caught = self.name("Caught", step.id)
         catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": caught}]
         done = self.name("Done", step.id)
-        states[done] = {"Type": "Pass", "Result": "succeeded", "End": True}
-        states[caught] = {"Type": "Pass", "Comment": "the error is in the history (the Catch)", "Result": "failed", "End": True}
+        states[done] = ending("succeeded")
+        states[caught] = {**ending("failed"), "Comment": "the error is in the history (the Catch)"}
         if task.decides:
             run_next = self.name("Gate", step.id)
             gated = self.name("Gated", step.id)
@@ -437,7 +593,7 @@ class Builder:
                 "Choices": [{"Variable": "$.outcome.status", "StringEquals": "skip", "Next": gated}],
                 "Default": done,
             }
-            states[gated] = {"Type": "Pass", "Result": "gated", "End": True}
+            states[gated] = ending("gated")
             result = {"ResultSelector": {"status.$": "$.status"}, "ResultPath": "$.outcome"}
         else:
             run_next = done
@@ -457,7 +613,7 @@ class Builder:
         else:
             first = self.name("Run", step.id)
             states[first] = {**container_task(task, self.settings), **result, "Catch": catch, "Next": run_next}
-        ups = [self.position[up] for up in step.depends_on]
+        ups = [self.path(up, scope) for up in step.depends_on]
         if not ups:
             return {"StartAt": first, "States": states}
         check = self.name("Check", step.id)
@@ -470,8 +626,8 @@ class Builder:
             ],
             "Default": first,
         }
-        states[not_run] = {"Type": "Pass", "Result": "not_run", "End": True}
-        states[skipped] = {"Type": "Pass", "Result": "skipped", "End": True}
+        states[not_run] = ending("not_run")
+        states[skipped] = ending("skipped")
         return {"StartAt": check, "States": states}
 
     def map_state(self, task: Task, distributed: bool, catch: list, next_state: str) -> dict:
@@ -511,7 +667,7 @@ class Builder:
     # --- the end --------------------------------------------------------------------------
 
     def summary(self) -> dict:
-        steps = {f"{sid}.$": path for sid, path in self.position.items()}
+        steps = {f"{step.id}.$": self.path(step.id, ()) for step in self.plan.ir.steps}
         for name in ("Summary", "Outcome", "Succeeded run", "Gated run", "Done"):
             self.fixed(name)
         states: dict = {

@@ -11,9 +11,9 @@ template that deploys it with its compute, roles, schedule and new-data rules; t
 Options (`backends.stepfunctions`): compute (ecs | batch), store (s3://bucket/prefix), role_arn
 (use this role instead of creating one), region, state_machine_name, max_map_length (task
 instances per fan-out, default 10,000), inline_map_limit (Map items up to which an inline Map
-runs, at most 40; more go to a Distributed Map), parameters (template parameter values),
-new_data_marker (the object whose arrival starts a run for on_new_data, default _SUCCESS; null:
-every object).
+runs, at most 40; more go to a Distributed Map), admission_lease_seconds (min_interval's lock
+lease, default 1800), parameters (template parameter values), new_data_marker (the object whose
+arrival starts a run for on_new_data, default _SUCCESS; null: every object).
 docs/backends/stepfunctions.md has the mapping and the reasons.
 """
 
@@ -67,6 +67,7 @@ class StepFunctionsBackend:
             task_ref={t.id: logical_id("Job" if options.get("compute") == "batch" else "Task", t.id) for t in plan.tasks},
             image_param={t.id: image_param(t.step.image if t.step else None) for t in plan.tasks},
             locking=True,
+            lease_seconds=int(options.get("admission_lease_seconds", asl.LOCK_LEASE_SECONDS)),
         )
 
     # --- capabilities ---------------------------------------------------------------------
@@ -90,6 +91,12 @@ class StepFunctionsBackend:
         limit = options.get("inline_map_limit", asl.INLINE_MAP_MAX)
         if not 1 <= int(limit) <= asl.INLINE_MAP_MAX:
             problems.append(error(OPTIONS + ("inline_map_limit",), f"must be 1 to {asl.INLINE_MAP_MAX} (an inline Map's limit)"))
+        lease = options.get("admission_lease_seconds", asl.LOCK_LEASE_SECONDS)
+        if not isinstance(lease, int) or isinstance(lease, bool) or not 1 <= lease <= 86_400:
+            problems.append(error(OPTIONS + ("admission_lease_seconds",), "must be a whole number of seconds, 1 to 86400"))
+        elif lease <= asl.ADMIT_TIMEOUT_SECONDS:
+            problems.append(warning(OPTIONS + ("admission_lease_seconds",), f"{lease} s is not longer than an admission may take "
+                                    f"({asl.ADMIT_TIMEOUT_SECONDS} s): a live admission's lock can be taken over"))
         if int(options.get("max_map_length", DEFAULT_MAX_MAP_LENGTH)) < 1:
             problems.append(error(OPTIONS + ("max_map_length",), "must be at least 1"))
         for index, value in enumerate((options.get("parameters") or {}).items()):

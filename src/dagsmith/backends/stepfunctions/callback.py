@@ -16,6 +16,16 @@ back to the state machine through the task token (`.waitForTaskToken`).
       admit   {"action": "admit" | "hold" | "covered", "wait_seconds": N (whole seconds)}
 - Without a token (a SageMaker training job run with `.sync`), it runs the command and exits
   with its code: the job's status is the result.
+- The task is over when Step Functions says so: a heartbeat answered TaskTimedOut,
+  TaskDoesNotExist or InvalidToken (the state timed out, its execution was stopped, or the token
+  is not one) means nobody waits for this command any more, and the state's Retry may already run
+  a second copy of it. The wrapper then stops the command's whole process group (SIGTERM, then
+  SIGKILL after KILL_GRACE seconds) and exits EXIT_ABANDONED, sending no result. A transient
+  error (throttling, a 5xx, no connection) is retried with backoff; when no heartbeat has been
+  accepted for STATE_HEARTBEAT_SECONDS (the states' HeartbeatSeconds), the state has timed out
+  whatever the error said, and the command is stopped too. A SIGTERM to the wrapper (ECS
+  StopTask, Batch TerminateJob) is passed on to the command's group the same way.
+  https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskHeartbeat.html
 """
 
 from __future__ import annotations
@@ -23,10 +33,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 TOKEN_ENV = "DAGSMITH_TASK_TOKEN"
 # {ENV_NAME: Secrets Manager secret name}: secrets passed BY NAME where the service has no secret
@@ -36,6 +49,18 @@ ITEM_ENV = "DAGSMITH_ITEM"
 HEARTBEAT_EVERY = 60  # seconds; the states' HeartbeatSeconds is several times this
 ERROR_STEP = "dagsmith.StepFailed"
 MAX_CAUSE = 32_000  # SendTaskFailure's cause is at most 32,768 characters
+STATE_HEARTBEAT_SECONDS = 600  # asl.HEARTBEAT_SECONDS: with no beat accepted for this long, the state timed out
+KILL_GRACE = 30  # seconds between SIGTERM and SIGKILL to the command's process group
+EXIT_ABANDONED = 124  # the task was timed out or stopped by Step Functions: no result sent
+# SendTaskHeartbeat / SendTaskSuccess / SendTaskFailure errors (the API reference's "Errors"):
+# the token is dead, nothing will ever read this task's result
+# https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskHeartbeat.html
+TOKEN_GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+# worth another try: throttling, the service's 5xx (AWS's common errors:
+# https://docs.aws.amazon.com/step-functions/latest/apireference/CommonErrors.html) and the
+# network (botocore's connection errors)
+TRANSIENT = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
+                       "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure", "InternalServerError"})
 
 
 def _option(argv: list[str], name: str) -> str | None:
@@ -83,39 +108,54 @@ def fetch_secrets(environ=os.environ) -> dict[str, str]:
     return {name: secrets.get_secret_value(SecretId=secret_id)["SecretString"] for name, secret_id in sorted(refs.items())}
 
 
-def main(args: list[str] | None = None, environ=os.environ) -> int:
+def main(args: list[str] | None = None, environ=os.environ, sfn=None) -> int:
     args = list(sys.argv[1:] if args is None else args)
     ranges_to_s3 = "--ranges-to-s3" in args[: args.index("--")] if "--" in args else False
     if "--" not in args or len(args) <= args.index("--") + 1:
         print("usage: python -m dagsmith.backends.stepfunctions.callback [--ranges-to-s3] -- COMMAND...", file=sys.stderr)
         return 2
     argv = args[args.index("--") + 1:]
-    os.environ.update(fetch_secrets(environ))  # the command's process inherits them; nothing is written
+    environ = {**environ, **fetch_secrets(environ)}  # the command's process gets them; nothing is written
     token = environ.get(TOKEN_ENV)
     folder = tempfile.mkdtemp(prefix="dagsmith-outcome-")
     outcome_path = os.path.join(folder, "outcome.json")
     command = argv + ["--outcome", outcome_path] + (["--item", environ[ITEM_ENV]] if environ.get(ITEM_ENV) else [])
     if not token:
-        return subprocess.call(command)
-    import boto3
+        return subprocess.call(command, env=environ)
+    if sfn is None:
+        import boto3
 
-    sfn = boto3.client("stepfunctions")
-    done = threading.Event()
+        sfn = boto3.client("stepfunctions")
+    child = subprocess.Popen(command, env=environ, start_new_session=True)  # its own process group: stopped as a whole
+    done, gone = threading.Event(), threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop_group, args=(child,), daemon=True).start()) \
+        if threading.current_thread() is threading.main_thread() else None
 
     def heartbeat():
+        accepted = time.monotonic()
         while not done.wait(HEARTBEAT_EVERY):
             try:
-                sfn.send_task_heartbeat(taskToken=token)
-            except Exception as exc:  # the state timed out or was stopped: nothing to keep alive
-                print(f"stepfunctions_callback: heartbeat: {exc}", file=sys.stderr)
+                call_with_retries(lambda: sfn.send_task_heartbeat(taskToken=token), until=accepted + STATE_HEARTBEAT_SECONDS, stop=done)
+                accepted = time.monotonic()
+            except TokenGone as exc:
+                print(f"stepfunctions_callback: heartbeat: {exc}: stopping the command", file=sys.stderr)
+                gone.set()
+                stop_group(child)
                 return
+            except Exception as exc:  # noqa: BLE001 - only when `done`: the command has ended
+                print(f"stepfunctions_callback: heartbeat: {exc}", file=sys.stderr)
 
     beat = threading.Thread(target=heartbeat, daemon=True)
     beat.start()
     try:
-        code = subprocess.call(command)
+        code = child.wait()
     finally:
         done.set()
+        beat.join(KILL_GRACE + 15)  # a heartbeat stuck in a network call does not hold the result back
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if gone.is_set():
+        return EXIT_ABANDONED
     try:
         with open(outcome_path, encoding="utf-8") as handle:
             outcome = json.load(handle)
@@ -125,11 +165,88 @@ def main(args: list[str] | None = None, environ=os.environ) -> int:
         ok, payload = result_of(argv, code, outcome, ranges_to_s3, environ)
     except Exception as exc:  # e.g. the ranges could not be written to the store
         ok, payload = False, {"error": ERROR_STEP, "cause": f"{argv[1]}: {exc}"[:MAX_CAUSE]}
-    if ok:
-        sfn.send_task_success(taskToken=token, output=json.dumps(payload, sort_keys=True))
-        return 0
-    sfn.send_task_failure(taskToken=token, error=payload["error"], cause=payload["cause"])
+    until = time.monotonic() + STATE_HEARTBEAT_SECONDS
+    try:
+        if ok:
+            call_with_retries(lambda: sfn.send_task_success(taskToken=token, output=json.dumps(payload, sort_keys=True)), until=until)
+            return 0
+        call_with_retries(lambda: sfn.send_task_failure(taskToken=token, error=payload["error"], cause=payload["cause"]), until=until)
+    except TokenGone as exc:
+        print(f"stepfunctions_callback: the result was not taken: {exc}", file=sys.stderr)
+        return EXIT_ABANDONED
     return code or 1
+
+
+class TokenGone(Exception):
+    """Step Functions no longer waits for this task (TOKEN_GONE)."""
+
+
+def error_code(exc: Exception) -> str | None:
+    """The AWS error code of a botocore ClientError, "connection" for botocore's network
+    errors, else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = (response.get("Error") or {}).get("Code")
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
+        return "ServiceUnavailable" if code not in TOKEN_GONE and int(status) >= 500 else code
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+    except ImportError:  # pragma: no cover - boto3 is there whenever a token is
+        return None
+    return "connection" if isinstance(exc, (BotoConnectionError, HTTPClientError)) else None
+
+
+def call_with_retries(call, *, until: float, stop: threading.Event | None = None, base: float = 1.0, cap: float = 30.0):
+    """`call()`, retried with full-jitter exponential backoff while its error is transient and
+    the monotonic clock is before `until`; TokenGone when AWS says the task is over (or it stayed
+    unreachable until then). Other errors are raised as they are."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            code = error_code(exc)
+            if code in TOKEN_GONE:
+                raise TokenGone(f"{code}: {exc}") from exc
+            if code not in TRANSIENT and code != "connection":
+                if time.monotonic() >= until:
+                    raise TokenGone(f"no heartbeat accepted for {STATE_HEARTBEAT_SECONDS} s (last: {exc})") from exc
+                raise
+            if time.monotonic() >= until:
+                raise TokenGone(f"no answer for {STATE_HEARTBEAT_SECONDS} s (last: {exc})") from exc
+            delay = min(cap, base * 2 ** attempt) * random.random()  # full jitter
+            attempt += 1
+            print(f"stepfunctions_callback: {code}: trying again in {delay:.1f} s", file=sys.stderr)
+            if stop is not None and stop.wait(delay):
+                raise
+            if stop is None:
+                time.sleep(delay)
+
+
+def stop_group(child: subprocess.Popen) -> None:
+    """SIGTERM to the command's process group, SIGKILL to what is left after KILL_GRACE seconds."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            return
+        if wait is None:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if child.poll() is not None and not group_alive(child.pid):
+                return
+            time.sleep(0.05)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 if __name__ == "__main__":

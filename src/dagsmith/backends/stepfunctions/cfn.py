@@ -335,7 +335,7 @@ class TemplateBuilder:
         out.append({"Effect": "Allow", "Action": ["s3:PutObject"],  # "Store run values": the run's params
                     "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/${StorePrefix}/" + PARAMS_KEY.format("*")}})
         if plan.admission:
-            out.append({"Effect": "Allow", "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem"], "Resource": {"Fn::GetAtt": ["LockTable", "Arn"]}})
+            out.append({"Effect": "Allow", "Action": ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"], "Resource": {"Fn::GetAtt": ["LockTable", "Arn"]}})
         if '"DISTRIBUTED"' in self.definition_text:
             out += [
                 {"Effect": "Allow", "Action": ["states:StartExecution"], "Resource": self.machine_arn()},
