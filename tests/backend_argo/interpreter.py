@@ -1133,7 +1133,39 @@ class _Dag:
 
 SENSOR_SPEC = {"dependencies", "triggers", "template"}
 SENSOR_TEMPLATE = {"serviceAccountName"}
-DEPENDENCY = {"name", "eventSourceName", "eventName"}
+DEPENDENCY = {"name", "eventSourceName", "eventName", "filters"}
+FILTERS = {"data"}
+DATA_FILTER = {"path", "type", "value"}
+
+
+def passes_data_filters(filters: list, event: dict, path: str) -> bool:
+    """A dependency's `filters.data` (argo-events v1.9.11 pkg/sensors/dependencies/filter.go
+    filterData, 198-390): no data -> passes (:206-208); data that is not JSON -> fails (:209-211);
+    each filter in turn, ANDed (the default DataLogicalOperator): a `path` (gjson) that does not
+    exist fails (:219-228), so does an empty `value` list (:230-238); type "string": some value,
+    read as a Go regular expression, MATCHES ANYWHERE in the text (regexp.Match, unanchored:
+    :360-378). Comparators, templates, other types and the OR operator are refused."""
+    data = event.get("data")
+    if data is None:
+        return True
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            return False
+    for index, f in enumerate(filters):
+        fpath = f"{path}[{index}]"
+        _keys(f, DATA_FILTER, fpath)
+        if f.get("type") != "string":
+            raise Unsupported(f"{fpath}.type", f"data filter type {f.get('type')!r}")
+        found, value = gjson(data, as_str(f.get("path"), f"{fpath}.path"))
+        values = as_list(f.get("value"), f"{fpath}.value")
+        if not found or not values:
+            return False
+        text = item_text(value)
+        if not any(re.search(v, text) for v in values):
+            return False
+    return True
 TRIGGER = {"template", "parameters"}
 TRIGGER_TEMPLATE = {"name", "conditions", "argoWorkflow", "k8s"}
 ARGO_TRIGGER = {"operation", "source"}
@@ -1195,6 +1227,11 @@ def sensor_workflows(sensor: dict, events: dict) -> list[dict]:
     unknown = sorted(set(events) - set(names))
     if unknown:
         raise Invalid(f"events for {unknown}, which are not dependencies of the Sensor ({names})")
+    events = dict(events)
+    for index, dep in enumerate(spec.get("dependencies") or []):
+        filters = _keys(dep.get("filters") or {}, FILTERS, f".spec.dependencies[{index}].filters")
+        if dep["name"] in events and not passes_data_filters(filters.get("data") or [], events[dep["name"]], f".spec.dependencies[{index}].filters.data"):
+            del events[dep["name"]]  # a filtered event never reaches the triggers
     out = []
     for index, trigger in enumerate(spec.get("triggers") or []):
         tpath = f".spec.triggers[{index}]"

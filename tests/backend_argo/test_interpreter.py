@@ -501,8 +501,19 @@ def test_sensor_triggers_submit_the_workflow_with_event_values():
     with pytest.raises(Invalid, match="no default"):
         sensor_workflows(SENSOR, {"events": {**event, "context": {}}})
     filtered = json.loads(json.dumps(SENSOR))
-    filtered["spec"]["dependencies"][0]["filters"] = {"data": []}
-    with pytest.raises(Unsupported, match="filters"):
+    filtered["spec"]["dependencies"][0]["filters"] = {"exprs": []}
+    with pytest.raises(Unsupported, match="filters.exprs"):
+        sensor_workflows(filtered, {"events": event})
+    filtered["spec"]["dependencies"][0]["filters"] = {"data": [{"path": "body.Records.0.s3.object.key", "type": "string", "value": ["^landed/"]}]}
+    assert len(sensor_workflows(filtered, {"events": event})) == 1
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["value"] = ["^other/"]
+    assert sensor_workflows(filtered, {"events": event}) == []
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["value"] = ["2024"]  # unanchored: matches anywhere
+    assert len(sensor_workflows(filtered, {"events": event})) == 1
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["path"] = "body.missing"  # a missing path fails
+    assert sensor_workflows(filtered, {"events": event}) == []
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["type"] = "number"
+    with pytest.raises(Unsupported, match="type"):
         sensor_workflows(filtered, {"events": event})
 
 

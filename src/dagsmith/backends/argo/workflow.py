@@ -54,6 +54,9 @@ class Settings:
     ttl: dict  # seconds_after_success / _failure / _completion
     max_fanout_pods: int
     image_pull_policy: str | None
+    sensor_service_account: str | None = None
+    event_source_service_account: str | None = None
+    webhook_secret: str | None = None
 
     @classmethod
     def of(cls, options: dict) -> "Settings":
@@ -67,7 +70,21 @@ class Settings:
                  "seconds_after_completion": ttl.get("after_completion")},
             max_fanout_pods=int(options.get("max_fanout_pods", 1000)),
             image_pull_policy=options.get("image_pull_policy"),
+            sensor_service_account=options.get("sensor_service_account"),
+            event_source_service_account=options.get("event_source_service_account"),
+            webhook_secret=options.get("webhook_secret"),
         )
+
+    # Three service accounts, each with only what it needs (access.py writes their Roles): the
+    # workflow's pods must not be able to create Workflows, which the Sensor's can.
+    def step_account(self, pipeline: str) -> str:
+        return self.service_account or naming.k8s_name(f"{pipeline}-steps", 253)
+
+    def sensor_account(self, pipeline: str) -> str:
+        return self.sensor_service_account or naming.k8s_name(f"{pipeline}-sensor", 253)
+
+    def event_source_account(self, pipeline: str) -> str:
+        return self.event_source_service_account or naming.k8s_name(f"{pipeline}-eventsource", 253)
 
 
 def template_name(pipeline: str) -> str:
@@ -115,7 +132,7 @@ def workflow_template(plan: Plan, settings: Settings) -> m.WorkflowTemplate:
     spec = m.WorkflowSpec(
         entrypoint=ENTRYPOINT,
         arguments=m.Arguments(parameters=_parameters(plan, settings)),
-        service_account_name=settings.service_account,
+        service_account_name=settings.step_account(ir.name),
         pod_gc=m.PodGC(strategy=settings.pod_gc),
         ttl_strategy=m.TTLStrategy(**{k: v for k, v in settings.ttl.items() if v is not None}),
         templates=templates,
