@@ -96,8 +96,8 @@ ALLOWED = {
     "env valueFrom": {"secretKeyRef"},
     "secretKeyRef": {"name", "key"},
     "resources": {"requests", "limits"},
-    "retryStrategy": {"limit", "retryPolicy", "backoff"},
-    "backoff": {"duration", "factor", "maxDuration"},
+    "retryStrategy": {"limit", "retryPolicy", "backoff", "expression"},
+    "backoff": {"duration", "factor", "maxDuration", "cap"},
     "resource": {"action", "manifest", "successCondition", "failureCondition", "setOwnerReference"},
     "cron spec": {"schedules", "schedule", "timezone", "concurrencyPolicy", "startingDeadlineSeconds", "workflowSpec"},
 }
@@ -146,6 +146,25 @@ def duration(obj, path: str) -> float:
     if not parts or "".join(a + b for a, b in parts) != text:
         raise Unsupported(path, f"duration {obj!r}")
     return sum(float(a) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[b] for a, b in parts)
+
+
+_RETRY_CLAUSE = re.compile(r'asInt\(lastRetry\.exitCode\) == (-?[0-9]+)|lastRetry\.status == "(Failed|Error)"')
+
+
+def retry_expression(text: str, path: str):
+    """`retryStrategy.expression`, the subset emitted: clauses `asInt(lastRetry.exitCode) == N`
+    and `lastRetry.status == "Failed"|"Error"` joined by `||` (an expr expression over
+    `lastRetry.exitCode`, the last attempt's exit code as text, "-1" when it has none, and
+    `lastRetry.status`, its phase: docs/retries.md:92-118; operator.go:2050-2066). Returns a
+    function (exit code, phase) -> bool; anything else is refused."""
+    clauses = []
+    for clause in as_str(text, path).split("||"):
+        match = _RETRY_CLAUSE.fullmatch(clause.strip())
+        if not match:
+            raise Unsupported(path, f"retry expression {clause.strip()!r} (implemented: asInt(lastRetry.exitCode) == N, lastRetry.status == \"...\", joined by ||)")
+        clauses.append((int(match.group(1)) if match.group(1) else None, match.group(2)))
+    return lambda exit_code, phase: any((code is not None and (exit_code if exit_code is not None else -1) == code) or (status == phase)
+                                        for code, status in clauses)
 
 
 # --- variables ({{...}}) -----------------------------------------------------------------------
@@ -527,6 +546,18 @@ class Interpreter:
         phase = {"Succeeded": "Succeeded", "Failed": "Failed", "Error": "Error", "Skipped": "Succeeded", "Omitted": "Succeeded"}[phase]
         return Run(run_name, globals_["workflow.uid"], globals_["workflow.namespace"], phase, message, params, created, execution.nodes)
 
+    def submit_all(self, documents: list[dict], **kwargs) -> list[Run]:
+        """Run several Workflows AT ONCE, each in its own thread, as the controller does: its
+        workers operate different workflows in parallel (argo-workflows v4.0.5
+        workflow/controller/controller.go:394-395, `--workflow-workers`, 32 by default), and
+        a Sensor submits one Workflow per event, each on its own (argo-events v1.9.11
+        pkg/sensors/triggers/argo-workflow/argo-workflow.go:160: `argo submit` per trigger),
+        so workflows started by events that arrive together run concurrently; pods share
+        `max_pods`. Returns each one's Run, in the order given (an exception in one is raised)."""
+        with ThreadPoolExecutor(max_workers=max(1, len(documents)), thread_name_prefix="workflow") as pool:
+            futures = [pool.submit(self.submit, document, **kwargs) for document in documents]
+            return [future.result() for future in futures]
+
     def _effective_spec(self, spec: dict) -> dict:
         """A Workflow with `workflowTemplateRef` runs the referenced WorkflowTemplate's spec, the
         Workflow's own fields taking precedence and its `arguments.parameters` overriding the
@@ -690,19 +721,23 @@ class _Execution:
         start would pass (docs retries.md; controller/operator.go processNodeRetries). The node
         ends in its last attempt's phase and outputs."""
         retry = check_keys(body.get("retryStrategy") or {}, "retryStrategy", f"{path}.retryStrategy") if "retryStrategy" in body else None
-        limit, policy, backoff = 0, "OnFailure", None
+        limit, policy, backoff, expression = 0, "OnFailure", None, None
         if retry is not None:
             limit = int_or_string(retry["limit"], f"{path}.retryStrategy.limit") if "limit" in retry else None
             if limit is None:
                 raise Unsupported(f"{path}.retryStrategy", "retries without a limit")
-            policy = retry.get("retryPolicy", "OnFailure")
+            if "expression" in retry:
+                expression = retry_expression(retry["expression"], f"{path}.retryStrategy.expression")
+            # the default policy is OnFailure, Always when an expression is given (docs/retries.md:40-42)
+            policy = retry.get("retryPolicy", "Always" if expression else "OnFailure")
             if policy not in RETRY_POLICIES:
                 raise Unsupported(f"{path}.retryStrategy.retryPolicy", f"policy {policy!r}")
             if "backoff" in retry:
                 b = check_keys(retry["backoff"], "backoff", f"{path}.retryStrategy.backoff")
                 backoff = (duration(b["duration"], f"{path}.retryStrategy.backoff.duration") if "duration" in b else None,
                            int_or_string(b["factor"], f"{path}.retryStrategy.backoff.factor") if "factor" in b else None,
-                           duration(b["maxDuration"], f"{path}.retryStrategy.backoff.maxDuration") if "maxDuration" in b else None)
+                           duration(b["maxDuration"], f"{path}.retryStrategy.backoff.maxDuration") if "maxDuration" in b else None,
+                           duration(b["cap"], f"{path}.retryStrategy.backoff.cap") if "cap" in b else None)
                 if backoff[0] is None:
                     raise Invalid(f"{path}.retryStrategy.backoff: no base duration specified for retryStrategy")
         node = Node(node_name, task, name, annotations, "Pending", type="Resource" if resource else "Pod", item=item)
@@ -723,8 +758,14 @@ class _Execution:
             if attempt > limit:
                 node.message = (node.message + "; " if node.message else "") + "No more retries left"
                 break
+            # the expression is ANDed with the policy (operator.go:1141-1150)
+            if expression is not None and not expression(node.exit_code, node.phase):
+                node.message = (node.message + "; " if node.message else "") + "retryStrategy.expression evaluated to false"
+                break
             if backoff:
                 wait_s = backoff[0] * (backoff[1] ** (attempt - 1) if backoff[1] else 1)
+                if backoff[3] is not None:  # `cap` bounds each wait (operator.go:1070-1078)
+                    wait_s = min(wait_s, backoff[3])
                 if backoff[2] is not None and (time.time() + wait_s) > first_start + backoff[2]:
                     node.message = (node.message + "; " if node.message else "") + "Backoff would exceed max duration limit"
                     break

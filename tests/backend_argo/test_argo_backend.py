@@ -98,7 +98,8 @@ def test_churn_maps_gates_and_admission():
     gate = by_name["gate"]
     assert gate["outputs"]["parameters"] == [{"name": "status", "valueFrom": {"default": "not-run", "path": "/tmp/dagsmith/status"}}]
     assert "--skip-exit-code" not in gate["container"]["args"] and gate["container"]["args"][-2:] == ["--status", "/tmp/dagsmith/status"]
-    assert by_name["dagsmith-admit"]["container"]["args"][-1] == "--wait"
+    assert by_name["dagsmith-admit"]["container"]["args"][-2:] == ["--status", "/tmp/dagsmith/status"]  # holds by exit code 75 + retry
+    assert by_name["dagsmith-admit"]["retryStrategy"]["retryPolicy"] == "Always"
     assert template["spec"]["arguments"]["parameters"][0] == {"name": "lookback_days", "value": "30"}
     notify = by_name["notify"]["container"]
     assert notify["image"] == "ghcr.io/acme/churn:1.4.2" and notify["command"] == ["dagsmith"]
