@@ -369,3 +369,23 @@ def test_the_sqs_sensor_filters_foreign_messages(tmp_path):
     test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2024-02-29T10:00:00Z", "Bucket": "acme"}
     for foreign in (test_event, record("other", "t.csv"), record("acme", "other/t.csv"), record("acme", "t.csv", "ObjectRemoved:Delete")):
         assert sensor_workflows(sensor, {"t": event(foreign)}) == [], foreign
+
+
+def test_the_compile_imports_neither_hera_events_nor_heras_dsl(tmp_path):
+    """Compile cost (issue 21): the EventSource and Sensor are data, and only Hera's Workflows
+    models are loaded (backends/argo/hera_models.py), in a fresh process as a user runs it."""
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(spec_text("triggers: {schedule: '@daily', on_new_data: [{source: t, queue: 'https://sqs.eu-west-1.amazonaws.com/123456789012/q'}, {source: t}]}"
+                              .replace("{source: t}]", "{source: u}]")).replace("sources: {t: {type: csv, uri: 's3://acme/t.csv'}}",
+                              "sources: {t: {type: csv, uri: 's3://acme/t.csv'}, u: {type: csv, uri: 's3://acme/u.csv'}}"))
+    code = ("import sys; from dagsmith.cli import main; code = main(['compile', sys.argv[1], '--target', 'argo', '-o', sys.argv[2]]);"
+            "print(sorted(m for m in sys.modules if m.startswith('hera.events') or m in ('hera.workflows.workflow', 'requests')))")
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", code, str(spec), str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.yaml")) == [
+        "p.cron-workflow.yaml", "p.event-source.yaml", "p.prerequisites.yaml", "p.sensor.yaml", "p.workflow-template.yaml"]
+    import hera.workflows  # Hera's DSL still loads whole afterwards, with the same models
+
+    assert hera.workflows.Workflow and hera.workflows.models.Template

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from hera.workflows import models as m
+from .hera_models import models as m
 
 from ... import naming
 from ...paramtext import to_text
