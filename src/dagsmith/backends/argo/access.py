@@ -79,5 +79,5 @@ def prerequisites(plan: Plan, settings: Settings) -> dict:
 
 
 def _meta(name: str, settings: Settings) -> dict:
-    return {"name": naming.k8s_name(name, 253) if name != "default" else name, "labels": dict(MANAGED_BY),
+    return {"name": naming.k8s_name(name, 253), "labels": dict(MANAGED_BY),
             **({"namespace": settings.namespace} if settings.namespace else {})}
