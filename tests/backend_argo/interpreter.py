@@ -24,7 +24,8 @@ The stand-ins for the cluster (what a test passes, and why it is fair):
   its node ends in Error at once).
 - `workflow_templates`: {name: WorkflowTemplate}, what `workflowTemplateRef` finds in the namespace.
 - Independent tasks run concurrently: at most `max_pods` processes at once (default 4), and a dag
-  template's `parallelism` limits its own running children.
+  template's `parallelism` limits its own running children. Several workflows run at once with
+  `submit_all` (as the controller runs Sensor-started workflows), sharing `max_pods`.
 
 What it returns (`Run`): the workflow phase (Succeeded | Failed | Error) and one `Node` per task
 node: task name, template, the template's annotations, item (expanded tasks), phase (Succeeded |
