@@ -1325,3 +1325,66 @@ def sensor_workflows(sensor: dict, events: dict) -> list[dict]:
             _set_path(resource, as_str(param.get("dest"), f"{ppath}.dest"), value, f"{ppath}.dest")
         out.append(resource)
     return out
+
+
+# --- Argo Events: a webhook EventSource receiving a request ------------------------------------
+
+
+class Unreachable(Exception):
+    """No Service answers at that address (the request never reaches the EventSource)."""
+
+
+WEBHOOK_EVENT = {"endpoint", "method", "port", "url", "authSecret"}
+
+
+def webhook_request(event_source: dict, url: str, *, method: str = "POST", headers: dict | None = None, body=None,
+                    secrets: dict | None = None) -> tuple[int, dict | None]:
+    """What an in-cluster HTTP request to a webhook EventSource gets: (HTTP status, the event
+    sent on to the Sensors, for sensor_workflows; None unless 200). Rules (argo-events v1.9.11):
+    - a Service `<eventsource-name>-eventsource-svc` exists only when `spec.service.ports` is set
+      (pkg/reconciler/eventsource/resource.go:424-437); the host must name it (alone, or with its
+      namespace, `.svc`, `.svc.cluster.local`) and the port be one of its ports, else Unreachable;
+      its targetPort must be a port a webhook event listens on;
+    - the route is the event's `port` + `endpoint` (pkg/eventsources/common/webhook/webhook.go:
+      131-136), else 404;
+    - with `authSecret`: the Secret's key is the token (unreadable: 500), the `Authorization`
+      header must be `Bearer <token>`, else 401 (webhook.go:138-151);
+    - the method must be the event's (pkg/eventsources/sources/webhook/start.go:104-107: 400,
+      pkg/shared/util/util.go:41-46);
+    - the event's data is {"header": {name: [values]}, "body": <the JSON body>}
+      (pkg/eventsources/events/event-data.go:328-335)."""
+    from urllib.parse import urlsplit
+
+    _keys(event_source, {"apiVersion", "kind", "metadata", "spec"}, "")
+    spec = _keys(event_source.get("spec") or {}, {"webhook", "sqs", "service", "template"}, ".spec")
+    name, namespace = event_source["metadata"]["name"], event_source["metadata"].get("namespace") or "default"
+    parts = urlsplit(url)
+    service = f"{name}-eventsource-svc"
+    hosts = {service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"}
+    ports = {p.get("port"): p.get("targetPort", p.get("port")) for p in ((spec.get("service") or {}).get("ports") or [])}
+    if not ports or parts.hostname not in hosts or parts.port not in ports:
+        raise Unreachable(f"{url}: no Service {service!r} with port {parts.port} (spec.service.ports: {sorted(ports)})")
+    routes = {}
+    for event_name, event in (spec.get("webhook") or {}).items():
+        _keys(event, WEBHOOK_EVENT, f".spec.webhook.{event_name}")
+        routes[(int(event["port"]), event["endpoint"])] = (event_name, event)
+    found = routes.get((int(ports[parts.port]), parts.path))
+    if found is None:
+        return 404, None
+    _, event = found
+    headers = dict(headers or {})
+    if event.get("authSecret"):
+        ref = event["authSecret"]
+        token = (secrets or {}).get(ref.get("name"), {}).get(ref.get("key"))
+        if token is None:
+            return 500, None
+        auth = headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or auth[len("Bearer "):] != token:
+            return 401, None
+    if event.get("method") != method:
+        return 400, None
+    if "Authorization" in headers:
+        headers["Authorization"] = "*** Masked Auth Secret ***"  # webhook.go:153-156
+    context = {"id": uuid.uuid4().hex, "source": name, "type": "webhook", "specversion": "1.0",
+               "time": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return 200, {"context": context, "data": {"header": {k: [v] for k, v in headers.items()}, "body": body}}

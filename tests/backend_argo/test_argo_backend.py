@@ -389,3 +389,32 @@ def test_the_compile_imports_neither_hera_events_nor_heras_dsl(tmp_path):
     import hera.workflows  # Hera's DSL still loads whole afterwards, with the same models
 
     assert hera.workflows.Workflow and hera.workflows.models.Template
+
+
+def test_the_webhook_is_reachable_only_through_its_service_and_only_with_the_token(tmp_path):
+    """The stand-in of the webhook EventSource (interpreter.webhook_request): the URL the compile
+    prints reaches it, a request without the bearer token is refused, and the event it makes
+    starts the Sensor's Workflow with the key."""
+    from backend_argo.interpreter import Unreachable, sensor_workflows, webhook_request
+
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(spec_text("triggers: {on_new_data: [{source: t}]}", "{store: 's3://a/b', namespace: ml}"))
+    ir, files = compiled(spec)
+    source, sensor = yaml.safe_load(files["p.event-source.yaml"]), yaml.safe_load(files["p.sensor.yaml"])
+    from dagsmith.backends.argo import events
+
+    url = events.webhook_url("p", "t", "ml")
+    assert url == "http://p-eventsource-svc.ml:12000/p/t"
+    secrets = {"p-webhook-token": {"token": "s3cret"}}
+    body = {"key": "t/2024-02-29.csv"}
+    assert webhook_request(source, url, body=body, secrets=secrets) == (401, None)
+    assert webhook_request(source, url, headers={"Authorization": "Bearer nope"}, body=body, secrets=secrets) == (401, None)
+    assert webhook_request(source, url, headers={"Authorization": "Bearer s3cret"}, body=body, secrets={}) == (500, None)
+    assert webhook_request(source, url, method="GET", headers={"Authorization": "Bearer s3cret"}, secrets=secrets) == (400, None)
+    status, event = webhook_request(source, url, headers={"Authorization": "Bearer s3cret"}, body=body, secrets=secrets)
+    assert status == 200 and event["data"]["header"]["Authorization"] == ["*** Masked Auth Secret ***"]
+    (workflow,) = sensor_workflows(sensor, {"t": event})
+    assert workflow["spec"]["arguments"]["parameters"][2] == {"name": "dagsmith-trigger-key", "value": "t/2024-02-29.csv"}
+    without_service = {**source, "spec": {k: v for k, v in source["spec"].items() if k != "service"}}
+    with pytest.raises(Unreachable):  # what was emitted before: no Service, nothing answers
+        webhook_request(without_service, url, headers={"Authorization": "Bearer s3cret"}, body=body, secrets=secrets)
