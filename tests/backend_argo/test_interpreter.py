@@ -698,7 +698,7 @@ def test_concurrent_sensor_started_workflows_admit_one_and_held_data_runs_once(t
 
     def outcomes(runs) -> list[str]:
         assert all(r.phase == "Succeeded" for r in runs), [r.summary() for r in runs]
-        return sorted(r.of_task("dagsmith-admit")[0].outputs["status"] for r in runs)
+        return sorted(r.of_task("dagsmith-admit")[0].outputs.get("status") for r in runs)
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -707,10 +707,14 @@ def test_concurrent_sensor_started_workflows_admit_one_and_held_data_runs_once(t
         while "Contents" not in aws_s3.list_objects_v2(Bucket="landed", Prefix="dagsmith/triggers/"):  # one was admitted
             time.sleep(0.1)
         time.sleep(1.1)  # data landing after the admitted run started: held until 6 s after that start
+        state = json.loads(aws_s3.get_object(Bucket="landed", Key="dagsmith/triggers/landed/last_run.json")["Body"].read())
+        due = dt.datetime.fromisoformat(state["started"]).timestamp() + 6
         held = interp.submit_all(landed_now(2))
         first = racing.result()
     assert outcomes(first) == ["admit", "covered", "covered"]
     assert outcomes(held) == ["admit", "covered"]
     (admitted,) = [r.of_task("dagsmith-admit")[0] for r in held if r.of_task("dagsmith-admit")[0].outputs["status"] == "admit"]
-    assert admitted.attempts > 1  # held by exit code 75 + retry until the interval passed
+    # held by exit code 75 + retry until the interval passed (unless a loaded machine started its pod after that)
+    assert admitted.attempts > 1 or admitted.started >= due, (admitted.attempts, admitted.started, due)
+    assert admitted.exit_code == 0 and admitted.finished >= due
     assert len(list(tmp_path.glob("mark-*"))) == 2  # the held data ran once
