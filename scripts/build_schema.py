@@ -462,7 +462,10 @@ SCHEMA = {
                         "Argo Workflows options.",
                         {
                             "namespace": string("Kubernetes namespace."),
-                            "service_account": string("Service account the workflow pods (and the Sensor) run as."),
+                            "service_account": string("Service account the workflow's pods run as (default <pipeline>-steps, made by <name>.prerequisites.yaml)."),
+                            "sensor_service_account": string("Service account the Sensor runs as: it may create Workflows, so it must differ from the pods' (default <pipeline>-sensor)."),
+                            "event_source_service_account": string("Service account the EventSource runs as (default <pipeline>-eventsource; give it the SQS permissions through IRSA)."),
+                            "webhook_secret": string("The Secret whose key 'token' is the bearer token a webhook EventSource requires (default <pipeline>-webhook-token)."),
                             "store": string("Artifact store of runs, s3://bucket/prefix (pods share no disk); pods read the IR from it."),
                             "pod_gc": {"enum": ["OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"],
                                        "description": "When Argo deletes finished pods (default OnPodSuccess: failed pods stay for their logs)."},

@@ -40,12 +40,37 @@ def write_spec(tmp_path, monkeypatch):
 
 
 
+def _atomic_conditional_puts() -> None:
+    """moto checks a PUT's If-None-Match / If-Match, then stores the object, with nothing between
+    the two for the concurrent requests of its threaded server: two racing conditional PUTs can
+    both succeed. S3 lets exactly one win (the other gets 412 PreconditionFailed, or 409
+    ConditionalRequestConflict: https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html),
+    so the stand-in serializes PutObject, check and store together, as S3 does per key."""
+    import functools
+    import threading
+
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response.put_object, "_dagsmith_atomic", False):
+        return
+    lock, put = threading.Lock(), S3Response.put_object
+
+    @functools.wraps(put)
+    def put_object(self, *args, **kwargs):
+        with lock:
+            return put(self, *args, **kwargs)
+
+    put_object._dagsmith_atomic = True
+    S3Response.put_object = put_object
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """S3 for tests: moto's server on 127.0.0.1 (a mock, the only local stand-in for an AWS
     endpoint). Worker processes reach it too, through AWS_ENDPOINT_URL (see `aws_s3`)."""
     from moto.server import ThreadedMotoServer
 
+    _atomic_conditional_puts()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()

@@ -35,4 +35,6 @@ def argo_pod_env(aws_s3) -> dict:
     venv's bin (the image's `dagsmith`) and moto's endpoint and credentials (the node's IAM role)."""
     env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    if os.environ.get("PYTHONPATH"):  # the dagsmith under test is the image's (a worktree's src, not the venv's install)
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env

@@ -24,7 +24,8 @@ The stand-ins for the cluster (what a test passes, and why it is fair):
   its node ends in Error at once).
 - `workflow_templates`: {name: WorkflowTemplate}, what `workflowTemplateRef` finds in the namespace.
 - Independent tasks run concurrently: at most `max_pods` processes at once (default 4), and a dag
-  template's `parallelism` limits its own running children.
+  template's `parallelism` limits its own running children. Several workflows run at once with
+  `submit_all` (as the controller runs Sensor-started workflows), sharing `max_pods`.
 
 What it returns (`Run`): the workflow phase (Succeeded | Failed | Error) and one `Node` per task
 node: task name, template, the template's annotations, item (expanded tasks), phase (Succeeded |
@@ -96,8 +97,8 @@ ALLOWED = {
     "env valueFrom": {"secretKeyRef"},
     "secretKeyRef": {"name", "key"},
     "resources": {"requests", "limits"},
-    "retryStrategy": {"limit", "retryPolicy", "backoff"},
-    "backoff": {"duration", "factor", "maxDuration"},
+    "retryStrategy": {"limit", "retryPolicy", "backoff", "expression"},
+    "backoff": {"duration", "factor", "maxDuration", "cap"},
     "resource": {"action", "manifest", "successCondition", "failureCondition", "setOwnerReference"},
     "cron spec": {"schedules", "schedule", "timezone", "concurrencyPolicy", "startingDeadlineSeconds", "workflowSpec"},
 }
@@ -146,6 +147,25 @@ def duration(obj, path: str) -> float:
     if not parts or "".join(a + b for a, b in parts) != text:
         raise Unsupported(path, f"duration {obj!r}")
     return sum(float(a) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[b] for a, b in parts)
+
+
+_RETRY_CLAUSE = re.compile(r'asInt\(lastRetry\.exitCode\) == (-?[0-9]+)|lastRetry\.status == "(Failed|Error)"')
+
+
+def retry_expression(text: str, path: str):
+    """`retryStrategy.expression`, the subset emitted: clauses `asInt(lastRetry.exitCode) == N`
+    and `lastRetry.status == "Failed"|"Error"` joined by `||` (an expr expression over
+    `lastRetry.exitCode`, the last attempt's exit code as text, "-1" when it has none, and
+    `lastRetry.status`, its phase: docs/retries.md:92-118; operator.go:2050-2066). Returns a
+    function (exit code, phase) -> bool; anything else is refused."""
+    clauses = []
+    for clause in as_str(text, path).split("||"):
+        match = _RETRY_CLAUSE.fullmatch(clause.strip())
+        if not match:
+            raise Unsupported(path, f"retry expression {clause.strip()!r} (implemented: asInt(lastRetry.exitCode) == N, lastRetry.status == \"...\", joined by ||)")
+        clauses.append((int(match.group(1)) if match.group(1) else None, match.group(2)))
+    return lambda exit_code, phase: any((code is not None and (exit_code if exit_code is not None else -1) == code) or (status == phase)
+                                        for code, status in clauses)
 
 
 # --- variables ({{...}}) -----------------------------------------------------------------------
@@ -527,6 +547,18 @@ class Interpreter:
         phase = {"Succeeded": "Succeeded", "Failed": "Failed", "Error": "Error", "Skipped": "Succeeded", "Omitted": "Succeeded"}[phase]
         return Run(run_name, globals_["workflow.uid"], globals_["workflow.namespace"], phase, message, params, created, execution.nodes)
 
+    def submit_all(self, documents: list[dict], **kwargs) -> list[Run]:
+        """Run several Workflows AT ONCE, each in its own thread, as the controller does: its
+        workers operate different workflows in parallel (argo-workflows v4.0.5
+        workflow/controller/controller.go:394-395, `--workflow-workers`, 32 by default), and
+        a Sensor submits one Workflow per event, each on its own (argo-events v1.9.11
+        pkg/sensors/triggers/argo-workflow/argo-workflow.go:160: `argo submit` per trigger),
+        so workflows started by events that arrive together run concurrently; pods share
+        `max_pods`. Returns each one's Run, in the order given (an exception in one is raised)."""
+        with ThreadPoolExecutor(max_workers=max(1, len(documents)), thread_name_prefix="workflow") as pool:
+            futures = [pool.submit(self.submit, document, **kwargs) for document in documents]
+            return [future.result() for future in futures]
+
     def _effective_spec(self, spec: dict) -> dict:
         """A Workflow with `workflowTemplateRef` runs the referenced WorkflowTemplate's spec, the
         Workflow's own fields taking precedence and its `arguments.parameters` overriding the
@@ -690,19 +722,23 @@ class _Execution:
         start would pass (docs retries.md; controller/operator.go processNodeRetries). The node
         ends in its last attempt's phase and outputs."""
         retry = check_keys(body.get("retryStrategy") or {}, "retryStrategy", f"{path}.retryStrategy") if "retryStrategy" in body else None
-        limit, policy, backoff = 0, "OnFailure", None
+        limit, policy, backoff, expression = 0, "OnFailure", None, None
         if retry is not None:
             limit = int_or_string(retry["limit"], f"{path}.retryStrategy.limit") if "limit" in retry else None
             if limit is None:
                 raise Unsupported(f"{path}.retryStrategy", "retries without a limit")
-            policy = retry.get("retryPolicy", "OnFailure")
+            if "expression" in retry:
+                expression = retry_expression(retry["expression"], f"{path}.retryStrategy.expression")
+            # the default policy is OnFailure, Always when an expression is given (docs/retries.md:40-42)
+            policy = retry.get("retryPolicy", "Always" if expression else "OnFailure")
             if policy not in RETRY_POLICIES:
                 raise Unsupported(f"{path}.retryStrategy.retryPolicy", f"policy {policy!r}")
             if "backoff" in retry:
                 b = check_keys(retry["backoff"], "backoff", f"{path}.retryStrategy.backoff")
                 backoff = (duration(b["duration"], f"{path}.retryStrategy.backoff.duration") if "duration" in b else None,
                            int_or_string(b["factor"], f"{path}.retryStrategy.backoff.factor") if "factor" in b else None,
-                           duration(b["maxDuration"], f"{path}.retryStrategy.backoff.maxDuration") if "maxDuration" in b else None)
+                           duration(b["maxDuration"], f"{path}.retryStrategy.backoff.maxDuration") if "maxDuration" in b else None,
+                           duration(b["cap"], f"{path}.retryStrategy.backoff.cap") if "cap" in b else None)
                 if backoff[0] is None:
                     raise Invalid(f"{path}.retryStrategy.backoff: no base duration specified for retryStrategy")
         node = Node(node_name, task, name, annotations, "Pending", type="Resource" if resource else "Pod", item=item)
@@ -723,8 +759,14 @@ class _Execution:
             if attempt > limit:
                 node.message = (node.message + "; " if node.message else "") + "No more retries left"
                 break
+            # the expression is ANDed with the policy (operator.go:1141-1150)
+            if expression is not None and not expression(node.exit_code, node.phase):
+                node.message = (node.message + "; " if node.message else "") + "retryStrategy.expression evaluated to false"
+                break
             if backoff:
                 wait_s = backoff[0] * (backoff[1] ** (attempt - 1) if backoff[1] else 1)
+                if backoff[3] is not None:  # `cap` bounds each wait (operator.go:1070-1078)
+                    wait_s = min(wait_s, backoff[3])
                 if backoff[2] is not None and (time.time() + wait_s) > first_start + backoff[2]:
                     node.message = (node.message + "; " if node.message else "") + "Backoff would exceed max duration limit"
                     break
@@ -1133,7 +1175,39 @@ class _Dag:
 
 SENSOR_SPEC = {"dependencies", "triggers", "template"}
 SENSOR_TEMPLATE = {"serviceAccountName"}
-DEPENDENCY = {"name", "eventSourceName", "eventName"}
+DEPENDENCY = {"name", "eventSourceName", "eventName", "filters"}
+FILTERS = {"data"}
+DATA_FILTER = {"path", "type", "value"}
+
+
+def passes_data_filters(filters: list, event: dict, path: str) -> bool:
+    """A dependency's `filters.data` (argo-events v1.9.11 pkg/sensors/dependencies/filter.go
+    filterData, 198-390): no data -> passes (:206-208); data that is not JSON -> fails (:209-211);
+    each filter in turn, ANDed (the default DataLogicalOperator): a `path` (gjson) that does not
+    exist fails (:219-228), so does an empty `value` list (:230-238); type "string": some value,
+    read as a Go regular expression, MATCHES ANYWHERE in the text (regexp.Match, unanchored:
+    :360-378). Comparators, templates, other types and the OR operator are refused."""
+    data = event.get("data")
+    if data is None:
+        return True
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            return False
+    for index, f in enumerate(filters):
+        fpath = f"{path}[{index}]"
+        _keys(f, DATA_FILTER, fpath)
+        if f.get("type") != "string":
+            raise Unsupported(f"{fpath}.type", f"data filter type {f.get('type')!r}")
+        found, value = gjson(data, as_str(f.get("path"), f"{fpath}.path"))
+        values = as_list(f.get("value"), f"{fpath}.value")
+        if not found or not values:
+            return False
+        text = item_text(value)
+        if not any(re.search(v, text) for v in values):
+            return False
+    return True
 TRIGGER = {"template", "parameters"}
 TRIGGER_TEMPLATE = {"name", "conditions", "argoWorkflow", "k8s"}
 ARGO_TRIGGER = {"operation", "source"}
@@ -1195,6 +1269,11 @@ def sensor_workflows(sensor: dict, events: dict) -> list[dict]:
     unknown = sorted(set(events) - set(names))
     if unknown:
         raise Invalid(f"events for {unknown}, which are not dependencies of the Sensor ({names})")
+    events = dict(events)
+    for index, dep in enumerate(spec.get("dependencies") or []):
+        filters = _keys(dep.get("filters") or {}, FILTERS, f".spec.dependencies[{index}].filters")
+        if dep["name"] in events and not passes_data_filters(filters.get("data") or [], events[dep["name"]], f".spec.dependencies[{index}].filters.data"):
+            del events[dep["name"]]  # a filtered event never reaches the triggers
     out = []
     for index, trigger in enumerate(spec.get("triggers") or []):
         tpath = f".spec.triggers[{index}]"
@@ -1246,3 +1325,66 @@ def sensor_workflows(sensor: dict, events: dict) -> list[dict]:
             _set_path(resource, as_str(param.get("dest"), f"{ppath}.dest"), value, f"{ppath}.dest")
         out.append(resource)
     return out
+
+
+# --- Argo Events: a webhook EventSource receiving a request ------------------------------------
+
+
+class Unreachable(Exception):
+    """No Service answers at that address (the request never reaches the EventSource)."""
+
+
+WEBHOOK_EVENT = {"endpoint", "method", "port", "url", "authSecret"}
+
+
+def webhook_request(event_source: dict, url: str, *, method: str = "POST", headers: dict | None = None, body=None,
+                    secrets: dict | None = None) -> tuple[int, dict | None]:
+    """What an in-cluster HTTP request to a webhook EventSource gets: (HTTP status, the event
+    sent on to the Sensors, for sensor_workflows; None unless 200). Rules (argo-events v1.9.11):
+    - a Service `<eventsource-name>-eventsource-svc` exists only when `spec.service.ports` is set
+      (pkg/reconciler/eventsource/resource.go:424-437); the host must name it (alone, or with its
+      namespace, `.svc`, `.svc.cluster.local`) and the port be one of its ports, else Unreachable;
+      its targetPort must be a port a webhook event listens on;
+    - the route is the event's `port` + `endpoint` (pkg/eventsources/common/webhook/webhook.go:
+      131-136), else 404;
+    - with `authSecret`: the Secret's key is the token (unreadable: 500), the `Authorization`
+      header must be `Bearer <token>`, else 401 (webhook.go:138-151);
+    - the method must be the event's (pkg/eventsources/sources/webhook/start.go:104-107: 400,
+      pkg/shared/util/util.go:41-46);
+    - the event's data is {"header": {name: [values]}, "body": <the JSON body>}
+      (pkg/eventsources/events/event-data.go:328-335)."""
+    from urllib.parse import urlsplit
+
+    _keys(event_source, {"apiVersion", "kind", "metadata", "spec"}, "")
+    spec = _keys(event_source.get("spec") or {}, {"webhook", "sqs", "service", "template"}, ".spec")
+    name, namespace = event_source["metadata"]["name"], event_source["metadata"].get("namespace") or "default"
+    parts = urlsplit(url)
+    service = f"{name}-eventsource-svc"
+    hosts = {service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"}
+    ports = {p.get("port"): p.get("targetPort", p.get("port")) for p in ((spec.get("service") or {}).get("ports") or [])}
+    if not ports or parts.hostname not in hosts or parts.port not in ports:
+        raise Unreachable(f"{url}: no Service {service!r} with port {parts.port} (spec.service.ports: {sorted(ports)})")
+    routes = {}
+    for event_name, event in (spec.get("webhook") or {}).items():
+        _keys(event, WEBHOOK_EVENT, f".spec.webhook.{event_name}")
+        routes[(int(event["port"]), event["endpoint"])] = (event_name, event)
+    found = routes.get((int(ports[parts.port]), parts.path))
+    if found is None:
+        return 404, None
+    _, event = found
+    headers = dict(headers or {})
+    if event.get("authSecret"):
+        ref = event["authSecret"]
+        token = (secrets or {}).get(ref.get("name"), {}).get(ref.get("key"))
+        if token is None:
+            return 500, None
+        auth = headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or auth[len("Bearer "):] != token:
+            return 401, None
+    if event.get("method") != method:
+        return 400, None
+    if "Authorization" in headers:
+        headers["Authorization"] = "*** Masked Auth Secret ***"  # webhook.go:153-156
+    context = {"id": uuid.uuid4().hex, "source": name, "type": "webhook", "specversion": "1.0",
+               "time": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return 200, {"context": context, "data": {"header": {k: [v] for k, v in headers.items()}, "body": body}}

@@ -2,7 +2,10 @@
 tests/schemas/ (copied from the upstream projects; see its README.md):
 
 - Workflow, WorkflowTemplate, CronWorkflow: argo-workflows-v4.0.5.schema.json
-- EventSource, Sensor: argo-events-v1.9.11.schema.json
+- EventSource, Sensor, EventBus: argo-events-v1.9.11.schema.json
+- the prerequisites (a `v1 List` of ServiceAccount, Role, RoleBinding, EventBus): each item by its
+  kind, the Kubernetes types from the definitions the argo-events file carries (io.k8s.api.*), and
+  its apiVersion must be the one Kubernetes serves that kind at (v1, rbac.authorization.k8s.io/v1)
 - PyTorchJob, MPIJob (kubeflow.org/v1): the training operator's CRDs, openAPIV3Schema
 
 "Strict" is kubeconform's `--strict`: the Argo schemas do not forbid unknown fields, so before
@@ -42,8 +45,16 @@ ARGO_KINDS = {  # kind -> (schema file, definition)
     "CronWorkflow": (WORKFLOWS_FILE, "io.argoproj.workflow.v1alpha1.CronWorkflow"),
     "EventSource": (EVENTS_FILE, "io.argoproj.events.v1alpha1.EventSource"),
     "Sensor": (EVENTS_FILE, "io.argoproj.events.v1alpha1.Sensor"),
+    "EventBus": (EVENTS_FILE, "io.argoproj.events.v1alpha1.EventBus"),
+    "ServiceAccount": (EVENTS_FILE, "io.k8s.api.core.v1.ServiceAccount"),
+    "Role": (EVENTS_FILE, "io.k8s.api.rbac.v1.Role"),
+    "RoleBinding": (EVENTS_FILE, "io.k8s.api.rbac.v1.RoleBinding"),
 }
-KINDS = (*ARGO_KINDS, *CRD_FILES)
+# the group/version the API server serves each kind at (a Role under another apiVersion is not one)
+API_VERSIONS = {"ServiceAccount": "v1", "Role": "rbac.authorization.k8s.io/v1", "RoleBinding": "rbac.authorization.k8s.io/v1",
+                "EventBus": "argoproj.io/v1alpha1", "EventSource": "argoproj.io/v1alpha1", "Sensor": "argoproj.io/v1alpha1",
+                "Workflow": "argoproj.io/v1alpha1", "WorkflowTemplate": "argoproj.io/v1alpha1", "CronWorkflow": "argoproj.io/v1alpha1"}
+KINDS = (*ARGO_KINDS, *CRD_FILES, "List")
 
 # What the Kubernetes API server accepts for these two types (see the module docstring)
 K8S_WIDENED = {
@@ -123,10 +134,16 @@ def errors(document: dict, kind: str | None = None) -> list[str]:
     if not isinstance(document, dict):
         return [f"(document): not a mapping but {type(document).__name__}"]
     kind = kind or document.get("kind")
+    if kind == "List":  # kubectl's List: each item is its own document
+        if document.get("apiVersion") != "v1" or set(document) - {"apiVersion", "kind", "items", "metadata"} or not isinstance(document.get("items"), list):
+            return [f"(document): a List is {{apiVersion: v1, kind: List, items: [...]}}, got keys {sorted(document)}"]
+        return [f".items[{index}]{message}" for index, item in enumerate(document["items"]) for message in errors(item)]
     found = sorted(
         (f"{_path(e)}: {e.message}" for e in validator(kind).iter_errors(document)) if kind in KINDS
         else [f".kind: {kind!r} is not one of {list(KINDS)}"]
     )
+    if kind in API_VERSIONS and document.get("apiVersion") != API_VERSIONS[kind]:
+        found.append(f".apiVersion: {document.get('apiVersion')!r} is not {API_VERSIONS[kind]!r}, where Kubernetes serves {kind}")
     if kind == "Sensor":
         for index, trigger in enumerate((document.get("spec") or {}).get("triggers") or []):
             template = trigger.get("template") or {}

@@ -20,6 +20,8 @@ from dagsmith.cli import main
 from dagsmith.compiler import compile_spec
 from dagsmith.spec import load_spec
 
+from backend_argo import schemas
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.parent.name for p in (REPO / "examples").glob("*/pipeline.yaml"))
 DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", re.ASCII)
@@ -96,7 +98,8 @@ def test_churn_maps_gates_and_admission():
     gate = by_name["gate"]
     assert gate["outputs"]["parameters"] == [{"name": "status", "valueFrom": {"default": "not-run", "path": "/tmp/dagsmith/status"}}]
     assert "--skip-exit-code" not in gate["container"]["args"] and gate["container"]["args"][-2:] == ["--status", "/tmp/dagsmith/status"]
-    assert by_name["dagsmith-admit"]["container"]["args"][-1] == "--wait"
+    assert by_name["dagsmith-admit"]["container"]["args"][-2:] == ["--status", "/tmp/dagsmith/status"]  # holds by exit code 75 + retry
+    assert by_name["dagsmith-admit"]["retryStrategy"]["retryPolicy"] == "Always"
     assert template["spec"]["arguments"]["parameters"][0] == {"name": "lookback_days", "value": "30"}
     notify = by_name["notify"]["container"]
     assert notify["image"] == "ghcr.io/acme/churn:1.4.2" and notify["command"] == ["dagsmith"]
@@ -163,9 +166,19 @@ def test_a_source_without_a_queue_gets_a_webhook_and_a_warning(capsys, write_spe
     code, err = compile_argo(capsys, write_spec, spec_text("triggers: {on_new_data: [{source: t}]}"))
     assert code == 0, err
     assert "warning: triggers.on_new_data[0]: no queue: Argo Events cannot listen to a bucket itself" in err
+    assert "the Secret 'p-webhook-token', which you create" in err and "http://p-eventsource-svc:12000/p/t" in err
     source = yaml.safe_load(Path("out/p.event-source.yaml").read_text())
-    assert source["spec"] == {"webhook": {"t": {"endpoint": "/p/t", "method": "POST", "port": "12000", "url": "http://p-eventsource-svc:12000"}}}
+    schemas.check(source)
+    # spec.service: without it Argo Events makes no Service (argo-events v1.9.11
+    # pkg/reconciler/eventsource/resource.go:425-430), and the one it makes is <name>-eventsource-svc (:437)
+    assert source["spec"] == {"webhook": {"t": {"endpoint": "/p/t", "method": "POST", "port": "12000", "url": "http://p-eventsource-svc:12000",
+                                                "authSecret": {"name": "p-webhook-token", "key": "token"}}},
+                              "service": {"ports": [{"name": "webhook", "port": 12000, "targetPort": 12000}]},
+                              "template": {"serviceAccountName": "p-eventsource"}}
     sensor = yaml.safe_load(Path("out/p.sensor.yaml").read_text())
+    schemas.check(sensor)
+    assert sensor["spec"]["template"] == {"serviceAccountName": "p-sensor"}
+    assert "filters" not in sensor["spec"]["dependencies"][0]  # a webhook's payload is ours: {"key": ...}
     (trigger,) = sensor["spec"]["triggers"]
     assert trigger["parameters"][1]["src"]["dataKey"] == "body.key"
     workflow = trigger["template"]["argoWorkflow"]["source"]["resource"]
@@ -264,3 +277,144 @@ def test_a_parameter_default_argo_would_substitute_stays_in_the_ir(capsys, write
     ir = load_ir("out/p.ir.json")
     assert RunValues.from_env(ir, {"DAGSMITH_PARAM_label": "dagsmith:spec-default"}).params["label"] == "a {{workflow.name}} b"
     assert RunValues.from_env(ir, {"DAGSMITH_PARAM_label": "c"}).params["label"] == "c"
+
+
+def _by_kind(doc: dict) -> dict:
+    out: dict = {}
+    for item in doc["items"]:
+        out.setdefault(item["kind"], {})[item["metadata"]["name"]] = item
+    return out
+
+
+def test_prerequisites_give_each_account_only_what_it_needs(capsys, write_spec):
+    """The manifest a cluster admin applies first: strictly valid (each item against the
+    Kubernetes type, apiVersion rbac.authorization.k8s.io/v1 for Role and RoleBinding), three
+    accounts, and only the Sensor's may create Workflows."""
+    code, err = compile_argo(capsys, write_spec, spec_text("triggers: {on_new_data: [{source: t}]}", "{store: 's3://a/b', namespace: ml}"))
+    assert code == 0, err
+    doc = yaml.safe_load(Path("out/p.prerequisites.yaml").read_text())
+    schemas.check(doc)
+    kinds = _by_kind(doc)
+    assert set(kinds["ServiceAccount"]) == {"p-steps", "p-sensor", "p-eventsource"}
+    assert all(r["apiVersion"] == "rbac.authorization.k8s.io/v1" for k in ("Role", "RoleBinding") for r in kinds[k].values())
+    steps, sensor = kinds["Role"]["p-steps"]["rules"], kinds["Role"]["p-sensor"]["rules"]
+    assert steps == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
+    assert {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create", "list"]} in sensor
+    assert {"apiGroups": ["argoproj.io"], "resources": ["workflowtemplates"], "verbs": ["get"]} in sensor
+    assert "p-eventsource" not in kinds["Role"]  # it needs no Kubernetes API
+    for name, binding in kinds["RoleBinding"].items():
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "ml"}]
+    assert kinds["EventBus"]["default"]["spec"] == {"jetstream": {"version": "latest"}}
+    template = yaml.safe_load(Path("out/p.workflow-template.yaml").read_text())
+    sensor_doc = yaml.safe_load(Path("out/p.sensor.yaml").read_text())
+    source = yaml.safe_load(Path("out/p.event-source.yaml").read_text())
+    assert template["spec"]["serviceAccountName"] == "p-steps" != sensor_doc["spec"]["template"]["serviceAccountName"] == "p-sensor"
+    assert source["spec"]["template"]["serviceAccountName"] == "p-eventsource"
+    # the Argo Server deploys the pipeline's resources; the prerequisites are kubectl's
+    files = {p.name: p.read_text() for p in Path("out").glob("*.yaml")}
+    assert [d["kind"] for d in get("argo").documents(files)] == ["WorkflowTemplate", "EventSource", "Sensor"]
+
+
+def test_prerequisites_of_a_pipeline_without_triggers_and_of_distributed_training(tmp_path):
+    ir, files = compiled(REPO / "examples" / "minimal" / "pipeline.yaml")
+    doc = yaml.safe_load(next(t for n, t in files.items() if n.endswith(".prerequisites.yaml")))
+    schemas.check(doc)
+    assert sorted(i["kind"] for i in doc["items"]) == ["Role", "RoleBinding", "ServiceAccount"]
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(spec_text("training: {inputs: [t], target: y, model: {estimator: sklearn.linear_model.LinearRegression},"
+                              " distributed: {framework: torch, workers: 2}}", "{store: 's3://a/b', service_account: runner}"))
+    ir, files = compiled(spec)
+    doc = yaml.safe_load(files["p.prerequisites.yaml"])
+    schemas.check(doc)
+    kinds = _by_kind(doc)
+    assert "ServiceAccount" not in kinds  # `runner` is the user's own: it is bound, not made
+    assert kinds["Role"]["runner"]["rules"][1] == {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["create", "get", "delete"]}
+
+
+def test_a_sensor_sharing_the_pods_account_is_an_error(capsys, write_spec):
+    code, err = compile_argo(capsys, write_spec, spec_text("triggers: {on_new_data: [{source: t}]}",
+                                                           "{store: 's3://a/b', service_account: runner, sensor_service_account: runner}"))
+    assert code == 2 and "backends.argo.sensor_service_account: the Sensor and the workflow's pods both run as 'runner'" in err, err
+
+
+def test_a_broken_prerequisite_fails_the_schema_check():
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}
+    schemas.check({"apiVersion": "v1", "kind": "List", "items": [role]})
+    for broken, message in [({**role, "apiVersion": "v1"}, "is not 'rbac.authorization.k8s.io/v1'"),
+                            ({**role, "rules": [{"resources": ["pods"], "verb": ["get"]}]}, "Additional properties"),
+                            ({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "b"}, "subjects": []}, "'roleRef' is a required")]:
+        with pytest.raises(schemas.SchemaError, match=re.escape(message)):
+            schemas.check({"apiVersion": "v1", "kind": "List", "items": [broken]})
+
+
+def test_the_sqs_sensor_filters_foreign_messages(tmp_path):
+    from backend_argo.interpreter import sensor_workflows
+
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(spec_text("triggers: {on_new_data: [{source: t, queue: 'https://sqs.eu-west-1.amazonaws.com/123456789012/q'}]}"))
+    ir, files = compiled(spec)
+    sensor = yaml.safe_load(files["p.sensor.yaml"])
+    schemas.check(sensor)
+
+    def event(body) -> dict:
+        return {"context": {"time": "2024-02-29T10:00:00Z"}, "data": {"body": body}}
+
+    def record(bucket: str, key: str, name: str = "ObjectCreated:Put") -> dict:
+        return {"Records": [{"eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}
+
+    (wf,) = sensor_workflows(sensor, {"t": event(record("acme", "t.csv"))})
+    assert wf["spec"]["arguments"]["parameters"][2]["value"] == "t.csv"
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2024-02-29T10:00:00Z", "Bucket": "acme"}
+    for foreign in (test_event, record("other", "t.csv"), record("acme", "other/t.csv"), record("acme", "t.csv", "ObjectRemoved:Delete")):
+        assert sensor_workflows(sensor, {"t": event(foreign)}) == [], foreign
+
+
+def test_the_compile_imports_neither_hera_events_nor_heras_dsl(tmp_path):
+    """Compile cost (issue 21): the EventSource and Sensor are data, and only Hera's Workflows
+    models are loaded (backends/argo/hera_models.py), in a fresh process as a user runs it."""
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(spec_text("triggers: {schedule: '@daily', on_new_data: [{source: t, queue: 'https://sqs.eu-west-1.amazonaws.com/123456789012/q'}, {source: t}]}"
+                              .replace("{source: t}]", "{source: u}]")).replace("sources: {t: {type: csv, uri: 's3://acme/t.csv'}}",
+                              "sources: {t: {type: csv, uri: 's3://acme/t.csv'}, u: {type: csv, uri: 's3://acme/u.csv'}}"))
+    code = ("import sys; from dagsmith.cli import main; code = main(['compile', sys.argv[1], '--target', 'argo', '-o', sys.argv[2]]);"
+            "print(sorted(m for m in sys.modules if m.startswith('hera.events') or m in ('hera.workflows.workflow', 'requests')))")
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", code, str(spec), str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.yaml")) == [
+        "p.cron-workflow.yaml", "p.event-source.yaml", "p.prerequisites.yaml", "p.sensor.yaml", "p.workflow-template.yaml"]
+    import hera.workflows  # Hera's DSL still loads whole afterwards, with the same models
+
+    assert hera.workflows.Workflow and hera.workflows.models.Template
+
+
+def test_the_webhook_is_reachable_only_through_its_service_and_only_with_the_token(tmp_path):
+    """The stand-in of the webhook EventSource (interpreter.webhook_request): the URL the compile
+    prints reaches it, a request without the bearer token is refused, and the event it makes
+    starts the Sensor's Workflow with the key."""
+    from backend_argo.interpreter import Unreachable, sensor_workflows, webhook_request
+
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(spec_text("triggers: {on_new_data: [{source: t}]}", "{store: 's3://a/b', namespace: ml}"))
+    ir, files = compiled(spec)
+    source, sensor = yaml.safe_load(files["p.event-source.yaml"]), yaml.safe_load(files["p.sensor.yaml"])
+    from dagsmith.backends.argo import events
+
+    url = events.webhook_url("p", "t", "ml")
+    assert url == "http://p-eventsource-svc.ml:12000/p/t"
+    secrets = {"p-webhook-token": {"token": "s3cret"}}
+    body = {"key": "t/2024-02-29.csv"}
+    assert webhook_request(source, url, body=body, secrets=secrets) == (401, None)
+    assert webhook_request(source, url, headers={"Authorization": "Bearer nope"}, body=body, secrets=secrets) == (401, None)
+    assert webhook_request(source, url, headers={"Authorization": "Bearer s3cret"}, body=body, secrets={}) == (500, None)
+    assert webhook_request(source, url, method="GET", headers={"Authorization": "Bearer s3cret"}, secrets=secrets) == (400, None)
+    status, event = webhook_request(source, url, headers={"Authorization": "Bearer s3cret"}, body=body, secrets=secrets)
+    assert status == 200 and event["data"]["header"]["Authorization"] == ["*** Masked Auth Secret ***"]
+    (workflow,) = sensor_workflows(sensor, {"t": event})
+    assert workflow["spec"]["arguments"]["parameters"][2] == {"name": "dagsmith-trigger-key", "value": "t/2024-02-29.csv"}
+    without_service = {**source, "spec": {k: v for k, v in source["spec"].items() if k != "service"}}
+    with pytest.raises(Unreachable):  # what was emitted before: no Service, nothing answers
+        webhook_request(without_service, url, headers={"Authorization": "Bearer s3cret"}, body=body, secrets=secrets)

@@ -186,7 +186,8 @@ def test_dry_run_shows_what_would_change_and_changes_nothing(argo_server, churn,
     code, err = deploy(capsys, churn, "--server", argo_server.url, "--dry-run", "--namespace", "ml")
     assert code == 0
     assert "would update WorkflowTemplate ml/churn-model" in err  # and every other: their spec-hash annotation changed
-    assert re.search(r"^-\s+(- )?activeDeadlineSeconds: '25200'$", err, re.M) and re.search(r"^\+\s+(- )?activeDeadlineSeconds: '10800'$", err, re.M), err
+    # the admission's backoff cap is a 24th of the interval: 6 h -> 15 min, 2 h -> 5 min
+    assert re.search(r"^-\s+cap: 900s$", err, re.M) and re.search(r"^\+\s+cap: 300s$", err, re.M), err
 
 
 def test_refused_flags_and_server_urls(argo_server, churn, capsys):

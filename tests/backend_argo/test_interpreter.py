@@ -281,6 +281,44 @@ def test_retries_limit_policy_and_backoff(tmp_path):
     assert result.phase == "Failed"
 
 
+def test_a_retry_expression_on_the_exit_code_and_a_capped_backoff(tmp_path):
+    """`dagsmith admit`'s hold: exit 75 is retried (after a backoff that doubles up to its cap),
+    another failure is not (the expression is ANDed with the policy: operator.go:1141-1150)."""
+    held = "import os, sys; n = len(os.listdir('.')); open(f'try-{n}', 'w'); sys.exit(0 if n >= 3 else 75)"
+    retry = "{limit: '5', retryPolicy: Always, expression: 'asInt(lastRetry.exitCode) == 75 || lastRetry.status == \"Error\"', backoff: {duration: 200ms, factor: '4', cap: 300ms}}"
+    templates = f"""
+  - name: held
+    retryStrategy: {retry}
+    container: {{image: x, command: {py(held)}}}
+  - name: broken
+    retryStrategy: {retry}
+    container: {{image: x, command: {py("import sys; sys.exit(3)")}}}
+"""
+    (tmp_path / "work").mkdir()
+    interp = Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=tmp_path / "work", scratch=tmp_path)
+    begun = time.time()
+    result = interp.submit(yaml.safe_load(workflow(templates, tasks="      - {name: a, template: held}\n      - {name: b, template: broken}")))
+    (a,), (b,) = result.of_task("a"), result.of_task("b")
+    assert (a.phase, a.attempts) == ("Succeeded", 4), a.message
+    assert 0.2 + 0.3 + 0.3 <= a.finished - begun < 0.2 + 0.8 + 3.2  # 200 ms, then capped at 300 ms (uncapped: 800, 3200)
+    assert (b.phase, b.attempts) == ("Failed", 1) and "expression evaluated to false" in b.message
+    with pytest.raises(Unsupported, match="retry expression"):
+        run(tmp_path, workflow(templates.replace("== 75", "> 1"), tasks="      - {name: a, template: held}"))
+
+
+def test_submit_all_runs_workflows_at_the_same_time(tmp_path):
+    sleepy = workflow(f"""
+  - name: nap
+    container: {{image: x, command: {py("import time; time.sleep(1)")}}}
+""", tasks="      - {name: a, template: nap}")
+    interp = Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=tmp_path, scratch=tmp_path)
+    docs = [yaml.safe_load(sleepy.replace("name: t}", f"name: t{i}}}")) for i in range(3)]
+    runs = interp.submit_all(docs)
+    assert [r.phase for r in runs] == ["Succeeded"] * 3
+    starts, ends = [r.pods()[0].started for r in runs], [r.pods()[0].finished for r in runs]
+    assert max(starts) < min(ends)  # all three pods were running at once
+
+
 def test_output_parameter_default_and_a_missing_file_without_one(tmp_path):
     templates = f"""
   - name: writes-nothing
@@ -501,8 +539,19 @@ def test_sensor_triggers_submit_the_workflow_with_event_values():
     with pytest.raises(Invalid, match="no default"):
         sensor_workflows(SENSOR, {"events": {**event, "context": {}}})
     filtered = json.loads(json.dumps(SENSOR))
-    filtered["spec"]["dependencies"][0]["filters"] = {"data": []}
-    with pytest.raises(Unsupported, match="filters"):
+    filtered["spec"]["dependencies"][0]["filters"] = {"exprs": []}
+    with pytest.raises(Unsupported, match="filters.exprs"):
+        sensor_workflows(filtered, {"events": event})
+    filtered["spec"]["dependencies"][0]["filters"] = {"data": [{"path": "body.Records.0.s3.object.key", "type": "string", "value": ["^landed/"]}]}
+    assert len(sensor_workflows(filtered, {"events": event})) == 1
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["value"] = ["^other/"]
+    assert sensor_workflows(filtered, {"events": event}) == []
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["value"] = ["2024"]  # unanchored: matches anywhere
+    assert len(sensor_workflows(filtered, {"events": event})) == 1
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["path"] = "body.missing"  # a missing path fails
+    assert sensor_workflows(filtered, {"events": event}) == []
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["type"] = "number"
+    with pytest.raises(Unsupported, match="type"):
         sensor_workflows(filtered, {"events": event})
 
 
@@ -583,7 +632,7 @@ def test_sensor_and_cron_runs_of_a_compiled_pipeline_with_min_interval(tmp_path,
     (tmp_path / "pipeline.yaml").write_text(LANDED.replace("PY", PY), encoding="utf-8")
     out = tmp_path / "argo"
     docs = compile_argo(tmp_path / "pipeline.yaml", out)
-    assert set(docs) == {"workflow-template.yaml", "cron-workflow.yaml", "event-source.yaml", "sensor.yaml"}
+    assert set(docs) == {"workflow-template.yaml", "cron-workflow.yaml", "event-source.yaml", "sensor.yaml", "prerequisites.yaml"}
     aws_s3.create_bucket(Bucket="landed")
     (ir_file,) = out.glob("*.ir.json")
     ir_uri = next(t["container"]["args"][1] for t in docs["workflow-template.yaml"]["spec"]["templates"] if "container" in t)
@@ -605,7 +654,7 @@ def test_sensor_and_cron_runs_of_a_compiled_pipeline_with_min_interval(tmp_path,
     assert (tmp_path / f"mark-{run1.name}").exists()
 
     # data that landed before the first run started: that run read it (a later landing would be
-    # held in the admit pod until min_interval passes: `admit --wait`)
+    # held by exit code 75 and retried until min_interval passes)
     before = now - dt.timedelta(minutes=5)
     (second,) = sensor_workflows(docs["sensor.yaml"], {dep: event(before.strftime("%Y-%m-%dT%H:%M:%SZ"))})
     run2 = interp.submit(second)
@@ -618,3 +667,54 @@ def test_sensor_and_cron_runs_of_a_compiled_pipeline_with_min_interval(tmp_path,
     cron = interp.cron_workflow(docs["cron-workflow.yaml"], later)
     run3 = interp.submit(cron, created=later)
     assert run3.phase == "Succeeded" and (tmp_path / f"mark-{run3.name}").exists(), run3.summary()
+
+
+@pytest.mark.slow
+def test_concurrent_sensor_started_workflows_admit_one_and_held_data_runs_once(tmp_path, aws_s3, compile_argo, argo_pod_env):
+    """The race of issue 21 on the backend's own output: events arriving together make the
+    Sensor submit three Workflows, which run at once; exactly one is admitted (the others are
+    covered: the store's conditional write). Two more landings within min_interval are held
+    (their admit pods exit 75 and are retried after the backoff, nothing held in a pod) and,
+    when the interval has passed, exactly one of them runs."""
+    (tmp_path / "people.csv").write_text("id,x\n1,2\n", encoding="utf-8")
+    spec = LANDED.replace("PY", PY).replace("min_interval: 1h", "min_interval: 6s").replace('schedule: "0 3 * * *"\n  ', "")
+    (tmp_path / "pipeline.yaml").write_text(spec, encoding="utf-8")
+    out = tmp_path / "argo"
+    docs = compile_argo(tmp_path / "pipeline.yaml", out)
+    admit = next(t for t in docs["workflow-template.yaml"]["spec"]["templates"] if t["name"] == "dagsmith-admit")
+    assert "--wait" not in admit["container"]["args"] and admit["retryStrategy"]["expression"].startswith("asInt(lastRetry.exitCode) == 75")
+    aws_s3.create_bucket(Bucket="landed")
+    (ir_file,) = out.glob("*.ir.json")
+    aws_s3.upload_file(str(ir_file), "landed", admit["container"]["args"][1][len("s3://landed/"):])
+    interp = Interpreter(base_env=argo_pod_env, cwd=tmp_path, scratch=tmp_path, max_pods=6,
+                         workflow_templates={"landed": docs["workflow-template.yaml"]})
+    (dep,) = [d["name"] for d in docs["sensor.yaml"]["spec"]["dependencies"]]
+
+    def landed_now(n: int) -> list[dict]:
+        at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "in"}, "object": {"key": f"people/{at}.csv"}}}]}
+        event = {"context": {"id": at, "source": "landed", "type": "sqs", "specversion": "1.0", "time": at}, "data": {"body": body}}
+        return [wf for _ in range(n) for wf in sensor_workflows(docs["sensor.yaml"], {dep: event})]
+
+    def outcomes(runs) -> list[str]:
+        assert all(r.phase == "Succeeded" for r in runs), [r.summary() for r in runs]
+        return sorted(r.of_task("dagsmith-admit")[0].outputs.get("status") for r in runs)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as background:
+        racing = background.submit(interp.submit_all, landed_now(3))
+        while "Contents" not in aws_s3.list_objects_v2(Bucket="landed", Prefix="dagsmith/triggers/"):  # one was admitted
+            time.sleep(0.1)
+        time.sleep(1.1)  # data landing after the admitted run started: held until 6 s after that start
+        state = json.loads(aws_s3.get_object(Bucket="landed", Key="dagsmith/triggers/landed/last_run.json")["Body"].read())
+        due = dt.datetime.fromisoformat(state["started"]).timestamp() + 6
+        held = interp.submit_all(landed_now(2))
+        first = racing.result()
+    assert outcomes(first) == ["admit", "covered", "covered"]
+    assert outcomes(held) == ["admit", "covered"]
+    (admitted,) = [r.of_task("dagsmith-admit")[0] for r in held if r.of_task("dagsmith-admit")[0].outputs["status"] == "admit"]
+    # held by exit code 75 + retry until the interval passed (unless a loaded machine started its pod after that)
+    assert admitted.attempts > 1 or admitted.started >= due, (admitted.attempts, admitted.started, due)
+    assert admitted.exit_code == 0 and admitted.finished >= due
+    assert len(list(tmp_path.glob("mark-*"))) == 2  # the held data ran once

@@ -128,7 +128,18 @@ def template(kind: str) -> dict:
         doc["metadata"] = {"name": "hello"}
         return doc
     return copy.deepcopy({"Workflow": WORKFLOW, "CronWorkflow": CRON, "Sensor": SENSOR, "EventSource": EVENTSOURCE,
-                          "PyTorchJob": PYTORCHJOB, "MPIJob": MPIJOB}[kind])
+                          "PyTorchJob": PYTORCHJOB, "MPIJob": MPIJOB, **PREREQUISITES,
+                          "List": {"apiVersion": "v1", "kind": "List", "items": list(PREREQUISITES.values())}}[kind])
+
+
+PREREQUISITES = {
+    "EventBus": {"apiVersion": "argoproj.io/v1alpha1", "kind": "EventBus", "metadata": {"name": "default"}, "spec": {"jetstream": {"version": "latest"}}},
+    "ServiceAccount": {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "s"}},
+    "Role": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
+             "rules": [{"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create"]}]},
+    "RoleBinding": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "r"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}, "subjects": [{"kind": "ServiceAccount", "name": "s"}]},
+}
 
 
 @pytest.mark.parametrize("kind", schemas.KINDS)

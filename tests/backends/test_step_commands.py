@@ -164,3 +164,70 @@ sources: {t: {type: csv, uri: t.csv}}
                             ("mode", "c", "not one of")]:
         with pytest.raises(StepFailed, match=why):
             RunValues.from_env(ir, {f"DAGSMITH_PARAM_{name}": text})
+
+
+class _ReadTogether:
+    """A store whose first read in each of `n` threads waits until all have read: the race
+    where every run reads the state before any writes it (as Sensor-started runs, or held runs
+    waking at the same instant, do on a cluster), made certain."""
+
+    def __init__(self, store, n: int):
+        import threading
+
+        self.store, self.barrier, self.seen = store, threading.Barrier(n, timeout=10), threading.local()
+
+    def _together(self, result):
+        if not getattr(self.seen, "once", False):
+            self.seen.once = True
+            self.barrier.wait()
+        return result
+
+    def read_json(self, key):
+        return self._together(self.store.read_json(key))
+
+    def read_versioned(self, key):
+        return self._together(self.store.read_versioned(key))
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def _admit_three_at_once(store, at: float, now: float) -> list[str]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    racing = _ReadTogether(store, 3)
+    trigger = {"sources": ["t"], "at": admission._iso(at)}
+    with ThreadPoolExecutor(3) as pool:
+        decisions = list(pool.map(lambda run: admission.admit(racing, "p", {"t": 60.0}, trigger, run, now), ["r1", "r2", "r3"]))
+    return sorted(d.action for d in decisions)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_concurrent_admissions_admit_exactly_one(tmp_path, where, request):
+    """Three runs deciding at once: one admitted, the others covered by it (they read its state
+    again after losing the conditional write). Then two held runs waking at the same instant:
+    again one, and the held data runs once."""
+    from dagsmith.runtime.store import Store
+
+    if where == "s3":
+        request.getfixturevalue("aws_s3").create_bucket(Bucket="admission")
+        store = Store.open("s3://admission/p")
+    else:
+        store = Store.open(tmp_path / "store")
+    assert _admit_three_at_once(store, at=1000.0, now=1001.0) == ["admit", "covered", "covered"]
+    assert store.read_json(admission.state_key("p"))["started"] == admission._iso(1001.0)
+    # data landing 10 s after that run started is held until 1061; two runs of it wake at 1061
+    assert admission.admit(store, "p", {"t": 60.0}, {"sources": ["t"], "at": admission._iso(1011.0)}, "r4", 1012.0).action == "hold"
+    assert _admit_three_at_once(store, at=1011.0, now=1061.0) == ["admit", "covered", "covered"]
+
+
+def test_a_conditional_write_loses_to_a_newer_version(tmp_path):
+    from dagsmith.runtime.store import Store
+
+    store = Store.open(tmp_path)
+    assert store.write_if("k.json", {"n": 1}, None) is True
+    assert store.write_if("k.json", {"n": 2}, None) is False  # exists already
+    data, version = store.read_versioned("k.json")
+    assert data == {"n": 1} and store.write_if("k.json", {"n": 2}, version) is True
+    assert store.write_if("k.json", {"n": 3}, version) is False  # that version is gone
+    assert store.read_json("k.json") == {"n": 2}

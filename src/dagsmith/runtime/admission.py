@@ -51,6 +51,9 @@ def decide(last_started: float | None, pending: dict[str, float], intervals: dic
     return Decision("hold", wait_seconds=due - now, reason=f"min_interval holds new data in {', '.join(sorted(fresh))} until {_iso(due)}")
 
 
+ADMIT_ATTEMPTS = 20  # decisions per admission when other runs keep winning the write
+
+
 def state_key(pipeline: str) -> str:
     return f"triggers/{pipeline}/last_run.json"
 
@@ -59,8 +62,6 @@ def admit(store: Store, pipeline: str, intervals: dict[str, float], trigger: dic
     """Decide for one run; an admitted run is recorded as the last one. `trigger`, from
     DAGSMITH_TRIGGER: {"sources": [NAME, ...], "at": ISO time the data landed} (None: the run
     was not started by new data)."""
-    last = store.read_json(state_key(pipeline))
-    last_started = _epoch(last["started"]) if last else None
     pending = {}
     if trigger:
         unknown = sorted(set(trigger.get("sources") or []) - set(intervals))
@@ -68,10 +69,16 @@ def admit(store: Store, pipeline: str, intervals: dict[str, float], trigger: dic
             raise StepFailed(f"DAGSMITH_TRIGGER names sources without on_new_data: {unknown} (known: {sorted(intervals)})")
         at = _epoch(trigger["at"]) if trigger.get("at") else now
         pending = {source: at for source in trigger.get("sources") or intervals}
-    decision = decide(last_started, pending, intervals, now)
-    if decision.action == "admit":
-        store.write_json(state_key(pipeline), {"started": _iso(now), "run_id": run_id})
-    return decision
+    # Runs decide concurrently (Sensor-started workflows, held runs waking at once): the state is
+    # written only if no other run wrote it since it was read (the store's compare-and-swap), and a
+    # run that lost decides again on what the winner wrote (then: covered, or held).
+    for _ in range(ADMIT_ATTEMPTS):
+        last, version = store.read_versioned(state_key(pipeline))
+        last_started = _epoch(last["started"]) if last else None
+        decision = decide(last_started, pending, intervals, now)
+        if decision.action != "admit" or store.write_if(state_key(pipeline), {"started": _iso(now), "run_id": run_id}, version):
+            return decision
+    raise StepFailed(f"admission: the state at {state_key(pipeline)} changed {ADMIT_ATTEMPTS} times while this run decided: try again")
 
 
 def parse_trigger(text: str | None) -> dict | None:

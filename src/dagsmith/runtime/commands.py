@@ -27,7 +27,7 @@ from . import environment as E
 from .context import RunValues, StepFailed, default_store_uri
 from .store import Store, atomic_write_bytes
 
-HOLD_EXIT_CODE = 75  # EX_TEMPFAIL: `dagsmith admit` without --wait when min_interval holds the run
+HOLD_EXIT_CODE = E.HOLD_EXIT_CODE  # EX_TEMPFAIL: `dagsmith admit` without --wait when min_interval holds the run
 
 
 def split_ranges(total: int, max_ranges: int) -> list[tuple[int, int]]:

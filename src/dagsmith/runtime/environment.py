@@ -27,6 +27,10 @@ from __future__ import annotations
 
 import json
 
+# `dagsmith admit` (without --wait) exits with this (EX_TEMPFAIL) when min_interval holds the run:
+# an orchestrator that retries on it holds the run by retrying, with nothing kept in a pod
+HOLD_EXIT_CODE = 75
+
 RUN_ID = "DAGSMITH_RUN_ID"
 RUN_DATE = "DAGSMITH_RUN_DATE"
 PARAMS = "DAGSMITH_PARAMS"

@@ -77,6 +77,29 @@ class S3Store(Store):
     def write_json(self, key: str, data) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=dumps(data))  # a PUT is atomic
 
+    def read_versioned(self, key: str) -> tuple[object, str | None]:
+        try:
+            response = self.s3.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.s3.exceptions.NoSuchKey:
+            return None, None
+        return json.loads(response["Body"].read()), response["ETag"]
+
+    def write_if(self, key: str, data, version: str | None) -> bool:
+        """S3's conditional write: `If-Match: <ETag>` replaces only that version, `If-None-Match: *`
+        creates only a missing object; a lost race answers 412 PreconditionFailed, or 409
+        ConditionalRequestConflict while another conditional write of the key is in flight
+        (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html)."""
+        from botocore.exceptions import ClientError
+
+        condition = {"IfMatch": version} if version is not None else {"IfNoneMatch": "*"}
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=dumps(data), **condition)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return False
+            raise
+        return True
+
     def exists(self, key: str) -> bool:
         return bool(list_objects(f"s3://{self.bucket}/{self._key(key)}"))
 

@@ -169,6 +169,17 @@ class Store(ABC):
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
+    # Compare-and-swap of one small JSON object, for state that concurrent runs decide on
+    # (min_interval admission): `read_versioned` gives the data and a version token (None: no
+    # object), `write_if` writes only if the object is still at that version (None: only if it
+    # still does not exist) and says whether it did. Two writers of one version: one wins.
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[object, str | None]: ...
+
+    @abstractmethod
+    def write_if(self, key: str, data, version: str | None) -> bool: ...
+
     @abstractmethod
     def list(self, prefix: str) -> list[str]: ...
 
@@ -207,6 +218,31 @@ class LocalStore(Store):
 
     def exists(self, key: str) -> bool:
         return (self.root / key).exists()
+
+    def read_versioned(self, key: str) -> tuple[object, str | None]:
+        try:
+            raw = (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return json.loads(raw), hashlib.sha256(raw).hexdigest()
+
+    def write_if(self, key: str, data, version: str | None) -> bool:
+        """Under an exclusive lock of `<key>.lock` (flock: every process on this machine, the
+        local runner's and Airflow's workers included), compare the current version, then replace
+        the file atomically."""
+        import fcntl
+
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                if self.read_versioned(key)[1] != version:
+                    return False
+                atomic_write_bytes(path, dumps(data))
+                return True
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix

@@ -4,6 +4,8 @@
     <name>.cron-workflow.yaml       with `schedule`
     <name>.event-source.yaml        with `on_new_data` (Argo Events)
     <name>.sensor.yaml              with `on_new_data`: submits the WorkflowTemplate
+    <name>.prerequisites.yaml       what a cluster admin applies first (access.py): service
+                                    accounts, Roles, RoleBindings (least privilege), the EventBus
     <name>.ir.json                  the IR, which pods read from the store (`dagsmith deploy` puts it there)
 
 How the plan maps to Argo is in workflow.py, the triggers in events.py, the deploy
@@ -17,7 +19,7 @@ import yaml
 
 from ...ir import IR
 from .. import kubernetes
-from . import events, workflow
+from . import access, events, workflow
 from .workflow import Settings
 from ..plan import Plan, build_plan
 from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
@@ -27,6 +29,7 @@ CAPABILITIES = Capabilities("argo", "Argo Workflows", runs_images=True, shared_d
 POD_GC = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
 OBJECT_LIMIT = 1024 * 1024  # etcd takes ~1.5 MB per object; Argo recommends staying under 1 MB
 PARAMETER_LIMIT = 256 * 1024  # an output parameter travels in a pod annotation (256 KB)
+PREREQUISITES = "prerequisites"
 RANGE_BYTES = len('{"start":9999999999,"stop":9999999999},')  # one range in the listing, at most
 
 
@@ -52,13 +55,15 @@ class ArgoBackend:
         if plan.on_new_data:
             out[f"{plan.name}.event-source.yaml"] = to_yaml(events.event_source(plan, settings))
             out[f"{plan.name}.sensor.yaml"] = to_yaml(events.sensor(plan, settings))
+        out[f"{plan.name}.{PREREQUISITES}.yaml"] = to_yaml(access.prerequisites(plan, settings))
         out[plan.ir_file] = plan.ir.dumps()
         return out
 
     def documents(self, files: dict[str, str]) -> list[dict]:
-        """The Kubernetes resources among `files`, in the order they are applied."""
+        """The Kubernetes resources among `files`, in the order they are applied (the
+        prerequisites are a cluster admin's, applied with kubectl: the Argo Server takes none)."""
         order = ("workflow-template", "cron-workflow", "event-source", "sensor")
-        names = sorted((n for n in files if n.endswith(".yaml")), key=lambda n: order.index(n.rsplit(".", 2)[-2]))
+        names = sorted((n for n in files if n.endswith(".yaml") and n.rsplit(".", 2)[-2] in order), key=lambda n: order.index(n.rsplit(".", 2)[-2]))
         return [yaml.safe_load(files[name]) for name in names]
 
     @staticmethod
@@ -76,8 +81,13 @@ class ArgoBackend:
         settings = Settings.of(options)
         problems = check_capabilities(ir, CAPABILITIES, options.get("store"))
         problems += kubernetes.check(ir, settings.namespace, OPTIONS)
-        if settings.service_account and workflow.naming.k8s_name(settings.service_account, 253) != settings.service_account:
-            problems.append(error(OPTIONS + ("service_account",), f"{settings.service_account!r} is not a Kubernetes name (lowercase letters, digits, '-')"))
+        for key in ("service_account", "sensor_service_account", "event_source_service_account", "webhook_secret"):
+            value = options.get(key)
+            if value and workflow.naming.k8s_name(value, 253) != value:
+                problems.append(error(OPTIONS + (key,), f"{value!r} is not a Kubernetes name (lowercase letters, digits, '-')"))
+        if ir.triggers.get("on_new_data") and settings.sensor_account(ir.name) == settings.step_account(ir.name):
+            problems.append(error(OPTIONS + ("sensor_service_account",), f"the Sensor and the workflow's pods both run as {settings.step_account(ir.name)!r}: "
+                                  "the Sensor's account may create Workflows, which a step's pod must not: give them different accounts"))
         if settings.pod_gc not in POD_GC:
             problems.append(error(OPTIONS + ("pod_gc",), f"{settings.pod_gc!r} is not an Argo podGC strategy ({', '.join(POD_GC)})"))
         if settings.max_fanout_pods < 1 or settings.max_fanout_pods * RANGE_BYTES > PARAMETER_LIMIT:
@@ -85,7 +95,7 @@ class ArgoBackend:
                                   f"parameter, which Argo keeps under {PARAMETER_LIMIT // 1024} KB"))
         problems += _templated(ir, options)
         problems += _names(ir, options)
-        problems += _triggers(ir)
+        problems += _triggers(ir, settings)
         return list(dict.fromkeys(problems))
 
     def check_size(self, files: dict[str, str]) -> None:
@@ -118,7 +128,7 @@ def _names(ir: IR, options: dict) -> list[Problem]:
     return problems
 
 
-def _triggers(ir: IR) -> list[Problem]:
+def _triggers(ir: IR, settings: Settings) -> list[Problem]:
     problems = []
     for index, trigger in enumerate(ir.triggers.get("on_new_data") or []):
         path = ("triggers", "on_new_data", index)
@@ -126,10 +136,13 @@ def _triggers(ir: IR) -> list[Problem]:
             if events.parse_queue(trigger["queue"]) is None:
                 problems.append(error(path + ("queue",), f"{trigger['queue'][:80]!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"))
         else:
-            where = f":{events.WEBHOOK_PORT}{events.webhook_endpoint(ir.name, trigger['source'])}"
-            problems.append(warning(path, f"no queue: Argo Events cannot listen to a bucket itself, so the EventSource gets a webhook at {where} "
-                                          "(POST {\"key\": ...} to it when data lands); to start runs from the bucket's own notifications, "
-                                          "set queue: an SQS queue URL that receives them"))
+            url = events.webhook_url(ir.name, trigger["source"], settings.namespace)
+            secret = events.webhook_secret(ir.name, settings)
+            problems.append(warning(path, f"no queue: Argo Events cannot listen to a bucket itself, so the EventSource gets a webhook at {url} "
+                                          f"(POST {{\"key\": ...}} to it when data lands, with 'Authorization: Bearer <token>'; the token is key "
+                                          f"'{events.WEBHOOK_TOKEN_KEY}' of the Secret '{secret}', which you create: kubectl create secret generic "
+                                          f"{secret} --from-literal={events.WEBHOOK_TOKEN_KEY}=$(openssl rand -hex 32)); to start runs from the bucket's own "
+                                          "notifications, set queue: an SQS queue URL that receives them"))
     return problems
 
 

@@ -1,32 +1,39 @@
-"""`on_new_data` as Argo Events resources: an EventSource that hears new data land and a Sensor
-that submits the WorkflowTemplate for it (with the source, the event's time and the new object's
-key as workflow parameters). `min_interval` is not the Sensor's business: the plan's admission
-task decides in the workflow, with its state in the store, so it holds across Sensor restarts.
+"""`on_new_data` as Argo Events (v1.9) resources: an EventSource that hears new data land and a
+Sensor that submits the WorkflowTemplate for it (with the source, the event's time and the new
+object's key as workflow parameters). `min_interval` is not the Sensor's business: the plan's
+admission task decides in the workflow, with its state in the store, so it holds across Sensor
+restarts.
 
 What is emitted per source (also said by a compile warning and in docs/backends/argo.md):
   with `queue` (an SQS queue URL that receives the bucket's object-created notifications)
-      -> an SQS event (jsonBody), the key read from the S3 notification (Records[0].s3.object.key)
-  without one -> a webhook event at /<pipeline>/<source> on port 12000 (POST {"key": ...}): Argo
-      Events cannot listen to an S3 bucket itself, so whatever sees the data land (an S3 → SNS
-      HTTP subscription, an EventBridge API destination, a CI job) must call it.
+      -> an SQS event (jsonBody), the key read from the S3 notification (Records[0].s3.object.key);
+         the Sensor's data filter drops what is not an object-created record of the source's
+         bucket and prefix (S3's `s3:TestEvent`, other buckets' notifications on a shared queue)
+  without one -> a webhook event at /<pipeline>/<source> on port 12000 (POST {"key": ...} with
+      `Authorization: Bearer <token>`), reached through the Service the EventSource's
+      `spec.service` makes Argo Events create: Argo Events cannot listen to an S3 bucket itself,
+      so whatever sees the data land (an S3 -> SNS HTTP subscription, an EventBridge API
+      destination, a CI job) must call it.
 
-Hera's models build both (imported only when a spec has on_new_data: they cost ~0.3 s to
-import); only the Sensor's inline Workflow (`source.resource`, which Argo Events
-takes as an object while Hera types it as `{value: <base64>}`) is put in after serialization.
+Both are written as plain data (no Hera: `hera.events` costs ~0.7 s to import, carries a second
+copy of every Argo Workflows model, and disagrees with Argo Events' own schema in places); the
+tests check them strictly against the vendored Argo Events v1.9.11 schema. Only the Sensor's
+inline Workflow comes from Hera's Workflows models (workflow.submitted_workflow).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote_plus
 
 from ... import naming
 from .workflow import NAME_LIMIT, TRIGGER_AT, TRIGGER_KEY, TRIGGER_SOURCE, Settings, dump, metadata, submitted_workflow
 from ..plan import Plan
 
+API_VERSION = "argoproj.io/v1alpha1"
 WEBHOOK_PORT = "12000"
-# Hera's Argo Events models have no apiVersion/kind fields: they are added to the dumped data
-KIND = {kind: {"apiVersion": "argoproj.io/v1alpha1", "kind": kind} for kind in ("EventSource", "Sensor")}
+WEBHOOK_TOKEN_KEY = "token"  # the key of the webhook's Secret that holds its bearer token
 # https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (also the legacy REGION.queue.amazonaws.com form)
 _QUEUE_URL = re.compile(r"https://(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?/([0-9]{12})/([A-Za-z0-9_-]{1,80}(?:\.fifo)?)", re.ASCII)
 
@@ -61,12 +68,26 @@ def webhook_endpoint(pipeline: str, source: str) -> str:
     return f"/{naming.k8s_name(pipeline)}/{event_name(source)}"
 
 
-def event_source(plan: Plan, settings: Settings) -> dict:
-    """The EventSource as a dict: Hera types SQS's waitTimeSeconds as text and nests the webhook
-    under `webhookContext`, where Argo Events takes an integer and the fields inline (its
-    schema), so those two are written as data after the model's metadata."""
-    from hera.events import models as ev
+def webhook_service(pipeline: str, namespace: str | None) -> str:
+    """The Service Argo Events makes for an EventSource with `spec.service`:
+    `<eventsource-name>-eventsource-svc` (argo-events v1.9.11 pkg/reconciler/eventsource/resource.go:437;
+    none without `spec.service.ports`: resource.go:425-430)."""
+    return f"{event_source_name(pipeline)}-eventsource-svc" + (f".{namespace}" if namespace else "")
 
+
+def webhook_url(pipeline: str, source: str, namespace: str | None) -> str:
+    return f"http://{webhook_service(pipeline, namespace)}:{WEBHOOK_PORT}{webhook_endpoint(pipeline, source)}"
+
+
+def webhook_secret(pipeline: str, settings: Settings) -> str:
+    """The Secret holding the webhook's bearer token (key `token`): backends.argo.webhook_secret,
+    else <pipeline>-webhook-token."""
+    return settings.webhook_secret or naming.k8s_name(f"{pipeline}-webhook-token", 253)
+
+
+def event_source(plan: Plan, settings: Settings) -> dict:
+    """The EventSource: SQS events for sources with a queue, webhook events (with a Service and a
+    bearer token) for the others."""
     sqs, webhook = {}, {}
     name = event_source_name(plan.name)
     for trigger in plan.on_new_data:
@@ -75,48 +96,60 @@ def event_source(plan: Plan, settings: Settings) -> dict:
         if queue:
             sqs[event] = {"jsonBody": True, "queue": queue.name, "queueAccountId": queue.account, "region": queue.region, "waitTimeSeconds": 20}
         else:
-            # the Service Argo Events makes for an EventSource: <name>-eventsource-svc
-            host = f"{name}-eventsource-svc" + (f".{settings.namespace}" if settings.namespace else "")
+            # authSecret: the server answers 401 unless `Authorization: Bearer <the Secret's value>`
+            # (argo-events v1.9.11 pkg/eventsources/common/webhook/webhook.go:138-151)
             webhook[event] = {"endpoint": webhook_endpoint(plan.name, trigger["source"]), "method": "POST", "port": WEBHOOK_PORT,
-                              "url": f"http://{host}:{WEBHOOK_PORT}"}
-    out = {**KIND["EventSource"], **dump(ev.EventSource(metadata=_meta(plan, name, settings)))}
-    out["spec"] = {key: value for key, value in (("sqs", sqs), ("webhook", webhook)) if value}
-    return out
+                              "url": f"http://{webhook_service(plan.name, settings.namespace)}:{WEBHOOK_PORT}",
+                              "authSecret": {"name": webhook_secret(plan.name, settings), "key": WEBHOOK_TOKEN_KEY}}
+    spec: dict = {key: value for key, value in (("sqs", sqs), ("webhook", webhook)) if value}
+    if webhook:  # without spec.service Argo Events creates no Service: the webhook is unreachable
+        port = int(WEBHOOK_PORT)
+        spec["service"] = {"ports": [{"name": "webhook", "port": port, "targetPort": port}]}
+    spec["template"] = {"serviceAccountName": settings.event_source_account(plan.name)}
+    return {"apiVersion": API_VERSION, "kind": "EventSource", "metadata": _meta(plan, name, settings), "spec": spec}
+
+
+def sqs_filters(trigger: dict) -> list[dict]:
+    """The Sensor's data filter for an SQS source: an object-created record (S3's `s3:TestEvent`
+    has no Records and fails it), of the source's bucket and under its prefix when its uri is
+    s3://. Argo Events reads each string `value` as an unanchored regular expression on the gjson
+    `path`, a missing path fails the filter, and filters are ANDed (argo-events v1.9.11
+    pkg/sensors/dependencies/filter.go:219-228, 360-390)."""
+    filters = [{"path": "body.Records.0.eventName", "type": "string", "value": ["^ObjectCreated:"]}]
+    uri = str(trigger.get("uri") or "")
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        filters.append({"path": "body.Records.0.s3.bucket.name", "type": "string", "value": [f"^{re.escape(bucket)}$"]})
+        if prefix:
+            # S3 notifications carry the key URL-encoded (a space as '+')
+            filters.append({"path": "body.Records.0.s3.object.key", "type": "string", "value": ["^" + re.escape(quote_plus(prefix, safe="/"))]})
+    return filters
 
 
 def sensor(plan: Plan, settings: Settings) -> dict:
-    """The Sensor as a dict (see the module's note on `source.resource`)."""
-    from hera.events import models as ev
-
-    triggers, workflows, dependencies = [], [], []
-    for index, trigger in enumerate(plan.on_new_data):
+    """The Sensor: one dependency and one trigger per source, run as its own service account
+    (it may create Workflows; the workflow's pods may not)."""
+    triggers, dependencies = [], []
+    for trigger in plan.on_new_data:
         source = trigger["source"]
         name = event_name(source)
-        dependencies.append(ev.EventDependency(name=name, event_source_name=event_source_name(plan.name), event_name=name))
+        dependency = {"name": name, "eventSourceName": event_source_name(plan.name), "eventName": name}
+        if trigger.get("queue"):
+            dependency["filters"] = {"data": sqs_filters(trigger)}
+        dependencies.append(dependency)
         key = "body.Records.0.s3.object.key" if trigger.get("queue") else "body.key"
-        triggers.append(ev.Trigger(
-            template=ev.TriggerTemplate(
-                name=name, conditions=name,
-                argo_workflow=ev.ArgoWorkflowTrigger(operation="submit", source=ev.ArtifactLocation(resource=ev.K8SResource())),
-            ),
-            parameters=[
-                ev.TriggerParameter(src=ev.TriggerParameterSource(dependency_name=name, context_key="time"), dest="spec.arguments.parameters.1.value"),
-                ev.TriggerParameter(src=ev.TriggerParameterSource(dependency_name=name, data_key=key, value=""), dest="spec.arguments.parameters.2.value"),
+        # parameters 0..2 in this order: the dests below index into them
+        workflow = dump(submitted_workflow(plan, [(TRIGGER_SOURCE, source), (TRIGGER_AT, ""), (TRIGGER_KEY, "")]))
+        triggers.append({
+            "template": {"name": name, "conditions": name, "argoWorkflow": {"operation": "submit", "source": {"resource": workflow}}},
+            "parameters": [
+                {"src": {"dependencyName": name, "contextKey": "time"}, "dest": "spec.arguments.parameters.1.value"},
+                {"src": {"dependencyName": name, "dataKey": key, "value": ""}, "dest": "spec.arguments.parameters.2.value"},
             ],
-        ))
-        # parameters 0..2 in this order: the dests above index into them
-        workflows.append(submitted_workflow(plan, [(TRIGGER_SOURCE, source), (TRIGGER_AT, ""), (TRIGGER_KEY, "")]))
-    template = ev.Template(service_account_name=settings.service_account) if settings.service_account else None
-    doc = ev.Sensor(metadata=_meta(plan, sensor_name(plan.name), settings),
-                    spec=ev.SensorSpec(dependencies=dependencies, triggers=triggers, template=template))
-    out = {**KIND["Sensor"], **dump(doc)}
-    for trigger, workflow in zip(out["spec"]["triggers"], workflows):
-        trigger["template"]["argoWorkflow"]["source"]["resource"] = dump(workflow)
-    return out
+        })
+    spec = {"dependencies": dependencies, "triggers": triggers, "template": {"serviceAccountName": settings.sensor_account(plan.name)}}
+    return {"apiVersion": API_VERSION, "kind": "Sensor", "metadata": _meta(plan, sensor_name(plan.name), settings), "spec": spec}
 
 
-def _meta(plan: Plan, name: str, settings: Settings):
-    from hera.events.models.io.k8s.apimachinery.pkg.apis.meta.v1 import ObjectMeta
-
-    meta = metadata(plan.ir, name, settings)
-    return ObjectMeta(name=meta.name, namespace=meta.namespace, labels=meta.labels, annotations=meta.annotations)
+def _meta(plan: Plan, name: str, settings: Settings) -> dict:
+    return dump(metadata(plan.ir, name, settings))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from hera.workflows import models as m
+from .hera_models import models as m
 
 from ... import naming
 from ...paramtext import to_text
@@ -40,6 +40,7 @@ TASK_ANNOTATION = "dagsmith.dev/task"  # which plan task a template runs (for pe
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dagsmith"}
 RUN_DATE = "{{workflow.creationTimestamp.Y}}-{{workflow.creationTimestamp.m}}-{{workflow.creationTimestamp.d}}"
 SYNTHETIC_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {}}
+ADMIT_DEADLINE = 300  # seconds for one admission decision (a hold exits at once)
 NAME_LIMIT, CRON_NAME_LIMIT = 63, 52  # a CronWorkflow's runs append "-" and 10 digits
 
 
@@ -54,6 +55,9 @@ class Settings:
     ttl: dict  # seconds_after_success / _failure / _completion
     max_fanout_pods: int
     image_pull_policy: str | None
+    sensor_service_account: str | None = None
+    event_source_service_account: str | None = None
+    webhook_secret: str | None = None
 
     @classmethod
     def of(cls, options: dict) -> "Settings":
@@ -67,7 +71,21 @@ class Settings:
                  "seconds_after_completion": ttl.get("after_completion")},
             max_fanout_pods=int(options.get("max_fanout_pods", 1000)),
             image_pull_policy=options.get("image_pull_policy"),
+            sensor_service_account=options.get("sensor_service_account"),
+            event_source_service_account=options.get("event_source_service_account"),
+            webhook_secret=options.get("webhook_secret"),
         )
+
+    # Three service accounts, each with only what it needs (access.py writes their Roles): the
+    # workflow's pods must not be able to create Workflows, which the Sensor's can.
+    def step_account(self, pipeline: str) -> str:
+        return self.service_account or naming.k8s_name(f"{pipeline}-steps", 253)
+
+    def sensor_account(self, pipeline: str) -> str:
+        return self.sensor_service_account or naming.k8s_name(f"{pipeline}-sensor", 253)
+
+    def event_source_account(self, pipeline: str) -> str:
+        return self.event_source_service_account or naming.k8s_name(f"{pipeline}-eventsource", 253)
 
 
 def template_name(pipeline: str) -> str:
@@ -115,7 +133,7 @@ def workflow_template(plan: Plan, settings: Settings) -> m.WorkflowTemplate:
     spec = m.WorkflowSpec(
         entrypoint=ENTRYPOINT,
         arguments=m.Arguments(parameters=_parameters(plan, settings)),
-        service_account_name=settings.service_account,
+        service_account_name=settings.step_account(ir.name),
         pod_gc=m.PodGC(strategy=settings.pod_gc),
         ttl_strategy=m.TTLStrategy(**{k: v for k, v in settings.ttl.items() if v is not None}),
         templates=templates,
@@ -244,7 +262,7 @@ def _task_template(plan: Plan, task: Task, settings: Settings) -> m.Template:
     return m.Template(
         name=task_name(task.id), metadata=m.Metadata(annotations={TASK_ANNOTATION: task.id}),
         inputs=inputs, outputs=m.Outputs(parameters=outputs) if outputs else None, container=container,
-        retry_strategy=_retry(task), active_deadline_seconds=_deadline(plan, task),
+        retry_strategy=_retry(task, plan), active_deadline_seconds=_deadline(plan, task),
     )
 
 
@@ -277,7 +295,7 @@ def _command(plan: Plan, task: Task) -> tuple[list[str], list[m.Parameter]]:
         return task.command.argv(ir, outcome=RANGES_PATH), [_output("ranges", RANGES_PATH, "[]")]
     if task.decides:
         command = replace(task.command, skip_exit_code=None)  # a "no" is an outcome, not an exit code
-        return command.argv(ir, status=STATUS_PATH, wait=task.kind == "admit"), [_output("status", STATUS_PATH, NOT_RUN)]
+        return command.argv(ir, status=STATUS_PATH), [_output("status", STATUS_PATH, NOT_RUN)]  # admit: holds by exit code (_retry)
     return task.command.argv(ir, item="{{inputs.parameters.item}}" if task.maps_over else None), []
 
 
@@ -312,17 +330,40 @@ def _resources(resources: dict) -> m.ResourceRequirements | None:
     return m.ResourceRequirements(requests=requests or None, limits=limits or None)
 
 
-def _retry(task: Task) -> m.RetryStrategy | None:
-    if task.kind == "admit" or not task.step or not task.step.retries:
+def _retry(task: Task, plan: Plan | None = None) -> m.RetryStrategy | None:
+    if task.kind == "admit":
+        return _admission_retry(plan)
+    if not task.step or not task.step.retries:
         return None
     step = task.step
     return m.RetryStrategy(limit=_int_or_string(step.retries), retry_policy="Always",
                            backoff=m.Backoff(duration=f"{int(step.retry_delay)}s") if step.retry_delay else None)
 
 
+def _admission_retry(plan: Plan) -> m.RetryStrategy:
+    """A held run is held by retries, not in a pod: `dagsmith admit` decides and exits
+    HOLD_EXIT_CODE, and the controller starts it again after a backoff (doubling from a
+    sixtieth of the shortest interval, 1 s..60 s, up to a 24th of the longest, so a held run starts
+    at most ~4% of its interval late), as long as the longest interval + 1 h. Nothing is kept in
+    the pod, so an evicted pod (status Error) is retried too and loses nothing: the trigger is
+    in the workflow's parameters, the state in the store. The expression is ANDed with the
+    policy (Always) after each failed attempt; `lastRetry.exitCode` is the last attempt's exit
+    code as text (argo-workflows v4.0.5 docs/retries.md:29-118; workflow/controller/operator.go:
+    1025-1098 backoff and cap, 1141-1150 expression, 2050-2066 its variables)."""
+    intervals = [seconds for seconds in plan.admission.intervals.values() if seconds] or [60]
+    base = min(60, max(1, -(-min(intervals) // 60)))
+    cap = min(3600, max(base, -(-max(intervals) // 24)))
+    limit = -(-(max(intervals) + 3600) // cap) + 8  # the doublings up to the cap, then the interval + 1 h at the cap
+    return m.RetryStrategy(
+        limit=_int_or_string(limit), retry_policy="Always",
+        expression=f'asInt(lastRetry.exitCode) == {E.HOLD_EXIT_CODE} || lastRetry.status == "Error"',
+        backoff=m.Backoff(duration=f"{base}s", factor=_int_or_string(2), cap=f"{cap}s"),
+    )
+
+
 def _deadline(plan: Plan, task: Task) -> m.IntOrString | None:
-    if task.kind == "admit":  # held at most the longest interval
-        return _int_or_string(max(plan.admission.intervals.values()) + 3600)
+    if task.kind == "admit":  # one decision: a read and a conditional write of the store
+        return _int_or_string(ADMIT_DEADLINE)
     if task.kind == "step" and task.step.timeout:
         return _int_or_string(task.step.timeout)
     return None
