@@ -499,6 +499,9 @@ SCHEMA = {
                             "inline_map_limit": {"type": "integer", "minimum": 1, "maximum": 40, "description": "Map items up to which a fan-out runs as an inline Map (default 40); more run as a Distributed Map."},
                             "parameters": {"type": "object", "additionalProperties": {"type": ["string", "number"]},
                                            "description": "CloudFormation parameter values (Cluster, Subnets, SecurityGroups, JobQueue, ArtifactBucket, ...): the template's defaults."},
+                            "admission_lease_seconds": {"type": "integer", "minimum": 1, "maximum": 86400,
+                                                        "description": "min_interval's admission lock lease (default 1800): a lock its execution left "
+                                                        "(stopped between Lock and Unlock) is taken over after it."},
                             "new_data_marker": {"type": ["string", "null"], "pattern": "^[^/]+$",
                                                 "description": "on_new_data: the object whose arrival under the source's prefix starts ONE run "
                                                 "(default _SUCCESS, written last by Spark, Hadoop, Glue); null: every object starts one."},
