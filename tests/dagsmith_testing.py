@@ -1,4 +1,4 @@
-"""What tests share besides fixtures (tests/conftest.py): paths and a compile helper.
+"""What tests share besides fixtures (tests/conftest.py): paths, a compile helper, process checks.
 
 Test files import from here, never from conftest (two conftest modules exist: tests/ and
 tests/backend_airflow/, and `import conftest` would pick either)."""
@@ -27,3 +27,19 @@ def benchmark_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs: a zombie (exited, not reaped yet, e.g. a grandchild reparented
+    to init) counts as gone."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

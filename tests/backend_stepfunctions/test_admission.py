@@ -21,18 +21,6 @@ pytestmark = pytest.mark.slow
 INTERVAL = 40  # seconds: longer than the first burst takes (its admission to the second burst), so the second is held
 
 
-@pytest.fixture
-def moto_worker(tmp_path):
-    pytest.importorskip("moto")
-    pytest.importorskip("antlr4")
-    from conformance.backend_stepfunctions import MotoStepFunctions
-
-    worker = MotoStepFunctions()
-    worker.start(tmp_path / "moto-logs")
-    yield worker
-    worker.stop()
-
-
 def write_spec(folder) -> None:
     (folder / "events.csv").write_text("id,x\n1,2\n2,3\n", encoding="utf-8")
     spec = {

@@ -401,18 +401,6 @@ def test_runtime_reads_params_by_reference(tmp_path):
 # --- in moto: what AWS would refuse fails there too ------------------------------------------------
 
 
-@pytest.fixture
-def moto_worker(tmp_path):
-    pytest.importorskip("moto")
-    pytest.importorskip("antlr4")
-    from conformance.backend_stepfunctions import MotoStepFunctions
-
-    worker = MotoStepFunctions()
-    worker.start(tmp_path / "moto-logs")
-    yield worker
-    worker.stop()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("compute", ["ecs", "batch"])
 def test_large_params_and_batch_callbacks_run_in_moto(moto_worker, tmp_path, compute):

@@ -25,6 +25,7 @@ botocore = pytest.importorskip("botocore")
 from botocore.exceptions import ClientError, EndpointConnectionError  # noqa: E402
 
 from dagsmith.backends.stepfunctions import asl, callback  # noqa: E402
+from dagsmith_testing import process_alive  # noqa: E402
 
 COMMAND = """\
 import json, os, signal, subprocess, sys, time
@@ -89,24 +90,11 @@ def run(tmp_path, client, **env) -> tuple[int, float, list[int]]:
     return code, took, pids
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (the grandchild, reparented to init, not reaped yet) is gone too
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def gone_soon(pid: int, within: float = 5.0) -> bool:
     deadline = time.monotonic() + within
-    while alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not alive(pid)
+    return not process_alive(pid)
 
 
 @pytest.mark.parametrize("code", ["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"])
