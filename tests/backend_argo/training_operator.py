@@ -170,7 +170,9 @@ def _reconcile(pods: list[_Pod], timeout: float, deadline_seconds: float | None,
     at the first failed pod; ("DeadlineExceeded", those counts) past activeDeadlineSeconds. Only
     a success counts what it sees (see the module docstring)."""
     started = time.monotonic()
-    written = _count(pods)  # replicaStatuses as the last reconcile wrote them
+    written: dict = {}  # replicaStatuses as the last reconcile wrote them: the one creating the pods saw them active
+    for pod in pods:
+        written.setdefault(pod.replica, {"active": 0})["active"] += 1
     while True:
         seen = _count(pods)
         if any(entry.get("failed") for entry in seen.values()):
