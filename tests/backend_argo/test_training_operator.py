@@ -349,3 +349,26 @@ def test_a_range_of_sweep_items_in_one_pytorchjob_forms_one_group_per_item(tmp_p
         ctx = make_context(pod_project.ir, pod_project.train.id, pod_project.store, item,
                            environ={**RUN, "DAGSMITH_ROOT": str(pod_project.root)})
         assert trial["metrics"] == run_step(ctx)["metrics"]
+
+
+@pytest.mark.skipif(not horovod_available(), reason="horovod with its PyTorch binding is not importable")
+def test_a_rank_started_by_mpirun_needs_horovod_built_with_mpi(monkeypatch):
+    """Under an MPIJob the launcher's mpirun starts the ranks (Open MPI's variables, no horovodrun
+    rendezvous): hvd.init() can only use MPI, so a horovod built without it fails with what to do."""
+    import types
+
+    import horovod.torch as hvd
+
+    from dagsmith.runtime import cluster, distributed
+    from dagsmith.runtime.context import StepFailed
+
+    if hvd.mpi_built():
+        pytest.skip("horovod here is built with MPI")
+    for key in [k for k in os.environ if k.startswith(("HOROVOD_", "PMI_", "OMPI_")) or k in ("RANK", "WORLD_SIZE", "DAGSMITH_CLUSTER")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    launched = cluster.detect()
+    assert launched.kind == "horovod"
+    with pytest.raises(StepFailed, match="started by mpirun .* built without MPI"):
+        distributed._init_launched(types.SimpleNamespace(framework="horovod"), launched)
