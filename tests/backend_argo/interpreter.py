@@ -15,9 +15,15 @@ The stand-ins for the cluster (what a test passes, and why it is fair):
   moto S3 server, AWS_ENDPOINT_URL and credentials: the stand-in for the node's IAM role (IRSA).
   Nothing else of the test's environment leaks into a pod.
 - `cwd`: the image's working directory (where an example's data files are).
-- A pod's filesystem is private: every argument, env value or output `valueFrom.path` that is an
-  absolute path under /tmp/ is mapped to a private folder per pod attempt, and TMPDIR points
-  there. (The image's working directory is NOT private here: it is shared by all pods of a run.)
+- A pod's filesystem is private, but only what the workflow itself declares as a file of the pod
+  is mapped: each output parameter's `valueFrom.path` (and an argument or env value equal to one
+  of them) becomes a file in a private folder per pod attempt, and TMPDIR points there. Any
+  other path is this machine's (a checkout, the venv's python, a workdir may be under /tmp).
+  (The image's working directory is NOT private here: it is shared by all pods of a run.)
+- `controller_tz`: the controller's time zone, in which it formats `workflow.creationTimestamp.<c>`
+  (UTC unless given). `skipped_outputs`: what a task reading a Skipped/Omitted ancestor's output
+  gets: "empty" ('' for each declared output: v4.0.4 and later, as v4.0.5) or "requeue" (the
+  reference never resolves and the task is requeued for ever: v4.0.2-4.0.3; here an error).
 - `secrets`: {secret name: {key: value}}, the stand-in for Kubernetes Secrets read by
   `secretKeyRef`; a missing secret or key fails the pod as Kubernetes does
   (CreateContainerConfigError; on a cluster the pod then stays Pending until a deadline, here
@@ -84,7 +90,7 @@ ALLOWED = {
     "ttlStrategy": {"secondsAfterCompletion", "secondsAfterSuccess", "secondsAfterFailure"},
     "template": {"name", "dag", "container", "resource", "inputs", "outputs", "metadata", "retryStrategy", "activeDeadlineSeconds", "parallelism"},
     "template metadata": {"annotations", "labels"},
-    "dag": {"tasks"},
+    "dag": {"tasks", "failFast"},
     "task": {"name", "template", "depends", "when", "withParam", "arguments"},
     "task parameter": {"name", "value"},
     "inputs": {"parameters"},
@@ -197,7 +203,7 @@ def substitute(obj, scope: dict, path: str, *, later: tuple = ()):
     def one(match):
         name = match.group(1).strip()
         if name.startswith("="):
-            raise Unsupported(path, f"expression tag {match.group(0)!r} ({DOCS}/variables/#expression)")
+            return expression(name[1:], scope, path)
         if name in scope:
             return scope[name]
         if any(name == p or name.startswith(p + ".") if p == "item" else name.startswith(p) for p in later):
@@ -209,6 +215,28 @@ def substitute(obj, scope: dict, path: str, *, later: tuple = ()):
         raise Unsupported(path, f"variable {match.group(0)} ({DOCS}/variables/)")
 
     return TAG.sub(one, obj)
+
+
+DATE_IN_ZONE = re.compile(r"""\s*sprig\.dateInZone\((["'])2006-01-02\1,\s*int\(workflow\.creationTimestamp\.s\),\s*(["'])([A-Za-z_/+-]+)\2\)\s*""")
+
+
+def expression(text: str, scope: dict, path: str) -> str:
+    """An expression tag `{{=...}}` (expr-lang with sprig: util/template/expression_template.go,
+    util/expr/env/env.go:28 at v4.0.5). Only one is implemented, the run date:
+    `sprig.dateInZone('2006-01-02', int(workflow.creationTimestamp.s), ZONE)`. In an expression
+    the dotted variables are nested maps, and a variable with children loses its own value
+    (util/expand/expand.go removeConflicts), so `workflow.creationTimestamp.s` is the Unix seconds
+    (operator.go:644), `int()` reads it, and sprig's dateInZone formats those seconds in ZONE
+    (Go layout 2006-01-02 = %Y-%m-%d). Anything else is refused."""
+    from zoneinfo import ZoneInfo
+
+    m = DATE_IN_ZONE.fullmatch(text)
+    if not m:
+        raise Unsupported(path, f"expression tag {{{{={text}}}}} ({DOCS}/variables/#expression)")
+    seconds = scope.get("workflow.creationTimestamp.s")
+    if seconds is None:
+        raise Invalid(f"{path}: failed to evaluate expression: workflow.creationTimestamp.s is missing")
+    return dt.datetime.fromtimestamp(int(seconds), ZoneInfo(m.group(3))).strftime("%Y-%m-%d")
 
 
 # --- depends (enhanced depends logic) and when (govaluate) -------------------------------------
@@ -492,7 +520,8 @@ FAILED = ("Failed", "Error")
 
 class Interpreter:
     def __init__(self, *, base_env: dict, cwd: Path, secrets: dict | None = None, workflow_templates: dict | None = None,
-                 max_pods: int = 4, pod_timeout: float = 900.0, scratch: Path | None = None):
+                 max_pods: int = 4, pod_timeout: float = 900.0, scratch: Path | None = None, controller_tz: str = "UTC",
+                 skipped_outputs: str = "empty"):
         self.base_env = {k: str(v) for k, v in base_env.items()}
         self.cwd = Path(cwd)
         self.secrets = secrets or {}
@@ -500,6 +529,10 @@ class Interpreter:
         self.pod_slots = threading.Semaphore(max_pods)
         self.pod_timeout = pod_timeout
         self.scratch = Path(scratch) if scratch else None
+        self.controller_tz = controller_tz
+        if skipped_outputs not in ("empty", "requeue"):
+            raise ValueError(f"skipped_outputs: 'empty' or 'requeue', not {skipped_outputs!r}")
+        self.skipped_outputs = skipped_outputs
 
     # --- submission ---
 
@@ -530,7 +563,7 @@ class Interpreter:
         params = self._parameters(spec, parameters or {})
         globals_ = {"workflow.name": run_name, "workflow.uid": str(uuid.uuid4()), "workflow.namespace": metadata.get("namespace") or "default",
                     **{f"workflow.parameters.{k}": v for k, v in params.items()},
-                    **{f"workflow.creationTimestamp.{c}": created.strftime("%" + c) for c in STRFTIME}}
+                    **self._creation_timestamp(created)}
         templates = {}
         for index, template in enumerate(as_list(spec.get("templates"), ".spec.templates")):
             check_keys(template, "template", f".spec.templates[{index}]")
@@ -558,6 +591,16 @@ class Interpreter:
         with ThreadPoolExecutor(max_workers=max(1, len(documents)), thread_name_prefix="workflow") as pool:
             futures = [pool.submit(self.submit, document, **kwargs) for document in documents]
             return [future.result() for future in futures]
+
+    def _creation_timestamp(self, created: dt.datetime) -> dict:
+        """`workflow.creationTimestamp.<c>`: strftime of the creation time in the CONTROLLER's
+        local time zone (operator.go:640-642 at v4.0.5 formats CreationTimestamp.Time, which
+        metav1.Time decodes into time.Local); `.s`: Unix seconds, zone-free (operator.go:644)."""
+        from zoneinfo import ZoneInfo
+
+        local = created.astimezone(ZoneInfo(self.controller_tz))
+        return {**{f"workflow.creationTimestamp.{c}": local.strftime("%" + c) for c in STRFTIME},
+                "workflow.creationTimestamp.s": str(int(created.timestamp()))}
 
     def _effective_spec(self, spec: dict) -> dict:
         """A Workflow with `workflowTemplateRef` runs the referenced WorkflowTemplate's spec, the
@@ -787,9 +830,14 @@ class _Execution:
             defaults = {"message": "", "exit_code": None, "outputs": {}, "argv": None, "env": None, "stdout": "", "stderr": ""}
             return {**defaults, **result, "started": started, "finished": time.time()}
 
-    def private(self, value: str, pod_dir: Path) -> str:
-        """A pod's /tmp is its own: an absolute path under /tmp/ maps into the pod's folder."""
-        return str(pod_dir) + value if value == "/tmp" or value.startswith("/tmp/") else value
+    def private(self, value: str, pod_dir: Path, declared: set) -> str:
+        """A file the template declares as the pod's own (an output parameter's path) maps into
+        the pod's private folder; nothing else does (see the module docstring)."""
+        return str(pod_dir) + value if value in declared else value
+
+    def declared_paths(self, body: dict, path: str) -> set:
+        outputs = check_keys(body.get("outputs") or {}, "outputs", f"{path}.outputs")
+        return {(p.get("valueFrom") or {}).get("path") for p in as_list(outputs.get("parameters"), f"{path}.outputs.parameters")} - {None}
 
     def container(self, body: dict, path: str, pod_dir: Path) -> dict:
         """A container template (docs fields.md Container): `command` + `args` run as one process
@@ -812,7 +860,8 @@ class _Execution:
                 raise Unsupported(f"{path}.container.resources.{key}", "expected a mapping")
         argv = [as_str(a, f"{path}.container.command[{i}]") for i, a in enumerate(as_list(c["command"], f"{path}.container.command"))]
         argv += [as_str(a, f"{path}.container.args[{i}]") for i, a in enumerate(as_list(c.get("args"), f"{path}.container.args"))]
-        argv = [self.private(a, pod_dir) for a in argv]
+        declared = self.declared_paths(body, path)
+        argv = [self.private(a, pod_dir, declared) for a in argv]
         env = dict(self.i.base_env)
         env["TMPDIR"] = str(pod_dir / "tmp")
         for index, var in enumerate(as_list(c.get("env"), f"{path}.container.env")):
@@ -827,7 +876,7 @@ class _Execution:
                     return {"phase": "Error", "message": f"CreateContainerConfigError: {what}", "argv": argv}
                 env[name] = str(secret[ref["key"]])
             else:
-                env[name] = self.private(as_str(var.get("value", ""), f"{vpath}.value"), pod_dir)
+                env[name] = self.private(as_str(var.get("value", ""), f"{vpath}.value"), pod_dir, declared)
         deadline = int_or_string(body["activeDeadlineSeconds"], f"{path}.activeDeadlineSeconds") if "activeDeadlineSeconds" in body else None
         limit = min(deadline, self.i.pod_timeout) if deadline is not None else self.i.pod_timeout
         try:
@@ -872,7 +921,7 @@ class _Execution:
             if not file.startswith("/tmp/"):
                 raise Unsupported(f"{ppath}.valueFrom.path", f"{file!r}: only paths under /tmp/ (the pod's private folder) are implemented")
             try:
-                text = Path(self.private(file, pod_dir)).read_text(encoding="utf-8")
+                text = Path(self.private(file, pod_dir, {file})).read_text(encoding="utf-8")
             except FileNotFoundError:
                 if "default" in source:
                     text = _scalar_text(source["default"])
@@ -912,8 +961,10 @@ class _Execution:
                 raise Unsupported(f"{path}.resource.manifest", str(exc)) from exc
             raise
         obj = {**manifest, "status": status}
+        # the failure condition first, holding when ANY of its requirements does; then the success
+        # condition, holding when ALL do (workflow/executor/resource.go:273-298 at v4.0.5)
         for key in ("failureCondition", "successCondition"):
-            if r.get(key) and condition(obj, r[key], f"{path}.resource.{key}"):
+            if r.get(key) and condition(obj, r[key], f"{path}.resource.{key}", any_of=key == "failureCondition"):
                 phase = "Failed" if key == "failureCondition" else "Succeeded"
                 return {"phase": phase, "message": f"{key} {r[key]!r} matched", "outputs": {}, "stdout": json.dumps(status)[-TAIL:]}
         if not r.get("successCondition"):
@@ -937,30 +988,43 @@ def gjson(obj, key: str):
     return True, obj
 
 
-def condition(obj: dict, text: str, path: str) -> bool:
-    """successCondition / failureCondition: comma-separated requirements, all of which must hold,
-    each `json.path OP value` with OP one of == = != > < (docs resource-template.md; argoexec
-    resource.go reads the fields with gjson and compares numbers as numbers)."""
+QUALIFIED_NAME = re.compile(r"(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?")
+LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+def condition(obj: dict, text: str, path: str, *, any_of: bool = False) -> bool:
+    """successCondition / failureCondition, as argoexec evaluates them: `labels.Parse` of the text
+    (a Kubernetes label selector: comma-separated requirements `key OP value`, OP one of = == != >
+    <), each key looked up as a gjson path in the resource's JSON (workflow/executor/resource.go:
+    176-216 at v4.0.5). The parser takes a key only if it is a label key (validateLabelKey ->
+    IsQualifiedName: letters, digits, `-_.`, at most 63, k8s.io/apimachinery v0.33.1
+    pkg/labels/selector.go:737-748, 916-921), so a gjson query (`#(...)`, `*`) fails to parse; a
+    value must be a label value, an integer for > <. Matching (Requirement.Matches,
+    selector.go:236-280): = == hold when the key exists with that value, != when it is missing or
+    differs, > < compare integers (a value that is not one never matches). The failure condition
+    holds when ANY requirement does (`any_of`), the success condition when ALL do
+    (resource.go:273-298)."""
+    results = []
     for requirement in [r.strip() for r in text.split(",")]:
-        m = re.fullmatch(r"([A-Za-z0-9_.\\-]+)\s*(==|=|!=|>|<)\s*(\S+)", requirement)
+        m = re.fullmatch(r"(\S+?)\s*(==|=|!=|>|<)\s*(\S+)", requirement)
         if not m:
             raise Unsupported(path, f"condition {requirement!r}")
         key, op, want = m.groups()
+        if len(key.rsplit("/", 1)[-1]) > 63 or not QUALIFIED_NAME.fullmatch(key):
+            raise Invalid(f"{path}: condition '{text}' failed to parse: key {key!r} is not a label key (a gjson query cannot be written)")
+        if len(want) > 63 or not LABEL_VALUE.fullmatch(want) or (op in (">", "<") and not re.fullmatch(r"-?[0-9]+", want)):
+            raise Invalid(f"{path}: condition '{text}' failed to parse: value {want!r}")
         found, value = gjson(obj, key)
-        if not found:
-            return False
+        text_value = item_text(value) if found else ""
         if op in (">", "<"):
-            try:
-                got, num = float(value), float(want)
-            except (TypeError, ValueError):
-                return False
-            if not (got > num if op == ">" else got < num):
-                return False
+            holds = found and bool(re.fullmatch(r"[+-]?[0-9]+", text_value)) and (
+                int(text_value) > int(want) if op == ">" else int(text_value) < int(want))
+        elif op == "!=":
+            holds = not found or text_value != want
         else:
-            equal = item_text(value) == want
-            if equal != (op != "!="):
-                return False
-    return True
+            holds = found and text_value == want
+        results.append(holds)
+    return any(results) if any_of else all(results)
 
 
 class _Dag:
@@ -979,8 +1043,10 @@ class _Dag:
       task's phase is Failed/Error if a child's is, else Succeeded;
     - template `parallelism`: at most that many of its children run at once (docs
       parallelism.md);
-    - fail fast (the default; `failFast` is not emitted): once a leaf task's branch has failed,
-      no new task starts; running ones finish (docs walk-through/dag.md "Fail Fast");
+    - `failFast` (default true: dag.go:199 at v4.0.5 `FailFast == nil || *FailFast`): once a leaf
+      task's branch has failed, no new task starts; running ones finish (docs walk-through/dag.md
+      "Fail Fast"). With `failFast: false` every task whose `depends` still holds starts, and the
+      dag's phase is decided once every branch has ended (assessDAGPhase, dag.go:199-229);
     - the dag's phase: Failed/Error when a leaf task's branch is (a Skipped/Omitted task takes
       its parents' worst phase), else Succeeded.
     """
@@ -989,6 +1055,9 @@ class _Dag:
         self.ex, self.name, self.path, self.node_name, self.task, self.item, self.scope = ex, name, path, node_name, task, item, scope
         dag = check_keys(body["dag"], "dag", f"{path}.dag")
         self.parallelism = int_or_string(body["parallelism"], f"{path}.parallelism") if "parallelism" in body else None
+        self.fail_fast = dag.get("failFast", True)
+        if not isinstance(self.fail_fast, bool):
+            raise Invalid(f"{path}.dag.failFast: expected a boolean, got {self.fail_fast!r}")
         self.tasks: dict[str, dict] = {}
         self.paths: dict[str, str] = {}
         for index, task_def in enumerate(as_list(dag.get("tasks"), f"{path}.dag.tasks")):
@@ -1026,7 +1095,9 @@ class _Dag:
     def task_scope(self, tname: str) -> dict:
         scope = dict(self.scope)
         for dep in self.ancestors(tname):
-            if self.phase.get(dep) in ("Skipped", "Omitted") and not self.outputs.get(dep):
+            # a Skipped/Omitted ancestor's declared outputs: '' from v4.0.4 on (dag.go:706-722 at
+            # v4.0.5); before (v4.0.2-4.0.3) nothing, and a reference to them requeues for ever
+            if self.phase.get(dep) in ("Skipped", "Omitted") and not self.outputs.get(dep) and self.ex.i.skipped_outputs == "empty":
                 for out in self.declared_outputs(self.tasks[dep].get("template")):
                     scope[f"tasks.{dep}.outputs.parameters.{out}"] = ""
             for key, value in self.outputs.get(dep, {}).items():
@@ -1060,7 +1131,7 @@ class _Dag:
         try:
             while True:
                 progressed = True
-                while progressed and not self.failed():
+                while progressed and not (self.fail_fast and self.failed()):
                     progressed = False
                     for tname in self.tasks:
                         if tname in decided or not all(d in self.phase for d in self.deps[tname]):
@@ -1071,7 +1142,7 @@ class _Dag:
                 while pending_items and (self.parallelism is None or len(running) < self.parallelism):
                     tname, index, item, resolved = pending_items.pop(0)
                     running[pool.submit(self.child, tname, index, item, resolved)] = (tname, index)
-                if self.failed():
+                if self.fail_fast and self.failed():
                     # fail fast: what this pass decided has started (Argo creates those pods in the
                     # same reconciliation); nothing else will, including children over parallelism
                     pending_items = []

@@ -1,7 +1,11 @@
 """Strict validation of what the Argo backend emits, against the upstream schemas in
 tests/schemas/ (copied from the upstream projects; see its README.md):
 
-- Workflow, WorkflowTemplate, CronWorkflow: argo-workflows-v4.0.5.schema.json
+- Workflow, WorkflowTemplate, CronWorkflow: argo-workflows-v4.0.5.schema.json (what Hera 7.1
+  models), AND the full CRDs Argo 4 installs (argo-workflows-v4.1.2-full-crd-*.yaml, the API
+  server's own check): their openAPIV3Schema with its limits (`maxItems: 200` on templates and
+  DAG tasks, ...) and every `x-kubernetes-validations` CEL rule, evaluated with cel-python (rules
+  on `oldSelf`, which only apply to updates, are not evaluated: the tests only create)
 - EventSource, Sensor, EventBus: argo-events-v1.9.11.schema.json
 - the prerequisites (a `v1 List` of ServiceAccount, Role, RoleBinding, EventBus): each item by its
   kind, the Kubernetes types from the definitions the argo-events file carries (io.k8s.api.*), and
@@ -38,6 +42,9 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"  # vendored, with prov
 WORKFLOWS_FILE = "argo-workflows-v4.0.5.schema.json"
 EVENTS_FILE = "argo-events-v1.9.11.schema.json"
 CRD_FILES = {"PyTorchJob": "kubeflow-pytorchjob-v1.9.0.crd.yaml", "MPIJob": "kubeflow-mpijob-v1.9.0.crd.yaml"}
+FULL_CRD_FILES = {"Workflow": "argo-workflows-v4.1.2-full-crd-workflows.yaml",
+                  "WorkflowTemplate": "argo-workflows-v4.1.2-full-crd-workflowtemplates.yaml",
+                  "CronWorkflow": "argo-workflows-v4.1.2-full-crd-cronworkflows.yaml"}
 
 ARGO_KINDS = {  # kind -> (schema file, definition)
     "Workflow": (WORKFLOWS_FILE, "io.argoproj.workflow.v1alpha1.Workflow"),
@@ -111,16 +118,70 @@ def validator(kind: str):
         cls.check_schema(document)
         return cls(document)
     if kind in CRD_FILES:
-        crd = yaml.safe_load((SCHEMAS / CRD_FILES[kind]).read_text(encoding="utf-8"))
-        (version,) = [v for v in crd["spec"]["versions"] if v.get("storage")]
-        schema = strict(version["schema"]["openAPIV3Schema"], crd=True)
-        # the API server routes by apiVersion and kind: a document of another group/version/kind is not this one
-        schema["properties"]["apiVersion"] = {"const": f"{crd['spec']['group']}/{version['name']}"}
-        schema["properties"]["kind"] = {"const": crd["spec"]["names"]["kind"]}
-        schema["required"] = sorted({*schema.get("required", ()), "apiVersion", "kind", "spec"})
-        jsonschema.Draft7Validator.check_schema(schema)
-        return jsonschema.Draft7Validator(schema)
+        return jsonschema.Draft7Validator(_crd_schema(CRD_FILES[kind]))
     raise SchemaError(f"no schema for kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+@cache
+def _crd_schema(file: str) -> dict:
+    """A CRD's storage version's openAPIV3Schema, strict, routed by its apiVersion and kind."""
+    crd = yaml.load((SCHEMAS / file).read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (version,) = [v for v in crd["spec"]["versions"] if v.get("storage")]
+    schema = strict(version["schema"]["openAPIV3Schema"], crd=True)
+    # the API server routes by apiVersion and kind: a document of another group/version/kind is not this one
+    schema["properties"]["apiVersion"] = {"const": f"{crd['spec']['group']}/{version['name']}"}
+    schema["properties"]["kind"] = {"const": crd["spec"]["names"]["kind"]}
+    schema["required"] = sorted({*schema.get("required", ()), "apiVersion", "kind", "spec"})
+    jsonschema.Draft7Validator.check_schema(schema)
+    return schema
+
+
+@cache
+def full_crd_validator(kind: str):
+    return jsonschema.Draft7Validator(_crd_schema(FULL_CRD_FILES[kind]))
+
+
+@cache
+def _cel_program(rule: str):
+    import celpy
+
+    environment = celpy.Environment()
+    return environment.program(environment.compile(rule))
+
+
+def cel_errors(schema: dict, value, path: str = "") -> list[str]:
+    """Every `x-kubernetes-validations` rule of `schema` and its sub-schemas, evaluated on the
+    matching part of `value` as `self` (the API server does the same on create). A rule naming
+    `oldSelf` is a transition rule (updates only) and is skipped."""
+    import celpy
+
+    found = []
+    for rule in schema.get("x-kubernetes-validations") or ():
+        if "oldSelf" in rule["rule"]:
+            continue
+        try:
+            holds = _cel_program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+        except celpy.CELEvalError as exc:
+            found.append(f"{path or '(document)'}: CEL rule {rule['rule']!r} could not be evaluated: {exc}")
+            continue
+        if not bool(holds):
+            found.append(f"{path or '(document)'}: {rule.get('message') or 'failed rule: ' + rule['rule']}")
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        for key, item in value.items():
+            sub = properties.get(key, schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None)
+            if sub:
+                found += cel_errors(sub, item, f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            found += cel_errors(schema["items"], item, f"{path}[{index}]")
+    return found
+
+
+def full_crd_errors(document: dict, kind: str) -> list[str]:
+    """What the API server with Argo 4's full CRD would refuse: schema (with maxItems) and CEL rules."""
+    found = [f"{_path(e)}: {e.message} (full CRD)" for e in full_crd_validator(kind).iter_errors(document)]
+    return found + [f"{message} (full CRD rule)" for message in cel_errors(_crd_schema(FULL_CRD_FILES[kind]), document)]
 
 
 def _path(error) -> str:
@@ -152,6 +213,8 @@ def errors(document: dict, kind: str | None = None) -> list[str]:
                 if isinstance(resource, dict):
                     prefix = f".spec.triggers[{index}].template.{way}.source.resource"
                     found += [prefix + message for message in errors(resource)]
+    if kind in FULL_CRD_FILES:  # what both find is said once
+        found += [e for e in full_crd_errors(document, kind) if e.rsplit(" (full CRD", 1)[0] not in found]
     if kind in ("Workflow", "WorkflowTemplate", "CronWorkflow"):
         spec = document.get("spec") or {}
         spec = spec.get("workflowSpec", spec) if kind == "CronWorkflow" else spec

@@ -53,8 +53,10 @@ def graph_of(template: dict) -> dict:
     out = {}
     for task in main_dag:
         depends = task.get("depends")
-        upstream = tuple(sorted(depends.split(" && "))) if depends else ()
-        assert all(re.fullmatch(r"[a-z0-9-]+", name) for name in upstream), depends
+        terms = depends.split(" && ") if depends else []
+        assert all(re.fullmatch(r"[a-z0-9-]+(\.Succeeded)?", term) for term in terms), depends
+        upstream = tuple(sorted(term.removesuffix(".Succeeded") for term in terms))
+        succeeded = {term.removesuffix(".Succeeded") for term in terms if term.endswith(".Succeeded")}
         maps_over = None
         param = task.get("withParam")
         called = templates[task["template"]]
@@ -66,6 +68,8 @@ def graph_of(template: dict) -> dict:
         if param is not None:
             maps_over = re.fullmatch(r"\{\{tasks\.([a-z0-9-]+)\.outputs\.parameters\.ranges\}\}", param).group(1)
         deciders = tuple(sorted(re.findall(r"\{\{tasks\.([a-z0-9-]+)\.outputs\.parameters\.status\}\}", task.get("when") or "")))
+        # every task whose output it reads must have Succeeded first: no `when`/withParam reads a Skipped task
+        assert succeeded == set(deciders) | ({maps_over} if maps_over else set()), (task["name"], depends)
         out[task["name"]] = {"upstream": upstream, "maps_over": maps_over, "deciders": deciders}
     return out
 
@@ -74,7 +78,8 @@ def graph_of_plan(plan) -> dict:
     out = {}
     for task in plan.tasks:
         deciders = tuple(sorted(task_name(d.id) for d in plan.tasks if task.id in d.skips))
-        out[task_name(task.id)] = {"upstream": tuple(sorted(task_name(u) for u in task.upstream)),
+        read = {task_name(u) for u in task.upstream} | set(deciders) | ({task_name(task.maps_over)} if task.maps_over else set())
+        out[task_name(task.id)] = {"upstream": tuple(sorted(read)),
                                    "maps_over": task_name(task.maps_over) if task.maps_over else None, "deciders": deciders}
     return out
 
@@ -257,10 +262,37 @@ def test_without_hera_the_target_says_what_to_install(capsys, write_spec, monkey
 
 @pytest.mark.slow
 def test_a_workflow_template_over_etcds_limit_is_a_compile_error(capsys, write_spec):
-    steps = "\n".join(f"  s{i:04d}: {{after: [{'t' if i == 0 else f's{i - 1:04d}'}], run: {{command: [echo]}}}}" for i in range(2000))
-    code, err = compile_argo(capsys, write_spec, spec_text("steps:\n" + steps))
+    # 150 steps (within Argo's 200 templates), each passed 150 params (one env var each)
+    steps = "\n".join(f"  s{i:04d}: {{after: [{'t' if i == 0 else f's{i - 1:04d}'}], run: {{command: [echo]}}}}" for i in range(150))
+    params = "\n".join(f"  p{i:04d}: {{type: string, default: x}}" for i in range(150))
+    code, err = compile_argo(capsys, write_spec, spec_text("params:\n" + params + "\nsteps:\n" + steps))
     assert code == 2 and "p.workflow-template.yaml would be" in err and "must stay under 1,048,576" in err, err[-500:]
     assert not Path("out").exists()
+
+
+def test_a_210_step_spec_is_refused_at_the_step_past_argos_200_items(capsys, write_spec):
+    """Argo 4's CRDs take at most 200 templates and 200 DAG tasks (maxItems): a 210-step spec is
+    a compile error at the first step past the limit, and 198 steps (+ the source + the DAG
+    template = 200 templates) compile and pass the full CRDs."""
+    from backend_argo import schemas
+
+    def chain(n):
+        return "steps:\n" + "\n".join(f"  s{i:04d}: {{after: [{'t' if i == 0 else f's{i - 1:04d}'}], run: {{command: [echo]}}}}"
+                                       for i in range(n))
+
+    code, err = compile_argo(capsys, write_spec, spec_text(chain(210)))
+    assert code == 2, err
+    (line,) = [e for e in err.splitlines() if "error:" in e]
+    assert "steps.s0198:" in line and "211 Argo DAG tasks in 212 templates" in line and "at most 200" in line, line
+    assert line.startswith("pipeline.yaml:") and not Path("out").exists()
+    code, err = compile_argo(capsys, write_spec, spec_text(chain(198)))
+    assert code == 0, err
+    document = yaml.safe_load(Path("out/p.workflow-template.yaml").read_text())
+    assert len(document["spec"]["templates"]) == 200
+    schemas.check(document)  # the full CRD too (maxItems: 200)
+    document["spec"]["templates"].append(dict(document["spec"]["templates"][-1], name="one-more"))
+    with pytest.raises(schemas.SchemaError, match=r"spec.templates: .* is too long"):
+        schemas.check(document)
 
 
 def test_a_parameter_default_argo_would_substitute_stays_in_the_ir(capsys, write_spec):

@@ -65,18 +65,21 @@ def test_a_distributed_train_step_is_a_training_job_resource(tmp_path):
     resource = train["resource"]
     assert resource["action"] == "create" and resource["setOwnerReference"] is True
     assert resource["successCondition"] == "status.replicaStatuses.Master.succeeded > 0"
-    assert resource["failureCondition"] == "status.replicaStatuses.Master.failed > 0"
+    # the operator's Failed condition (replicaStatuses freeze at the first failure: kubernetes.py)
+    assert resource["failureCondition"] == "status.conditions.1.type == Failed, status.conditions.2.type == Failed"
     job = yaml.safe_load(resource["manifest"])
     check(job)  # against the PyTorchJob CRD
     assert job["kind"] == "PyTorchJob" and job["metadata"]["generateName"] == "train-"
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 1
     (container,) = replicas["Master"]["template"]["spec"]["containers"]
-    assert container["command"][:3] == ["dagsmith", "step", "s3://acme/dagsmith/ir/" + container["command"][2].rsplit("/", 1)[1]]
+    assert container["command"][:3] == ["dagsmith", "step", "{{workflow.parameters.dagsmith-store}}/ir/" + container["command"][2].rsplit("/", 1)[1]]
     assert container["command"][-2:] == ["--item", "{{inputs.parameters.item}}"]  # one job per item of the sweep
     assert container["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}  # per replica, not x workers
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["DAGSMITH_RUN_ID"] == "{{workflow.name}}" and env["DAGSMITH_PARAM_epochs"] == "{{workflow.parameters.epochs}}"
+    assert env["DAGSMITH_RUN_DATE"].startswith("{{=sprig.dateInZone(")  # UTC, as in container templates
+    assert job["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"  # a failed job's running pods are deleted
     assert env["HUB_TOKEN"] == {"secretKeyRef": {"key": "HUB_TOKEN", "name": "hub-token"}}  # the same env as a container template
 
     horovod = compile_spec(load_spec(str(write_pipeline(tmp_path / "hvd", framework="horovod"))))
@@ -85,6 +88,10 @@ def test_a_distributed_train_step_is_a_training_job_resource(tmp_path):
     job = yaml.safe_load(resource["manifest"])
     check(job)  # against the MPIJob CRD
     assert job["kind"] == "MPIJob" and resource["successCondition"] == "status.replicaStatuses.Launcher.succeeded > 0"
+    (launcher,) = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"]
+    assert launcher["command"][:2] == ["mpirun", "-np"] and "horovodrun" not in launcher["command"]
+    exported = {launcher["command"][i + 1] for i, part in enumerate(launcher["command"]) if part == "-x"}
+    assert {e["name"] for e in launcher["env"]} <= exported  # the ranks get the job's environment
 
 
 @pytest.mark.slow

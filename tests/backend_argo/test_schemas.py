@@ -188,7 +188,7 @@ def test_wrong_types_and_values_fail():
     doc["spec"]["templates"][1]["container"]["resources"]["requests"]["cpu"] = {"n": 1}  # a Quantity
     del doc["spec"]["templates"][0]["dag"]["tasks"][0]["name"]  # required
     found = schemas.errors(doc)
-    assert [f.split(":")[0] for f in found] == [
+    assert sorted({f.split(":")[0] for f in found}) == [  # the full CRD names the same paths
         ".spec.templates[0].dag.tasks[0]", ".spec.templates[1].activeDeadlineSeconds",
         ".spec.templates[1].container.command", ".spec.templates[1].container.resources.requests.cpu"], found
     job = template("PyTorchJob")
@@ -199,11 +199,29 @@ def test_wrong_types_and_values_fail():
 
 def test_int_or_string_and_quantity_take_what_kubernetes_takes():
     """Widened from the Argo file's `string` to Kubernetes' own reading (schemas.py docstring)."""
-    for deadline, cpu in (("3600", "1"), (3600, 1), (3600, 0.5)):
+    for deadline, cpu in (("3600", "1"), (3600, 1)):
         doc = template("Workflow")
         doc["spec"]["templates"][1]["activeDeadlineSeconds"] = deadline
         doc["spec"]["templates"][1]["container"]["resources"]["limits"]["cpu"] = cpu
         assert schemas.errors(doc) == []
+    # a Workflow is a custom resource: its full CRD types a Quantity as an integer or a string
+    # (x-kubernetes-int-or-string), so the API server refuses 0.5 there (dagsmith writes "500m")
+    doc["spec"]["templates"][1]["container"]["resources"]["limits"]["cpu"] = 0.5
+    (found,) = schemas.errors(doc)
+    assert found.startswith(".spec.templates[1].container.resources.limits.cpu: 0.5") and found.endswith("(full CRD)"), found
+
+
+def test_the_full_crds_limits_and_cel_rules_are_checked():
+    doc = template("Workflow")
+    task = doc["spec"]["templates"][0]["dag"]["tasks"][0]
+    doc["spec"]["templates"][0]["dag"]["tasks"] = [dict(task, name=f"t{i}") for i in range(201)]
+    (found,) = schemas.errors(doc)
+    assert found.startswith(".spec.templates[0].dag.tasks: ") and "is too long (full CRD)" in found, found
+    doc = template("Workflow")
+    doc["spec"]["templates"][0]["dag"]["tasks"][0]["dependencies"] = ["x"]
+    doc["spec"]["templates"][0]["dag"]["tasks"][0]["depends"] = "x"
+    found = schemas.errors(doc)
+    assert any(f.startswith(".spec.templates[0].dag.tasks[0]: ") and f.endswith("(full CRD rule)") for f in found), found
 
 
 def test_a_resource_manifest_for_a_training_job_is_checked_against_its_crd():

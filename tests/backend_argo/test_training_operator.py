@@ -4,7 +4,7 @@ There is no Kubernetes cluster here: training_operator.py stands in for the trai
 (v1.9) and runs every replica's container command as a REAL local process with the environment
 the operator gives it. The ranks are `dagsmith step IR train` processes that form their process
 group from that environment (runtime/cluster.py); the job's status is evaluated with the Argo
-resource conditions of training_job_conditions.
+resource conditions of training_job_conditions, as Argo evaluates them (interpreter.condition).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from backend_argo import schemas
-from backend_argo.training_operator import UnsupportedManifest, condition_holds, run_training_job
+from backend_argo.interpreter import Invalid, condition
+from backend_argo.training_operator import UnsupportedManifest, mpi_mount, run_training_job
 from dagsmith.backends.kubernetes import training_job, training_job_conditions
 from dagsmith.ir import Step
 from dagsmith.runtime import make_context, run_step
@@ -116,11 +117,14 @@ def job_for(project: Project, name: str = "train-job") -> dict:
     return manifest
 
 
-def outcome(manifest: dict, status: dict) -> str:
-    success, failure = training_job_conditions(manifest["kind"])
-    if condition_holds(failure, status):  # Argo checks the failure condition first
+def outcome(manifest: dict, status: dict, conditions: tuple[str, str] | None = None) -> str:
+    """What Argo's resource template makes of the job's final status: "running" means it would
+    poll for ever (the operator never writes the job again)."""
+    success, failure = conditions or training_job_conditions(manifest["kind"])
+    document = {**manifest, "status": status}
+    if condition(document, failure, "failureCondition", any_of=True):  # Argo checks the failure condition first
         return "failed"
-    return "succeeded" if condition_holds(success, status) else "running"
+    return "succeeded" if condition(document, success, "successCondition") else "running"
 
 
 def alive(pid: int) -> bool:
@@ -155,7 +159,7 @@ def test_pytorchjob_manifest(workers):
     assert (job["apiVersion"], job["kind"], job["metadata"]) == ("kubeflow.org/v1", "PyTorchJob", {"name": "t-train", "namespace": "ml"})
     spec = job["spec"]
     assert spec["nprocPerNode"] == "1"  # WORLD_SIZE = replicas: one rank per pod
-    assert spec["runPolicy"] == {"backoffLimit": 0, "activeDeadlineSeconds": 7200, "cleanPodPolicy": "None"}
+    assert spec["runPolicy"] == {"backoffLimit": 0, "activeDeadlineSeconds": 7200, "cleanPodPolicy": "Running"}
     replicas = spec["pytorchReplicaSpecs"]
     assert replicas["Master"]["replicas"] == 1
     assert (replicas.get("Worker") or {}).get("replicas", 0) == workers - 1
@@ -170,7 +174,7 @@ def test_pytorchjob_manifest(workers):
     assert "&id" not in text  # no shared objects: plain, deterministic YAML
     assert job == training_job(step, name="t-train", image="img:1", argv=ARGV, env=ENV, namespace="ml")
     assert training_job_conditions("PyTorchJob") == ("status.replicaStatuses.Master.succeeded > 0",
-                                                     "status.replicaStatuses.Master.failed > 0")
+                                                     "status.conditions.1.type == Failed, status.conditions.2.type == Failed")
 
 
 def test_mpijob_manifest():
@@ -184,12 +188,14 @@ def test_mpijob_manifest():
     launcher, worker = spec["mpiReplicaSpecs"]["Launcher"], spec["mpiReplicaSpecs"]["Worker"]
     assert launcher["replicas"] == 1 and worker["replicas"] == 3
     (lc,) = launcher["template"]["spec"]["containers"]
-    assert lc["command"] == ["horovodrun", "-np", "3", "--hostfile", "/etc/mpi/hostfile", *ARGV]
+    # mpirun as the operator's example (examples/mpi/tensorflow-mnist.yaml), the job's env passed to the ranks
+    assert lc["command"] == ["mpirun", "-np", "3", "--allow-run-as-root", "-bind-to", "none", "-map-by", "slot",
+                             "-x", "PATH", "-x", "LD_LIBRARY_PATH", "-x", "DAGSMITH_RUN_ID", "-x", "TOKEN", *ARGV]
     assert "nvidia.com/gpu" not in json.dumps(lc["resources"])
     (wc,) = worker["template"]["spec"]["containers"]
     assert "command" not in wc and wc["resources"]["limits"] == {"nvidia.com/gpu": "1"} and wc["env"] == ENV
     assert training_job_conditions("MPIJob") == ("status.replicaStatuses.Launcher.succeeded > 0",
-                                                 "status.replicaStatuses.Launcher.failed > 0")
+                                                 "status.conditions.1.type == Failed, status.conditions.2.type == Failed")
 
 
 def test_manifest_errors_and_strictness():
@@ -216,11 +222,47 @@ def test_the_harness_refuses_what_it_does_not_implement(tmp_path):
 
 
 def test_condition_evaluation():
-    status = {"replicaStatuses": {"Master": {"succeeded": 1}, "Worker": {"failed": 1}}}
-    assert condition_holds("status.replicaStatuses.Master.succeeded > 0", status)
-    assert not condition_holds("status.replicaStatuses.Master.failed > 0", status)
-    assert condition_holds("status.replicaStatuses.Worker.failed > 0, status.replicaStatuses.Master.succeeded == 1", status)
-    assert not condition_holds("status.replicaStatuses.Master.succeeded != 1", status)
+    """Label-selector semantics (interpreter.condition): success = all requirements, failure = any."""
+    doc = {"status": {"replicaStatuses": {"Master": {"succeeded": 1}, "Worker": {"failed": 1}},
+                      "conditions": [{"type": "Created"}, {"type": "Failed"}]}}
+    assert condition(doc, "status.replicaStatuses.Master.succeeded > 0", "s")
+    assert not condition(doc, "status.replicaStatuses.Master.failed > 0", "s")
+    assert condition(doc, "status.replicaStatuses.Worker.failed > 0, status.replicaStatuses.Master.succeeded == 1", "s")
+    assert not condition(doc, "status.replicaStatuses.Master.succeeded != 1", "s")
+    assert condition(doc, "status.replicaStatuses.Master.failed != 1", "s")  # != holds for a missing key
+    failure = training_job_conditions("PyTorchJob")[1]
+    assert condition(doc, failure, "f", any_of=True) and not condition(doc, failure, "f")  # Failed at index 1: any, not all
+    with pytest.raises(Invalid, match="not a label key"):  # a gjson query cannot be written in a label selector
+        condition(doc, 'status.conditions.#(type=="Failed").status == True', "f", any_of=True)
+
+
+def test_the_mpi_mount_reaches_worker_pods_by_name_as_kubexec_does(tmp_path):
+    """The operator's hostfile names the worker pods, and kubexec.sh runs a command in the named
+    pod with its container's environment (no sshd; an unknown pod fails)."""
+    import subprocess
+
+    env = mpi_mount(tmp_path / "etc-mpi", "train-job", 1, 2, {"PATH": os.environ["PATH"], "WHO": "worker"}, tmp_path)
+    assert (tmp_path / "etc-mpi" / "hostfile").read_text() == "train-job-worker-0 slots=1\ntrain-job-worker-1 slots=1\n"
+    assert "localhost" not in (tmp_path / "etc-mpi" / "hostfile").read_text()
+    assert env == {"OMPI_MCA_plm_rsh_agent": str(tmp_path / "etc-mpi" / "kubexec.sh"),
+                   "OMPI_MCA_orte_default_hostfile": str(tmp_path / "etc-mpi" / "hostfile")}
+    got = subprocess.run([env["OMPI_MCA_plm_rsh_agent"], "train-job-worker-1", "echo", "$WHO", "$(pwd)"], capture_output=True, text=True)
+    assert (got.returncode, got.stdout) == (0, f"worker {tmp_path}\n"), got.stderr
+    got = subprocess.run([env["OMPI_MCA_plm_rsh_agent"], "train-job-worker-2", "true"], capture_output=True, text=True)
+    assert got.returncode == 1 and 'pods "train-job-worker-2" not found' in got.stderr
+
+
+@pytest.mark.skipif(not horovod_available(), reason="needs horovodrun (scripts/install-horovod.sh)")
+def test_horovodrun_cannot_start_in_a_v1_mpijob(tmp_path):
+    """The launcher the backend used to write: horovodrun checks every host of the operator's
+    hostfile over ssh, and the workers have no sshd (they run `sleep`): the job fails (the old
+    stand-in wrote `localhost` into the hostfile, which skipped the check)."""
+    step = train_step("horovod", 2)
+    job = training_job(step, name="hvd", image="i", argv=["python", "-c", "print('rank')"], env=[], namespace=None)
+    (launcher,) = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"]
+    launcher["command"] = ["horovodrun", "-np", "2", "--hostfile", "/etc/mpi/hostfile", "python", "-c", "print('rank')"]
+    status = run_training_job(job, {}, tmp_path, timeout=120)
+    assert outcome(job, status) == "failed"
 
 
 # --- real ranks ---------------------------------------------------------------------------------------
@@ -257,8 +299,13 @@ def test_a_failing_worker_fails_the_pytorchjob(tmp_path):
     status = run_training_job(manifest, {"OMP_NUM_THREADS": "1", "DAGSMITH_DISTRIBUTED_COLLECTIVE_TIMEOUT": "60"},
                               tmp_path, timeout=300)
     assert outcome(manifest, status) == "failed"
-    assert status["replicaStatuses"] == {"Master": {"failed": 1}, "Worker": {"failed": 1}}
-    assert status["conditions"][-1]["type"] == "Failed"
+    # frozen at the first failure (job.go:192-247): the failed pod is never counted, so the
+    # failure condition this backend used to write (the Master's failed count) never holds: the
+    # step would poll until its deadline (for ever without one)
+    assert status["replicaStatuses"] == {"Master": {"active": 1}, "Worker": {"active": 1}}
+    assert [c["type"] for c in status["conditions"]] == ["Created", "Running", "Failed"]
+    old = ("status.replicaStatuses.Master.succeeded > 0", "status.replicaStatuses.Master.failed > 0")
+    assert outcome(manifest, status, old) == "running"
     assert not (project.store.root / project.store.step_key("r1", project.train.id)).exists()
     assert not any(alive(int((tmp_path / "reports" / f"pid-{r}.txt").read_text())) for r in (0, 1))
 
@@ -266,6 +313,8 @@ def test_a_failing_worker_fails_the_pytorchjob(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not horovod_available(), reason="horovod with its PyTorch binding is not importable "
                                                     "(scripts/install-horovod.sh)")
+@pytest.mark.skipif(not __import__("shutil").which("mpirun"), reason="needs Open MPI's mpirun (and horovod built with MPI): "
+                                                                     "the MPIJob's launcher runs mpirun, as on a cluster")
 def test_mpijob_launcher_runs_horovod_ranks_with_the_single_pod_metrics(tmp_path):
     data = rows()
     job_project = Project(tmp_path / "job", spec(ESTIMATOR, "{framework: horovod, workers: 2}"), data)
@@ -300,3 +349,26 @@ def test_a_range_of_sweep_items_in_one_pytorchjob_forms_one_group_per_item(tmp_p
         ctx = make_context(pod_project.ir, pod_project.train.id, pod_project.store, item,
                            environ={**RUN, "DAGSMITH_ROOT": str(pod_project.root)})
         assert trial["metrics"] == run_step(ctx)["metrics"]
+
+
+@pytest.mark.skipif(not horovod_available(), reason="horovod with its PyTorch binding is not importable")
+def test_a_rank_started_by_mpirun_needs_horovod_built_with_mpi(monkeypatch):
+    """Under an MPIJob the launcher's mpirun starts the ranks (Open MPI's variables, no horovodrun
+    rendezvous): hvd.init() can only use MPI, so a horovod built without it fails with what to do."""
+    import types
+
+    import horovod.torch as hvd
+
+    from dagsmith.runtime import cluster, distributed
+    from dagsmith.runtime.context import StepFailed
+
+    if hvd.mpi_built():
+        pytest.skip("horovod here is built with MPI")
+    for key in [k for k in os.environ if k.startswith(("HOROVOD_", "PMI_", "OMPI_")) or k in ("RANK", "WORLD_SIZE", "DAGSMITH_CLUSTER")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    launched = cluster.detect()
+    assert launched.kind == "horovod"
+    with pytest.raises(StepFailed, match="started by mpirun .* built without MPI"):
+        distributed._init_launched(types.SimpleNamespace(framework="horovod"), launched)

@@ -3,7 +3,8 @@
 `run_training_job(manifest, env, cwd, timeout)` does, with local processes, what the operator
 does with pods for the PyTorchJob and MPIJob that backends/kubernetes.py `training_job` builds,
 and returns the `status` the operator would write on the job, so an Argo `resource` template's
-successCondition / failureCondition (`training_job_conditions`) can be evaluated on it.
+successCondition / failureCondition (`training_job_conditions`) can be evaluated on it
+(interpreter.condition, as Argo does).
 
 What it does, as the operator's source does it (github.com/kubeflow/training-operator, v1.9.0):
 
@@ -21,20 +22,31 @@ What it does, as the operator's source does it (github.com/kubeflow/training-ope
   `pytorchjob-port` there; a free local port here, since tests run side by side), WORLD_SIZE =
   replicas x nprocPerNode (1 unless an integer), RANK and PET_NODE_RANK (Master 0, Worker i ->
   i + 1), PET_NPROC_PER_NODE (nprocPerNode, default "auto"), PET_NNODES (replicas).
-  Status (pytorchjob_controller.go UpdateJobStatus): Succeeded when every Master replica
-  succeeded; with restartPolicy Never, Failed when a replica failed; `replicaStatuses` count
-  each type's succeeded / failed pods.
-- MPIJob (pkg/controller.v1/mpi/mpijob_controller.go): the operator mounts a ConfigMap at
-  /etc/mpi with the hostfile (`<job>-worker-<i> slots=<slotsPerWorker>` per worker) and sets
-  OMPI_MCA_orte_default_hostfile in the launcher; worker pods idle (`sleep 365d`) until the
-  launcher's mpirun reaches them with kubectl exec. Here the hostfile lists the same number of
-  slots on this machine (`localhost slots=<workers x slotsPerWorker>`), a path under
-  /etc/mpi/ in the launcher's command is read from a local folder standing in for the mount,
-  and no worker process is started: the launcher (horovodrun) starts the ranks here, as it
-  does on the workers there. A worker container with a command of its own is refused. Status
-  (updateMPIJobStatus): the Launcher's succeeded / failed (1) decides the job.
-- `runPolicy.activeDeadlineSeconds`: past it the processes are stopped and the job is Failed
-  with reason DeadlineExceeded (the operator deletes the pods: their counts stay as they were).
+  Success (pytorchjob_controller.go:383-401 UpdateJobStatus): every Master replica succeeded;
+  then the pods still running go as cleanPodPolicy says (job.go:122-136 CleanUpResources ->
+  DeletePodsAndServices, job.go:43-69: None keeps them, Running/All delete them) and each
+  type's `active` is counted as `succeeded` (job.go:131-135).
+- Failure: only `runPolicy.backoffLimit: 0` with restartPolicy Never is implemented (what
+  kubernetes.training_job writes; anything else is refused). Then the FIRST failed pod fails the
+  job in ReconcileJobs before the replicas are reconciled (job.go:192-247, v1.9.0): every pod is
+  deleted (job.go:225: the status is not Failed yet, so cleanPodPolicy does not apply), the
+  condition Failed is appended (`Running` set to False: pkg/util/status.go:103-149) and
+  `replicaStatuses` are NOT updated: they stay as the previous reconcile wrote them (pods
+  `active`, none `failed`), and no later reconcile touches them (job.go:122-144). So does
+  `runPolicy.activeDeadlineSeconds` (job.go:211-247).
+- MPIJob (pkg/controller.v1/mpi/mpijob_controller.go, v1 API of the training operator): the
+  operator mounts a ConfigMap at /etc/mpi with the hostfile (`<job>-worker-<i>
+  slots=<slotsPerWorker>` per worker, newConfigMap :1227-1249) and kubexec.sh (`kubectl exec
+  $POD -- /bin/sh -c "$*"`), sets OMPI_MCA_plm_rsh_agent=/etc/mpi/kubexec.sh and
+  OMPI_MCA_orte_default_hostfile=/etc/mpi/hostfile in the launcher (:1085-1093), and runs
+  `sleep 365d` in a worker without a command (:942-944). Here: the same hostfile with the same
+  pod names, a kubexec.sh that runs `/bin/sh -c "$*"` as a process "in" the named worker pod
+  (its container's environment; an unknown pod fails as kubectl's NotFound does), the /etc/mpi
+  paths of the launcher's command and environment mapped to a local folder standing in for the
+  mount. The launcher runs its own command: `mpirun` reaches the workers through the rsh agent;
+  `horovodrun` checks every hostfile host over ssh first (horovod 0.28.1 runner/launch.py:58-105,
+  655) and fails, as there is no sshd in the workers. A worker container with a command of its
+  own is refused. Success: the Launcher succeeded (mpijob_controller.go:415-430).
 - `timeout` is this harness's own limit: past it every process is stopped and TimeoutError is
   raised (the operator has no such limit).
 
@@ -152,59 +164,85 @@ class _Pod:
         return "\n".join(lines[-LOG_TAIL:])
 
 
-def _wait(pods: list[_Pod], timeout: float, deadline_seconds: float | None) -> bool:
-    """Wait for every process; False when runPolicy.activeDeadlineSeconds passed (all stopped)."""
+def _reconcile(pods: list[_Pod], timeout: float, deadline_seconds: float | None, succeeded) -> tuple[str, dict]:
+    """The operator's reconcile loop over the pods, until the job is finished: ("Succeeded",
+    counts) once `succeeded(counts)` holds; ("Failed", counts written before the first failure)
+    at the first failed pod; ("DeadlineExceeded", those counts) past activeDeadlineSeconds. Only
+    a success counts what it sees (see the module docstring)."""
     started = time.monotonic()
-    try:
-        while any(p.poll() is None for p in pods):
-            elapsed = time.monotonic() - started
-            if deadline_seconds is not None and elapsed > deadline_seconds:
-                for pod in pods:
-                    pod.stop()
-                return False
-            if elapsed > timeout:
-                raise TimeoutError(f"the training job did not finish within {timeout:g}s (the harness's timeout); "
-                                   "still running: " + ", ".join(p.name for p in pods if p.poll() is None))
-            time.sleep(0.1)
-        return True
-    finally:
+    written: dict = {}  # replicaStatuses as the last reconcile wrote them: the one creating the pods saw them active
+    for pod in pods:
+        written.setdefault(pod.replica, {"active": 0})["active"] += 1
+    while True:
+        seen = _count(pods)
+        if any(entry.get("failed") for entry in seen.values()):
+            return "Failed", written
+        if succeeded(seen):
+            return "Succeeded", seen
+        elapsed = time.monotonic() - started
+        if deadline_seconds is not None and elapsed > deadline_seconds:
+            return "DeadlineExceeded", written
+        if elapsed > timeout:
+            raise TimeoutError(f"the training job did not finish within {timeout:g}s (the harness's timeout); "
+                               "still running: " + ", ".join(p.name for p in pods if p.poll() is None))
+        written = seen
+        time.sleep(0.1)
+
+
+def _finish(outcome: str, pods: list[_Pod], clean_pod_policy: str) -> None:
+    """What happens to the pods when the job is finished: a failed job's are all deleted
+    (job.go:216-227); a succeeded job's still running go unless cleanPodPolicy is None
+    (job.go:43-69). A pod left running runs to its own end, as on a cluster."""
+    if outcome != "Succeeded" or clean_pod_policy in ("Running", "All"):
         for pod in pods:
             pod.stop()
+        return
+    for pod in pods:
+        pod.proc.wait()
 
 
-def _condition(kind: str, type_: str, status: str, message: str) -> dict:
+def _condition(kind: str, type_: str, status: str, message: str, reason: str | None = None) -> dict:
     now = _now()
-    return {"type": type_, "status": status, "reason": f"{kind}{type_}", "message": message,
+    return {"type": type_, "status": status, "reason": reason or f"{kind}{type_}", "message": message,
             "lastUpdateTime": now, "lastTransitionTime": now}
 
 
-def _status(kind: str, name: str, counts: dict, outcome: str | None, started: str, deadline: bool) -> dict:
+def _status(kind: str, name: str, counts: dict, outcome: str, started: str) -> dict:
+    """conditions in the operator's order (status.go:103-149: appended; Running set to False when
+    the job ends), replicaStatuses, times."""
     conditions = [_condition(kind, "Created", "True", f"{kind} {name} is created."),
                   _condition(kind, "Running", "False", f"{kind} {name} is running.")]
-    if deadline:
-        failed = _condition(kind, "Failed", "True", f"{kind} {name} is active more than its activeDeadlineSeconds")
-        failed["reason"] = "DeadlineExceeded"
-        conditions.append(failed)
-    elif outcome == "Succeeded":
+    if outcome == "Succeeded":
+        counts = {rtype: {"succeeded": entry.get("succeeded", 0) + entry.get("active", 0)} if entry.get("active") else entry
+                  for rtype, entry in counts.items()}  # job.go:131-135
+        counts = {rtype: {k: v for k, v in entry.items() if v} for rtype, entry in counts.items()}
         conditions.append(_condition(kind, "Succeeded", "True", f"{kind} {name} is successfully completed."))
-    elif outcome == "Failed":
-        conditions.append(_condition(kind, "Failed", "True", f"{kind} {name} has failed"))
-    status = {"conditions": conditions, "replicaStatuses": counts, "startTime": started}
-    if deadline or outcome:
-        status["completionTime"] = _now()
-    return status
+    elif outcome == "DeadlineExceeded":
+        conditions.append(_condition(kind, "Failed", "True", f"Job {name} has failed because it was active longer than specified deadline",
+                                     reason=f"{kind}Failed"))
+    else:
+        conditions.append(_condition(kind, "Failed", "True", f"Job {name} has failed because it has reached the specified backoff limit",
+                                     reason=f"{kind}Failed"))
+    return {"conditions": conditions, "replicaStatuses": counts, "startTime": started, "completionTime": _now()}
 
 
 def _count(pods: list[_Pod]) -> dict:
+    """replicaStatuses from the pods: active (running), succeeded, failed per replica type."""
     counts: dict = {}
     for pod in pods:
         entry = counts.setdefault(pod.replica, {})
         code = pod.poll()
-        if code == 0:
-            entry["succeeded"] = entry.get("succeeded", 0) + 1
-        elif code is not None:
-            entry["failed"] = entry.get("failed", 0) + 1
+        key = "active" if code is None else "succeeded" if code == 0 else "failed"
+        entry[key] = entry.get(key, 0) + 1
     return counts
+
+
+def _run_policy(kind: str, spec: dict) -> str:
+    """The runPolicy this stand-in implements: backoffLimit 0; the cleanPodPolicy (default None)."""
+    run_policy = spec.get("runPolicy") or {}
+    if run_policy.get("backoffLimit") != 0:
+        raise UnsupportedManifest(f"{kind}: only runPolicy.backoffLimit 0 is implemented (a failed pod fails the job)")
+    return run_policy.get("cleanPodPolicy") or "None"
 
 
 def _report_failures(pods: list[_Pod]) -> None:
@@ -228,6 +266,7 @@ def _pytorchjob(manifest: dict, env: dict, cwd: Path, timeout: float, logs: Path
         raise UnsupportedManifest(f"PyTorchJob: replica types {sorted(replicas)}: this stand-in runs a Master (+ Workers)")
     if any(r.get("restartPolicy", "OnFailure") != "Never" for r in replicas.values()):
         raise UnsupportedManifest("PyTorchJob: only restartPolicy Never is implemented (no pod restarts here)")
+    clean_pod_policy = _run_policy("PyTorchJob", spec)
     nproc = spec.get("nprocPerNode", "auto")
     per_node = int(nproc) if str(nproc).isdigit() else 1
     total = sum(int(r.get("replicas", 1)) for r in replicas.values())
@@ -252,21 +291,16 @@ def _pytorchjob(manifest: dict, env: dict, cwd: Path, timeout: float, logs: Path
                                "PET_NNODES": str(total)}
                 pods.append(_Pod(where, replica, _argv(container, where), process_env, cwd, logs))
         started = _now()
-        finished = _wait(pods, timeout, _deadline(spec))
+        masters = int(replicas["Master"].get("replicas", 1))
+        outcome, counts = _reconcile(pods, timeout, _deadline(spec), lambda seen: seen.get("Master", {}).get("succeeded", 0) == masters)
+        _report_failures(pods)
+        _finish(outcome, pods, clean_pod_policy)
     finally:
         for pod in pods:
             pod.stop()
-    counts = _count(pods)
-    _report_failures(pods)
-    masters = int(replicas["Master"].get("replicas", 1))
-    outcome = None
-    if counts.get("Master", {}).get("succeeded", 0) == masters:
-        outcome = "Succeeded"
-    elif any(entry.get("failed") for entry in counts.values()):
-        outcome = "Failed"
     for replica in replicas:
         counts.setdefault(replica, {})
-    return _status("PyTorchJob", name, counts, outcome, started, not finished)
+    return _status("PyTorchJob", name, counts, outcome, started)
 
 
 def _mpijob(manifest: dict, env: dict, cwd: Path, timeout: float, logs: Path) -> dict:
@@ -284,31 +318,56 @@ def _mpijob(manifest: dict, env: dict, cwd: Path, timeout: float, logs: Path) ->
         raise UnsupportedManifest("MPIJob Worker: a command of its own is not implemented here (the operator's workers idle "
                                   "until the launcher reaches them)")
     launcher = _container("MPIJob", "Launcher", replicas["Launcher"])
-    slots = int(spec.get("slotsPerWorker") or 1)
-    workers = int(replicas["Worker"].get("replicas", 1))
+    if any(r.get("restartPolicy", "OnFailure") != "Never" for r in replicas.values()):
+        raise UnsupportedManifest("MPIJob: only restartPolicy Never is implemented (no pod restarts here)")
+    clean_pod_policy = _run_policy("MPIJob", spec)
     mount = logs / "etc-mpi"
-    mount.mkdir()
-    (mount / "hostfile").write_text(f"localhost slots={workers * slots}\n", encoding="utf-8")
     where = f"{name}-launcher"
-    argv = [str(mount) + a[len(MPI_MOUNT):] if a == MPI_MOUNT or a.startswith(MPI_MOUNT + "/") else a
-            for a in _argv(launcher, where)]
-    process_env = {**base_environment(env), **_container_env(launcher, env, where),
-                   "OMPI_MCA_orte_default_hostfile": str(mount / "hostfile")}
+    launcher_env = {**base_environment(env), **_container_env(launcher, env, where)}
+    operator_env = mpi_mount(mount, name, int(spec.get("slotsPerWorker") or 1), int(replicas["Worker"].get("replicas", 1)),
+                             {**base_environment(env), **_container_env(worker, env, f"{name}-worker")}, cwd)
+    local = lambda a: str(mount) + a[len(MPI_MOUNT):] if a == MPI_MOUNT or a.startswith(MPI_MOUNT + "/") else a  # noqa: E731
+    argv = [local(a) for a in _argv(launcher, where)]
+    process_env = {**{k: local(v) for k, v in launcher_env.items()}, **operator_env}
     pods = []
     try:
         pods.append(_Pod(where, "Launcher", argv, process_env, cwd, logs))
         started = _now()
-        finished = _wait(pods, timeout, _deadline(spec))
+        outcome, counts = _reconcile(pods, timeout, _deadline(spec), lambda seen: bool(seen.get("Launcher", {}).get("succeeded")))
+        _report_failures(pods)
+        _finish(outcome, pods, clean_pod_policy)
     finally:
         for pod in pods:
             pod.stop()
-    counts = _count(pods)
-    _report_failures(pods)
-    launched = counts.get("Launcher", {})
-    outcome = "Succeeded" if launched.get("succeeded") else "Failed" if launched.get("failed") else None
     counts.setdefault("Launcher", {})
-    counts["Worker"] = {}  # idle pods, deleted when the launcher finished (cleanPodPolicy Running)
-    return _status("MPIJob", name, counts, outcome, started, not finished)
+    counts["Worker"] = {}  # the idle workers' pods: not run as processes here (kubexec.sh runs what mpirun starts in them)
+    return _status("MPIJob", name, counts, outcome, started)
+
+
+def mpi_mount(mount: Path, job: str, slots: int, workers: int, worker_env: dict, cwd: Path) -> dict:
+    """The operator's /etc/mpi for job `job` in folder `mount` (hostfile, kubexec.sh), one
+    script per worker pod standing in for `kubectl exec POD -- /bin/sh -c "$*"` in that pod
+    (its container's environment, the image's working directory); returns the environment the
+    operator gives the launcher, pointing at them (mpijob_controller.go:1085-1093, 1227-1249)."""
+    import shlex
+
+    mount.mkdir(parents=True)
+    pods = mount / "pods"
+    pods.mkdir()
+    names = [f"{job}-worker-{i}" for i in range(workers)]
+    (mount / "hostfile").write_text("".join(f"{n} slots={slots}\n" for n in names), encoding="utf-8")
+    exports = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(worker_env.items()))
+    for pod_name in names:
+        (pods / pod_name).write_text(f"cd {shlex.quote(str(cwd))} && exec env -i {exports} /bin/sh -c \"$1\"\n", encoding="utf-8")
+    kubexec = mount / "kubexec.sh"
+    kubexec.write_text(f"""#!/bin/sh
+POD_NAME=$1
+shift
+if [ ! -f {shlex.quote(str(pods))}/"$POD_NAME" ]; then echo "Error from server (NotFound): pods \\"$POD_NAME\\" not found" >&2; exit 1; fi
+exec /bin/sh {shlex.quote(str(pods))}/"$POD_NAME" "$*"
+""", encoding="utf-8")
+    kubexec.chmod(0o755)
+    return {"OMPI_MCA_plm_rsh_agent": str(kubexec), "OMPI_MCA_orte_default_hostfile": str(mount / "hostfile")}
 
 
 def run_training_job(manifest: dict, env: dict, cwd: Path, timeout: float) -> dict:
@@ -321,28 +380,3 @@ def run_training_job(manifest: dict, env: dict, cwd: Path, timeout: float) -> di
     with tempfile.TemporaryDirectory(prefix="training-operator-") as folder:
         run = _pytorchjob if kind == "PyTorchJob" else _mpijob
         return run(manifest, env, Path(cwd), timeout, Path(folder))
-
-
-def condition_holds(condition: str, status: dict) -> bool:
-    """An Argo resource condition (`a.b.c > 0`, requirements joined by commas, all must hold;
-    operators = == != > <) on `{"status": status}`, as Argo evaluates it with gjson paths; a
-    missing path does not hold. For tests of the conditions training_job_conditions writes."""
-    import re
-
-    document = {"status": status}
-    for requirement in condition.split(","):
-        match = re.fullmatch(r"\s*([\w.-]+)\s*(==|=|!=|>|<)\s*([\w.-]+)\s*", requirement)
-        if not match:
-            raise UnsupportedManifest(f"condition {requirement!r} is not implemented here")
-        path, op, expected = match.groups()
-        value = document
-        for part in path.split("."):
-            if not isinstance(value, dict) or part not in value:
-                return False
-            value = value[part]
-        if op in (">", "<"):
-            if not isinstance(value, int) or (value <= int(expected) if op == ">" else value >= int(expected)):
-                return False
-        elif (str(value) == expected) == (op == "!="):
-            return False
-    return True

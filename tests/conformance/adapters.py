@@ -21,8 +21,10 @@ A backend joins the suite with ONE new module `tests/conformance/backend_<name>.
 
 Outcome is the normalized result. Step states, per IR step id: succeeded | skipped (a gate did
 not pass) | failed | not_run (never started because something upstream failed: Airflow's
-upstream_failed, the local runner's "skipped: upstream failed"); a fan-out step is succeeded when
-all its task instances are. Task ids the backend adds (ids starting `dagsmith-`) are not steps.
+upstream_failed, the local runner's "skipped: upstream failed") | never_started (the orchestrator
+stopped scheduling after a failure and never considered the step, e.g. Argo's fail-fast: it is
+reported as such, so the comparison shows it instead of calling it not_run); a fan-out step is
+succeeded when all its task instances are. Task ids the backend adds (ids starting `dagsmith-`) are not steps.
 `StoreView` reads what every backend leaves in the dagsmith artifact store (results, fan-out
 items, the model registry), so an adapter only has to map its orchestrator's own states.
 """
@@ -35,7 +37,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STATES = ("succeeded", "skipped", "failed", "not_run")
+STATES = ("succeeded", "skipped", "failed", "not_run", "never_started")
 
 
 @dataclass

@@ -5,21 +5,23 @@ emits (tests/backend_argo/interpreter.py: containers as local processes), agains
 - start(): moto's S3 server on 127.0.0.1 (a thread of this process; no boto3 patching, so the
   pytest process and the other lanes are untouched) and a bucket.
 - prepare(): a copy of the spec beside it (`pipeline.argo-conformance.yaml`, so the spec's folder
-  stays the root) with `backends.argo.store` on that bucket, compiled; the IR file put where the
-  pods read it (the IR URI in the emitted args: `<store>/ir/<pipeline>-<hash>.ir.json`, what
-  `dagsmith deploy` uploads).
+  stays the root) with `backends.argo.store` on that bucket, compiled.
 - run(): the WorkflowTemplate submitted (`argo submit --from workflowtemplate/NAME -p ...`) with
   the run's params as workflow arguments, a fresh store prefix per run through the workflow
-  parameter `dagsmith-store`, the run date as the workflow's creationTimestamp (what
-  `{{workflow.creationTimestamp.*}}` gives), retries off (the suite's contract, as the Airflow
+  parameter `dagsmith-store`, the IR put where the pods read it under that store (the emitted
+  args: `{{workflow.parameters.dagsmith-store}}/ir/<pipeline>-<hash>.ir.json`), the run date as the
+  workflow's creationTimestamp, the controller's time zone not UTC (so a run date read in the
+  controller's zone would differ from the local run's), retries off (the suite's contract, as the Airflow
   adapter sets retries=0: the templates' `retryStrategy` is removed). The pods' environment: PATH
   with this venv's bin (the image has `dagsmith`), moto's endpoint and credentials (the node's
   IAM role), nothing else of this process; their working directory is the spec's folder (the
   image's working directory, where the data files are).
 - States: a node runs the plan task named by its template's annotation `dagsmith.dev/task`
   (ids starting `dagsmith-` are not steps); Succeeded -> succeeded, Skipped -> skipped,
-  Failed/Error -> failed, Omitted or never started -> not_run. A fan-out step's instances are its
-  pods. The store is read (StoreView) in a child process with moto's environment.
+  Failed/Error -> failed, Omitted -> not_run when a task it depends on (transitively) failed, else
+  skipped (a decider it reads was itself Skipped: it `depends` on `<decider>.Succeeded`); a step
+  with no node at all -> never_started (Argo's fail-fast stopped it; no other backend reports
+  that, so the comparison shows it). A fan-out step's instances are its pods. The store is read (StoreView) in a child process with moto's environment.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 STATES = {"Succeeded": "succeeded", "Skipped": "skipped", "Failed": "failed", "Error": "failed", "Omitted": "not_run"}
 TASK_ANNOTATION = "dagsmith.dev/task"
 STORE_PARAM = "dagsmith-store"
+CONTROLLER_TZ = "Pacific/Pago_Pago"  # UTC-11: a run date read in the controller's zone is a day before, at midnight UTC
 
 READ_STORE = """
 import json, sys
@@ -141,14 +144,12 @@ class ArgoAdapter(Adapter):
             schemas.check(document)
         template = documents[template_file.name]
         (ir_file,) = out.glob("*.ir.json")
-        ir_uri = self.ir_uri(template)
-        bucket, _, key = ir_uri[len("s3://"):].partition("/")
-        self.s3().upload_file(str(ir_file), bucket, key)
-        return {"template": template, "ir": read_ir(ir_file), "ir_file": ir_file, "root": spec.parent, "documents": documents}
+        return {"template": template, "ir_key": self.ir_key(template), "ir": read_ir(ir_file), "ir_file": ir_file, "root": spec.parent, "documents": documents}
 
     @staticmethod
-    def ir_uri(template: dict) -> str:
-        """Where the pods read the IR: the argument after the verb of every dagsmith command."""
+    def ir_key(template: dict) -> str:
+        """Where the pods read the IR (the argument after the verb of every dagsmith command),
+        relative to the run's store."""
         uris = set()
         for t in template["spec"]["templates"]:
             if "container" in t:
@@ -156,8 +157,9 @@ class ArgoAdapter(Adapter):
                 assert t["container"].get("command") == ["dagsmith"] and args[0] in ("step", "ranges", "admit"), t
                 uris.add(args[1])
         (uri,) = uris
-        assert uri.startswith(f"s3://{BUCKET}/"), uri
-        return uri
+        prefix = "{{workflow.parameters.%s}}/" % STORE_PARAM
+        assert uri.startswith(prefix), uri
+        return uri[len(prefix):]
 
     def run(self, handle, *, params: dict, run_date: str | None, workdir: Path) -> Outcome:
         from backend_argo.interpreter import Interpreter
@@ -168,9 +170,11 @@ class ArgoAdapter(Adapter):
         store = f"s3://{BUCKET}/runs/{Path(workdir).name}"
         created = (dt.datetime.fromisoformat(run_date).replace(tzinfo=dt.timezone.utc) if run_date
                    else dt.datetime.now(dt.timezone.utc))
+        self.s3().upload_file(str(handle["ir_file"]), BUCKET, f"runs/{Path(workdir).name}/{handle['ir_key']}")
         scratch = Path(workdir) / "argo-pods"
         scratch.mkdir(exist_ok=True)
-        interpreter = Interpreter(base_env=self.environ(), cwd=handle["root"], max_pods=2, scratch=scratch)
+        interpreter = Interpreter(base_env=self.environ(), cwd=handle["root"], max_pods=2, scratch=scratch,
+                                  controller_tz=CONTROLLER_TZ)
         arguments = {name: str(value) for name, value in params.items()}
         arguments[STORE_PARAM] = store
         result = interpreter.submit(template, parameters=arguments, created=created)
@@ -181,6 +185,7 @@ class ArgoAdapter(Adapter):
         per_step: dict = {sid: [] for sid in steps}
         pods: dict = {sid: 0 for sid in steps}
         native = {}
+        failed_below = self.failed_below(template, result.nodes)
         for node in result.nodes:
             if node.type == "DAG":
                 continue
@@ -188,7 +193,10 @@ class ArgoAdapter(Adapter):
             task_id = self.task_of(templates, node.template)
             if task_id not in steps:
                 continue  # dagsmith-admit, dagsmith-ranges-*
-            per_step[task_id].append(STATES[node.phase])
+            state = STATES[node.phase]
+            if node.phase == "Omitted" and node.task not in failed_below:
+                state = "skipped"  # omitted because a decider it reads was Skipped: a "no" upstream
+            per_step[task_id].append(state)
             pods[task_id] += node.type in ("Pod", "Resource")  # a task instance that ran (a pod, or a training job)
         got = subprocess.run([sys.executable, "-c", READ_STORE, str(TESTS), store, result.name, str(handle["ir_file"])],
                              capture_output=True, text=True, env=self.environ(), timeout=300)
@@ -200,7 +208,7 @@ class ArgoAdapter(Adapter):
         return Outcome(
             backend=self.name,
             status=status,
-            steps={sid: combine(states) for sid, states in per_step.items()},
+            steps={sid: combine(states) if states else "never_started" for sid, states in per_step.items()},
             metrics=view["metrics"],
             gates=view["gates"],
             validation=view["validation"],
@@ -213,6 +221,24 @@ class ArgoAdapter(Adapter):
             instances=pods,
             native={"workflow": (result.phase, result.message), **native},
         )
+
+    @staticmethod
+    def failed_below(template: dict, nodes) -> set:
+        """The DAG tasks of the entrypoint with a Failed/Error task among their `depends` ancestors."""
+        (entry,) = [t for t in template["spec"]["templates"] if t["name"] == template["spec"]["entrypoint"]]
+        from backend_argo.interpreter import depends_names
+
+        deps = {t["name"]: depends_names(t["depends"], t["name"]) if t.get("depends") else [] for t in entry["dag"]["tasks"]}
+        failed = {n.task for n in nodes if n.phase in ("Failed", "Error")}
+        out: set = set()
+        changed = True
+        while changed:
+            changed = False
+            for task, ups in deps.items():
+                if task not in out and any(up in failed or up in out for up in ups):
+                    out.add(task)
+                    changed = True
+        return out
 
     @staticmethod
     def task_of(templates: dict, name: str | None) -> str | None:

@@ -210,6 +210,33 @@ def check_validation(outcome: Outcome, adapter: Adapter) -> None:
     assert (outcome.root / "beside.ran").exists() and not (outcome.root / "after_deploy.ran").exists()
 
 
+# --- 3b. a failing step beside an independent branch -----------------------------------------
+
+
+def build_branch(folder: Path, backends: dict, shared: Path) -> Path:
+    """`boom` fails at once while `slow` (independent of it) still runs; `after_slow` can only start
+    after the failure: a backend that stops scheduling at the first failure (Argo's default
+    failFast) never starts it."""
+    write_people(folder)
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-branch"},
+        "sources": SOURCE,
+        "steps": {
+            "boom": {"after": ["people"], "run": {"command": [PY, "-c", "raise SystemExit(3)"]}},
+            "after_boom": {"after": ["boom"], "run": {"command": marker("after_boom.ran")}},
+            "slow": {"after": ["people"], "run": {"command": [PY, "-c", "import time; time.sleep(3); open('slow.ran', 'w').write('ran')"]}},
+            "after_slow": {"after": ["slow"], "run": {"command": marker("after_slow.ran")}},
+        },
+    })
+
+
+def check_branch(outcome: Outcome, adapter: Adapter) -> None:
+    assert outcome.status == "failed", (outcome.status, outcome.native)
+    assert outcome.steps == {"people": "succeeded", "boom": "failed", "after_boom": "not_run",
+                             "slow": "succeeded", "after_slow": "succeeded"}, outcome.native
+    assert (outcome.root / "after_slow.ran").exists() and not (outcome.root / "after_boom.ran").exists()
+
+
 # --- 4. a fan-out wider than the backend's map limit -------------------------------------------
 
 MAP_LIMIT = 2
@@ -395,6 +422,7 @@ SCENARIOS = [
     Scenario("forecast-dev", example("forecast"), check_forecast, env="dev", slow=True),
     Scenario("gate-fails", build_gate, check_gate),
     Scenario("validation-fails", build_validation, check_validation, slow=True),
+    Scenario("branch-fails", build_branch, check_branch),
     Scenario("fanout-over-map-limit", build_fanout, check_fanout),
     Scenario("partitions-at-run-time", build_partitions, check_partitions),
     Scenario("params-at-run-time", build_params, check_params, observe=observe_params, params=PARAMS),

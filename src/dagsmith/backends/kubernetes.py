@@ -99,13 +99,22 @@ def check(ir: IR, namespace: str | None, options_path: tuple) -> list[Problem]:
 #   operator reads the port `pytorchjob-port` of that container, and sets MASTER_ADDR (the master
 #   pod's service), MASTER_PORT, RANK (Master 0, Worker i -> i + 1), WORLD_SIZE (replicas x
 #   nprocPerNode; nprocPerNode is "1": one rank per pod), PET_* likewise).
-# - framework horovod -> MPIJob: Launcher (1) running horovodrun over Worker (workers) pods, one
-#   slot each; the operator writes the hostfile at /etc/mpi/hostfile and starts nothing on the
-#   workers itself (they idle until the launcher's mpirun reaches them through kubexec.sh).
+# - framework horovod -> MPIJob (kubeflow.org/v1, the training operator's): Launcher (1) running
+#   `mpirun` over Worker (workers) pods, one slot each, as the operator's own example does
+#   (examples/mpi/tensorflow-mnist.yaml at v1.9.0). The operator gives the launcher the hostfile
+#   (`<job>-worker-<i> slots=1`) and OMPI_MCA_plm_rsh_agent=/etc/mpi/kubexec.sh, and runs `sleep`
+#   in the workers (pkg/controller.v1/mpi/mpijob_controller.go:942-943, 1085-1093, 1227-1249):
+#   there is no sshd, so mpirun reaches them through `kubectl exec`. horovodrun cannot start there:
+#   it checks every host of its --hostfile over ssh first. mpirun passes the job's environment to
+#   the ranks with `-x NAME`; horovod in the image must be built with MPI (HOROVOD_WITH_MPI=1).
 #
 # restartPolicy Never on every replica, runPolicy.backoffLimit 0: a rank that restarts cannot rejoin
 # a running group, so a failure fails the job and retries belong to the orchestrator (Argo's
-# retryStrategy recreates the job).
+# retryStrategy creates a new job; generateName). On the first failed pod the operator marks the job
+# Failed and stops updating it (pkg/controller.v1/common/job.go:192-247: replicaStatuses stay as
+# they were, the failed pod is never counted), so the failure can only be read in
+# `status.conditions` (training_job_conditions). cleanPodPolicy Running: then the operator deletes
+# the pods still running (job.go:225), so a failed job holds no GPU while a retry starts another.
 
 TRAINING_API_VERSION = "kubeflow.org/v1"
 PYTORCH_CONTAINER = "pytorch"  # the operator finds the master port on the container of this name
@@ -146,10 +155,14 @@ def _replica(count: int, container: dict) -> dict:
     return {"replicas": count, "restartPolicy": "Never", "template": {"spec": {"containers": [copy.deepcopy(container)]}}}
 
 
-def mpi_launcher_command(count: int, argv: list[str]) -> list[str]:
-    """What the MPIJob's launcher runs: horovodrun over the operator's hostfile, one rank per
-    slot, each rank running the step command (runtime/cluster.py reads horovod's environment)."""
-    return ["horovodrun", "-np", str(count), "--hostfile", MPI_HOSTFILE, *[str(part) for part in argv]]
+def mpi_launcher_command(count: int, argv: list[str], env_names: list[str] = ()) -> list[str]:
+    """What the MPIJob's launcher runs: mpirun with the operator's hostfile and rsh agent (from its
+    environment), one rank per slot, the flags of the operator's example, each of `env_names`
+    passed on to the ranks (`-x`), each rank running the step command (runtime/cluster.py reads
+    Open MPI's OMPI_COMM_WORLD_RANK / _SIZE)."""
+    exported = [part for name in dict.fromkeys(["PATH", "LD_LIBRARY_PATH", *env_names]) for part in ("-x", name)]
+    return ["mpirun", "-np", str(count), "--allow-run-as-root", "-bind-to", "none", "-map-by", "slot", *exported,
+            *[str(part) for part in argv]]
 
 
 def training_job(step: Step, *, name: str, image: str, argv: list[str], env: list[dict], namespace: str | None) -> dict:
@@ -172,12 +185,13 @@ def training_job(step: Step, *, name: str, image: str, argv: list[str], env: lis
         replicas = {"Master": _replica(1, container)}
         if count > 1:
             replicas["Worker"] = _replica(count - 1, container)
-        # cleanPodPolicy None: a failed Worker must not take the Master pod with it, the Master's own
-        # failure (its next collective fails) is what the failure condition sees
-        spec = {"nprocPerNode": "1", "runPolicy": {**run_policy, "cleanPodPolicy": "None"}, "pytorchReplicaSpecs": replicas}
+        # cleanPodPolicy Running: once a replica failed the job is Failed and the ranks still running
+        # (stuck in a collective, holding GPUs) are deleted (see the notes above)
+        spec = {"nprocPerNode": "1", "runPolicy": {**run_policy, "cleanPodPolicy": "Running"}, "pytorchReplicaSpecs": replicas}
         return {"apiVersion": TRAINING_API_VERSION, "kind": "PyTorchJob", "metadata": metadata, "spec": spec}
     if framework == "horovod":
-        launcher = _container(MPI_CONTAINER, image, mpi_launcher_command(count, argv), env, MPI_LAUNCHER_RESOURCES)
+        launcher = _container(MPI_CONTAINER, image, mpi_launcher_command(count, argv, [item["name"] for item in env]), env,
+                              MPI_LAUNCHER_RESOURCES)
         worker = _container(MPI_CONTAINER, image, None, env, resources)  # the operator runs `sleep 365d` in it
         spec = {
             "slotsPerWorker": 1,
@@ -192,9 +206,22 @@ def training_job(step: Step, *, name: str, image: str, argv: list[str], env: lis
 
 def training_job_conditions(kind: str) -> tuple[str, str]:
     """(successCondition, failureCondition) of an Argo `resource` template creating a job of
-    `kind`, over the status the operator writes: the PyTorchJob is done when its Master is (the
-    operator marks the job Succeeded then), the MPIJob when its Launcher is."""
+    `kind`, over the status the operator writes.
+
+    Argo reads each condition as a Kubernetes label selector whose keys are gjson paths
+    (workflow/executor/resource.go:176-216 at v4.0.5): a key must be a label key (letters, digits,
+    `-_.`), so a gjson query (`conditions.#(type=="Failed")`) cannot be written, but an array
+    index can; the requirements of the failure condition hold if ANY does, those of the success
+    condition if ALL do (matchConditions, resource.go:273-298).
+
+    The operator appends conditions in order and never after Failed (pkg/util/status.go:103-124 at
+    v1.9.0): `Created` first, then `Running` unless the job failed before running, then `Failed`
+    (index 1 or 2: Restarting does not happen under restartPolicy Never). Failure is read there,
+    since the replica counts freeze at the first failed pod (job.go:192-247). Success: the
+    PyTorchJob's Master / the MPIJob's Launcher succeeded (counted in the same update that marks
+    the job Succeeded)."""
     replica = {"PyTorchJob": "Master", "MPIJob": "Launcher"}.get(kind)
     if replica is None:
         raise ValueError(f"no training job conditions for kind {kind!r} (PyTorchJob | MPIJob)")
-    return (f"status.replicaStatuses.{replica}.succeeded > 0", f"status.replicaStatuses.{replica}.failed > 0")
+    return (f"status.replicaStatuses.{replica}.succeeded > 0",
+            "status.conditions.1.type == Failed, status.conditions.2.type == Failed")

@@ -256,6 +256,11 @@ def _init_launched(job: Job, launched: cluster.Cluster) -> tuple[str, str | None
                          f"install it in the image with {INSTALL_HOROVOD}") from None
     if launched.kind != "horovod":  # no horovodrun: do what its gloo mode does, with rank 0 as the server
         _horovod_rendezvous(launched)
+    elif "HOROVOD_RANK" not in os.environ and not hvd.mpi_built():
+        # started by mpirun (an MPIJob's launcher), not horovodrun: no gloo rendezvous was set up,
+        # so hvd.init() can only form the group through MPI
+        raise StepFailed("this rank was started by mpirun (an MPIJob's launcher) and horovod here is built without MPI: "
+                         "build horovod in the image with HOROVOD_WITH_MPI=1 (and Open MPI installed)")
     hvd.init()
     if (hvd.rank(), hvd.size()) != (launched.rank, launched.world_size):
         raise StepFailed(f"horovod says rank {hvd.rank()} of {hvd.size()}, the launcher's environment says "

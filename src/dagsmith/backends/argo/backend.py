@@ -95,6 +95,7 @@ class ArgoBackend:
                                   f"parameter, which Argo keeps under {PARAMETER_LIMIT // 1024} KB"))
         problems += _templated(ir, options)
         problems += _names(ir, options)
+        problems += _item_limits(ir)
         problems += _triggers(ir, settings)
         return list(dict.fromkeys(problems))
 
@@ -126,6 +127,21 @@ def _names(ir: IR, options: dict) -> list[Problem]:
             problems.append(error(path, f"{what} and {seen[name]} both become the Argo template {name!r}: rename one"))
         seen.setdefault(name, what)
     return problems
+
+
+def _item_limits(ir: IR) -> list[Problem]:
+    """The CRDs Argo 4 installs cap `spec.templates` and a DAG's `tasks` at 200 items each
+    (tests/schemas/argo-workflows-v4.1.2-full-crd-*.yaml, maxItems: 200): the API server would
+    refuse the WorkflowTemplate. One error, at the first step whose template is past the limit."""
+    plan = build_plan(ir, store="s3://x", max_ranges=1)
+    names = workflow.generated_names(plan)  # the entrypoint's DAG template first, then the tasks'
+    if len(names) <= workflow.ITEMS_LIMIT and len(plan.tasks) <= workflow.ITEMS_LIMIT:
+        return []
+    task = next((t for _, _, t in names[workflow.ITEMS_LIMIT:] if t is not None and t.step is not None), None)
+    path = step_path(task.step) if task is not None else ("steps",)
+    return [error(path, f"the pipeline becomes {len(plan.tasks)} Argo DAG tasks in {len(names)} templates, and Argo 4 takes at most "
+                        f"{workflow.ITEMS_LIMIT} of each (maxItems in its CRDs); this step is past the limit: make similar steps "
+                        "one fan-out (a sweep or partitions), or split the pipeline")]
 
 
 def _triggers(ir: IR, settings: Settings) -> list[Problem]:

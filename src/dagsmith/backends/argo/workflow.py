@@ -5,16 +5,24 @@ Mapping of the plan (docs/backends/argo.md):
   task                  -> a DAG task and a container template running its step command in the
                            step's image (`dagsmith step|ranges|admit`, the IR read from the store)
   upstream              -> `depends: "a && b"` (Argo: a.Succeeded || a.Skipped || a.Daemoned), so a
-                           failed task leaves everything downstream Omitted and the workflow Failed
+                           failed task leaves everything downstream Omitted and the workflow Failed;
+                           `failFast: false`: independent branches still run after a failure, as on
+                           the local runner, Airflow and Step Functions (Argo's default is true)
   fan-out               -> ONE task with `withParam` over the ranges its `dagsmith-ranges-*` task
                            writes as an output parameter; with max_parallel, a DAG template of that
                            one task with `parallelism`
   gate / admission      -> the command writes one word (`--status`) read as an output parameter;
                            every task of the scope runs `when` it is "succeeded" / "admit", so a
-                           "no" leaves them Skipped and the workflow Succeeded
+                           "no" leaves them Skipped and the workflow Succeeded; each such task also
+                           `depends` on `<decider>.Succeeded` (and a fan-out on `<ranges>.Succeeded`),
+                           so no `when`/`withParam` ever reads the output of a Skipped task (what Argo
+                           does then differs by version: docs/backends/argo.md)
   retries, retry_delay, timeout -> retryStrategy (limit, policy Always, backoff), activeDeadlineSeconds
-  run id / date / params -> {{workflow.name}}, {{workflow.creationTimestamp.*}}, workflow parameters
+  run id / date / params -> {{workflow.name}}, the creation date in UTC (an expression: the controller
+                           formats creationTimestamp.* in its own time zone), workflow parameters
                            (DAGSMITH_PARAM_<NAME>: Argo parameters are text, typed by the runtime)
+  store                 -> the workflow parameter `dagsmith-store`; pods read the IR under it too, so
+                           `-p dagsmith-store=...` moves the run's data and the IR it reads
 """
 
 from __future__ import annotations
@@ -38,10 +46,17 @@ STORE_PARAM = "dagsmith-store"
 TRIGGER_SOURCE, TRIGGER_AT, TRIGGER_KEY = "dagsmith-trigger-source", "dagsmith-trigger-at", "dagsmith-trigger-key"
 TASK_ANNOTATION = "dagsmith.dev/task"  # which plan task a template runs (for people and tools)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dagsmith"}
-RUN_DATE = "{{workflow.creationTimestamp.Y}}-{{workflow.creationTimestamp.m}}-{{workflow.creationTimestamp.d}}"
+# The run date in UTC. `{{workflow.creationTimestamp.Y}}` etc. are formatted in the controller's
+# local time zone (operator.go:640-642 formats CreationTimestamp.Time, which metav1.Time decodes
+# into time.Local), so a controller outside UTC would date runs near midnight a day off. The
+# creation time as Unix seconds (`.s`, operator.go:644) is zone-free; sprig's dateInZone formats it
+# in UTC (expression tags: util/template/expression_template.go, sprig in util/expr/env/env.go:28).
+# Double quotes: a training job's manifest is YAML text, where a single quote would be doubled.
+RUN_DATE = '{{=sprig.dateInZone("2006-01-02", int(workflow.creationTimestamp.s), "UTC")}}'
 SYNTHETIC_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {}}
 ADMIT_DEADLINE = 300  # seconds for one admission decision (a hold exits at once)
 NAME_LIMIT, CRON_NAME_LIMIT = 63, 52  # a CronWorkflow's runs append "-" and 10 digits
+ITEMS_LIMIT = 200  # `spec.templates` and `dag.tasks` carry maxItems: 200 in the CRDs Argo 4 installs (manifests/base/crds/full)
 
 
 @dataclass(frozen=True)
@@ -116,8 +131,18 @@ def generated_names(plan: Plan) -> list[tuple[str, str, Task | None]]:
 
 
 def ir_location(settings: Settings, plan_ir) -> str:
-    """Where pods read the IR: in the store, named by the spec's hash (`dagsmith deploy` puts it there)."""
-    return f"{settings.store}/ir/{plan_ir.name}-{(plan_ir.pipeline.get('spec_hash') or '')[:12]}.ir.json"
+    """Where `dagsmith deploy` puts the IR: in the configured store, named by the spec's hash."""
+    return f"{settings.store}/{ir_key(plan_ir)}"
+
+
+def ir_key(plan_ir) -> str:
+    return f"ir/{plan_ir.name}-{(plan_ir.pipeline.get('spec_hash') or '')[:12]}.ir.json"
+
+
+def run_ir_location(plan_ir) -> str:
+    """Where pods read the IR: under the run's store (the workflow parameter), so a run submitted
+    with `-p dagsmith-store=...` reads the IR there, beside its data."""
+    return f"{{{{workflow.parameters.{STORE_PARAM}}}}}/{ir_key(plan_ir)}"
 
 
 # --- the WorkflowTemplate ----------------------------------------------------------------------
@@ -125,7 +150,7 @@ def ir_location(settings: Settings, plan_ir) -> str:
 
 def workflow_template(plan: Plan, settings: Settings) -> m.WorkflowTemplate:
     ir = plan.ir
-    templates = [m.Template(name=ENTRYPOINT, dag=m.DAGTemplate(tasks=[_dag_task(plan, task) for task in plan.tasks]))]
+    templates = [m.Template(name=ENTRYPOINT, dag=m.DAGTemplate(tasks=[_dag_task(plan, task) for task in plan.tasks], fail_fast=False))]
     for task in plan.tasks:
         if _parallelism(task):
             templates.append(_items_template(task))
@@ -202,7 +227,7 @@ def _parameters(plan: Plan, settings: Settings) -> list[m.Parameter]:
 
 def _dag_task(plan: Plan, task: Task) -> m.DAGTask:
     name = task_name(task.id)
-    depends = " && ".join(task_name(up) for up in task.upstream) or None
+    depends = _depends(plan, task)
     arguments = with_param = None
     template = name
     if task.maps_over:
@@ -216,15 +241,29 @@ def _dag_task(plan: Plan, task: Task) -> m.DAGTask:
     return m.DAGTask(name=name, template=template, depends=depends, when=_when(plan, task), with_param=with_param, arguments=arguments)
 
 
+def _deciders(plan: Plan, task: Task) -> list[Task]:
+    return [decider for decider in plan.tasks if task.id in decider.skips]
+
+
+def _depends(plan: Plan, task: Task) -> str | None:
+    """Its upstreams (bare: Succeeded or Skipped), and `X.Succeeded` for every task whose output
+    it reads (the deciders of its `when`, the ranges of its `withParam`): when X was Skipped
+    (an outer decider said no) the task is Omitted before its `when` is evaluated, so it never
+    reads a Skipped task's output (v4.0.2-4.0.3 requeue such a task for ever; v4.0.4+ read '':
+    workflow/controller/dag.go:706-722 at v4.0.5)."""
+    read = [decider.id for decider in _deciders(plan, task)] + ([task.maps_over] if task.maps_over else [])
+    terms = [task_name(up) + (".Succeeded" if up in read else "") for up in task.upstream]
+    terms += [f"{task_name(up)}.Succeeded" for up in read if up not in task.upstream]
+    return " && ".join(terms) or None
+
+
 def _when(plan: Plan, task: Task) -> str | None:
-    """Run only if every decider whose scope holds this task said yes. A decider that did not
-    run (skipped) gives '' for its declared output (Argo resolves a skipped ancestor's outputs
-    to empty), so its scope is skipped too."""
+    """Run only if every decider whose scope holds this task said yes (each is Succeeded by then:
+    _depends)."""
     conditions = []
-    for decider in plan.tasks:
-        if task.id in decider.skips:
-            yes = "admit" if decider.id == ADMIT_TASK else "succeeded"
-            conditions.append(f"'{{{{tasks.{task_name(decider.id)}.outputs.parameters.status}}}}' == '{yes}'")
+    for decider in _deciders(plan, task):
+        yes = "admit" if decider.id == ADMIT_TASK else "succeeded"
+        conditions.append(f"'{{{{tasks.{task_name(decider.id)}.outputs.parameters.status}}}}' == '{yes}'")
     return " && ".join(conditions) or None
 
 
@@ -290,7 +329,7 @@ def _training_job_template(plan: Plan, task: Task, settings: Settings, command: 
 def _command(plan: Plan, task: Task) -> tuple[list[str], list[m.Parameter]]:
     """The task's command line and the output parameters it writes (gates and admission: one
     word at STATUS_PATH, exiting 0 either way; ranges: the JSON list at RANGES_PATH)."""
-    ir = plan.ir_uri
+    ir = run_ir_location(plan.ir)
     if task.kind == "ranges":
         return task.command.argv(ir, outcome=RANGES_PATH), [_output("ranges", RANGES_PATH, "[]")]
     if task.decides:
