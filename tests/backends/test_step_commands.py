@@ -77,6 +77,8 @@ def test_admit_holds_admits_and_skips_covered_runs(tmp_path):
     now = dt.datetime.now(dt.timezone.utc)
     first = dagsmith("admit", ir, "--store", store, "--skip-exit-code", 99, env={"DAGSMITH_RUN_ID": "r1", **_trigger(now)})
     assert first.returncode == 0 and json.loads(first.stdout)["action"] == "admit", first.stderr
+    retried = dagsmith("admit", ir, "--store", store, env={"DAGSMITH_RUN_ID": "r1", **_trigger(now)})  # r1's pod retried after it wrote
+    assert retried.returncode == 0 and json.loads(retried.stdout)["action"] == "admit", retried.stderr
     outcome = tmp_path / "admit.json"
     held = dagsmith("admit", ir, "--store", store, "--outcome", outcome, env={"DAGSMITH_RUN_ID": "r2", **_trigger(now + dt.timedelta(seconds=30))})
     assert held.returncode == 75  # try again later (or --wait)
@@ -192,13 +194,13 @@ class _ReadTogether:
         return getattr(self.store, name)
 
 
-def _admit_three_at_once(store, at: float, now: float) -> list[str]:
+def _admit_three_at_once(store, at: float, now: float, runs=("r1", "r2", "r3")) -> list[str]:
     from concurrent.futures import ThreadPoolExecutor
 
     racing = _ReadTogether(store, 3)
     trigger = {"sources": ["t"], "at": admission._iso(at)}
     with ThreadPoolExecutor(3) as pool:
-        decisions = list(pool.map(lambda run: admission.admit(racing, "p", {"t": 60.0}, trigger, run, now), ["r1", "r2", "r3"]))
+        decisions = list(pool.map(lambda run: admission.admit(racing, "p", {"t": 60.0}, trigger, run, now), runs))
     return sorted(d.action for d in decisions)
 
 
@@ -218,7 +220,7 @@ def test_concurrent_admissions_admit_exactly_one(tmp_path, where, request):
     assert store.read_json(admission.state_key("p"))["started"] == admission._iso(1001.0)
     # data landing 10 s after that run started is held until 1061; two runs of it wake at 1061
     assert admission.admit(store, "p", {"t": 60.0}, {"sources": ["t"], "at": admission._iso(1011.0)}, "r4", 1012.0).action == "hold"
-    assert _admit_three_at_once(store, at=1011.0, now=1061.0) == ["admit", "covered", "covered"]
+    assert _admit_three_at_once(store, at=1011.0, now=1061.0, runs=("r4", "r5", "r6")) == ["admit", "covered", "covered"]
 
 
 def test_a_conditional_write_loses_to_a_newer_version(tmp_path):

@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass
 
 from .context import StepFailed
+from .environment import DEFAULT_RUN_ID
 from .store import Store
 
 
@@ -74,6 +75,11 @@ def admit(store: Store, pipeline: str, intervals: dict[str, float], trigger: dic
     # run that lost decides again on what the winner wrote (then: covered, or held).
     for _ in range(ADMIT_ATTEMPTS):
         last, version = store.read_versioned(state_key(pipeline))
+        if last and run_id not in ("", DEFAULT_RUN_ID) and last.get("run_id") == run_id:
+            # This run wrote the state already: its admission is being retried (a pod evicted or
+            # failed after the write; "adhoc", the id of runs given none, names no one run). Deciding anew would call its own start "the last run" and
+            # skip the data as covered.
+            return Decision("admit", reason="admitted already: a retried admission of this run")
         last_started = _epoch(last["started"]) if last else None
         decision = decide(last_started, pending, intervals, now)
         if decision.action != "admit" or store.write_if(state_key(pipeline), {"started": _iso(now), "run_id": run_id}, version):
