@@ -101,7 +101,8 @@ def test_a_failure_handled_by_depends_leaves_the_workflow_succeeded(tmp_path):
     assert phases(result) == {"a": "Failed", "c": "Succeeded"} and result.phase == "Succeeded"
 
 
-def test_fail_fast_starts_nothing_new_but_lets_running_tasks_finish(tmp_path):
+def failing_and_slow_branches() -> str:
+    """a fails (b after it); x is slow, y after it: what failFast decides about y."""
     templates = OK + f"""
   - name: slow
     container: {{image: x, command: {py("import time; time.sleep(1.5); open('slow.done', 'w')")}}}
@@ -112,24 +113,18 @@ def test_fail_fast_starts_nothing_new_but_lets_running_tasks_finish(tmp_path):
       - {name: x, template: slow}
       - {name: y, template: ok, depends: x}
 """
-    result = run(tmp_path, workflow(templates, tasks=tasks))
+    return workflow(templates, tasks=tasks)
+
+
+def test_fail_fast_starts_nothing_new_but_lets_running_tasks_finish(tmp_path):
+    result = run(tmp_path, failing_and_slow_branches())
     assert phases(result) == {"a": "Failed", "b": "Omitted", "x": "Succeeded"}  # y never started: no node
     assert (tmp_path / "slow.done").exists() and result.phase == "Failed"
 
 
 def test_fail_fast_false_runs_independent_branches_to_their_end(tmp_path):
     """`failFast: false` (dag.go:199-229): y starts after a's failure; the dag still fails."""
-    templates = OK + f"""
-  - name: slow
-    container: {{image: x, command: {py("import time; time.sleep(1.5); open('slow.done', 'w')")}}}
-"""
-    tasks = """
-      - {name: a, template: fail}
-      - {name: b, template: ok, depends: a}
-      - {name: x, template: slow}
-      - {name: y, template: ok, depends: x}
-"""
-    text = workflow(templates, tasks=tasks).replace("    dag:\n      tasks:", "    dag:\n      failFast: false\n      tasks:", 1)
+    text = failing_and_slow_branches().replace("    dag:\n      tasks:", "    dag:\n      failFast: false\n      tasks:", 1)
     result = run(tmp_path, text)
     assert phases(result) == {"a": "Failed", "b": "Omitted", "x": "Succeeded", "y": "Succeeded"}
     assert result.phase == "Failed"
