@@ -774,17 +774,20 @@ def test_concurrent_sensor_started_workflows_admit_one_and_held_data_runs_once(t
     (their admit pods exit 75 and are retried after the backoff, nothing held in a pod) and,
     when the interval has passed, exactly one of them runs."""
     (tmp_path / "people.csv").write_text("id,x\n1,2\n", encoding="utf-8")
+    # a bucket of its own: the moto server lives for the session, and another test's state in
+    # "landed" (its last run) would decide these runs
     spec = LANDED.replace("PY", PY).replace("min_interval: 1h", "min_interval: 6s").replace('schedule: "0 3 * * *"\n  ', "")
+    spec = spec.replace("s3://landed/", "s3://landed-race/")
     (tmp_path / "pipeline.yaml").write_text(spec, encoding="utf-8")
     out = tmp_path / "argo"
     docs = compile_argo(tmp_path / "pipeline.yaml", out)
     admit = next(t for t in docs["workflow-template.yaml"]["spec"]["templates"] if t["name"] == "dagsmith-admit")
     assert "--wait" not in admit["container"]["args"] and admit["retryStrategy"]["expression"].startswith("asInt(lastRetry.exitCode) == 75")
-    aws_s3.create_bucket(Bucket="landed")
+    aws_s3.create_bucket(Bucket="landed-race")
     (ir_file,) = out.glob("*.ir.json")
     store = next(p["value"] for p in docs["workflow-template.yaml"]["spec"]["arguments"]["parameters"] if p["name"] == "dagsmith-store")
     ir_uri = admit["container"]["args"][1].replace("{{workflow.parameters.dagsmith-store}}", store)  # read under the run's store
-    aws_s3.upload_file(str(ir_file), "landed", ir_uri[len("s3://landed/"):])
+    aws_s3.upload_file(str(ir_file), "landed-race", ir_uri[len("s3://landed-race/"):])
     interp = Interpreter(base_env=argo_pod_env, cwd=tmp_path, scratch=tmp_path, max_pods=6,
                          workflow_templates={"landed": docs["workflow-template.yaml"]})
     (dep,) = [d["name"] for d in docs["sensor.yaml"]["spec"]["dependencies"]]
@@ -804,11 +807,11 @@ def test_concurrent_sensor_started_workflows_admit_one_and_held_data_runs_once(t
     with ThreadPoolExecutor(1) as background:
         racing = background.submit(interp.submit_all, landed_now(3))
         deadline = time.monotonic() + 120
-        while "Contents" not in aws_s3.list_objects_v2(Bucket="landed", Prefix="dagsmith/triggers/"):  # one was admitted
+        while "Contents" not in aws_s3.list_objects_v2(Bucket="landed-race", Prefix="dagsmith/triggers/"):  # one was admitted
             assert time.monotonic() < deadline and not racing.done(), racing.result() if racing.done() else "no run admitted in 120 s"
             time.sleep(0.1)
         time.sleep(1.1)  # data landing after the admitted run started: held until 6 s after that start
-        state = json.loads(aws_s3.get_object(Bucket="landed", Key="dagsmith/triggers/landed/last_run.json")["Body"].read())
+        state = json.loads(aws_s3.get_object(Bucket="landed-race", Key="dagsmith/triggers/landed/last_run.json")["Body"].read())
         due = dt.datetime.fromisoformat(state["started"]).timestamp() + 6
         held = interp.submit_all(landed_now(2))
         first = racing.result()
