@@ -502,7 +502,7 @@ SCHEMA = {
                             "admission_lease_seconds": {"type": "integer", "minimum": 1, "maximum": 86400,
                                                         "description": "min_interval's admission lock lease (default 1800): a lock its execution left "
                                                         "(stopped between Lock and Unlock) is taken over after it."},
-                            "new_data_marker": {"type": ["string", "null"], "pattern": "^[^/]+$",
+                            "new_data_marker": {"type": ["string", "null"], "pattern": "^[^/\\s]+$",  # one object name: no folder, no space or newline
                                                 "description": "on_new_data: the object whose arrival under the source's prefix starts ONE run "
                                                 "(default _SUCCESS, written last by Spark, Hadoop, Glue); null: every object starts one."},
                         },

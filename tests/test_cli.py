@@ -165,7 +165,7 @@ def test_compile_to_several_targets_from_one_compile(capsys, write_spec, tmp_pat
     code, out, err = run(capsys, "compile", spec, "-t", "ir", "-t", "argo", "-t", "ir", "-o", "out")
     assert code == 0, err
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
-        "argo/p.ir.json", "argo/p.workflow-template.yaml", "ir/p.ir.json"]
+        "argo/p.ir.json", "argo/p.prerequisites.yaml", "argo/p.workflow-template.yaml", "ir/p.ir.json"]
     alone = tmp_path / "alone"
     assert run(capsys, "compile", spec, "-t", "argo", "-o", str(alone))[0] == 0  # the same bytes as a compile of its own
     assert (alone / "p.workflow-template.yaml").read_bytes() == (tmp_path / "out/argo/p.workflow-template.yaml").read_bytes()
@@ -173,7 +173,8 @@ def test_compile_to_several_targets_from_one_compile(capsys, write_spec, tmp_pat
     assert code == 1 and "out/ir: up to date" in err and "out/airflow: 2 of 2 generated files are out of date" in err
     code, out, err = run(capsys, "compile", spec, "-t", "ir", "-t", "argo", "-o", "-")
     assert code == 0 and [line for line in out.splitlines() if line.startswith("# ---- file:")] == [
-        "# ---- file: argo/p.ir.json ----", "# ---- file: argo/p.workflow-template.yaml ----", "# ---- file: ir/p.ir.json ----"]
+        "# ---- file: argo/p.ir.json ----", "# ---- file: argo/p.prerequisites.yaml ----", "# ---- file: argo/p.workflow-template.yaml ----",
+        "# ---- file: ir/p.ir.json ----"]
     # An image Argo would read as a template: Argo refuses the spec, so the IR is not written either
     (tmp_path / spec).write_text((tmp_path / spec).read_text().replace("p:1", "{{p}}:1"))
     code, out, err = run(capsys, "compile", spec, "-t", "ir", "-t", "argo", "-o", "refused")

@@ -119,6 +119,7 @@ SAMPLES = {
     "^[A-Za-z][A-Za-z0-9_-]*$": "events",
     "^([0-9]+[smhd])+$": "5m",
     "^[A-Za-z_][A-Za-z0-9_]*$": "TOKEN",
+    "^[^/\\s]+$": "_SUCCESS",
     "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$": "pkg.mod:fn",
     "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$": "probe",
     "^[A-Za-z0-9][A-Za-z0-9_.-]*$": "churn",
