@@ -792,8 +792,8 @@ def test_concurrent_sensor_started_workflows_admit_one_and_held_data_runs_once(t
                          workflow_templates={"landed": docs["workflow-template.yaml"]})
     (dep,) = [d["name"] for d in docs["sensor.yaml"]["spec"]["dependencies"]]
 
-    def landed_now(n: int) -> list[dict]:
-        at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def landed_now(n: int, ago: float = 0.0) -> list[dict]:
+        at = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "in"}, "object": {"key": f"people/{at}.csv"}}}]}
         event = {"context": {"id": at, "source": "landed", "type": "sqs", "specversion": "1.0", "time": at}, "data": {"body": body}}
         return [wf for _ in range(n) for wf in sensor_workflows(docs["sensor.yaml"], {dep: event})]
@@ -805,7 +805,9 @@ def test_concurrent_sensor_started_workflows_admit_one_and_held_data_runs_once(t
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as background:
-        racing = background.submit(interp.submit_all, landed_now(3))
+        # landed a second before: times are whole seconds, and data of the very second a run
+        # started counts as new (held, never lost), which would make a second run of this burst
+        racing = background.submit(interp.submit_all, landed_now(3, ago=1.0))
         deadline = time.monotonic() + 120
         while "Contents" not in aws_s3.list_objects_v2(Bucket="landed-race", Prefix="dagsmith/triggers/"):  # one was admitted
             assert time.monotonic() < deadline and not racing.done(), racing.result() if racing.done() else "no run admitted in 120 s"
