@@ -26,7 +26,8 @@ demo: $(BIN)/dagsmith
 	$(BIN)/dagsmith graph examples/$(EXAMPLE)/pipeline.yaml
 	$(BIN)/dagsmith run examples/$(EXAMPLE)/pipeline.yaml $(RUN_ARGS)
 
-# horovod 0.28.1 is built from source (patched for C++17) once per venv: scripts/install-horovod.sh.
+# horovod 0.28.1 is built from source (patched for C++17) once per machine: scripts/install-horovod.sh
+# (later venvs install the wheel it keeps in ~/.cache/dagsmith).
 # It needs cmake and a C++17 compiler besides Python (apt-get install cmake g++); the script checks
 # for them before anything else and names what is missing.
 $(VENV)/.horovod: $(BIN)/dagsmith scripts/install-horovod.sh

@@ -9,7 +9,8 @@
 #
 #   PYTHON=/path/to/python scripts/install-horovod.sh     (default: python3 on PATH)
 #
-# Takes several minutes (it compiles gloo and horovod's core).
+# Takes several minutes the first time (it compiles gloo and horovod's core); later venvs on the
+# same machine reuse the wheel (below).
 set -euo pipefail
 
 # The build tools first, before anything is downloaded: one line naming every one missing.
@@ -28,6 +29,25 @@ esac
 VERSION="0.28.1"
 
 "$PYTHON" -c "import torch" 2>/dev/null || { echo "install-horovod: install torch first (pip install 'dagsmith[train]')" >&2; exit 1; }
+
+# The built wheel is kept in the user's cache, keyed by everything its binary depends on (this
+# script, torch's version, the Python tag, the compiler): a second venv on the same machine
+# installs it in seconds instead of compiling again for ~10 minutes. Delete the folder to rebuild.
+# DAGSMITH_HOROVOD_CACHE=off always builds.
+script_sum="$(sha256sum "$0" | cut -c1-16)"
+abi="$("$PYTHON" -c 'import sys, torch; print(f"torch{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}")')"
+cxx_version="$("${CXX:-g++}" -dumpfullversion 2>/dev/null || echo unknown)"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/dagsmith/horovod-${VERSION}-${abi}-gcc${cxx_version}-${script_sum}"
+verify() {
+    cd /
+    "$PYTHON" -c "import horovod.torch as hvd; print('horovod', hvd.__version__ if hasattr(hvd, '__version__') else '', 'gloo built:', hvd.gloo_built())"
+}
+if [[ "${DAGSMITH_HOROVOD_CACHE:-on}" != off ]] && compgen -G "$cache/horovod-${VERSION}-*.whl" >/dev/null; then
+    echo "install-horovod: installing the wheel built before, from $cache"
+    "$PYTHON" -m pip install "$cache"/horovod-${VERSION}-*.whl
+    verify
+    exit 0
+fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -49,7 +69,15 @@ grep -q -- '-std=c++17 -fPIC' third_party/gloo/CMakeLists.txt
 
 HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_TENSORFLOW=1 \
 HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=gloo MAKEFLAGS="-j$(nproc)" \
-    "$PYTHON" -m pip install --no-build-isolation --no-cache-dir -v .
+    "$PYTHON" -m pip wheel --no-build-isolation --no-cache-dir --no-deps -v . -w "$work/wheel"
+"$PYTHON" -m pip install "$work"/wheel/horovod-${VERSION}-*.whl
 
-cd /
-"$PYTHON" -c "import horovod.torch as hvd; print('horovod', hvd.__version__ if hasattr(hvd, '__version__') else '', 'gloo built:', hvd.gloo_built())"
+# Into the cache only once it imports; written beside, then renamed, so a build cut short
+# never leaves a half wheel that a later run would take.
+verify
+if [[ "${DAGSMITH_HOROVOD_CACHE:-on}" != off ]]; then
+    mkdir -p "$(dirname "$cache")"
+    partial="$(mktemp -d "$(dirname "$cache")/.partial.XXXXXX")"
+    cp "$work"/wheel/horovod-${VERSION}-*.whl "$partial"/
+    mv -T "$partial" "$cache" 2>/dev/null || rm -rf "$partial"
+fi
