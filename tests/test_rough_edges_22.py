@@ -1,0 +1,95 @@
+"""Rough edges of issue 22 a new user met: numbers that hide their sign or magnitude, validation
+lines broken mid-line and without the failing values, one error per step for what a container
+backend needs, how to try a generated Airflow DAG, and `$${` in every text."""
+
+from __future__ import annotations
+
+import io
+import re
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from dagsmith import display
+from dagsmith.report import sections
+from dagsmith.runner.progress import summary, threshold_text
+
+
+def rendered(record: dict, width: int = 80) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    summary(record, console)
+    return console.file.getvalue()
+
+
+def record_of(**fields) -> dict:
+    record = {"run_id": "20261125-101500-a1b2c3", "pipeline": "churn-model", "status": "gated",
+              "steps": {"gate": {"state": "succeeded", "attempts": 1}}, "metrics": {}, "gates": [], "validation": {}}
+    record.update(fields)
+    return record
+
+
+# --- gate numbers ---------------------------------------------------------------------------
+
+TINY_DELTA = {"metric": "roc_auc", "op": ">=", "observed": 0.91 - 1e-10, "threshold": 0.91, "passed": False,
+              "compare_to": "production", "delta": -1e-10, "production_version": 1, "production_value": 0.91}
+
+
+def test_a_tiny_negative_delta_keeps_its_sign_and_magnitude_on_the_console():
+    text = threshold_text(TINY_DELTA)
+    assert "delta -1e-10" in text
+    assert "- 0.0000" not in text and "-0.0000" not in text
+    summary_text = rendered(record_of(gates=[TINY_DELTA]), width=200)
+    assert "delta -1e-10" in summary_text
+    # the check failed: observed and threshold never print as the same number
+    row = next(line for line in summary_text.splitlines() if "roc_auc" in line)
+    assert "0.91 " in row and "0.9099999999" in row
+
+
+def test_the_html_report_formats_the_gate_with_the_same_helper():
+    data = SimpleNamespace(decision={"gates": [TINY_DELTA]}, record={}, gates_passed=lambda: False)
+    html = sections.gates_table(data)
+    assert "delta -1e-10" in html and "0.0000" not in html
+    assert "0.9099999999" in html
+
+
+def test_numbers_are_honest_about_sign_and_magnitude():
+    assert display.number(-1e-10) == "-1e-10"
+    assert display.number(-1e-10, fixed=True) == "-1e-10"
+    assert display.number(-0.0, fixed=True) == "0.0000"
+    assert display.number(0.9, fixed=True) == "0.9000" and display.number(0.9) == "0.9"
+    assert display.signed(0.01) == "+0.01" and display.signed(-0.01) == "-0.01" and display.signed(0.0) == "0"
+    assert display.numbers(0.93, 0.9, fixed=True) == ["0.9300", "0.9000"]
+
+
+# --- the validation summary -----------------------------------------------------------------
+
+FAILING = {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "country", "value_set": ["fr", "de"]},
+           "success": False, "unexpected_count": 12, "element_count": 40, "observed_value": None,
+           "partial_unexpected_list": ["uk", "\x1b]0;owned\x07\x1b[2J", "x" * 500, None, "es\r\nFAKE: ok", "it", "nl"]}
+
+
+def validation_record() -> dict:
+    name = "a_rather_long_validation_name_that_makes_the_line_longer_than_eighty_columns"
+    return record_of(validation={name: {"name": name, "table": "customers_with_a_long_table_name", "on_failure": "fail",
+                                        "success": False, "rows": 40, "expectations": [FAILING]}})
+
+
+def test_a_validation_failure_is_one_line_with_a_bounded_safe_sample_of_the_failing_values():
+    text = rendered(validation_record(), width=80)
+    lines = [line for line in text.splitlines() if "validation error" in line]
+    assert len(lines) == 1, text  # one line, not broken at 80 columns
+    line = lines[0]
+    assert "12 unexpected rows of 40" in line and "failing values: 'uk'" in line
+    assert "and 2 more" in line  # 7 values: 5 shown
+    assert "x" * 41 not in line  # each value cut short
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text  # no control character reaches the console
+    assert "\\x1b]0;owned" in line and "FAKE: ok" in line and "\\r\\n" in line
+    assert not any(line.startswith("FAKE") for line in text.splitlines())
+
+
+def test_markup_in_a_failing_value_is_printed_not_interpreted():
+    record = validation_record()
+    expectation = record["validation"][next(iter(record["validation"]))]["expectations"][0]
+    expectation["partial_unexpected_list"] = ["[bold red]x[/]", "[/]"]
+    text = rendered(record, width=200)
+    assert "'[bold red]x[/]', '[/]'" in text
