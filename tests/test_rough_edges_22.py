@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 from rich.console import Console
 
 from dagsmith import display
+from dagsmith.cli import main
 from dagsmith.report import sections
 from dagsmith.runner.progress import summary, threshold_text
+from dagsmith_testing import REPO
 
 
 def rendered(record: dict, width: int = 80) -> str:
@@ -93,3 +96,60 @@ def test_markup_in_a_failing_value_is_printed_not_interpreted():
     expectation["partial_unexpected_list"] = ["[bold red]x[/]", "[/]"]
     text = rendered(record, width=200)
     assert "'[bold red]x[/]', '[/]'" in text
+
+
+# --- what the container backends need, said once --------------------------------------------
+
+
+def readme_yaml_blocks() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    spec_part = text.split("## The spec", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```yaml\n(.*?)```", spec_part, flags=re.S)
+
+
+def compile_all(capsys, spec: Path, out: Path):
+    code = main(["compile", str(spec), "--target", "all", "-o", str(out)])
+    return code, capsys.readouterr().err
+
+
+def test_the_readme_spec_gets_one_error_for_what_the_container_backends_need(capsys, tmp_path):
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(readme_yaml_blocks()[0])
+    code, err = compile_all(capsys, spec, tmp_path / "build")
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert code == 2 and len(errors) == 1, err
+    assert errors[0].startswith(f"{spec}:1:1: error: backends.argo: ")  # no backends key: the top of the file
+    assert "set defaults.image" in errors[0] and "backends.argo.store (s3://bucket/prefix" in errors[0]
+    assert not (tmp_path / "build").exists()
+    # with a backends section, at its key; an Airflow kubernetes mode says the same once
+    spec.write_text(readme_yaml_blocks()[0] + "backends:\n  airflow: {operator: kubernetes}\n")
+    line = len(readme_yaml_blocks()[0].splitlines()) + 1
+    code, err = compile_all(capsys, spec, tmp_path / "build")
+    errors = [e for e in err.splitlines() if ": error: " in e]
+    assert code == 2 and len(errors) == 2, err
+    assert errors[0].startswith(f"{spec}:{line}:1: error: backends.argo: ")  # no argo key: at backends
+    assert errors[1].startswith(f"{spec}:{line + 1}:12: error: backends.airflow: ")  # at airflow's options
+    assert any("backends.airflow: operator mode kubernetes runs each step in a container" in e for e in errors)
+
+
+def test_the_readme_cluster_additions_make_the_spec_compile_for_every_target(capsys, tmp_path):
+    spec_text, additions = readme_yaml_blocks()[:2]
+    (tmp_path / "readme.yaml").write_text(spec_text)
+    spec = tmp_path / "cluster.yaml"  # the additions on top of the spec, as an include merges them
+    spec.write_text("include: readme.yaml\n" + additions)
+    code, err = compile_all(capsys, spec, tmp_path / "build")
+    assert code == 0 and ": error: " not in err, err
+    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["airflow", "argo", "ir", "stepfunctions"]
+
+
+def test_a_step_without_an_image_among_steps_with_one_is_an_error_at_that_step(capsys, tmp_path):
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text("dagsmith: 1\npipeline: {name: p}\n"
+                    "sources:\n  a: {type: csv, uri: 's3://b/a.csv', image: 'img:1'}\n  b: {type: csv, uri: 's3://b/b.csv'}\n"
+                    "backends:\n  argo: {namespace: ml}\n")
+    code = main(["compile", str(spec), "--target", "argo", "-o", str(tmp_path / "o")])
+    errors = [e for e in capsys.readouterr().err.splitlines() if ": error: " in e]
+    assert code == 2
+    assert any(e.startswith(f"{spec}:5:") and "step 'b' has none" in e for e in errors), errors
+    # the missing store: at the key of its nearest parent (backends.argo, line 7), never at a neighbour's value
+    assert any(e.startswith(f"{spec}:7:3: error: backends.argo.store: ") for e in errors), errors

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import Diagnostic, SpecError, did_you_mean
 from . import limits, schema_check, semantics
 from .build import build_spec
-from .document import apply_environment, load_document, locate
+from .document import apply_environment, load_document, locate, locate_nearest
 from .model import Spec
 from .yamlpos import YMap
 
@@ -36,7 +36,7 @@ def diagnostics_at(doc: YMap, problems) -> list[Diagnostic]:
     each has `level`, `path` (a spec path tuple) and `message`."""
     from ..errors import format_path
 
-    return [Diagnostic(locate(doc, tuple(p.path)), format_path(p.path), p.message, level=p.level) for p in problems]
+    return [Diagnostic(locate_nearest(doc, tuple(p.path)), format_path(p.path), p.message, level=p.level) for p in problems]
 
 
 def checked_document(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> YMap:
