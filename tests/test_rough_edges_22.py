@@ -5,10 +5,14 @@ backend needs, how to try a generated Airflow DAG, and `$${` in every text."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from rich.console import Console
 
 from dagsmith import display
@@ -153,3 +157,30 @@ def test_a_step_without_an_image_among_steps_with_one_is_an_error_at_that_step(c
     assert any(e.startswith(f"{spec}:5:") and "step 'b' has none" in e for e in errors), errors
     # the missing store: at the key of its nearest parent (backends.argo, line 7), never at a neighbour's value
     assert any(e.startswith(f"{spec}:7:3: error: backends.argo.store: ") for e in errors), errors
+
+
+# --- trying a generated Airflow DAG (docs/backends/airflow.md) --------------------------------
+
+
+def doc_recipe() -> str:
+    text = (REPO / "docs/backends/airflow.md").read_text(encoding="utf-8")
+    section = text.split("## Trying a DAG on this machine", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+
+
+@pytest.mark.slow
+def test_the_docs_recipe_runs_a_dag_compiled_outside_any_dags_folder(tmp_path):
+    """The commands of docs/backends/airflow.md as written, on a one-task pipeline (a fresh
+    Airflow home is migrated, as the recipe says)."""
+    pytest.importorskip("airflow")
+    (tmp_path / "a.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "pipeline.yaml").write_text("dagsmith: 1\npipeline: {name: tryme}\nsources: {a: {type: csv, uri: a.csv}}\n")
+    script = "set -e\n" + doc_recipe().replace("DAG_ID", "tryme")
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "state=success" in result.stdout + result.stderr
+    runs = list((tmp_path / ".airflow" / "dagsmith" / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "steps" / "a").is_dir()
