@@ -5,6 +5,7 @@ backend needs, how to try a generated Airflow DAG, and `$${` in every text."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from rich.console import Console
 
 from dagsmith import display
@@ -184,3 +186,97 @@ def test_the_docs_recipe_runs_a_dag_compiled_outside_any_dags_folder(tmp_path):
     assert "state=success" in result.stdout + result.stderr
     runs = list((tmp_path / ".airflow" / "dagsmith" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "steps" / "a").is_dir()
+
+
+# --- `$${` is a literal `${` in every text ------------------------------------------------------
+
+ESCAPES_SPEC = """\
+dagsmith: 1
+pipeline: {name: esc, description: "reads $${HOME}/data", owner: "o $${USER}", tags: ["t$${x}"]}
+params:
+  label: {type: string, default: "$${LockTable}", enum: ["$${LockTable}", b], description: "shows $${HOME}"}
+defaults: {image: "ghcr.io/acme/x:1", env: {E1: "$${HOME}"}}
+sources:
+  a: {type: csv, uri: "s3://b/a-$${x}.csv", description: "$${Subnets}"}
+features:
+  f: {inputs: [a], sql: "SELECT *, '$${ArtifactBucket}' AS z FROM a", description: "$${SecurityGroups}"}
+validation:
+  - name: v
+    on: f
+    expectations:
+      - expect_column_values_to_not_match_regex: {column: z, regex: "^[$]$${ArtifactBucket}"}
+training:
+  inputs: [f]
+  target: y
+  model: {estimator: sklearn.linear_model.LogisticRegression, params: {solver: "lbfgs$${Cluster}"}}
+steps:
+  s: {after: [train], run: {command: [bash, -c, "echo $${HOME} ${run.id}"]}, description: "$${JobQueue}"}
+backends:
+  argo: {store: "s3://b/p"}
+  stepfunctions: {store: "s3://b/p"}
+"""
+
+
+def compile_ir(tmp_path, text: str, *params: str):
+    from dagsmith.compiler import compile_spec
+    from dagsmith.spec import load_spec, parse_param_overrides
+
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(text)
+    return compile_spec(load_spec(spec, params=parse_param_overrides(list(params))))
+
+
+def test_an_escaped_reference_is_a_literal_in_texts_nothing_fills_in(tmp_path):
+    ir = compile_ir(tmp_path, ESCAPES_SPEC)
+    assert ir.pipeline["description"] == "reads ${HOME}/data"
+    assert ir.pipeline["owner"] == "o ${USER}" and ir.pipeline["tags"] == ["t${x}"]
+    assert ir.params["label"] == {"type": "string", "default": "${LockTable}", "required": False,
+                                  "description": "shows ${HOME}", "enum": ["${LockTable}", "b"]}
+    steps = {step.id: step for step in ir.steps}
+    assert steps["v"].config["expectations"][0]["kwargs"]["regex"] == "^[$]${ArtifactBucket}"
+    train = next(step for step in ir.steps if step.kind == "train")
+    assert "lbfgs${Cluster}" in json.dumps(train.config)
+    # the texts a step fills in keep `$${`: the runtime unescapes them as it fills them in
+    assert steps["a"].config["uri"] == "s3://b/a-$${x}.csv"
+    assert steps["f"].config["sql"] == "SELECT *, '$${ArtifactBucket}' AS z FROM a"
+    assert steps["s"].config["command"] == ["bash", "-c", "echo $${HOME} ${run.id}"]
+    assert steps["s"].env == {"E1": "$${HOME}"}
+
+
+def test_every_backend_writes_the_literal_and_no_spec_text_becomes_a_reference(capsys, tmp_path):
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(ESCAPES_SPEC)
+    code, err = compile_all(capsys, spec, tmp_path / "build")
+    assert code == 0, err
+    workflow = (tmp_path / "build/argo/esc.workflow-template.yaml").read_text()
+    assert "description: reads ${HOME}/data" in workflow and "shows ${HOME}" in workflow and "$${" not in workflow
+    dag = (tmp_path / "build/airflow/esc.py").read_text()
+    assert "'reads ${HOME}/data'" in dag or '"reads ${HOME}/data"' in dag
+    assert "$${HOME}/data" not in dag and "$${LockTable}" not in dag
+    # CloudFormation's Fn::Sub: the definition refers to what dagsmith put there, nothing a spec wrote
+    template = yaml.safe_load((tmp_path / "build/stepfunctions/esc.template.yaml").read_text())
+    definition = next(r["Properties"]["DefinitionString"]["Fn::Sub"] for r in template["Resources"].values()
+                      if r["Type"] == "AWS::StepFunctions::StateMachine")
+    clean = ESCAPES_SPEC.replace("$${", "x{")
+    spec.write_text(clean)
+    code, err = compile_all(capsys, spec, tmp_path / "clean")
+    assert code == 0, err
+    clean_template = yaml.safe_load((tmp_path / "clean/stepfunctions/esc.template.yaml").read_text())
+    clean_definition = next(r["Properties"]["DefinitionString"]["Fn::Sub"] for r in clean_template["Resources"].values()
+                            if r["Type"] == "AWS::StepFunctions::StateMachine")
+    live = re.compile(r"\$\{(?!!)[^}]*\}")
+    assert sorted(live.findall(definition)) == sorted(live.findall(clean_definition))
+
+
+def test_a_param_value_given_on_the_command_line_is_data(tmp_path):
+    assert compile_ir(tmp_path, ESCAPES_SPEC.replace(', enum: ["$${LockTable}", b]', ""), "label=${HOME}").params["label"]["default"] == "${HOME}"
+    assert compile_ir(tmp_path, ESCAPES_SPEC, "label=${LockTable}").params["label"]["default"] == "${LockTable}"  # one of the enum, as built
+    assert compile_ir(tmp_path, ESCAPES_SPEC.replace(', enum: ["$${LockTable}", b]', ""), "label=$${HOME}").params["label"]["default"] == "$${HOME}"
+
+
+def test_a_literal_dollar_brace_written_as_such_is_an_error_that_says_how_to_escape_it(capsys, tmp_path):
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(ESCAPES_SPEC.replace('description: "reads $${HOME}/data"', 'description: "reads ${HOME}/data"'))
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}:2:" in err and "unknown reference '${HOME}'" in err and "write '$${HOME}'" in err

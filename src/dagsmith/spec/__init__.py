@@ -10,6 +10,7 @@ from . import limits, schema_check, semantics
 from .build import build_spec
 from .document import apply_environment, load_document, locate, locate_nearest
 from .model import Spec
+from .values import GivenText
 from .yamlpos import YMap
 
 __all__ = ["Spec", "check_all", "checked_document", "load_spec", "load_spec_and_document", "diagnostics_at", "environment_names", "parse_param_overrides"]
@@ -154,7 +155,7 @@ def _override_params(doc: YMap, overrides: dict[str, str]) -> YMap:
         entry = YMap(params[name], mark=params[name].mark)
         entry.key_marks = dict(params[name].key_marks)
         entry.value_marks = dict(params[name].value_marks)
-        entry["default"] = value
+        entry["default"] = GivenText(value) if isinstance(value, str) else value
         entry.key_marks.setdefault("default", params.key_marks[name])
         entry.value_marks.setdefault("default", params.value_marks[name])
         params[name] = entry
