@@ -68,6 +68,7 @@ def test_numbers_are_honest_about_sign_and_magnitude():
     assert display.number(0.9, fixed=True) == "0.9000" and display.number(0.9) == "0.9"
     assert display.signed(0.01) == "+0.01" and display.signed(-0.01) == "-0.01" and display.signed(0.0) == "0"
     assert display.numbers(0.93, 0.9, fixed=True) == ["0.9300", "0.9000"]
+    assert display.numbers(1, 0.99999999, fixed=True) == ["1", "0.99999999"]  # not 1 and 1.0000
 
 
 # --- the validation summary -----------------------------------------------------------------

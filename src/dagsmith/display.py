@@ -43,9 +43,9 @@ def numbers(*values, digits: int = 4, fixed: bool = False) -> list[str]:
     different values would print the same, all are printed in full (repr), so a failing check
     never shows `0.9000 >= 0.9000`."""
     texts = [number(v, digits, fixed) for v in values]
-    floats = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    same_text = len({number(v, digits, fixed) for v in floats}) < len(set(floats))
-    if same_text:
+    shown = {v: float(t) for v, t in zip(values, texts)
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    if len(set(shown.values())) < len(shown):  # 1 and 0.99999999 would read 1 and 1.0000
         return [repr(v) if isinstance(v, float) else text for v, text in zip(values, texts)]
     return texts
 
