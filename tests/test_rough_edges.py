@@ -125,7 +125,7 @@ def test_summary_prints_the_deployment_and_the_champion_challenger_threshold():
     ]
     text = rendered(record_of(gates=gates, deployment=CANARY))
     assert "deploy: churn v2 deployed as canary at 10% (production stays v1)" in text
-    assert "0.9000 (production v1 0.9100 - 0.0100)" in text
+    assert "0.9000 (production v1 0.9100, delta -0.0100)" in text
     assert "gates: passed (2/2 checks passed)" in text
     assert threshold_text({"threshold": None, "note": "no production model of 'churn' yet: passes"}) == "no production model of 'churn' yet: passes"
 

@@ -4,7 +4,11 @@ One definition for the two places that read them: the spec checks (dagsmith.spec
 runtime that fills them in (dagsmith.runtime). Neither may import the other, so this module
 imports nothing of dagsmith.
 
-In text (paths, argv items, env values) a reference is replaced by its value and `$${` by `${`.
+`$${` is a literal `${` in every text of a spec, one rule: in the texts filled in when a step runs
+(paths and URIs, argv items, env values, SQL) the runtime fills each reference with its value and
+writes `$${` as `${` (`substitute`, `rewrite_sql`); every other text (descriptions, model and
+expectation arguments, backend options...) is filled in with nothing, so it is unescaped when the
+spec is built (`literal`), and a reference in it stays as written.
 In SQL a reference is never pasted: `rewrite_sql` turns it into a bound query parameter, from
 the SQL's own tokens (sqlglot's DuckDB tokenizer): where a value stands it becomes `$p_NAME`;
 inside a quoted string literal the literal becomes the parameter (`'${params.x}'` -> `$t_x`) or a
@@ -44,6 +48,14 @@ def substitute(text: str, value: Callable[[str], object]) -> str:
     if "${" not in text:
         return text
     return PATTERN.sub(lambda m: "${" if m.group(1) is None else str(value(m.group(1).strip())), text)
+
+
+def literal(text: str) -> str:
+    """A text nothing is filled in: `$${` as `${`, references as written (`substitute` without
+    values). Applied once (when the spec is built): the result holds no escape any more."""
+    if "$${" not in text:
+        return text
+    return PATTERN.sub(lambda m: "${" if m.group(1) is None else m.group(0), text)
 
 
 def parameter_name(name: str) -> str:

@@ -231,7 +231,9 @@ def test_backend_limits_are_compile_errors(tmp_path):
     assert not (tmp_path / "out").exists()
     spec.write_text("dagsmith: 1\npipeline: {name: p}\nsources: {a: {type: csv, uri: a.csv}}\nbackends: {airflow: {operator: kubernetes}}\n")
     result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "out")], capture_output=True, text=True)
-    assert result.returncode == 2 and "share no disk: set backends.airflow.store: s3://bucket/prefix" in result.stderr
+    # no image and no store: both said in one error
+    assert result.returncode == 2 and "set defaults.image (an image with dagsmith" in result.stderr
+    assert "backends.airflow.store (s3://bucket/prefix: the containers share no disk" in result.stderr
     assert "p.yaml:4:" in result.stderr  # at the line of backends.airflow in the spec
     assert not (tmp_path / "out").exists()
 
@@ -360,8 +362,9 @@ def test_kubernetes_mode_refuses_what_pods_cannot_do(tmp_path):
     assert result.returncode == 2 and "share no disk: set backends.airflow.store: s3://" in result.stderr
     spec.write_text(local.replace("store: /var/dagsmith", 'store: "s3://b/p"').replace("  image: ghcr.io/acme/churn:1.4.2\n", "", 1))
     result = subprocess.run([exe, "compile", str(spec), "--target", "airflow", "-o", str(tmp_path / "o")], capture_output=True, text=True)
-    assert result.returncode == 2 and "runs each step in its image: step 'customers' has none" in result.stderr
-    assert "runs each step in its image: step 'train' has none" in result.stderr  # every problem at once
+    # no step has an image: one error that says so, not one per step
+    assert result.returncode == 2 and "runs each step in a container, and no step has an image: set defaults.image" in result.stderr
+    assert "runs each step in its image" not in result.stderr and result.stderr.count(": error: ") == 1
 
 
 @pytest.mark.slow

@@ -144,7 +144,9 @@ def test_compile_prints_warnings_and_errors_at_their_lines(tmp_path, in_repo):
     assert any("backends.airflow.store: " in e and "share no disk" in e for e in errors)
     assert any("backends.airflow.namespace: 'Bad_NS' is not a Kubernetes namespace name" in e for e in errors)
     assert any("cannot contain '{{'" in e for e in errors)
-    assert sum("runs each step in its image" in e for e in errors) == len(compile_path(CHURN).steps)
+    # no step has an image: said once, at the backend's options, not once per step
+    assert sum("no step has an image: set defaults.image" in e for e in errors) == 1
+    assert not any("runs each step in its image" in e for e in errors)
     assert all(e.startswith(f"{spec}:") for e in errors)  # each at its line in the spec
     assert not (tmp_path / "out").exists()  # nothing written
 

@@ -407,6 +407,7 @@ HOSTILE_ESCAPES = [
     ("$${HOME}", "${HOME}"),
     ("echo $${HOME} $$ $HOME $", "echo ${HOME} $$ $HOME $"),
     ("a$${params.text}b {{ x }}", "a${params.text}b {{ x }}"),
+    ("${params.escaped}", "${HOME} ${params.text} {{ x }}"),  # a default written with `$${`: the literal `${`
 ]
 
 
@@ -415,7 +416,8 @@ def build_hostile(folder: Path, backends: dict, shared: Path) -> Path:
     program = "import os, sys\nopen('hostile.out', 'wb').write(bytes([0]).join(os.fsencode(a) for a in sys.argv[1:]))\n"
     return write_spec(folder, {
         "pipeline": {"name": "conf-hostile"},
-        "params": {"text": {"type": "string", "default": HOSTILE_DEFAULT}},
+        "params": {"text": {"type": "string", "default": HOSTILE_DEFAULT},
+                   "escaped": {"type": "string", "default": "$${HOME} $${params.text} {{ x }}", "description": "shows $${HOME}"}},
         "sources": SOURCE,
         "steps": {"hostile": {"after": ["people"], "run": {"command": [
             PY, "-c", program, "${params.text}", *HOSTILE_ARGS, *(written for written, _ in HOSTILE_ESCAPES)]}}},

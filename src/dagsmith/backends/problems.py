@@ -66,10 +66,25 @@ class Capabilities:
     runs_images: bool  # each step runs in its own container image (image, resources apply)
     shared_disk: bool  # tasks share a file system (a folder store works)
     options_path: tuple = ()  # where this backend's options are: ("backends", "airflow")
+    image_at_compile: bool = True  # runs_images: a step without an image is an error (False: the
+    #                                backend takes a default image when it is deployed, and says so)
 
 
 def check_capabilities(ir: IR, caps: Capabilities, store: str | None) -> list[Problem]:
     problems: list[Problem] = []
+    imageless = [step for step in ir.steps if not step.image] if caps.runs_images and caps.image_at_compile else []
+    if imageless and len(imageless) == len(ir.steps):
+        # A spec written for a local run (no image anywhere): say ONCE what this backend needs,
+        # at its options (the CLI puts a missing key at its nearest parent, else the top), not
+        # one error per step.
+        needs = "defaults.image (an image with dagsmith and your code installed)"
+        if not caps.shared_disk and not store:
+            needs += (f" and {'.'.join(caps.options_path)}.store (s3://bucket/prefix: the containers share no disk, "
+                      "a run keeps its data there)")
+            store = "s3://"  # said here: not again below
+        problems.append(error(caps.options_path, f"{caps.mode} runs each step in a container, and no step has an image: "
+                              f"set {needs}; the README's quick start shows both"))
+        imageless = []
     if not caps.shared_disk and not (store or "").startswith("s3://"):
         problems.append(error(
             caps.options_path + ("store",),
@@ -83,9 +98,8 @@ def check_capabilities(ir: IR, caps: Capabilities, store: str | None) -> list[Pr
                 problems.append(warning(step_path(step, "uri"), f"{uri!r} is a path on this machine, but {caps.mode} runs tasks in "
                                         "containers that cannot see its files: use an s3:// URI (or a path inside the image)"))
     if caps.runs_images:
-        for step in ir.steps:
-            if not step.image:
-                problems.append(error(step_path(step, "image"), f"{caps.mode} runs each step in its image: step {step.id!r} has none (set defaults.image or the step's image)"))
+        for step in imageless:  # some steps have an image: each one without is an error at its place
+            problems.append(error(step_path(step, "image"), f"{caps.mode} runs each step in its image: step {step.id!r} has none (set defaults.image or the step's image)"))
     else:
         for field in ("image", "resources"):
             problems.extend(_not_applied(ir, field, caps))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from .. import display
 from .svg import esc, num, parse_time, seconds_text
 
 
@@ -76,12 +77,13 @@ def gates_table(data) -> str:
             version = g.get("production_version")
             if g.get("production_value") is not None:
                 compared = (f"{g['compare_to']}" + (f" v{version}" if version is not None else "")
-                            + f" = {num(g['production_value'])}, delta {num(g.get('delta') or 0.0)}")
+                            + f" = {num(g['production_value'])}, delta {display.signed(g.get('delta') or 0.0)}")
             else:
                 compared = f"{g['compare_to']}: {g.get('note') or 'nothing to compare with'}"
-        threshold = num(g.get("threshold")) if g.get("threshold") is not None else (g.get("note") or "")
+        threshold, observed = display.numbers(g.get("threshold"), g.get("observed"))
+        threshold = threshold if g.get("threshold") is not None else (g.get("note") or "")
         cells = ([esc(num(g.get("partition")))] if partitioned else [])
-        cells += [esc(num(g.get("metric"))), esc(num(g.get("op"))), esc(threshold), esc(num(g.get("observed"))), esc(compared),
+        cells += [esc(num(g.get("metric"))), esc(num(g.get("op"))), esc(threshold), esc(observed), esc(compared),
                   _badge(bool(g.get("passed")))]
         rows.append(cells)
         attrs.append(f' class="gate-check" data-outcome="{"passed" if g.get("passed") else "failed"}"')

@@ -11,6 +11,8 @@ import html
 import json
 import math
 
+from .. import display
+
 
 def esc(value) -> str:
     """Text or an attribute value, escaped (quotes too)."""
@@ -25,23 +27,9 @@ def script_json(data) -> str:
 
 
 def num(value, digits: int = 4) -> str:
-    """A metric or parameter as a person reads it: 0.8463, 200, 1e-05, true, text."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
-            return f"{value:.3g}"
-        fixed = f"{value:.{digits}f}"
-        return fixed.rstrip("0").rstrip(".") if "." in fixed else fixed
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
+    """A metric or parameter as a person reads it: 0.8463, 200, 1e-05, -1e-10, true, text (the
+    console summary's rule: dagsmith.display)."""
+    return display.number(value, digits)
 
 
 def seconds_text(seconds: float | None) -> str:

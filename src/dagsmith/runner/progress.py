@@ -16,6 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .. import display
+
 _STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "skipped": "yellow", "running": "bold blue", "pending": "dim"}
 
 
@@ -157,7 +159,7 @@ def _print_metrics(metrics: dict, console: Console) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in _flat_metrics(metrics):
-        table.add_row(*name, f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(*name, _num(value))
     console.print(table)
 
 
@@ -168,12 +170,11 @@ def threshold_text(gate: dict) -> str:
     threshold = gate.get("threshold")
     if threshold is None:
         return gate.get("note") or ""
-    text = _num(threshold)
+    text = display.numbers(threshold, gate.get("observed"), fixed=True)[0]
     if gate.get("compare_to") and gate.get("production_value") is not None:
-        delta = float(gate.get("delta") or 0.0)
         version = gate.get("production_version")
         production = f"production v{version}" if version is not None else "production"
-        text += f" ({production} {_num(gate['production_value'])} {'-' if delta < 0 else '+'} {_num(abs(delta))})"
+        text += f" ({production} {_num(gate['production_value'])}, delta {display.signed(gate.get('delta') or 0.0, fixed=True)})"
     return text
 
 
@@ -196,7 +197,8 @@ def _print_gates(gates: list, console: Console, known: list[str]) -> None:
             table.add_column(column)
         for gate in shown:
             cells = [str(gate.get("partition", ""))] if partitioned else []
-            cells += [gate.get("metric", ""), gate.get("op", ""), threshold_text(gate), _num(gate.get("observed"))]
+            cells += [gate.get("metric", ""), gate.get("op", ""), threshold_text(gate),
+                      display.numbers(gate.get("threshold"), gate.get("observed"), fixed=True)[1]]
             table.add_row(*cells, Text("yes" if gate.get("passed") else "no", style="green" if gate.get("passed") else "red"))
         console.print(table)
         if len(shown) < len(failed):
@@ -275,32 +277,48 @@ def _print_validation(validation: dict, console: Console, every: bool) -> None:
             expectations = result.get("expectations", [])
             failed = sum(1 for e in expectations if not e.get("success"))
             verdict = "passed" if not failed else f"{failed} of {len(expectations)} failed"
-            console.print(f"validation {name} on {result.get('table')} (on_failure: {result.get('on_failure')}): {verdict}",
+            console.print(display.terminal_text(f"validation {name} on {result.get('table')} (on_failure: {result.get('on_failure')}): {verdict}"),
                           highlight=False, soft_wrap=True, markup=False)
             for expectation in expectations:
                 kwargs = ", ".join(f"{k}={v}" for k, v in (expectation.get("kwargs") or {}).items())
                 ok = expectation.get("success")
                 mark = Text("  ok    " if ok else "  FAIL  ", style="green" if ok else "red")
-                console.print(mark + Text(f"{expectation.get('type')}({kwargs}): {observed_text(expectation)}"),
+                console.print(mark + Text(display.terminal_text(f"{expectation.get('type')}({kwargs}): {observed_text(expectation)}")),
                               highlight=False, soft_wrap=True)
     for name, result in validation.items():  # the failures again, by level: what needs a look
         for expectation in result.get("expectations", []):
             if not expectation.get("success"):
                 level = "error" if result.get("on_failure") == "fail" else "warning"
-                console.print(f"[{'red' if level == 'error' else 'yellow'}]validation {level}[/]: {name} on {result.get('table')}: {expectation['type']}: {observed_text(expectation)}")
+                # One logical line, never wrapped by rich (soft_wrap) and never read as markup:
+                # the terminal wraps it, a pipe or a log keeps it whole.
+                line = Text(f"validation {level}", style="red" if level == "error" else "yellow")
+                line.append(": " + display.terminal_text(f"{name} on {result.get('table')}: {expectation.get('type')}: {observed_text(expectation)}"))
+                console.print(line, highlight=False, soft_wrap=True)
+
+
+# What GX reports of the failing values, most telling first (the report shows the same keys).
+FAILING_VALUE_KEYS = ("partial_unexpected_list", "unexpected_values", "partial_unexpected_counts")
 
 
 def observed_text(expectation: dict) -> str:
-    """What a validation observed: its error, the value (row count, mean...), or unexpected rows."""
+    """What a validation observed: its error, the value (row count, mean...), or unexpected rows
+    with a bounded sample of the failing values (display.sample: a few, each cut short,
+    terminal-safe)."""
     if expectation.get("error"):
-        return str(expectation["error"])
+        return display.terminal_text(expectation["error"])
     if expectation.get("observed_value") is not None:
-        return f"observed {expectation['observed_value']!r}"
+        return f"observed {display.terminal_text(repr(expectation['observed_value']), 200)}"
     count = expectation.get("unexpected_count")
+    text = ""
     if count is not None:
         total = expectation.get("element_count")
-        return f"{count} unexpected row{'' if count == 1 else 's'}" + (f" of {total}" if total is not None else "")
-    return ""
+        text = f"{count} unexpected row{'' if count == 1 else 's'}" + (f" of {total}" if total is not None else "")
+    for key in FAILING_VALUE_KEYS:
+        values = expectation.get(key)
+        if isinstance(values, list) and values:
+            text += ("; " if text else "") + "failing values: " + display.sample(values)
+            break
+    return text
 
 
 def _flat_metrics(metrics: dict):
@@ -313,6 +331,4 @@ def _flat_metrics(metrics: dict):
 
 
 def _num(value) -> str:
-    if value is None:
-        return ""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return display.number(value, fixed=True)

@@ -8,8 +8,9 @@ from pathlib import Path
 from ..errors import Diagnostic, SpecError, did_you_mean
 from . import limits, schema_check, semantics
 from .build import build_spec
-from .document import apply_environment, load_document, locate
+from .document import apply_environment, load_document, locate, locate_nearest
 from .model import Spec
+from .values import GivenText
 from .yamlpos import YMap
 
 __all__ = ["Spec", "check_all", "checked_document", "load_spec", "load_spec_and_document", "diagnostics_at", "environment_names", "parse_param_overrides"]
@@ -36,7 +37,7 @@ def diagnostics_at(doc: YMap, problems) -> list[Diagnostic]:
     each has `level`, `path` (a spec path tuple) and `message`."""
     from ..errors import format_path
 
-    return [Diagnostic(locate(doc, tuple(p.path)), format_path(p.path), p.message, level=p.level) for p in problems]
+    return [Diagnostic(locate_nearest(doc, tuple(p.path)), format_path(p.path), p.message, level=p.level) for p in problems]
 
 
 def checked_document(path: str | os.PathLike, env: str | None = None, params: dict[str, str] | None = None) -> YMap:
@@ -154,7 +155,7 @@ def _override_params(doc: YMap, overrides: dict[str, str]) -> YMap:
         entry = YMap(params[name], mark=params[name].mark)
         entry.key_marks = dict(params[name].key_marks)
         entry.value_marks = dict(params[name].value_marks)
-        entry["default"] = value
+        entry["default"] = GivenText(value) if isinstance(value, str) else value
         entry.key_marks.setdefault("default", params.key_marks[name])
         entry.value_marks.setdefault("default", params.value_marks[name])
         params[name] = entry

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 
+from .. import references
 from .model import (
     CustomStep, Deployment, Distributed, Evaluation, Expectation, Feature, Gate, NewDataTrigger,
     Param, Source, Spec, StepOptions, Sweep, Training, Validation,
 )
-from .values import parse_duration
+from .values import GivenText, parse_duration
 
 _OPTION_KEYS = ("image", "retries", "retry_delay", "timeout", "resources", "secrets", "env")
 
@@ -20,6 +21,40 @@ def plain(node):
         return {key: plain(value) for key, value in node.items()}
     if isinstance(node, list):
         return [plain(value) for value in node]
+    return node
+
+
+# The texts a step fills in when it runs (references.substitute / rewrite_sql): they keep `$${`
+# for the runtime. A path part None matches any name or index.
+_FILLED_IN = (
+    ("sources", None, "uri"),
+    ("sources", None, "query"),
+    ("features", None, "sql"),
+    ("steps", None, "run", "command", None),
+    *((section, "env", None) for section in ("defaults", "training", "evaluation", "deployment")),
+    *((section, None, "env", None) for section in ("sources", "features", "validation", "steps")),
+)
+
+
+def _filled_in(path: tuple) -> bool:
+    return any(len(path) == len(pattern) and all(p is None or p == part for p, part in zip(pattern, path))
+               for pattern in _FILLED_IN)
+
+
+def literal_texts(node, path: tuple = ()):
+    """Every text nothing fills in (descriptions, model and expectation arguments, param values
+    written in the spec, backend options...) with `$${` as the literal `${` it stands for
+    (references.literal): `$${` means `${` in every text of a spec. The texts a step fills in
+    when it runs keep `$${` (the runtime unescapes them as it fills them in)."""
+    if isinstance(node, GivenText):  # a --param value: data, as given
+        return str(node)
+    if isinstance(node, str):
+        return node if _filled_in(path) else references.literal(node)
+    if isinstance(node, dict):
+        return {key: value if isinstance(key, str) and key.startswith("x-") else literal_texts(value, path + (key,))
+                for key, value in node.items()}
+    if isinstance(node, list):
+        return [literal_texts(value, path + (index,)) for index, value in enumerate(node)]
     return node
 
 
@@ -44,6 +79,8 @@ def _options(defaults: dict, own: dict) -> StepOptions:
 
 def build_spec(doc, spec_dir: str) -> Spec:
     doc = plain(doc)
+    hashed = spec_hash(doc)  # of the spec as written
+    doc = literal_texts(doc)
     defaults = doc.get("defaults", {})
     pipeline = doc["pipeline"]
     params = tuple(
@@ -109,7 +146,7 @@ def build_spec(doc, spec_dir: str) -> Spec:
         ),
         backends={k: v for k, v in doc.get("backends", {}).items() if not k.startswith("x-")},
         spec_dir=spec_dir,
-        spec_hash=spec_hash(doc),
+        spec_hash=hashed,
     )
 
 

@@ -224,3 +224,22 @@ def locate(doc, path: tuple, *, key: bool = False) -> Mark:
         else:
             break
     return mark or Mark("<spec>", 1, 1)
+
+
+def locate_nearest(doc, path: tuple) -> Mark:
+    """Where a message about `path` goes: its value when the spec has it; else the key of its
+    nearest parent the spec has (`backends:` for a missing backends.argo.store); else the top of
+    the file. Never a line that holds something else (the value of a neighbour)."""
+    node = doc
+    parent_key: Mark | None = None
+    for part in path:
+        if isinstance(node, YMap) and part in node:
+            parent_key = node.key_marks.get(part)
+            node = node[part]
+        elif isinstance(node, YList) and isinstance(part, int) and 0 <= part < len(node):
+            parent_key = node.item_marks[part]
+            node = node[part]
+        else:
+            top = getattr(doc, "mark", None)
+            return parent_key or Mark(top.file if top else "<spec>", 1, 1)
+    return locate(doc, path)

@@ -14,7 +14,7 @@ from .. import naming, references
 from ..graphs import CycleError, topological_order
 from ..errors import URL_PASSWORD, Diagnostic, did_you_mean, format_path
 from .document import locate
-from .values import check_class_path, check_cron, check_function_ref, parse_duration, parse_quantity
+from .values import GivenText, check_class_path, check_cron, check_function_ref, parse_duration, parse_quantity
 from .yamlpos import SURROGATE_MESSAGE, YMap, has_lone_surrogate
 
 BUILTIN_STEPS = ("train", "select", "evaluate", "gate", "deploy", "plan")  # reserved step ids
@@ -385,7 +385,7 @@ class _Checker:
                 problem = param_type_problem(param["type"], param["default"])
                 if problem:
                     self.error(path + ("default",), f"default {problem}")
-                elif "enum" in param and param["default"] not in param["enum"]:
+                elif "enum" in param and _as_built(param["default"]) not in [_as_built(v) for v in param["enum"]]:
                     self.error(path + ("default",), f"default {param['default']!r} is not one of enum {param['enum']}")
             for index, option in enumerate(param.get("enum", [])):
                 problem = param_type_problem(param["type"], option)
@@ -394,6 +394,8 @@ class _Checker:
         for path, text in _strings(self.doc, ()):
             if any(isinstance(part, str) and part.startswith("x-") for part in path):
                 continue  # extension keys are the user's own business
+            if isinstance(text, GivenText):
+                continue  # a --param value is data, never a template
             for reference in references.references(text):
                 ref = reference.name
                 if ref in RUN_VALUES:
@@ -403,7 +405,8 @@ class _Checker:
                     if name not in params:
                         self.error(path, f"unknown parameter '${{{ref}}}'", did_you_mean(name, params) if params else "declare it under params:")
                     continue
-                self.error(path, f"unknown reference '${{{ref}}}': use ${{params.NAME}}, ${{run.date}} or ${{run.id}}")
+                self.error(path, f"unknown reference '${{{ref}}}': use ${{params.NAME}}, ${{run.date}} or ${{run.id}}",
+                           f"for the text '${{{ref}}}' itself, write '$${{{ref}}}'" if len(ref) <= 40 else "for a literal '${', write '$${'")
 
     # --- SQL ----------------------------------------------------------------------------
 
@@ -424,6 +427,14 @@ class _Checker:
                     node = node[part]
                 mark = text_position(mark, node, offset)
             self.problems.append(Diagnostic(mark, format_path(path), message, hint, level))
+
+
+def _as_built(value):
+    """A param value as the built spec has it: spec text with `$${` as `${` (build.literal_texts),
+    a --param value as given."""
+    if isinstance(value, str) and not isinstance(value, GivenText):
+        return references.literal(value)
+    return value
 
 
 def _strings(node, path: tuple):

@@ -11,6 +11,12 @@ from decimal import Decimal
 
 from ..errors import did_you_mean
 
+class GivenText(str):
+    """A parameter value given for one invocation (`--param NAME=VALUE`), put in the document as
+    the parameter's default: data taken exactly as given, never spec text (no reference is
+    looked for in it, `$${` stays `$${`)."""
+
+
 class ValueProblem(ValueError):
     """A ValueError that may carry a "did you mean" hint for the diagnostic."""
 

@@ -30,7 +30,8 @@ from ..problems import Capabilities, Problem, check_capabilities, error, raise_e
 from .cfn import NEW_DATA_MARKER, STORE_PREFIX_MAX, TemplateBuilder, s3_parts, cron_expression, fargate_size, image_param, logical_id
 
 OPTIONS = ("backends", "stepfunctions")
-CAPABILITIES = Capabilities("stepfunctions", "Step Functions", runs_images=True, shared_disk=False, options_path=OPTIONS)
+CAPABILITIES = Capabilities("stepfunctions", "Step Functions", runs_images=True, shared_disk=False, options_path=OPTIONS,
+                            image_at_compile=False)  # the template's DefaultImage parameter
 DEFAULT_MAX_MAP_LENGTH = 10_000
 STORE_PLACEHOLDER = "s3://${ArtifactBucket}/${StorePrefix}"
 _MACHINE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -74,12 +75,14 @@ class StepFunctionsBackend:
 
     def check(self, ir: IR, options: dict) -> list[Problem]:
         store = options.get("store")
-        problems = [p for p in check_capabilities(ir, CAPABILITIES, store or STORE_PLACEHOLDER)
-                    if not (p.level == "error" and p.path[-1:] == ("image",))]
-        for step in ir.steps:
-            if not step.image:
-                problems.append(warning(step_path(step, "image"), f"step {step.id!r} has no image: the template's DefaultImage "
-                                        "parameter must be given when it is deployed (or set defaults.image)"))
+        problems = check_capabilities(ir, CAPABILITIES, store or STORE_PLACEHOLDER)
+        imageless = [step for step in ir.steps if not step.image]
+        if imageless and len(imageless) == len(ir.steps):  # once, not once per step
+            problems.append(warning(OPTIONS, "no step has an image: the template's DefaultImage parameter must be given when it "
+                                    "is deployed (or set defaults.image)"))
+        for step in imageless if len(imageless) < len(ir.steps) else ():
+            problems.append(warning(step_path(step, "image"), f"step {step.id!r} has no image: the template's DefaultImage "
+                                    "parameter must be given when it is deployed (or set defaults.image)"))
         if store is not None and (not store.startswith("s3://") or "${" in store or not store[5:].split("/")[0]):
             problems.append(error(OPTIONS + ("store",), f"{store!r}: the store is an S3 location, s3://bucket/prefix"))
         compute = options.get("compute", "ecs")
