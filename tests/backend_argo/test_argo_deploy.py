@@ -207,7 +207,7 @@ def test_a_stalled_server_times_out_instead_of_hanging(churn, capsys, monkeypatc
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)  # accepts the connection and never answers
-    monkeypatch.setattr(argo_deploy, "TIMEOUT", 0.5)
+    monkeypatch.setenv("DAGSMITH_REQUEST_TIMEOUT", "0.5")
     try:
         code, err = deploy(capsys, churn, "--server", f"http://127.0.0.1:{listener.getsockname()[1]}")
     finally:
