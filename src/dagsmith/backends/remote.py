@@ -173,7 +173,7 @@ def send(method: str, url: str, *, headers: dict[str, str] | None = None, body: 
         with response:
             length = response.headers.get("Content-Length")
             if length and length.strip().isdigit() and int(length) > limit:
-                raise Unreachable(f"an answer of {int(length)} bytes, more than the {limit} a deploy reads", sent=True)
+                raise Unreachable(f"an answer of {int(length)} bytes, more than the {limit} bytes a deploy reads", sent=True)
             data = response.read(limit + 1)
             if len(data) > limit:
                 raise Unreachable(f"an answer of more than the {limit} bytes a deploy reads", sent=True)
@@ -182,9 +182,10 @@ def send(method: str, url: str, *, headers: dict[str, str] | None = None, body: 
     except Unreachable:
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        if watchdog.expired:
-            raise Unreachable(f"no complete answer within {seconds:g}s (${TIMEOUT_ENV})", sent=watchdog.connected) from None
         reason = getattr(exc, "reason", None) or exc
+        if watchdog.expired or isinstance(reason, TimeoutError):  # the watchdog, or a socket operation's share of the deadline
+            what = "no complete answer" if watchdog.connected else "no connection"
+            raise Unreachable(f"{what} within {seconds:g}s (${TIMEOUT_ENV})", sent=watchdog.connected) from None
         raise Unreachable(f"{' '.join(str(reason).split()) or type(exc).__name__}", sent=watchdog.connected) from None
     finally:
         watchdog.cancel()

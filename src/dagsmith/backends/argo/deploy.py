@@ -78,7 +78,8 @@ class ArgoServer:
         try:
             answer = remote.send(method, self.base + path, headers=headers, body=data, timeout=self.timeout)
         except remote.Unreachable as exc:
-            raise ServerError(method, path, 0, f"cannot reach the Argo Server at {self.base}: {self._short(str(exc))}", definite=not exc.sent) from None
+            said = f"the Argo Server at {self.base} gave no usable answer" if exc.sent else f"cannot reach the Argo Server at {self.base}"
+            raise ServerError(method, path, 0, f"{said}: {self._short(str(exc))}", definite=not exc.sent) from None
         parsed = answer.json()
         if 200 <= answer.status < 300:
             if not isinstance(parsed, dict):
@@ -119,7 +120,8 @@ def deploy(backend, ir, options: dict, request) -> list[str]:
         kind = KINDS[doc["kind"]]
         if kind.lints:
             try:
-                server.call("POST", f"/api/v1/{kind.collection}/{namespace}/lint", {"namespace": namespace, kind.body_key: doc})
+                linted = server.call("POST", f"/api/v1/{kind.collection}/{namespace}/lint", {"namespace": namespace, kind.body_key: doc})
+                _resource(linted, doc, "POST", namespace, versioned=False)  # the server answers with the linted resource
             except ServerError as exc:
                 said = "refused" if exc.argo else "could not lint"
                 raise UsageError(f"the Argo Server {said} {doc['kind']} {doc['metadata']['name']}, nothing deployed: {exc}") from None
@@ -159,15 +161,16 @@ def _path(doc: dict, namespace: str, named: bool) -> str:
     return f"{base}/{urllib.parse.quote(doc['metadata']['name'], safe='')}" if named else base
 
 
-def _resource(answer: dict, doc: dict, method: str, namespace: str) -> dict:
-    """`answer` when it is the resource `doc` names (with the resourceVersion an update needs);
-    else a ServerError: a 2xx whose body is some other JSON is not an answer to rely on."""
+def _resource(answer: dict, doc: dict, method: str, namespace: str, versioned: bool = True) -> dict:
+    """`answer` when it is the resource `doc` names (`versioned`: with the resourceVersion an
+    update needs); else a ServerError: a 2xx whose body is some other JSON is no answer to rely on."""
     metadata = answer.get("metadata")
     name = doc["metadata"]["name"]
-    if (not isinstance(metadata, dict) or metadata.get("name") != name
-            or not isinstance(metadata.get("resourceVersion"), str) or not metadata["resourceVersion"]):
+    version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("name") != name or (versioned and not (isinstance(version, str) and version)):
+        keys = ", ".join(sorted(map(str, answer))[:8]) or "none"
         raise ServerError(method, _path(doc, namespace, named=True), 200,
-                          f"the answer is not {doc['kind']} {name} with a resourceVersion (keys: {', '.join(sorted(map(str, answer))[:8]) or 'none'})",
+                          f"the answer is not {doc['kind']} {name}{' with a resourceVersion' if versioned else ''} (its keys: {keys})",
                           definite=False)
     return answer
 
