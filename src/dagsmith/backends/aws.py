@@ -81,8 +81,11 @@ class Bounded:
             raise AwsUnavailable(f"no answer from {where} to {name}: {short(str(error))}", sent=True) from None
         # botocore's parser on what is not an AWS answer (an HTML login page, garbage): a
         # ResponseParserError, or whatever its parser trips on (KeyError on an HTML page)
+        from botocore.parsers import ResponseParserError
+
+        detail = f": {short(str(error))[:200]}" if isinstance(error, ResponseParserError) else ""
         raise AwsUnavailable(f"{where} did not give an AWS answer to {name} (a proxy or login page? check the endpoint "
-                             f"and the network): {type(error).__name__}: {short(str(error))}", sent=True) from None
+                             f"and the network){detail}", sent=True) from None
 
 
 def message(error) -> str:
