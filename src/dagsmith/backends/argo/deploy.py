@@ -9,10 +9,15 @@ REST API, all or nothing.
   5. when a write fails, the ones already made are put back as they were (created: deleted;
      updated: the previous version written back), and the command says what happened.
 
+Every answer is checked (the resource named, as JSON; only the server's own 404 means "not
+there"): a login page, other JSON, a redirect or no complete answer within the deadline
+(backends/remote.py) is a failure like a refusal, and a write whose answer leaves open whether it
+happened is looked up and put back when it did.
+
 The token comes from an environment variable named by `--token-env` / `backends.argo.token_env`
-(default ARGO_TOKEN), never from a flag, and is never printed. Exit codes: 0 deployed, 1 a write
-failed and everything was put back, 2 refused before any change, 4 a write failed and putting
-back failed too (the message lists what is left to fix by hand).
+(default ARGO_TOKEN), never from a flag, and is never printed, not even when a server repeats it.
+Exit codes: 0 deployed, 1 a write failed and everything was put back, 2 refused before any change,
+4 a write failed and putting back failed too (the message lists what is left to fix by hand).
 """
 
 from __future__ import annotations
