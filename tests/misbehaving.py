@@ -36,6 +36,7 @@ class Canned:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)
+                canned.requests += 1
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -43,7 +44,6 @@ class Canned:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
-                canned.requests += 1
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 

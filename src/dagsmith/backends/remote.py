@@ -199,6 +199,8 @@ def send(method: str, url: str, *, headers: dict[str, str] | None = None, body: 
 _AUTHORIZATION = re.compile(r"(?i)(\bauthorization\b[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n]+")
 _SCHEME = re.compile(r"(?i)\b(bearer|basic|negotiate|aws4-hmac-sha256)(\s+)[^\s\"',;]+(?:[\s,]+(?:SignedHeaders|Signature)=[^\s\"',;]+)*")
 _SIGNATURE = re.compile(r"(?i)\b(Credential|Signature|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=[^\s\"'&,;]+")
+# a credential in a URL's query (an SSO redirect's ?access_token=..., a signed URL's &sig=...)
+_QUERY = re.compile(r"(?i)([?&#](?:access_token|id_token|refresh_token|token|code|sig|signature|key|password|secret)=)[^&#\s\"']+")
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -206,14 +208,18 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
     echo them (as sent, JSON-escaped, URL-encoded), any Authorization value or bearer token,
     AWS signatures, or a URL's password. Scrub BEFORE shortening a message: a cut could leave a
     prefix of a secret that no longer matches."""
-    for secret in secrets:
+    for secret in secrets:  # the longest form first: one form may hold another
         if not secret:
             continue
-        for form in {secret, json.dumps(secret)[1:-1], urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}:
+        escaped = json.dumps(secret)[1:-1]
+        go = escaped.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")  # Go's encoding/json
+        for form in sorted({secret, escaped, escaped.replace("/", "\\/"), go, urllib.parse.quote(secret, safe=""),
+                            urllib.parse.quote_plus(secret)}, key=len, reverse=True):
             text = text.replace(form, "***")
     text = _AUTHORIZATION.sub(lambda m: m.group(1) + "***", text)
     text = _SCHEME.sub(lambda m: m.group(1) + m.group(2) + "***", text)
     text = _SIGNATURE.sub(lambda m: m.group(1) + "=***", text)
+    text = _QUERY.sub(lambda m: m.group(1) + "***", text)
     return redact(text) or ""
 
 

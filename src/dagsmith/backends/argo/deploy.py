@@ -88,14 +88,14 @@ class ArgoServer:
         parsed = answer.json()
         if 200 <= answer.status < 300:
             if not isinstance(parsed, dict):
-                raise ServerError(method, path, answer.status, f"{answer.describe()}, not the Argo Server's JSON object "
+                raise ServerError(method, path, answer.status, f"{self._short(answer.describe())}, not the Argo Server's JSON object "
                                   "(check --server and the token)", definite=False)
             return parsed
         if isinstance(parsed, dict):  # the Argo Server's own error: {"code", "message"}
             raise ServerError(method, path, answer.status, self._short(str(parsed.get("message") or answer.body.decode("utf-8", "replace"))),
                               argo=True)
         # not the Argo Server (a proxy, an SSO page): a 5xx gateway error may have passed the call on
-        raise ServerError(method, path, answer.status, f"{answer.describe()}, not the Argo Server's JSON error: "
+        raise ServerError(method, path, answer.status, f"{self._short(answer.describe())}, not the Argo Server's JSON error: "
                           f"{self._short(answer.body[:2048].decode('utf-8', 'replace'))}", definite=answer.status < 500)
 
     def _short(self, text: str) -> str:
@@ -173,9 +173,8 @@ def _resource(answer: dict, doc: dict, method: str, namespace: str, versioned: b
     name = doc["metadata"]["name"]
     version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
     if not isinstance(metadata, dict) or metadata.get("name") != name or (versioned and not (isinstance(version, str) and version)):
-        keys = ", ".join(sorted(map(str, answer))[:8]) or "none"
         raise ServerError(method, _path(doc, namespace, named=True), 200,
-                          f"the answer is not {doc['kind']} {name}{' with a resourceVersion' if versioned else ''} (its keys: {keys})",
+                          f"the answer is JSON, but not {doc['kind']} {name}{' with a resourceVersion' if versioned else ''}",
                           definite=False)
     return answer
 

@@ -106,7 +106,7 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
     except AwsUnavailable as exc:  # it may have started: what the stack says decides
         error = str(exc)
     try:
-        status, reason = _wait_stack(cfn, stack, poll, timeout, since=since)
+        status, reason = _wait_stack(cfn, stack, poll, timeout, since=since, started=error is None)
         if error is not None or status not in DONE:
             _failed(cfn, stack, kind, status, error or reason, previous=existing["StackStatus"] if existing else None)
     except (AwsUnavailable, ClientError) as exc:
@@ -252,14 +252,16 @@ def _wait_change_set(cfn, stack: str, name: str, poll: float, timeout: float) ->
         time.sleep(poll)
 
 
-def _wait_stack(cfn, stack: str, poll: float, timeout: float, since: int = 0) -> tuple[str, str]:
+def _wait_stack(cfn, stack: str, poll: float, timeout: float, since: int = 0, started: bool = True) -> tuple[str, str]:
     """(status, reason) once the stack settles: the reason is the first resource that failed
-    after the first `since` events (the oldest ones), else the stack's own status reason."""
+    after the first `since` events (the oldest ones), else the stack's own status reason. When
+    the execution call failed (`started` false), a new stack still REVIEW_IN_PROGRESS is settled:
+    nothing will move it."""
     deadline = time.monotonic() + timeout
     while True:
         current = _stack(cfn, stack, reviewed=True) or {"StackStatus": "DELETE_COMPLETE"}
         status = current["StackStatus"]
-        settled = not status.endswith("_IN_PROGRESS")
+        settled = not status.endswith("_IN_PROGRESS") or (not started and status == "REVIEW_IN_PROGRESS")
         if settled or time.monotonic() > deadline:
             reason = _first_failure(_events(cfn, stack)[since:]) or current.get("StackStatusReason") or ""
             return status, reason if settled else f"still {status} after {timeout:.0f}s; {reason}".rstrip("; ")
