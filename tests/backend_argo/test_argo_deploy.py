@@ -266,8 +266,8 @@ ODD_ANSWERS = {  # name -> (status, content type, body, whether the server had a
 }
 
 
-WRITE_ANSWERS = ["an SSO login page", "a login page after the server acted", "JSON of another shape", "an empty body",
-                 "a redirect to a login page", "a gateway error after the server acted", "a trickled answer after the server acted"]
+WRITE_ANSWERS = ["an SSO login page", "a login page after the server acted", "JSON of another shape",
+                 "a gateway error after the server acted", "a trickled answer after the server acted"]
 
 
 @pytest.mark.parametrize("odd", WRITE_ANSWERS)
@@ -288,12 +288,9 @@ def test_an_unexpected_answer_to_a_write_puts_back_what_was_written(argo_server,
 
 @pytest.mark.parametrize("odd, call, dry_run", [
     ("an SSO login page", ("POST", "/api/v1/cron-workflows/ml/lint"), True),
-    ("an SSO login page", ("GET", PATHS[2]), False),
-    ("JSON of another shape", ("POST", "/api/v1/cron-workflows/ml/lint"), False),
     ("JSON of another shape", ("GET", PATHS[2]), True),
     ("garbage", ("GET", PATHS[0]), False),
     ("a redirect to a login page", ("POST", "/api/v1/workflow-templates/ml/lint"), False),
-    ("a login page with 401", ("GET", PATHS[3]), True),
 ])
 def test_an_unexpected_answer_before_any_write_changes_nothing(argo_server, churn, capsys, odd, call, dry_run):
     """A lint or a GET that is not the Argo Server's answer: refused (exit 2), nothing written."""
@@ -353,11 +350,11 @@ def test_a_stalled_write_is_bounded_and_put_back(argo_server, churn, capsys, mon
     assert argo_server.resources[PATHS[0]]["spec"] == before[PATHS[0]]["spec"]
 
 
-@pytest.mark.parametrize("declared", [True, False], ids=["Content-Length", "no length"])
-def test_an_oversized_answer_is_refused(argo_server, churn, capsys, declared):
-    """A GET answering 17 MB (valid JSON: spaces, then {}): refused, not read into memory whole."""
+def test_an_oversized_answer_is_refused(argo_server, churn, capsys):
+    """A GET answering 17 MB (valid JSON: spaces, then {}) with no length given (so it cannot be
+    refused on its Content-Length, as tests/backends/test_remote.py does): refused after 16 MB."""
     big = b" " * (17 * 1024 * 1024) + b"{}"
-    argo_server.odd[("GET", PATHS[0])] = (200, "application/json", big, False, {} if declared else {"X-No-Length": "1"})
+    argo_server.odd[("GET", PATHS[0])] = (200, "application/json", big, False, {"X-No-Length": "1"})
     code, err = deploy(capsys, churn, "--server", argo_server.url, "--dry-run")
     assert code == 2 and "more than the 16777216 bytes" in err, err
 
@@ -365,13 +362,12 @@ def test_an_oversized_answer_is_refused(argo_server, churn, capsys, declared):
 TOKEN = "eyJhbGciOi.s3cr3t-token-0123456789"
 
 
-@pytest.mark.parametrize("where, echo", [("lint", "json"), ("write", "html"), ("rollback", "header"), ("write", "cut")])
+@pytest.mark.parametrize("where, echo", [("lint", "cut"), ("write", "html"), ("rollback", "header")])
 def test_the_token_is_scrubbed_from_every_server_message(argo_server, churn, capsys, monkeypatch, where, echo):
     """The Argo Server (or a proxy) repeats the token in its error: never printed, not even in
     part (a message cut at its length limit must not leave a prefix of it)."""
     monkeypatch.setenv("ARGO_TOKEN", TOKEN)
-    message = {"json": f"token {TOKEN} has expired",
-               "html": f"<html><pre>Authorization: Bearer {TOKEN}</pre></html>",
+    message = {"html": f"<html><pre>Authorization: Bearer {TOKEN}</pre></html>",
                "header": f'request headers: {{"authorization": "Bearer {TOKEN}", "accept": "application/json"}}',
                "cut": "x" * 490 + TOKEN}[echo]
     call = {"lint": ("POST", "/api/v1/workflow-templates/ml/lint"), "write": ("POST", "/api/v1/event-sources/ml"),
