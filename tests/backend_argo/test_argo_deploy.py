@@ -302,11 +302,15 @@ def test_an_unexpected_answer_before_any_write_changes_nothing(argo_server, chur
     assert argo_server.resources == {}
 
 
-def test_a_404_that_is_not_the_argo_servers_is_no_proof_of_absence(argo_server, churn, capsys):
-    """An ingress's HTML 404 (a wrong path) does not mean "not there, create it"."""
-    argo_server.odd[("GET", PATHS[0])] = (404, HTML, b"<html>404 Not Found</html>", False, {})
+@pytest.mark.parametrize("body, says", [
+    (b"<html>404 Not Found</html>", "text/html"),  # an ingress, a wrong path
+    (b'{"kind": "Status", "status": "Failure", "code": 404, "message": "the server could not find the requested resource"}', "could not find"),
+])
+def test_a_404_that_is_not_the_argo_servers_is_no_proof_of_absence(argo_server, churn, capsys, body, says):
+    """Only the Argo Server's gRPC NOT_FOUND means "not there, create it"."""
+    argo_server.odd[("GET", PATHS[0])] = (404, HTML if says == "text/html" else "application/json", body, False, {})
     code, err = deploy(capsys, churn, "--server", argo_server.url, "--dry-run")
-    assert code == 2 and "HTTP 404" in err and "text/html" in err and "would create" not in err, err
+    assert code == 2 and "404" in err and says in err and "would create" not in err, err
 
 
 def test_a_rollback_that_gets_no_real_answer_is_left_for_a_person(argo_server, churn, capsys):

@@ -32,6 +32,9 @@ from .. import remote
 from ..aws import put_text
 
 DEFAULT_TOKEN_ENV = "ARGO_TOKEN"
+# The Argo Server's REST API is a gRPC gateway: a missing resource is HTTP 404 with the gRPC status
+# {"code": 5 (NOT_FOUND), "message": ...}; a 404 without it (an ingress, another API) proves nothing
+GRPC_NOT_FOUND = 5
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,9 @@ class ServerError(Exception):
     nothing (refused, or never sent), as opposed to one that may have been acted on (no answer,
     a gateway's 5xx, a 2xx that is not the resource)."""
 
-    def __init__(self, method: str, path: str, status: int, message: str, *, argo: bool = False, definite: bool = True):
-        self.status, self.argo, self.definite = status, argo, definite
+    def __init__(self, method: str, path: str, status: int, message: str, *, argo: bool = False, definite: bool = True,
+                 not_found: bool = False):
+        self.status, self.argo, self.definite, self.not_found = status, argo, definite, not_found
         super().__init__(f"{method} {path}: {status or ''} {message}".replace("  ", " ").rstrip())
 
 
@@ -91,9 +95,9 @@ class ArgoServer:
                 raise ServerError(method, path, answer.status, f"{self._short(answer.describe())}, not the Argo Server's JSON object "
                                   "(check --server and the token)", definite=False)
             return parsed
-        if isinstance(parsed, dict):  # the Argo Server's own error: {"code", "message"}
+        if isinstance(parsed, dict):  # the Argo Server's own error: its gRPC gateway's {"code", "message"}
             raise ServerError(method, path, answer.status, self._short(str(parsed.get("message") or answer.body.decode("utf-8", "replace"))),
-                              argo=True)
+                              argo=True, not_found=answer.status == 404 and parsed.get("code") == GRPC_NOT_FOUND)
         # not the Argo Server (a proxy, an SSO page): a 5xx gateway error may have passed the call on
         raise ServerError(method, path, answer.status, f"{self._short(answer.describe())}, not the Argo Server's JSON error: "
                           f"{self._short(answer.body[:2048].decode('utf-8', 'replace'))}", definite=answer.status < 500)
@@ -135,7 +139,7 @@ def deploy(backend, ir, options: dict, request) -> list[str]:
         try:
             current[_id(doc)] = _resource(server.call("GET", _path(doc, namespace, named=True)), doc, "GET", namespace)
         except ServerError as exc:
-            if not (exc.status == 404 and exc.argo):  # only the Argo Server's own 404 says "not there"
+            if not exc.not_found:  # only the Argo Server's own 404 says "not there"
                 raise UsageError(f"nothing deployed: {exc}") from None
             current[_id(doc)] = None
     if request.dry_run:
@@ -208,7 +212,7 @@ def _rolled_back(server: ArgoServer, namespace: str, done: list, failure: str) -
                 try:
                     server.call("DELETE", _path(doc, namespace, named=True))
                 except ServerError as exc:
-                    if not (exc.status == 404 and exc.argo):  # already gone is what we want
+                    if not exc.not_found:  # already gone is what we want
                         raise
                 undone.append(f"deleted {what}")
             else:
@@ -227,7 +231,7 @@ def _latest(server: ArgoServer, doc: dict, namespace: str) -> dict | None:
     try:
         return _resource(server.call("GET", _path(doc, namespace, named=True)), doc, "GET", namespace)
     except ServerError as exc:
-        if exc.status == 404 and exc.argo:
+        if exc.not_found:
             return None
         raise
 
