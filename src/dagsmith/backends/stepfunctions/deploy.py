@@ -20,6 +20,7 @@ import uuid
 from ...errors import DeployFailed, DeployIncomplete, UsageError
 from .. import aws
 from ..aws import AwsUnavailable
+from ..remote import short
 
 try:
     from botocore.exceptions import ClientError
@@ -151,7 +152,7 @@ def _discarded(cfn, stack: str, name: str, kind: str) -> str:
 
 def _failed(cfn, stack: str, kind: str, status: str, reason: str, *, previous: str | None) -> None:
     """Raise what a failed execution left: rolled back (DeployFailed) or not known to be (DeployIncomplete)."""
-    reason = reason or "no reason given"
+    reason = short(reason or "no reason given")  # AWS's text, shown: scrubbed like any server's
     if kind == "UPDATE" and status == "UPDATE_ROLLBACK_COMPLETE":
         raise DeployFailed(f"stack {stack}: the update failed ({reason}); CloudFormation rolled it back "
                            "(UPDATE_ROLLBACK_COMPLETE): the previous version keeps serving")
@@ -243,7 +244,7 @@ def _wait_change_set(cfn, stack: str, name: str, poll: float, timeout: float) ->
             changes = [c.get("ResourceChange") for c in described.get("Changes") or [] if isinstance(c, dict)]
             return [c for c in changes if isinstance(c, dict)] or None
         if status == "FAILED":
-            reason = described.get("StatusReason", "")
+            reason = short(str(described.get("StatusReason") or ""))
             if "didn't contain changes" in reason or "No updates" in reason:
                 return None
             raise UsageError(f"CloudFormation could not make the change set: {reason}")
