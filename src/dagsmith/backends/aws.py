@@ -103,14 +103,15 @@ def message(error) -> str:
 def put_text(uri: str, text: str, what: str) -> None:
     """Put `text` at the s3:// `uri` (the IR for the pods), before anything else changes: any
     failure is a UsageError (exit 2, nothing deployed)."""
-    from botocore.exceptions import ClientError
-
     from ..runtime.s3 import split_uri
     from ..runtime.store import StoreError
 
+    s3 = client("s3")  # without boto3: a UsageError saying what to install
+    from botocore.exceptions import ClientError
+
     try:
         bucket, key = split_uri(uri)
-        client("s3").put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"))
+        s3.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"))
     except StoreError as exc:
         raise UsageError(f"cannot put {what} at {uri}, nothing deployed: {exc}") from None
     except ClientError as exc:
