@@ -72,11 +72,11 @@ class Answer:
             return None
 
     def describe(self) -> str:
-        """What came back, for a message: the status and what the body looks like."""
+        """What came back besides its status, for a message: what the body looks like."""
         kind = self.content_type or "no content type"
         looks = " (an HTML page: a login or proxy page?)" if b"<html" in self.body[:2048].lower() else ""
-        where = f", to {self.location}" if self.location else ""
-        return f"HTTP {self.status}{where} with a {kind} body of {len(self.body)} bytes{looks}"
+        where = f", redirecting to {self.location}" if self.location else ""
+        return f"with a {kind} body of {len(self.body)} bytes{looks}{where}"
 
 
 class _Watchdog:
