@@ -228,6 +228,8 @@ def test_refused_flags_and_server_urls(argo_server, churn, capsys):
     assert code == 2 and "does not take --dags-folder" in err
     code, err = deploy(capsys, churn, "--server", "http://user:hunter2@argo.example.com")
     assert code == 2 and "hunter2" not in err and "credentials go in the token variable" in err
+    code, err = deploy(capsys, churn, "--server", "https://argo.example.com/?access_token=hunter3#hunter4")
+    assert code == 2 and "hunter3" not in err and "hunter4" not in err and "credentials go in the token variable" in err
     code, err = deploy(capsys, churn)
     assert code == 2 and "needs --server URL" in err
 

@@ -71,7 +71,7 @@ class ArgoServer:
 
     def __init__(self, url: str, token: str | None, timeout: float | None = None):
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.username or parsed.password:
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.username or parsed.password or parsed.query or parsed.fragment:
             raise UsageError(f"--server {_safe_url(url)!r}: expected http(s)://HOST[:PORT] (credentials go in the token variable, not the URL)")
         self.base = url.rstrip("/")
         self.token = token
@@ -107,10 +107,17 @@ class ArgoServer:
 
 
 def _safe_url(url: str) -> str:
+    """The URL without what may be a credential (user:password@, ?query, #fragment)."""
     parsed = urllib.parse.urlsplit(url)
-    if parsed.password or parsed.username:
-        return parsed._replace(netloc=parsed.hostname or "").geturl()
-    return url
+    netloc = (parsed.hostname or "") + (f":{parsed.port}" if _port(parsed) else "") if parsed.password or parsed.username else parsed.netloc
+    return remote.scrub(parsed._replace(netloc=netloc, query="", fragment="").geturl())
+
+
+def _port(parsed) -> int | None:
+    try:
+        return parsed.port
+    except ValueError:
+        return None
 
 
 def deploy(backend, ir, options: dict, request) -> list[str]:
