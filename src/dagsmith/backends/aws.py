@@ -35,7 +35,8 @@ def client(service: str, session=None):
         raise UsageError(f"talking to AWS ({service}) needs boto3: pip install 'dagsmith[aws]'") from None
     seconds = request_timeout()
     config = Config(connect_timeout=seconds, read_timeout=seconds, retries={"mode": "standard", "total_max_attempts": 3})
-    return Bounded((session or boto3.session.Session()).client(service, config=config), service, seconds)
+    make = session.client if session else boto3.client  # boto3's default session: its models loaded once
+    return Bounded(make(service, config=config), service, seconds)
 
 
 class Bounded:
