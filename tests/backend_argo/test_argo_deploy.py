@@ -252,7 +252,7 @@ def test_a_stalled_server_times_out_instead_of_hanging(churn, capsys, monkeypatc
 
 # --- every unexpected answer, every stalled or oversized one (issue 22: 2, 3, 10) ---------------
 
-from misbehaving import LOGIN_PAGE, Trickle  # noqa: E402
+from misbehaving import LOGIN_PAGE, Trickle, closed_port  # noqa: E402
 
 HTML = "text/html"
 ODD_ANSWERS = {  # name -> (status, content type, body, whether the server had acted, headers)
@@ -339,6 +339,12 @@ def test_a_trickling_server_is_bounded_per_whole_request(churn, capsys, monkeypa
         trickle.close()
     assert code == 2 and "nothing deployed" in err and "no complete answer within 1s" in err, err
     assert elapsed < 4, elapsed
+
+
+def test_an_unreachable_server_changes_nothing(churn, capsys, monkeypatch):
+    code, err = deploy(capsys, churn, "--server", closed_port())
+    assert code == 2 and "nothing deployed" in err and "cannot reach the Argo Server at http://127.0.0.1:" in err, err
+    assert "internal error" not in err
 
 
 def test_a_stalled_write_is_bounded_and_put_back(argo_server, churn, capsys, monkeypatch):
