@@ -75,3 +75,38 @@ def test_send_bounds_the_whole_request_and_reports_each_failure():
         assert answer.status == 302 and answer.location == "https://sso.example.com/login" and redirect.requests == 1
     finally:
         redirect.close()
+
+
+def test_a_trickled_tls_handshake_is_bounded_too():
+    """A server that starts a TLS record (handshake, 16 KB long) and sends its bytes one by one:
+    each read gets a byte in time, the handshake never ends; the deadline still does (a guard:
+    CPython's ssl module bounds a whole handshake by the socket's timeout, which send sets to
+    what is left of the deadline)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)  # the ClientHello
+            connection.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16384 bytes follows...
+            while not stop.wait(0.1):
+                try:
+                    connection.sendall(b"\x00")
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(remote.Unreachable, match="within 0.5s"):
+            remote.send("GET", f"https://127.0.0.1:{listener.getsockname()[1]}/", timeout=0.5)
+        assert time.monotonic() - started < 1.5
+    finally:
+        stop.set()
+        listener.close()
