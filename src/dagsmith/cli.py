@@ -351,8 +351,11 @@ def deploy(spec: str, target: str, dry_run: bool, dags_folder, server, namespace
     """Compile SPEC, prove the orchestrator accepts it, then deploy it atomically.
 
     Nothing is deployed when anything fails: the destination stays as it was.
-    Exit 0 deployed (or, with --dry-run, checked), 2 refused before anything
-    changed, 3 an internal error.
+    Exit 0 deployed (or, with --dry-run, checked), 1 a change failed and all
+    was put back, 2 refused before anything changed (also a server that cannot
+    be reached, stalls or misbehaves), 3 an internal error, 4 a change failed
+    and putting back failed too. Each request to a server ends within
+    $DAGSMITH_REQUEST_TIMEOUT seconds (default 30).
     """
     from . import backends
     from .errors import UsageError

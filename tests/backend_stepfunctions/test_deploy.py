@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,74 @@ def test_deploy_refuses_other_flags(aws, in_repo):
         StepFunctionsBackend().deploy(ir, {}, DeployRequest(dags_folder="x"))
     with pytest.raises(UsageError, match="have no value"):
         StepFunctionsBackend().deploy(ir, {}, DeployRequest(stack_name="p", region="us-east-1"))
+
+
+# --- AWS out of reach, stalled or answering what is not AWS (issue 22: 4) ------------------------
+
+from misbehaving import Canned, Trickle, closed_port  # noqa: E402
+
+ENDPOINTS = {  # name -> a server standing at AWS_ENDPOINT_URL (None: a port where nothing listens)
+    "unreachable": lambda: None,
+    "stalled": lambda: Trickle(interval=None),
+    "trickling": lambda: Trickle(interval=0.2),
+    "an HTML login page": lambda: Canned(200),
+    "an HTML 403": lambda: Canned(403),
+    "JSON garbage": lambda: Canned(200, "application/json", b'{"Stacks": "no"}'),
+    "a gateway error": lambda: Canned(502, "text/html", b"<html>502 Bad Gateway</html>"),
+}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_aws_out_of_reach_or_not_aws_is_a_clean_refusal(tmp_path, capsys, monkeypatch, endpoint):
+    """No moto here: botocore talks to a local server that misbehaves (or to nothing). Exit 2,
+    "nothing changed", within about the request deadline (1 s here): never an internal error."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "t", "DAGSMITH_REQUEST_TIMEOUT": "1"}.items():
+        monkeypatch.setenv(key, value)
+    server = ENDPOINTS[endpoint]()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url if server else closed_port())
+    try:
+        started = time.monotonic()
+        code, said = cli(capsys, spec(tmp_path / "v1"), *(["--dry-run"] if endpoint in ("stalled", "an HTML 403") else []))
+        elapsed = time.monotonic() - started
+    finally:
+        if server:
+            server.close()
+    assert code == 2, said
+    assert "stack pipe" in said and "nothing changed" in said, said
+    assert "internal error" not in said and "KeyError" not in said and "Traceback" not in said, said
+    assert elapsed < 6, elapsed
+
+
+class LosesAws:
+    """The cloudformation client (moto's), except that AWS is out of reach once the change set
+    has been sent for execution."""
+
+    def __init__(self, client):
+        self.client, self.executed = client, False
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+        if not self.executed or name == "meta":
+            return method
+
+        def unreachable(**kwargs):
+            from botocore.exceptions import EndpointConnectionError
+
+            raise EndpointConnectionError(endpoint_url="https://cloudformation.us-east-1.amazonaws.com/")
+        return unreachable
+
+    def execute_change_set(self, **kwargs):
+        self.executed = True
+        return self.client.execute_change_set(**kwargs)
+
+
+def test_aws_lost_after_the_execution_is_left_for_a_person(aws, tmp_path, capsys, monkeypatch):
+    """Whether the change set ran is not known: exit 4 with what to look at, not "internal error"."""
+    import boto3.session
+
+    original = boto3.session.Session.client
+    monkeypatch.setattr(boto3.session.Session, "client", lambda session, service, *a, **k: (
+        LosesAws(original(session, service, *a, **k)) if service == "cloudformation" else original(session, service, *a, **k)))
+    code, said = cli(capsys, spec(tmp_path / "v1"))
+    assert code == 4, said
+    assert "was sent for execution, then AWS could not be asked how it went" in said and "internal error" not in said, said

@@ -121,11 +121,10 @@ class AirflowBackend:
             ordered = sorted(files, key=lambda name: name.endswith(".py"))  # the DAG file last
             if request.dry_run:
                 return [f"would {_change(dags_folder / name, files[name])} {dags_folder / name}" for name in ordered]
-            if plan.ir_uri:  # pods read the IR from the store
-                from ...runtime.s3 import client, split_uri
+            if plan.ir_uri:  # pods read the IR from the store (bounded; a failure: exit 2, nothing deployed)
+                from ..aws import put_text
 
-                bucket, key = split_uri(plan.ir_uri)
-                client().put_object(Bucket=bucket, Key=key, Body=files[plan.ir_file].encode("utf-8"))
+                put_text(plan.ir_uri, files[plan.ir_file], "the IR")
             done = {"create": "created", "update": "updated", "keep": "unchanged"}
             lines = [f"{done[_change(dags_folder / name, files[name])]} {dags_folder / name}" for name in ordered]
             for name in ordered:

@@ -9,25 +9,32 @@ REST API, all or nothing.
   5. when a write fails, the ones already made are put back as they were (created: deleted;
      updated: the previous version written back), and the command says what happened.
 
+Every answer is checked (the resource named, as JSON; only the server's own 404 means "not
+there"): a login page, other JSON, a redirect or no complete answer within the deadline
+(backends/remote.py) is a failure like a refusal, and a write whose answer leaves open whether it
+happened is looked up and put back when it did.
+
 The token comes from an environment variable named by `--token-env` / `backends.argo.token_env`
-(default ARGO_TOKEN), never from a flag, and is never printed. Exit codes: 0 deployed, 1 a write
-failed and everything was put back, 2 refused before any change, 4 a write failed and putting
-back failed too (the message lists what is left to fix by hand).
+(default ARGO_TOKEN), never from a flag, and is never printed, not even when a server repeats it.
+Exit codes: 0 deployed, 1 a write failed and everything was put back, 2 refused before any change,
+4 a write failed and putting back failed too (the message lists what is left to fix by hand).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 from ...errors import DagsmithError, DeployFailed, DeployIncomplete, UsageError
+from .. import remote
+from ..aws import put_text
 
-TIMEOUT = 30.0  # seconds per request: a stalled server fails the deploy instead of hanging CI
 DEFAULT_TOKEN_ENV = "ARGO_TOKEN"
+# The Argo Server's REST API is a gRPC gateway: a missing resource is HTTP 404 with the gRPC status
+# {"code": 5 (NOT_FOUND), "message": ...}; a 404 without it (an ingress, another API) proves nothing
+GRPC_NOT_FOUND = 5
 
 
 @dataclass(frozen=True)
@@ -46,54 +53,71 @@ KINDS = {
 
 
 class ServerError(Exception):
-    def __init__(self, method: str, path: str, status: int, message: str):
-        self.status = status
-        super().__init__(f"{method} {path}: {status} {message}".rstrip())
+    """A call that did not get the answer it needed. `argo`: the Argo Server itself answered
+    (its JSON error, e.g. 404 for a missing resource); `definite`: the call certainly changed
+    nothing (refused, or never sent), as opposed to one that may have been acted on (no answer,
+    a gateway's 5xx, a 2xx that is not the resource)."""
+
+    def __init__(self, method: str, path: str, status: int, message: str, *, argo: bool = False, definite: bool = True,
+                 not_found: bool = False):
+        self.status, self.argo, self.definite, self.not_found = status, argo, definite, not_found
+        super().__init__(f"{method} {path}: {status or ''} {message}".replace("  ", " ").rstrip())
 
 
 class ArgoServer:
-    """The few Argo Server calls deploy needs (plain HTTP + JSON)."""
+    """The few Argo Server calls deploy needs (plain HTTP + JSON), each bounded in time and size
+    (backends/remote.py), each answer checked: whatever is not the JSON object asked for is a
+    ServerError whose message never holds the token."""
 
     def __init__(self, url: str, token: str | None, timeout: float | None = None):
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.username or parsed.password:
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.username or parsed.password or parsed.query or parsed.fragment:
             raise UsageError(f"--server {_safe_url(url)!r}: expected http(s)://HOST[:PORT] (credentials go in the token variable, not the URL)")
         self.base = url.rstrip("/")
         self.token = token
-        self.timeout = TIMEOUT if timeout is None else timeout
+        self.timeout = remote.request_timeout() if timeout is None else timeout
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode("utf-8") if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = json.dumps(body).encode("utf-8") if body is not None else None
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                text = response.read(16 * 1024 * 1024).decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            raise ServerError(method, path, exc.code, _message(exc.read(64 * 1024).decode("utf-8", "replace"))) from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise ServerError(method, path, 0, f"cannot reach the Argo Server at {self.base}: {getattr(exc, 'reason', exc)}") from None
-        return json.loads(text) if text.strip() else {}
+            answer = remote.send(method, self.base + path, headers=headers, body=data, timeout=self.timeout)
+        except remote.Unreachable as exc:
+            said = f"the Argo Server at {self.base} gave no usable answer" if exc.sent else f"cannot reach the Argo Server at {self.base}"
+            raise ServerError(method, path, 0, f"{said}: {self._short(str(exc))}", definite=not exc.sent) from None
+        parsed = answer.json()
+        if 200 <= answer.status < 300:
+            if not isinstance(parsed, dict):
+                raise ServerError(method, path, answer.status, f"{self._short(answer.describe())}, not the Argo Server's JSON object "
+                                  "(check --server and the token)", definite=False)
+            return parsed
+        if isinstance(parsed, dict):  # the Argo Server's own error: its gRPC gateway's {"code", "message"}
+            raise ServerError(method, path, answer.status, self._short(str(parsed.get("message") or answer.body.decode("utf-8", "replace"))),
+                              argo=True, not_found=answer.status == 404 and parsed.get("code") == GRPC_NOT_FOUND)
+        # not the Argo Server (a proxy, an SSO page): a 5xx gateway error may have passed the call on
+        raise ServerError(method, path, answer.status, f"{self._short(answer.describe())}, not the Argo Server's JSON error: "
+                          f"{self._short(answer.body[:2048].decode('utf-8', 'replace'))}", definite=answer.status < 500)
 
-
-def _message(text: str) -> str:
-    """The Argo Server's error message (JSON {"code", "message"}), short."""
-    try:
-        message = json.loads(text).get("message") or text
-    except (ValueError, AttributeError):
-        message = text
-    return " ".join(str(message).split())[:500]
+    def _short(self, text: str) -> str:
+        return remote.short(text, [self.token])
 
 
 def _safe_url(url: str) -> str:
+    """The URL without what may be a credential (user:password@, ?query, #fragment)."""
     parsed = urllib.parse.urlsplit(url)
-    if parsed.password or parsed.username:
-        return parsed._replace(netloc=parsed.hostname or "").geturl()
-    return url
+    netloc = (parsed.hostname or "") + (f":{parsed.port}" if _port(parsed) else "") if parsed.password or parsed.username else parsed.netloc
+    return remote.scrub(parsed._replace(netloc=netloc, query="", fragment="").geturl())
+
+
+def _port(parsed) -> int | None:
+    try:
+        return parsed.port
+    except ValueError:
+        return None
 
 
 def deploy(backend, ir, options: dict, request) -> list[str]:
@@ -112,30 +136,34 @@ def deploy(backend, ir, options: dict, request) -> list[str]:
         kind = KINDS[doc["kind"]]
         if kind.lints:
             try:
-                server.call("POST", f"/api/v1/{kind.collection}/{namespace}/lint", {"namespace": namespace, kind.body_key: doc})
+                linted = server.call("POST", f"/api/v1/{kind.collection}/{namespace}/lint", {"namespace": namespace, kind.body_key: doc})
+                _resource(linted, doc, "POST", namespace, versioned=False)  # the server answers with the linted resource
             except ServerError as exc:
-                raise UsageError(f"the Argo Server refused {doc['kind']} {doc['metadata']['name']}, nothing deployed: {exc}") from None
+                said = "refused" if exc.argo else "could not lint"
+                raise UsageError(f"the Argo Server {said} {doc['kind']} {doc['metadata']['name']}, nothing deployed: {exc}") from None
     current = {}
     for doc in docs:
         try:
-            current[_id(doc)] = server.call("GET", _path(doc, namespace, named=True))
+            current[_id(doc)] = _resource(server.call("GET", _path(doc, namespace, named=True)), doc, "GET", namespace)
         except ServerError as exc:
-            if exc.status != 404:
+            if not exc.not_found:  # only the Argo Server's own 404 says "not there"
                 raise UsageError(f"nothing deployed: {exc}") from None
             current[_id(doc)] = None
     if request.dry_run:
         return lines + [_plan_line(backend.to_yaml, doc, namespace, current[_id(doc)]) for doc in docs]
     plan = backend.plan(ir, {**options, "namespace": namespace})
-    _upload_ir(plan.ir_uri, files[plan.ir_file])
+    put_text(plan.ir_uri, files[plan.ir_file], "the IR")
     lines.append(f"uploaded the IR to {plan.ir_uri}")
-    done: list[tuple[dict, dict | None]] = []
+    done: list[tuple[dict, dict | None, bool]] = []  # (resource, as it was, whether the write may not have happened)
     for doc in docs:
         before = current[_id(doc)]
         try:
             _write(server, doc, namespace, before)
         except ServerError as exc:
+            if not exc.definite:  # it may have been written: put back whatever it did too
+                done.append((doc, before, True))
             raise _rolled_back(server, namespace, done, f"{doc['kind']} {doc['metadata']['name']}: {exc}") from None
-        done.append((doc, before))
+        done.append((doc, before, False))
         lines.append(f"{'updated' if before else 'created'} {doc['kind']} {namespace}/{doc['metadata']['name']}")
     return lines
 
@@ -149,28 +177,52 @@ def _path(doc: dict, namespace: str, named: bool) -> str:
     return f"{base}/{urllib.parse.quote(doc['metadata']['name'], safe='')}" if named else base
 
 
+def _resource(answer: dict, doc: dict, method: str, namespace: str, versioned: bool = True) -> dict:
+    """`answer` when it is the resource `doc` names (`versioned`: with the resourceVersion an
+    update needs); else a ServerError: a 2xx whose body is some other JSON is no answer to rely on."""
+    metadata = answer.get("metadata")
+    name = doc["metadata"]["name"]
+    version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("name") != name or (versioned and not (isinstance(version, str) and version)):
+        raise ServerError(method, _path(doc, namespace, named=True), 200,
+                          f"the answer is JSON, but not {doc['kind']} {name}{' with a resourceVersion' if versioned else ''}",
+                          definite=False)
+    return answer
+
+
 def _write(server: ArgoServer, doc: dict, namespace: str, before: dict | None) -> None:
     kind = KINDS[doc["kind"]]
     doc = {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
     if before is None:
-        server.call("POST", _path(doc, namespace, named=False), {"namespace": namespace, kind.body_key: doc})
+        answer = server.call("POST", _path(doc, namespace, named=False), {"namespace": namespace, kind.body_key: doc})
     else:
         version = (before.get("metadata") or {}).get("resourceVersion")
         doc["metadata"]["resourceVersion"] = version
-        server.call("PUT", _path(doc, namespace, named=True), {"namespace": namespace, "name": doc["metadata"]["name"], kind.body_key: doc})
+        answer = server.call("PUT", _path(doc, namespace, named=True), {"namespace": namespace, "name": doc["metadata"]["name"], kind.body_key: doc})
+    _resource(answer, doc, "PUT" if before else "POST", namespace)
 
 
 def _rolled_back(server: ArgoServer, namespace: str, done: list, failure: str) -> DagsmithError:
-    """Undo `done` in reverse order; the error to raise says what happened."""
+    """Undo `done` in reverse order; the error to raise says what happened. A write that may or
+    may not have happened is looked at first: put back only if it did."""
     undone, left = [], []
-    for doc, before in reversed(done):
+    for doc, before, maybe in reversed(done):
         what = f"{doc['kind']} {namespace}/{doc['metadata']['name']}"
         try:
+            latest = _latest(server, doc, namespace) if maybe or before is not None else None
+            if maybe and (latest is None if before is None else latest is not None and _version(latest) == _version(before)):
+                continue  # the write did not happen: nothing to put back
+            if before is not None and latest is None:
+                left.append(f"{what} (it no longer exists: write it back from the previous deploy)")
+                continue
             if before is None:
-                server.call("DELETE", _path(doc, namespace, named=True))
+                try:
+                    server.call("DELETE", _path(doc, namespace, named=True))
+                except ServerError as exc:
+                    if not exc.not_found:  # already gone is what we want
+                        raise
                 undone.append(f"deleted {what}")
             else:
-                latest = server.call("GET", _path(doc, namespace, named=True))
                 _write(server, _restorable(before), namespace, latest)
                 undone.append(f"restored {what}")
         except ServerError as exc:
@@ -179,6 +231,20 @@ def _rolled_back(server: ArgoServer, namespace: str, done: list, failure: str) -
         return DeployIncomplete(f"deploy failed at {failure}; putting back failed for: {'; '.join(left)}"
                                 + (f"; put back: {', '.join(undone)}" if undone else ""))
     return DeployFailed(f"deploy failed at {failure}; nothing changed" + (f" (put back: {', '.join(undone)})" if undone else ""))
+
+
+def _latest(server: ArgoServer, doc: dict, namespace: str) -> dict | None:
+    """The resource as the server has it now; None when it does not exist."""
+    try:
+        return _resource(server.call("GET", _path(doc, namespace, named=True)), doc, "GET", namespace)
+    except ServerError as exc:
+        if exc.not_found:
+            return None
+        raise
+
+
+def _version(resource: dict) -> str | None:
+    return (resource.get("metadata") or {}).get("resourceVersion")
 
 
 def _restorable(resource: dict) -> dict:
@@ -204,13 +270,3 @@ def _plan_line(to_yaml, doc: dict, namespace: str, before: dict | None) -> str:
 def _comparable(resource: dict) -> dict:
     metadata = resource.get("metadata") or {}
     return {"spec": resource.get("spec"), "labels": metadata.get("labels") or {}, "annotations": metadata.get("annotations") or {}}
-
-
-def _upload_ir(uri: str, text: str) -> None:
-    from ...runtime.s3 import client, split_uri
-
-    bucket, key = split_uri(uri)
-    try:
-        client().put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"))
-    except Exception as exc:  # boto3's errors: say which and stop before any resource changes
-        raise UsageError(f"cannot put the IR at {uri}, nothing deployed: {exc}") from None

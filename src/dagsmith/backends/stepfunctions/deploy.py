@@ -18,6 +18,14 @@ import time
 import uuid
 
 from ...errors import DeployFailed, DeployIncomplete, UsageError
+from .. import aws
+from ..aws import AwsUnavailable
+from ..remote import short
+
+try:
+    from botocore.exceptions import ClientError
+except ImportError:  # without boto3, deploy says what to install before anything needs it
+    ClientError = aws.AwsUnavailable
 
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
 TEMPLATE_BODY_LIMIT = 51_200  # larger templates go through S3 (TemplateURL)
@@ -30,15 +38,19 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
         import boto3
     except ImportError:
         raise UsageError("deploying to Step Functions needs boto3: pip install 'dagsmith[aws]'") from None
-    from botocore.exceptions import ClientError
 
     plan, definition, template = backend.build(ir, options)
     body = backend.template_text(template)
     stack = request.stack_name or backend.machine_name(ir, options)
     region = request.region or options.get("region")
     session = boto3.session.Session(region_name=region) if region else boto3.session.Session()
-    cfn = session.client("cloudformation")
-    existing = _stack(cfn, stack)
+    cfn, s3 = aws.client("cloudformation", session), aws.client("s3", session)
+    try:
+        existing = _stack(cfn, stack)
+    except AwsUnavailable as exc:
+        raise UsageError(f"stack {stack}: nothing changed: {exc}") from None
+    except ClientError as exc:
+        raise UsageError(f"stack {stack}: CloudFormation refused to describe it, nothing changed: {aws.message(exc)}") from None
     if existing and existing["StackStatus"] in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED"):
         raise UsageError(f"stack {stack} is {existing['StackStatus']} (its creation failed): delete it, then deploy again")
     if existing and existing["StackStatus"] == "UPDATE_ROLLBACK_FAILED":
@@ -58,46 +70,55 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
     name = f"dagsmith-{uuid.uuid4().hex[:16]}"
     args = {"StackName": stack, "ChangeSetName": name, "ChangeSetType": kind, "Capabilities": CAPABILITIES, "Parameters": parameters,
             "Description": f"dagsmith {ir.name} {(ir.pipeline.get('spec_hash') or '')[:12]}"}
-    s3 = session.client("s3")
-    if len(body.encode("utf-8")) > TEMPLATE_BODY_LIMIT:
-        key = "/".join(p for p in (prefix.strip("/"), "templates", f"{stack}-{(ir.pipeline.get('spec_hash') or '')[:12]}.template.yaml") if p)
-        s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"))  # read from S3, also for a dry run
-        args["TemplateURL"] = f"https://{bucket}.s3.amazonaws.com/{key}"
-    else:
-        args["TemplateBody"] = body
+    created = False  # whether the change set exists (and must be deleted when nothing is executed)
     try:
-        cfn.create_change_set(**args)
-        changes = _wait_change_set(cfn, stack, name, poll, timeout)
-    except ClientError as exc:
-        if "No updates are to be performed" in str(exc):
+        if len(body.encode("utf-8")) > TEMPLATE_BODY_LIMIT:
+            key = "/".join(p for p in (prefix.strip("/"), "templates", f"{stack}-{(ir.pipeline.get('spec_hash') or '')[:12]}.template.yaml") if p)
+            s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"))  # read from S3, also for a dry run
+            args["TemplateURL"] = f"https://{bucket}.s3.amazonaws.com/{key}"
+        else:
+            args["TemplateBody"] = body
+        try:
+            created = True  # from here on it may exist, even when the call fails
+            cfn.create_change_set(**args)
+            changes = _wait_change_set(cfn, stack, name, poll, timeout)
+        except ClientError as exc:
+            if "No updates are to be performed" in str(exc):
+                return [f"stack {stack}: unchanged"]
+            raise UsageError(f"CloudFormation refused the template: {aws.message(exc)}") from None
+        if changes is None:
+            _discard(cfn, stack, name, kind)
             return [f"stack {stack}: unchanged"]
-        raise UsageError(f"CloudFormation refused the template, nothing changed: {exc.response['Error'].get('Message', exc)}") from None
-    if changes is None:
-        cfn.delete_change_set(StackName=stack, ChangeSetName=name)
-        return [f"stack {stack}: unchanged"]
-    lines = [f"{'would ' if request.dry_run else ''}{_verb(c)} {c['LogicalResourceId']} ({c['ResourceType']})" for c in changes]
-    if request.dry_run:
-        cfn.delete_change_set(StackName=stack, ChangeSetName=name)
-        if kind == "CREATE":  # a CREATE change set leaves an empty REVIEW_IN_PROGRESS stack behind
-            try:
-                cfn.delete_stack(StackName=stack)
-            except ClientError:
-                pass
-        return [f"dry run: stack {stack} ({kind.lower()}), change set:"] + ["  " + line for line in lines]
-    s3.put_object(Bucket=bucket, Key=ir_key, Body=ir.dumps().encode("utf-8"))
-    from botocore.exceptions import BotoCoreError
-    from botocore.parsers import ResponseParserError
+        lines = [f"{'would ' if request.dry_run else ''}{_verb(c)} {c.get('LogicalResourceId', '?')} ({c.get('ResourceType', '?')})" for c in changes]
+        if request.dry_run:
+            _discard(cfn, stack, name, kind)
+            return [f"dry run: stack {stack} ({kind.lower()}), change set:"] + ["  " + line for line in lines]
+        s3.put_object(Bucket=bucket, Key=ir_key, Body=ir.dumps().encode("utf-8"))
+        since = len(_events(cfn, stack))
+    except (AwsUnavailable, ClientError, UsageError) as exc:  # nothing executed: the stack is as it was
+        reason = str(exc) if not isinstance(exc, ClientError) else aws.message(exc)
+        raise UsageError(f"stack {stack}: nothing changed: {reason}" + (_discarded(cfn, stack, name, kind) if created else "")) from None
 
     error = None  # the execution call's own error (AWS reports resource failures in the stack instead)
-    since = len(_events(cfn, stack))
     try:
         cfn.execute_change_set(StackName=stack, ChangeSetName=name)
-    except (ClientError, BotoCoreError, ResponseParserError) as exc:
-        error = exc.response["Error"].get("Message", str(exc)) if isinstance(exc, ClientError) else " ".join(str(exc).split())[-400:]
-    status, reason = _wait_stack(cfn, stack, poll, timeout, since=since)
-    if error is not None or status not in DONE:
-        _failed(cfn, stack, kind, status, error or reason, previous=existing["StackStatus"] if existing else None)
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in (_stack(cfn, stack) or {}).get("Outputs", [])}
+    except ClientError as exc:
+        error = aws.message(exc)
+    except AwsUnavailable as exc:  # it may have started: what the stack says decides
+        error = str(exc)
+    try:
+        status, reason = _wait_stack(cfn, stack, poll, timeout, since=since, started=error is None)
+        if error is not None or status not in DONE:
+            _failed(cfn, stack, kind, status, error or reason, previous=existing["StackStatus"] if existing else None)
+    except (AwsUnavailable, ClientError) as exc:
+        lost = str(exc) if isinstance(exc, AwsUnavailable) else aws.message(exc)
+        raise DeployIncomplete(f"stack {stack}: the change set {name} was sent for execution, then AWS could not be asked how it "
+                               f"went ({lost}){f'; the execution call said: {error}' if error else ''}: look at the stack's status "
+                               "and events in CloudFormation before deploying again") from None
+    try:
+        outputs = {o.get("OutputKey"): o.get("OutputValue") for o in (_stack(cfn, stack) or {}).get("Outputs", [])}
+    except (AwsUnavailable, ClientError):
+        outputs = {}  # deployed all the same: the outputs are only shown
     done = [f"stack {stack}: {'updated' if existing else 'created'}"] + ["  " + line for line in lines]
     done.append(f"  IR: s3://{bucket}/{ir_key}")
     if outputs.get("StateMachineArn"):
@@ -105,11 +126,33 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
     return done
 
 
+def _discard(cfn, stack: str, name: str, kind: str) -> None:
+    """Delete a change set that will not be executed; a CREATE one's empty REVIEW_IN_PROGRESS
+    stack too (a new stack's change set leaves it behind)."""
+    cfn.delete_change_set(StackName=stack, ChangeSetName=name)
+    if kind == "CREATE":
+        try:
+            cfn.delete_stack(StackName=stack)
+        except ClientError:
+            pass
+
+
+def _discarded(cfn, stack: str, name: str, kind: str) -> str:
+    """_discard when the deploy stops before executing: what the message adds ("" when done)."""
+    try:
+        _discard(cfn, stack, name, kind)
+        return ""
+    except ClientError as exc:
+        if "does not exist" in aws.message(exc) or "not found" in aws.message(exc).lower():
+            return ""  # never made
+        return f" (the unexecuted change set {name} is left: delete it if you like: {aws.message(exc)})"
+    except AwsUnavailable:
+        return f" (the unexecuted change set {name} may be left; it changes nothing: delete it if you like)"
+
+
 def _failed(cfn, stack: str, kind: str, status: str, reason: str, *, previous: str | None) -> None:
     """Raise what a failed execution left: rolled back (DeployFailed) or not known to be (DeployIncomplete)."""
-    from botocore.exceptions import ClientError
-
-    reason = reason or "no reason given"
+    reason = short(reason or "no reason given")  # AWS's text, shown: scrubbed like any server's
     if kind == "UPDATE" and status == "UPDATE_ROLLBACK_COMPLETE":
         raise DeployFailed(f"stack {stack}: the update failed ({reason}); CloudFormation rolled it back "
                            "(UPDATE_ROLLBACK_COMPLETE): the previous version keeps serving")
@@ -118,7 +161,9 @@ def _failed(cfn, stack: str, kind: str, status: str, reason: str, *, previous: s
             cfn.delete_stack(StackName=stack)
             deleted, why = _wait_stack(cfn, stack, 0.5, 300)
         except ClientError as exc:
-            deleted, why = "DELETE_FAILED", exc.response["Error"].get("Message", str(exc))
+            deleted, why = "DELETE_FAILED", aws.message(exc)
+        except AwsUnavailable as exc:
+            deleted, why = "not known", str(exc)
         if deleted != "DELETE_COMPLETE":
             raise DeployIncomplete(f"stack {stack}: creation failed ({reason}) and was rolled back, but deleting the empty "
                                    f"stack did not succeed ({deleted}: {why}): delete it, then deploy again")
@@ -137,17 +182,34 @@ def _failed(cfn, stack: str, kind: str, status: str, reason: str, *, previous: s
 
 def _stack(cfn, name: str, *, reviewed: bool = False) -> dict | None:
     """The stack, None when there is none (deleted, or only a change set's REVIEW_IN_PROGRESS
-    placeholder unless `reviewed`)."""
-    from botocore.exceptions import ClientError
-
+    placeholder unless `reviewed`). Only AWS's "does not exist" means none: any other refusal
+    (access denied, a proxy's page) is raised, never taken for a new stack."""
     try:
-        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
-    except ClientError:
-        return None
+        answer = cfn.describe_stacks(StackName=name)
+    except ClientError as exc:
+        if "does not exist" in str((exc.response.get("Error") or {}).get("Message") or ""):
+            return None
+        raise
+    stacks = _expect(cfn, answer, "Stacks", list, "describe_stacks")
     stack = stacks[0] if stacks else None
+    if stack is not None and not (isinstance(stack, dict) and isinstance(stack.get("StackStatus"), str)):
+        raise _not_aws(cfn, "describe_stacks", "a stack without a StackStatus")
     if stack is None or stack["StackStatus"] == "DELETE_COMPLETE" or (stack["StackStatus"] == "REVIEW_IN_PROGRESS" and not reviewed):
         return None
     return stack
+
+
+def _expect(cfn, answer: dict, key: str, kind: type, call: str):
+    """answer[key] when it is a `kind`; a parsed answer without it is not an AWS answer."""
+    value = answer.get(key) if isinstance(answer, dict) else None
+    if not isinstance(value, kind):
+        raise _not_aws(cfn, call, f"no {key}")
+    return value
+
+
+def _not_aws(cfn, call: str, what: str) -> AwsUnavailable:
+    return AwsUnavailable(f"AWS cloudformation at {cfn.meta.endpoint_url} did not give an AWS answer to {call} ({what}): "
+                          "a proxy or a wrong endpoint?", sent=True)
 
 
 def _value(template: dict, name: str, existing: dict | None) -> str | None:
@@ -177,27 +239,30 @@ def _wait_change_set(cfn, stack: str, name: str, poll: float, timeout: float) ->
     deadline = time.monotonic() + timeout
     while True:
         described = cfn.describe_change_set(StackName=stack, ChangeSetName=name)
-        status = described["Status"]
+        status = _expect(cfn, described, "Status", str, "describe_change_set")
         if status == "CREATE_COMPLETE":
-            return [c["ResourceChange"] for c in described.get("Changes", []) if "ResourceChange" in c] or None
+            changes = [c.get("ResourceChange") for c in described.get("Changes") or [] if isinstance(c, dict)]
+            return [c for c in changes if isinstance(c, dict)] or None
         if status == "FAILED":
-            reason = described.get("StatusReason", "")
+            reason = short(str(described.get("StatusReason") or ""))
             if "didn't contain changes" in reason or "No updates" in reason:
                 return None
-            raise UsageError(f"CloudFormation could not make the change set, nothing changed: {reason}")
+            raise UsageError(f"CloudFormation could not make the change set: {reason}")
         if time.monotonic() > deadline:
-            raise UsageError(f"the change set {name} was not ready within {timeout:.0f}s; nothing was executed")
+            raise UsageError(f"the change set {name} was not ready within {timeout:.0f}s, so it was not executed")
         time.sleep(poll)
 
 
-def _wait_stack(cfn, stack: str, poll: float, timeout: float, since: int = 0) -> tuple[str, str]:
+def _wait_stack(cfn, stack: str, poll: float, timeout: float, since: int = 0, started: bool = True) -> tuple[str, str]:
     """(status, reason) once the stack settles: the reason is the first resource that failed
-    after the first `since` events (the oldest ones), else the stack's own status reason."""
+    after the first `since` events (the oldest ones), else the stack's own status reason. When
+    the execution call failed (`started` false), a new stack still REVIEW_IN_PROGRESS is settled:
+    nothing will move it."""
     deadline = time.monotonic() + timeout
     while True:
         current = _stack(cfn, stack, reviewed=True) or {"StackStatus": "DELETE_COMPLETE"}
         status = current["StackStatus"]
-        settled = not status.endswith("_IN_PROGRESS")
+        settled = not status.endswith("_IN_PROGRESS") or (not started and status == "REVIEW_IN_PROGRESS")
         if settled or time.monotonic() > deadline:
             reason = _first_failure(_events(cfn, stack)[since:]) or current.get("StackStatusReason") or ""
             return status, reason if settled else f"still {status} after {timeout:.0f}s; {reason}".rstrip("; ")
@@ -206,17 +271,15 @@ def _wait_stack(cfn, stack: str, poll: float, timeout: float, since: int = 0) ->
 
 def _events(cfn, stack: str) -> list[dict]:
     """The stack's events, oldest first ([] when it has none or cannot be read)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     events, token = [], None
     try:
         while True:
             page = cfn.describe_stack_events(StackName=stack, **({"NextToken": token} if token else {}))
-            events += page.get("StackEvents", [])
+            events += [e for e in page.get("StackEvents") or [] if isinstance(e, dict)]
             token = page.get("NextToken")
             if not token:
                 return events[::-1]
-    except (ClientError, BotoCoreError):
+    except (ClientError, AwsUnavailable):
         return []
 
 
