@@ -19,7 +19,7 @@ import hashlib
 import math
 import re
 
-from ... import cron
+from ... import cron, references
 from ...ir import Step
 from ...runtime.sources import connection_env
 from ..plan import Plan, Task
@@ -77,6 +77,25 @@ def image_param(image: str | None) -> str:
 def s3_parts(uri: str) -> tuple[str, str]:
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     return bucket, prefix
+
+
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def source_read_scope(uri: str) -> tuple[str, str]:
+    """(bucket, key prefix) of what an S3 source's step may read, for an IAM Resource
+    `arn:aws:s3:::BUCKET/PREFIX*`: the key up to its first wildcard or reference (a run's value
+    fills that in), `$${` read as the literal `${` it stands for, and each literal `$` written
+    `${$}`, since IAM reads `${...}` in a Resource as a policy variable
+    (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html#policy-vars-specialchars).
+    The bucket holds no reference (StepFunctionsBackend.check refuses one)."""
+    bucket, prefix = s3_parts(uri)
+    reference = next(references.references(prefix), None)
+    if reference is not None:
+        prefix = prefix[:reference.start]
+    literal = references.substitute(prefix, lambda name: "")  # no reference is left: only $${ -> ${
+    literal = re.sub(r"[*?\[].*$", "", literal)  # up to the first wildcard
+    return bucket, literal.replace("$", "${$}")
 
 
 def arn(service: str, rest: str) -> dict:
@@ -249,8 +268,7 @@ class TemplateBuilder:
         for step in self.plan.ir.steps:
             uri = (step.config or {}).get("uri") if step.kind == "source" else None
             if uri and uri.startswith("s3://"):
-                bucket, prefix = s3_parts(uri)
-                keys = re.sub(r"[*?\[].*$", "", prefix)  # up to the first wildcard
+                bucket, keys = source_read_scope(uri)
                 out.append({"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"arn:aws:s3:::{bucket}/{keys}*"})
                 out.append({"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"})
         return out
