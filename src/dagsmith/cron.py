@@ -135,3 +135,35 @@ def _value(text: str, field: Field) -> int:
 
 def _short(text: str) -> str:
     return repr(text) if len(text) <= 24 else repr(text[:21] + "...")
+
+
+def sunday_as_zero(expr: str) -> str:
+    """`expr` with a day of week that names 7 (Sunday) rewritten with 0 and the same meaning, for
+    readers that take 0-6 only: robfig/cron v3.0.1, which Argo validates and runs CronWorkflows
+    with (argo-workflows workflow/validate/validate.go:449 cron.ParseStandard; robfig/cron
+    spec.go:40 `dow = bounds{0, 6, ...}`, parser.go:307 "end of range above maximum"). A field with
+    a part `*` stays `*`; any other is written as its days (never `*`: it stays set, so the
+    day-of-month/day-of-week OR is unchanged)."""
+    texts = PRESETS.get(expr, expr).split()
+    if expr.startswith("@") or len(texts) != 5:
+        return expr
+    words = [word for part in texts[DAY_OF_WEEK].split(",") for word in part.partition("/")[0].split("-")]
+    if not any(word.isascii() and word.isdigit() and int(word) == 7 for word in words):
+        return expr
+    if "*" in texts[DAY_OF_WEEK].split(","):
+        texts[DAY_OF_WEEK] = "*"
+    else:
+        days = sorted(parse(expr).values[DAY_OF_WEEK])
+        texts[DAY_OF_WEEK] = ",".join(runs(days))
+    return " ".join(texts)
+
+
+def runs(ordered: list[int], name=str) -> list[str]:
+    """Sorted values as text: consecutive ones as `a-b` (three or more), the others one by one."""
+    out, start = [], 0
+    for index in range(1, len(ordered) + 1):
+        if index == len(ordered) or ordered[index] != ordered[index - 1] + 1:
+            run = ordered[start:index]
+            out += [f"{name(run[0])}-{name(run[-1])}"] if len(run) >= 3 else [name(v) for v in run]
+            start = index
+    return out

@@ -96,3 +96,21 @@ def test_descriptions_in_the_workflow_template_hold_no_variable(capsys, write_sp
     by_name = {p["name"]: p for p in described["spec"]["arguments"]["parameters"]}
     assert [read_back(by_name[f"p{i}"]["description"]) for i in range(len(DESCRIPTIONS))] == DESCRIPTIONS
     assert read_back(described["metadata"]["annotations"]["workflows.argoproj.io/description"]) == "{{{x}} and {{"
+
+
+@pytest.mark.parametrize(("schedule", "written"), [("0 3 * * 5-7", "0 3 * * 0,5,6"), ("0 3 * * 7", "0 3 * * 0"),
+                                                   ("0 3 1 * 0-7", "0 3 1 * 0-6"), ("0 3 * * *,7", "0 3 * * *"), ("0 3 * * 1-5", "0 3 * * 1-5")])
+def test_a_sunday_written_7_reaches_argo_as_0(capsys, write_spec, schedule, written):
+    """The spec takes 7 for Sunday; Argo's cron parser (robfig/cron) refuses it: the CronWorkflow
+    gets the same days with 0, accepted by the interpreter's rule for it."""
+    from backend_argo.interpreter import Interpreter
+
+    import datetime as dt
+    import os
+
+    path = write_spec(spec_text(f'triggers: {{schedule: "{schedule}"}}'))
+    assert main(["compile", path, "--target", "argo", "-o", "out"]) == 0, capsys.readouterr().err
+    with open("out/p.cron-workflow.yaml", encoding="utf-8") as handle:
+        cron = yaml.safe_load(handle)
+    assert cron["spec"]["schedules"] == [written]
+    Interpreter(base_env={"PATH": os.environ["PATH"]}, cwd=".", scratch=".").cron_workflow(cron, dt.datetime(2024, 3, 4, tzinfo=dt.timezone.utc))

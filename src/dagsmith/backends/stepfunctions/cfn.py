@@ -148,23 +148,12 @@ def _eb_field(values: frozenset, field: cron.Field) -> str:
         first, step = ordered[0], ordered[1] - ordered[0]
         if step > 1 and ordered == list(range(first, field.last + 1, step)):
             return f"{first}/{step}"
-    return ",".join(_runs(ordered, str))
+    return ",".join(cron.runs(ordered))
 
 
 def _eb_days(days: frozenset) -> str:
     """Days of the week (cron's 0 = Sunday) as EventBridge's names, in its order (SUN first)."""
-    return ",".join(_runs(sorted(days), lambda day: _EB_DAYS[day]))
-
-
-def _runs(ordered: list[int], name) -> list[str]:
-    """Consecutive values as `a-b` (three or more), the others one by one."""
-    out, start = [], 0
-    for index in range(1, len(ordered) + 1):
-        if index == len(ordered) or ordered[index] != ordered[index - 1] + 1:
-            run = ordered[start:index]
-            out += [f"{name(run[0])}-{name(run[-1])}"] if len(run) >= 3 else [name(v) for v in run]
-            start = index
-    return out
+    return ",".join(cron.runs(sorted(days), lambda day: _EB_DAYS[day]))
 
 
 class TemplateBuilder:
