@@ -118,7 +118,8 @@ def cron_expression(expr: str) -> str:
     `*`, a value, `a-b`, a list with `,`, and `a/n` (from a, every n, to the field's end) where
     the field takes `/`; the day of the week takes none, so it is a list of SUN-SAT (EventBridge
     counts 1 = SUN, cron 0 = SUN: names cannot be shifted wrong). One of the day fields is `?`:
-    EventBridge takes one; a cron that sets both (a day matches either) is refused."""
+    EventBridge takes one; a cron that sets both (a day matches either) is refused, unless one of
+    them matches every day (then every day does); so is one longer than a schedule takes."""
     schedule = cron.parse(expr)
     minute, hour, dom, month, dow = schedule.values
     fields = cron.FIELDS
