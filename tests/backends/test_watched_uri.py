@@ -72,3 +72,13 @@ def test_step_functions_refuses_a_reference_in_an_s3_bucket(capsys, write_spec):
     path = write_spec(SPEC.format(uri="s3://lake/events/").replace("s3://lake/by-day/${params.day}/x.csv", "s3://${params.day}/x.csv"))
     assert main(["compile", path, "--target", "stepfunctions", "-o", "out"]) == 2
     assert re.search(r"^pipeline.yaml:8:\d+: error: sources\.other\.uri: '\$\{params\.day\}' is not an S3 bucket name", capsys.readouterr().err, re.M)
+
+
+@pytest.mark.parametrize("target", ["airflow", "argo"])
+def test_a_reference_in_a_trigger_queue_is_refused_at_its_position(capsys, write_spec, target):
+    """The queue was written raw into Airflow's AssetWatcher (Argo's check refused it as no SQS URL)."""
+    spec = SPEC.format(uri="s3://lake/events/").replace("123456789012/q", "123456789012/${params.day}")
+    path = write_spec(spec)
+    assert main(["compile", path, "--target", target, "-o", "out"]) == 2
+    column = spec.splitlines()[10].index("${") + 1
+    assert re.search(rf"^pipeline.yaml:11:{column}: error: triggers\.on_new_data\[0\]\.queue: '\$\{{params\.day\}}': the queue", capsys.readouterr().err, re.M)

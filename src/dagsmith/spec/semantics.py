@@ -188,6 +188,15 @@ class _Checker:
                 self.error(path, f"source '{trigger['source']}' is a sql query: on_new_data watches files and s3 prefixes")
             elif source and isinstance(source.get("uri"), str):
                 self.check_watched_uri(trigger["source"], source["uri"], index)
+            queue = trigger.get("queue")
+            found = next(references.references(queue), None) if isinstance(queue, str) else None
+            if found is not None:
+                from .yamlpos import text_position
+
+                path = ("triggers", "on_new_data", index, "queue")
+                self.problems.append(Diagnostic(text_position(locate(self.doc, path), queue, found.start), format_path(path),
+                                                f"'{queue[found.start:found.end]}': the queue a trigger listens to is fixed when the "
+                                                "pipeline is deployed, before any run's values exist: write its URL"))
 
     def check_watched_uri(self, name: str, uri: str, index: int) -> None:
         """A watched source's location is fixed: each orchestrator's trigger (an EventBridge rule,
