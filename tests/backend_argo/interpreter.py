@@ -679,6 +679,13 @@ class Interpreter:
         for index, schedule in enumerate(schedules):
             if not croniter.is_valid(schedule):
                 raise Invalid(f".spec.schedules[{index}]: {schedule!r} is not a cron schedule")
+            # Argo parses with robfig/cron v3.0.1 (workflow/validate/validate.go:449 cron.ParseStandard),
+            # whose day of week is 0-6 (spec.go:40): a 7 is "above maximum" (parser.go:307-309), which
+            # croniter would take as Sunday
+            fields = schedule.split()
+            days = [word for part in fields[4].split(",") for word in part.partition("/")[0].split("-")] if len(fields) == 5 else []
+            if any(word.isdigit() and int(word) > 6 for word in days):
+                raise Invalid(f".spec.schedules[{index}]: cron schedule {schedule} is malformed: end of range above maximum (6)")
         if spec.get("timezone"):
             ZoneInfo(spec["timezone"])
         if spec.get("concurrencyPolicy", "Allow") not in ("Allow", "Forbid", "Replace"):

@@ -301,7 +301,7 @@ def test_a_parameter_default_argo_would_substitute_stays_in_the_ir(capsys, write
     code, err = compile_argo(capsys, write_spec, spec_text("params:\n  label: {type: string, default: 'a {{workflow.name}} b', enum: ['a {{workflow.name}} b', c], description: 'x {{y}}'}\n  n: {type: integer, default: 3}"))
     assert code == 0, err
     arguments = {p["name"]: p for p in yaml.safe_load(Path("out/p.workflow-template.yaml").read_text())["spec"]["arguments"]["parameters"]}
-    assert arguments["label"] == {"name": "label", "value": "dagsmith:spec-default", "description": "x { {y}} (default: the spec's, which Argo would substitute)"}
+    assert arguments["label"] == {"name": "label", "value": "dagsmith:spec-default", "description": "x {\u200b{y}} (default: the spec's, which Argo would substitute)"}
     assert arguments["n"] == {"name": "n", "value": "3"}
     from dagsmith.runtime import load_ir
     from dagsmith.runtime.context import RunValues

@@ -538,6 +538,10 @@ def test_cron_workflow_creates_its_workflow_spec(tmp_path):
     cron["spec"]["schedules"] = ["0 3 * *"]
     with pytest.raises(Invalid, match="not a cron schedule"):
         interp.cron_workflow(cron, at)
+    for schedule in ("0 3 * * 7", "0 3 * * 5-7", "0 3 * * 1,7/2"):  # robfig/cron's day of week is 0-6
+        cron["spec"]["schedules"] = [schedule]
+        with pytest.raises(Invalid, match="above maximum"):
+            interp.cron_workflow(cron, at)
 
 
 # (what to change in a valid workflow, the path Unsupported must name)

@@ -358,15 +358,15 @@ def test_new_data_marker_option(in_repo, tmp_path):
 
 
 @pytest.mark.parametrize(("cron", "expected"), [
-    ("0 3 * * 1", "cron(0 3 ? * 2 *)"),
-    ("0 3 * * */2", "cron(0 3 ? * 1,3,5,7 *)"),  # Sun, Tue, Thu, Sat; was "*/3" before
-    ("0 3 * * 1-5", "cron(0 3 ? * 2,3,4,5,6 *)"),
-    ("0 3 * * 1/2", "cron(0 3 ? * 2,4,6 *)"),
-    ("0 3 * * 5-7", "cron(0 3 ? * 1,6,7 *)"),  # 7 is Sunday too
-    ("0 3 * * MON,fri", "cron(0 3 ? * 2,6 *)"),
+    ("0 3 * * 1", "cron(0 3 ? * MON *)"),
+    ("0 3 * * */2", "cron(0 3 ? * SUN,TUE,THU,SAT *)"),  # was "*/3" before
+    ("0 3 * * 1-5", "cron(0 3 ? * MON-FRI *)"),
+    ("0 3 * * 1/2", "cron(0 3 ? * MON,WED,FRI *)"),
+    ("0 3 * * 5-7", "cron(0 3 ? * SUN,FRI,SAT *)"),  # 7 is Sunday too
+    ("0 3 * * MON,fri", "cron(0 3 ? * MON,FRI *)"),
     ("0 3 * * */1", "cron(0 3 * * ? *)"),
-    ("*/15 2 1 * *", "cron(*/15 2 1 * ? *)"),
-    ("@weekly", "cron(0 0 ? * 1 *)"),
+    ("*/15 2 1 * *", "cron(0/15 2 1 * ? *)"),  # the documented a/n, not */n
+    ("@weekly", "cron(0 0 ? * SUN *)"),
 ])
 def test_cron_to_eventbridge(cron, expected):
     from dagsmith.backends.stepfunctions.cfn import cron_expression

@@ -81,7 +81,7 @@ def all_states(definition: dict) -> dict:
 def test_template_churn(in_repo):
     template = yaml.safe_load(files_of(emit("churn"), ".template.yaml"))
     resources = template["Resources"]
-    assert resources["Schedule"]["Properties"]["ScheduleExpression"] == "cron(0 3 ? * 2 *)"  # Mondays 03:00
+    assert resources["Schedule"]["Properties"]["ScheduleExpression"] == "cron(0 3 ? * MON *)"  # Mondays 03:00
     (rule,) = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
     assert rule["Properties"]["EventPattern"]["detail-type"] == ["Object Created"]
     assert "LockTable" in resources and "StateMachineRole" not in resources  # churn names its role_arn

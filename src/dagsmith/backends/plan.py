@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import naming
+from .. import naming, references
 from ..errors import DagsmithError
 from ..ir import IR, Step, ir_filename
 from ..runtime.environment import SKIP_EXIT_CODE
@@ -159,7 +159,20 @@ class Plan:
 
     @property
     def on_new_data(self) -> list[dict]:
-        return list(self.ir.triggers.get("on_new_data") or [])
+        """The triggers, each `uri` the location it watches: the source's uri with `$${` read as
+        the literal `${` (the spec check refuses a reference there, since a trigger is set up
+        before any run's values exist; one that reaches here is a bug, never written raw)."""
+        return [dict(trigger, uri=watched_location(trigger.get("uri"))) for trigger in self.ir.triggers.get("on_new_data") or []]
+
+
+def watched_location(uri: str | None) -> str | None:
+    if uri is None:
+        return None
+
+    def no_reference(name: str) -> str:
+        raise PlanBug(f"internal error (please report): the watched uri {uri[:80]!r} holds the reference ${{{name}}}")
+
+    return references.substitute(uri, no_reference)
 
 
 def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_uri: str | None = None,

@@ -84,6 +84,7 @@ class _Checker:
         self.doc = doc
         self.problems: list[Diagnostic] = []
         self.names: dict[str, tuple] = {}  # name -> path of its definition
+        self.watched: set[tuple] = set()  # the uris of watched sources already reported
 
     def error(self, path: tuple, message: str, hint: str | None = None, *, key: bool = False) -> None:
         self.problems.append(Diagnostic(locate(self.doc, path, key=key), format_path(path), message, hint))
@@ -185,6 +186,34 @@ class _Checker:
             source = doc.get("sources", {}).get(trigger["source"])
             if source and source["type"] == "sql":
                 self.error(path, f"source '{trigger['source']}' is a sql query: on_new_data watches files and s3 prefixes")
+            elif source and isinstance(source.get("uri"), str):
+                self.check_watched_uri(trigger["source"], source["uri"], index)
+            queue = trigger.get("queue")
+            found = next(references.references(queue), None) if isinstance(queue, str) else None
+            if found is not None:
+                from .yamlpos import text_position
+
+                path = ("triggers", "on_new_data", index, "queue")
+                self.problems.append(Diagnostic(text_position(locate(self.doc, path), queue, found.start), format_path(path),
+                                                f"'{queue[found.start:found.end]}': the queue a trigger listens to is fixed when the "
+                                                "pipeline is deployed, before any run's values exist: write its URL"))
+
+    def check_watched_uri(self, name: str, uri: str, index: int) -> None:
+        """A watched source's location is fixed: each orchestrator's trigger (an EventBridge rule,
+        an Argo Events filter, an Airflow Asset) is set up when the pipeline is deployed, before any
+        run has values, and its run's values come after the data. A reference there could never
+        match (it was written as it stands), so it is an error at the uri; `$${` is a literal `${`."""
+        found = next(references.references(uri), None)
+        if found is not None and ("sources", name, "uri") not in self.watched:
+            self.watched.add(("sources", name, "uri"))
+            from .yamlpos import text_position
+
+            path = ("sources", name, "uri")
+            self.problems.append(Diagnostic(
+                text_position(locate(self.doc, path), uri, found.start), format_path(path),
+                f"'{uri[found.start:found.end]}': triggers.on_new_data[{index}] watches this source, and a trigger watches a "
+                "location fixed when the pipeline is deployed, before any run's values exist: write the location itself "
+                "(an environment can set it per deployment)"))
 
     def check_cycles(self) -> None:
         """Edges point from a step to what it depends on, so a cycle reads "a needs b needs a"."""

@@ -9,7 +9,7 @@ import math
 import re
 from decimal import Decimal
 
-from ..errors import did_you_mean
+from .. import cron
 
 class GivenText(str):
     """A parameter value given for one invocation (`--param NAME=VALUE`), put in the document as
@@ -64,63 +64,13 @@ def _short(value: object) -> str:
 
 # --- cron ---------------------------------------------------------------------------------
 
-CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight")
-_MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-_DAYS = "sun mon tue wed thu fri sat".split()
-# (name, low, high, names whose index + offset is the value)
-_CRON_FIELDS = (
-    ("minute", 0, 59, None, 0),
-    ("hour", 0, 23, None, 0),
-    ("day of month", 1, 31, None, 0),
-    ("month", 1, 12, _MONTHS, 1),
-    ("day of week", 0, 7, _DAYS, 0),
-)
+CRON_PRESETS = tuple(cron.PRESETS)
 
 
 def check_cron(expr: str) -> None:
-    """Validate a 5-field cron expression or a preset; raise ValueError naming the bad field."""
-    if expr != expr.strip(" ") or any(char.isspace() and char != " " for char in expr):
-        raise ValueError(f"cron expression {expr!r} must be one line: fields separated by spaces, nothing before or after")
-    if expr.startswith("@"):
-        if expr not in CRON_PRESETS:
-            raise ValueError(f"unknown cron preset {expr!r}: use one of {', '.join(CRON_PRESETS)}")
-        return
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(f"cron expression {expr!r} has {len(fields)} fields, expected 5 (minute hour day month weekday)")
-    for text, (name, low, high, names, offset) in zip(fields, _CRON_FIELDS):
-        for part in text.split(","):
-            _check_cron_part(part, name, low, high, names, offset)
-
-
-def _cron_value(text: str, name: str, low: int, high: int, names, offset: int) -> int:
-    if names and text.lower() in names:
-        return names.index(text.lower()) + offset
-    if not (text.isascii() and text.isdigit()):  # str.isdigit() is also true for '٣' and '１'
-        hint = None
-        if names and text.isalpha() and len(text) >= 3:  # 'sept' -> 'sep', 'thurs' -> 'thu', 'jnu' -> 'jun'
-            short = text.lower()[:3]
-            hint = f"did you mean '{short}'?" if short in names else did_you_mean(text.lower(), names)
-        raise ValueProblem(f"cron {name}: {text!r} is not a number" + (f" or a name ({names[0]}..{names[-1]})" if names else ""), hint)
-    number = int(text)
-    if not low <= number <= high:
-        raise ValueError(f"cron {name}: {number} is out of range {low}-{high}")
-    return number
-
-
-def _check_cron_part(part: str, name: str, low: int, high: int, names, offset: int) -> None:
-    body, _, step = part.partition("/")
-    if "/" in part:
-        if not (step.isascii() and step.isdigit()) or int(step) == 0:
-            raise ValueError(f"cron {name}: step {step!r} must be a positive number")
-    if body == "*":
-        return
-    start, dash, end = body.partition("-")
-    first = _cron_value(start, name, low, high, names, offset)
-    if dash:
-        last = _cron_value(end, name, low, high, names, offset)
-        if last < first:
-            raise ValueError(f"cron {name}: range {body!r} runs backwards")
+    """Validate a 5-field cron expression or a preset; raise ValueError (cron.CronError, with a
+    hint) naming the bad field: the one reading of a cron, dagsmith.cron, which backends use too."""
+    cron.parse(expr)
 
 
 # --- Kubernetes quantities ----------------------------------------------------------------

@@ -27,11 +27,12 @@ Mapping of the plan (docs/backends/argo.md):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from .hera_models import models as m
 
-from ... import naming
+from ... import cron, naming
 from ...paramtext import to_text
 from ...runtime import environment as E
 from .. import kubernetes
@@ -172,7 +173,7 @@ def cron_workflow(plan: Plan, settings: Settings) -> m.CronWorkflow:
     return m.CronWorkflow(
         api_version=API_VERSION, kind="CronWorkflow", metadata=metadata(ir, cron_name(ir.name), settings),
         spec=m.CronWorkflowSpec(
-            schedules=[plan.schedule], timezone="UTC", concurrency_policy="Forbid",
+            schedules=[cron.sunday_as_zero(plan.schedule)], timezone="UTC", concurrency_policy="Forbid",
             workflow_spec=m.WorkflowSpec(workflow_template_ref=m.WorkflowTemplateRef(name=template_name(ir.name))),
         ),
     )
@@ -190,10 +191,31 @@ def submitted_workflow(plan: Plan, parameters: list[tuple[str, str]]) -> m.Workf
     )
 
 
+# A spec's own text (descriptions) in an Argo resource. Argo's controller marshals a workflow's
+# spec to JSON and substitutes every `{{...}}` in it, parameter descriptions included
+# (workflow/controller/operator.go:4694-4706 substituteGlobalVariables -> util/template/replace.go:41-50,
+# argo-workflows f016ad89, v4.1.0-rc2+80): util/template/template.go:15-31 parses the text with
+# fasttemplate and the tags "{{" / "}}", which finds each tag as the FIRST "{{" (bytes.Index) up to
+# the next "}}", and fails the whole text when a "{{" has no "}}" (valyala/fasttemplate v1.2.2
+# template.go:250-262); an unknown tag is written back, a known one replaced
+# (util/template/simple_template.go:17-54), `{{=...}}` evaluated (kind.go:22-29). So no "{{" of a
+# spec may survive in any form: a ZERO WIDTH SPACE goes after each "{" followed by a "{" (or by a
+# zero width space, so the text reads back exactly: tests/backend_argo/test_argo_text.py). The text
+# looks the same and holds no tag, whatever surrounds it (in JSON it is a quoted string). Metadata
+# is not substituted today, but the pipeline's description there gets the same treatment.
+INERT_MARK = "\u200b"
+_BRACE_BEFORE = re.compile("\\{(?=[{\u200b])")
+
+
+def inert(text: str) -> str:
+    """`text` with no "{{" left for Argo to read as a variable, looking the same."""
+    return _BRACE_BEFORE.sub("{" + INERT_MARK, text)
+
+
 def metadata(ir, name: str, settings: Settings) -> m.ObjectMeta:
     annotations = {"dagsmith.dev/spec-hash": ir.pipeline.get("spec_hash") or ""}
     if ir.pipeline.get("description"):
-        annotations["workflows.argoproj.io/description"] = ir.pipeline["description"]
+        annotations["workflows.argoproj.io/description"] = inert(ir.pipeline["description"])
     return m.ObjectMeta(name=name, namespace=settings.namespace, annotations=annotations,
                         labels={**MANAGED_BY, "dagsmith.dev/pipeline": naming.k8s_name(ir.name)})
 
@@ -209,9 +231,7 @@ def _parameters(plan: Plan, settings: Settings) -> list[m.Parameter]:
             # (the runtime reads this marker as "the spec's default"); the enum is checked there too
             value, enum = E.PARAM_SPEC_DEFAULT, None
             description = (description + " " if description else "") + "(default: the spec's, which Argo would substitute)"
-        if description and "{{" in description:
-            description = description.replace("{{", "{ {")  # documentation only: never a variable
-        out.append(m.Parameter(name=p.name, value=value, description=description, enum=enum))
+        out.append(m.Parameter(name=p.name, value=value, description=inert(description) if description else None, enum=enum))
     out.append(m.Parameter(name=STORE_PARAM, value=settings.store, description="The run's artifact store (s3://bucket/prefix)."))
     if plan.on_new_data:
         out += [

@@ -27,7 +27,7 @@ from ...ir import IR
 from . import asl, limits
 from ..plan import Plan, build_plan
 from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
-from .cfn import NEW_DATA_MARKER, STORE_PREFIX_MAX, TemplateBuilder, s3_parts, cron_expression, fargate_size, image_param, logical_id
+from .cfn import NEW_DATA_MARKER, S3_BUCKET, STORE_PREFIX_MAX, TemplateBuilder, s3_parts, cron_expression, fargate_size, image_param, logical_id
 
 OPTIONS = ("backends", "stepfunctions")
 CAPABILITIES = Capabilities("stepfunctions", "Step Functions", runs_images=True, shared_disk=False, options_path=OPTIONS,
@@ -122,6 +122,10 @@ class StepFunctionsBackend:
                 problems.append(warning(("triggers", "on_new_data", index, "queue"), "Step Functions starts runs from an EventBridge "
                                         "rule on the bucket's Object Created events (turn on its EventBridge notifications); the SQS queue is not used"))
         for step in ir.steps:
+            uri = str((step.config or {}).get("uri") or "") if step.kind == "source" else ""
+            if uri.startswith("s3://") and not S3_BUCKET.fullmatch(s3_parts(uri)[0]):
+                problems.append(error(step_path(step, "uri"), f"{s3_parts(uri)[0][:80]!r} is not an S3 bucket name: the tasks' role may read "
+                                      "exactly this bucket, named when the stack is deployed (a reference cannot name it; the key may hold one)"))
             distributed = (step.config or {}).get("distributed") if step.kind == "train" else None
             if distributed and step.fanout is not None:
                 problems.append(error(step_path(step, "distributed"), "distributed training inside a sweep is not supported on Step Functions"))

@@ -19,6 +19,7 @@ import hashlib
 import math
 import re
 
+from ... import cron, references
 from ...ir import Step
 from ...runtime.sources import connection_env
 from ..plan import Plan, Task
@@ -78,6 +79,25 @@ def s3_parts(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def source_read_scope(uri: str) -> tuple[str, str]:
+    """(bucket, key prefix) of what an S3 source's step may read, for an IAM Resource
+    `arn:aws:s3:::BUCKET/PREFIX*`: the key up to its first wildcard or reference (a run's value
+    fills that in), `$${` read as the literal `${` it stands for, and each literal `$` written
+    `${$}`, since IAM reads `${...}` in a Resource as a policy variable
+    (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html#policy-vars-specialchars).
+    The bucket holds no reference (StepFunctionsBackend.check refuses one)."""
+    bucket, prefix = s3_parts(uri)
+    reference = next(references.references(prefix), None)
+    if reference is not None:
+        prefix = prefix[:reference.start]
+    literal = references.substitute(prefix, lambda name: "")  # no reference is left: only $${ -> ${
+    literal = re.sub(r"[*?\[].*$", "", literal)  # up to the first wildcard
+    return bucket, literal.replace("$", "${$}")
+
+
 def arn(service: str, rest: str) -> dict:
     return {"Fn::Sub": f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{rest}"}
 
@@ -86,67 +106,55 @@ def task_step(plan: Plan, task: Task) -> Step | None:
     return task.step if task.step is not None else (plan.ir.steps[0] if plan.ir.steps else None)
 
 
-_DAY_NAMES = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+SCHEDULE_EXPRESSION_MAX = 256  # AWS::Scheduler::Schedule ScheduleExpression: 1 to 256 characters
+_EB_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")  # EventBridge's 1-7
 
 
-def _cron_days(field: str, cron: str) -> set[int] | None:
-    """A 5-field cron's day-of-week field as the days it names (0 = Sunday, 7 = Sunday too), or
-    None for '*'. Steps and ranges are expanded here because EventBridge's day-of-week field takes
-    no '/' (its wildcards there are `, - * ? L #`:
-    https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html#cron-based)."""
-    if field == "*":
-        return None
-    days: set[int] = set()
-    for part in field.split(","):
-        match = re.fullmatch(r"(\*|[0-7A-Za-z]{1,3}(?:-[0-7A-Za-z]{1,3})?)(?:/([0-9]+))?", part)
-        if not match:
-            raise ValueError(f"{cron!r}: day of the week {part!r} is not a day, a range or a step")
-        span, step = match.group(1), int(match.group(2) or 1)
-
-        def day(text: str) -> int:
-            if text.isdigit():
-                return int(text)
-            if text.upper() in _DAY_NAMES:
-                return _DAY_NAMES.index(text.upper())
-            raise ValueError(f"{cron!r}: {text!r} is not a day of the week (0-7 or SUN-SAT)")
-
-        if span == "*":
-            low, high = 0, 6
-        elif "-" in span:
-            low, high = (day(t) for t in span.split("-"))
-        else:
-            low = high = day(span)
-            if match.group(2):
-                high = 6  # "1/2": from Monday, every second day
-        if low > high or step < 1:
-            raise ValueError(f"{cron!r}: day of the week {part!r} is an empty range")
-        days.update(d % 7 for d in range(low, high + 1, step))
-    return days
+def cron_expression(expr: str) -> str:
+    """A cron of the spec (dagsmith.cron) as EventBridge Scheduler's cron(min hour dom month dow
+    year), matching the same times: each field is written from the values it matches, in the
+    forms the cron reference documents (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-cron-expressions.html,
+    the same syntax as https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html#cron-based):
+    `*`, a value, `a-b`, a list with `,`, and `a/n` (from a, every n, to the field's end) where
+    the field takes `/`; the day of the week takes none, so it is a list of SUN-SAT (EventBridge
+    counts 1 = SUN, cron 0 = SUN: names cannot be shifted wrong). One of the day fields is `?`:
+    EventBridge takes one; a cron that sets both (a day matches either) is refused, unless one of
+    them matches every day (then every day does); so is one longer than a schedule takes."""
+    schedule = cron.parse(expr)
+    minute, hour, dom, month, dow = schedule.values
+    fields = cron.FIELDS
+    every_day = len(dom) == fields[cron.DAY_OF_MONTH].size or len(dow) == 7
+    if schedule.day_of_month_set and schedule.day_of_week_set and not every_day:
+        raise ValueError(f"{expr!r} sets both the day of the month and of the week (cron runs on a day that matches either): "
+                         "EventBridge takes only one of them; set the other to '*'")
+    if schedule.day_of_month_set and schedule.day_of_week_set:
+        days = ("*", "?")  # one of the two matches every day
+    elif schedule.day_of_week_set and len(dow) < 7:
+        days = ("?", _eb_days(dow))
+    else:  # every day of the week: the day of the month decides
+        days = (_eb_field(dom, fields[cron.DAY_OF_MONTH]), "?")
+    text = f"cron({_eb_field(minute, fields[cron.MINUTE])} {_eb_field(hour, fields[cron.HOUR])} {days[0]} " \
+           f"{_eb_field(month, fields[cron.MONTH])} {days[1]} *)"
+    if len(text) > SCHEDULE_EXPRESSION_MAX:
+        raise ValueError(f"{expr!r} becomes an EventBridge expression of {len(text)} characters, longer than the "
+                         f"{SCHEDULE_EXPRESSION_MAX} a schedule takes: use ranges or steps")
+    return text
 
 
-def cron_expression(cron: str) -> str:
-    """A 5-field cron (or @daily...) as EventBridge Scheduler's cron(min hour dom month dow year):
-    one of day-of-month / day-of-week is '?', and days of the week count from 1 = Sunday
-    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html#cron-based).
-    A day-of-week step or range is written as the list of days it names (EventBridge has no '/'
-    there); a cron that sets both day fields is refused (cron ORs them, EventBridge takes one)."""
-    presets = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
-               "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
-    fields = presets.get(cron.strip(), cron).split()
-    if len(fields) != 5:
-        raise ValueError(f"not a 5-field cron expression: {cron!r}")
-    minute, hour, dom, month, dow = fields
-    days = _cron_days(dow, cron)
-    if days is not None and len(days) == 7:
-        days = None  # every day of the week, e.g. "*/1" or "0-6"
-    if days is None:
-        dow = "?"
-    elif dom == "*":
-        dom = "?"
-        dow = ",".join(str(d + 1) for d in sorted(days))
-    else:
-        raise ValueError(f"{cron!r} sets both the day of the month and of the week: EventBridge takes one")
-    return f"cron({minute} {hour} {dom} {month} {dow} *)"
+def _eb_field(values: frozenset, field: cron.Field) -> str:
+    if len(values) == field.size:
+        return "*"
+    ordered = sorted(values)
+    if len(ordered) >= 2:  # a/n: a, a+n, ... up to the field's end
+        first, step = ordered[0], ordered[1] - ordered[0]
+        if step > 1 and ordered == list(range(first, field.last + 1, step)):
+            return f"{first}/{step}"
+    return ",".join(cron.runs(ordered))
+
+
+def _eb_days(days: frozenset) -> str:
+    """Days of the week (cron's 0 = Sunday) as EventBridge's names, in its order (SUN first)."""
+    return ",".join(cron.runs(sorted(days), lambda day: _EB_DAYS[day]))
 
 
 class TemplateBuilder:
@@ -250,8 +258,7 @@ class TemplateBuilder:
         for step in self.plan.ir.steps:
             uri = (step.config or {}).get("uri") if step.kind == "source" else None
             if uri and uri.startswith("s3://"):
-                bucket, prefix = s3_parts(uri)
-                keys = re.sub(r"[*?\[].*$", "", prefix)  # up to the first wildcard
+                bucket, keys = source_read_scope(uri)
                 out.append({"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"arn:aws:s3:::{bucket}/{keys}*"})
                 out.append({"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"})
         return out
