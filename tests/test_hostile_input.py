@@ -405,3 +405,45 @@ def test_runs_show_redacts_an_old_record(capsys, tmp_path):
     for fmt in ("text", "json"):
         code, out, err = run(capsys, "runs", "show", "r1", "--workdir", tmp_path / "wd", "--format", fmt)
         assert MARKER not in out + err and "u:***@h/db" in out + err, (fmt, out, err)
+
+
+def test_a_run_id_is_an_id_never_a_path(capsys, tmp_path, monkeypatch):
+    """runs show, report, run --resume and a step's DAGSMITH_RUN_ID take a run id, never a path:
+    nothing outside the workdir (or the store) is read, shown or written (issue 22, finding 13)."""
+    from dagsmith.runtime import make_context
+    from dagsmith.runtime.context import StepFailed
+
+    workdir = tmp_path / "work" / "wd"
+    (workdir / "runs").mkdir(parents=True)
+    outside = tmp_path / "work" / "outside"
+    outside.mkdir()
+    record = {"run_id": MARKER, "pipeline": MARKER, "status": "failed", "started": "2026-01-01T00:00:00+00:00", "ended": None,
+              "params": {}, "metrics": {}, "gates": [], "validation": {}, "steps": {}}
+    (outside / "run.json").write_text(json.dumps(record))
+    (outside / "probe.ir.json").write_text("{}")
+    for bad in ("../../outside", "../outside/../../outside", str(outside), "..", ".", "a/b", "a\\b", "r 1", "r1\n", ""):
+        for args in (("runs", "show", bad), ("runs", "show", bad, "--format", "json"), ("report", bad), ("run", "p.yaml", "--resume", bad)):
+            code, out, err = run(capsys, *args, "--workdir", workdir)
+            assert code == 2 and MARKER not in out + err, (args, code, out, err)
+            assert "not a run id" in err, (args, err)
+    assert not (outside / "report.html").exists()
+
+    # A folder of the workdir whose name is no run id is not listed as a run.
+    (workdir / "runs" / "not an id").mkdir()
+    (workdir / "runs" / "not an id" / "run.json").write_text(json.dumps({**record, "run_id": "not an id"}))
+    code, out, err = run(capsys, "runs", "list", "--workdir", workdir)
+    assert code == 0 and MARKER not in out
+
+    # The step runtime: DAGSMITH_RUN_ID names the run's folder in the store.
+    from dagsmith.compiler import compile_spec
+    from dagsmith.runtime.store import LocalStore
+    from dagsmith.spec import load_spec
+
+    spec = tmp_path / "p.yaml"
+    spec.write_text(SPEC + "sources:\n  rows: {type: csv, uri: rows.csv}\n")
+    ir = compile_spec(load_spec(spec))
+    for bad in ("../../outside", "/tmp/x", "a/b"):
+        with pytest.raises(StepFailed, match="not a run id"):
+            make_context(ir, "rows", LocalStore(tmp_path / "store"), environ={"DAGSMITH_RUN_ID": bad})
+    for good in ("20261125-101500-a1b2c3", "manual__2026-11-25T10:15:00+00:00", "probe-x7k2p", "r1"):
+        assert make_context(ir, "rows", LocalStore(tmp_path / "store"), environ={"DAGSMITH_RUN_ID": good}).values.run_id == good

@@ -472,13 +472,13 @@ def run(spec: str, env, params, workdir: str, max_parallel, resume_id, no_cache:
     """
     from . import runner
 
-    runner.warm_up(None if resume_id else spec)  # the workers' fork server starts (and imports) while the spec compiles
+    runner.warm_up(None if resume_id is not None else spec)  # the workers' fork server starts (and imports) while the spec compiles
     from rich.console import Console  # after: imports before warm_up delay the whole run
 
     from .runner.progress import reporter_for, summary
 
     reporter = reporter_for(quiet=False)
-    if resume_id:
+    if resume_id is not None:  # "" too: refused as no run id, not taken as "no --resume"
         record = runner.resume(Path(workdir), resume_id, max_parallel=max_parallel, use_cache=not no_cache, reporter=reporter)
     else:
         ir = _compile(spec, env, params)

@@ -10,10 +10,10 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import DagsmithError, redact
+from ..errors import DagsmithError, UsageError, redact
 from ..ir import IR, ir_filename
 from ..runtime.context import RunValues
-from ..runtime.environment import run_environment
+from ..runtime.environment import run_environment, run_id_problem
 from ..runtime.store import LocalStore, atomic_write_bytes
 from .record import RunRecord, new_run_id
 
@@ -32,6 +32,10 @@ def warm_up(spec_path: str | os.PathLike | None = None) -> None:
 
 
 def run_dir(workdir: Path, run_id: str) -> Path:
+    """A run's folder; `run_id` is checked to be an id (never a path out of the workdir)."""
+    problem = run_id_problem(run_id)
+    if problem:
+        raise UsageError(problem)
     return Path(workdir) / "runs" / run_id
 
 
@@ -118,7 +122,9 @@ def _mark_failed(record, exc: OSError, workdir: Path) -> None:
 
 def list_runs(workdir: Path) -> list[str]:
     base = Path(workdir) / "runs"
-    return sorted(p.name for p in base.iterdir() if (p / "run.json").exists()) if base.is_dir() else []
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if run_id_problem(p.name) is None and (p / "run.json").exists())
 
 
 def load_record(workdir: Path, run_id: str) -> dict:
