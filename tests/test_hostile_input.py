@@ -447,3 +447,70 @@ def test_a_run_id_is_an_id_never_a_path(capsys, tmp_path, monkeypatch):
             make_context(ir, "rows", LocalStore(tmp_path / "store"), environ={"DAGSMITH_RUN_ID": bad})
     for good in ("20261125-101500-a1b2c3", "manual__2026-11-25T10:15:00+00:00", "probe-x7k2p", "r1"):
         assert make_context(ir, "rows", LocalStore(tmp_path / "store"), environ={"DAGSMITH_RUN_ID": good}).values.run_id == good
+
+
+CONNECTION_PIECES = [  # a connection value: pieces a client library prints apart from the whole
+    f"http://127.0.0.1:9/{MARKER}Path/?token={MARKER}tok",
+    f"https://u:{MARKER}pw@h:9/a/{MARKER}/b?x=1&key={MARKER}#{MARKER}frag",
+    f"http://h/{MARKER}%20space/;params?q={MARKER}+plus",
+]
+
+
+@pytest.mark.parametrize("value", CONNECTION_PIECES)
+def test_every_piece_of_a_connection_value_is_hidden(value):
+    """Issue 22, finding 9: the literal replacement of the whole URL missed the pieces MLflow split
+    it into (`url: /SecretPath/?token=...`), percent-encoded or decoded."""
+    from urllib.parse import quote, unquote, urlsplit
+
+    from dagsmith.errors import hide_connections, hide_value
+
+    parts = urlsplit(value)
+    texts = [
+        f"API request to {value}/api/2.0/x failed: Max retries exceeded with url: {parts.path}?{parts.query}/api/2.0/x",
+        f"url: {quote(parts.path)} query {unquote(parts.query)} {quote(unquote(parts.path), safe='')} fragment {parts.fragment}",
+    ]
+    for text in texts:
+        hidden = hide_value(text, value, "DAGSMITH_CONN_TRACKING")
+        assert MARKER not in hidden and "***" in hidden, hidden
+        assert MARKER not in hide_connections(text, {"DAGSMITH_CONN_TRACKING": value})
+    assert hide_value(f"to {value} failed", value, "DAGSMITH_CONN_X") == "to $DAGSMITH_CONN_X failed"
+    # short pieces are hidden where they stand alone, not inside other words
+    assert hide_value("v1 /ab/ xabx", "http://h/ab/v1", "V") == "*** /***/ xabx"
+
+
+def test_mlflow_secrets_in_the_url_reach_no_output(tmp_path):
+    """A tracking URI with its secrets in the path and query, a server that cannot be reached:
+    the deploy step fails, and nothing of the URI but its host is on the console, in run.json or
+    in report.html."""
+    pytest.importorskip("mlflow")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = ["x1,x2,y", *(f"{a:.3f},{b:.3f},{int(a + b > 0)}" for a, b in rng.normal(size=(60, 2)))]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "p.yaml").write_text(SPEC + """sources:
+  rows: {type: csv, uri: data/rows.csv}
+training:
+  inputs: [rows]
+  target: y
+  model: {estimator: sklearn.linear_model.LogisticRegression}
+evaluation:
+  metrics: [accuracy]
+deployment:
+  model_name: m
+  target: local
+  mlflow: {connection: tracking}
+""")
+    value = f"http://user:{MARKER}pw@127.0.0.1:9/{MARKER}Path/?token={MARKER}tok"
+    code, out, err = cli(tmp_path, "run", "p.yaml", "--workdir", "wd", DAGSMITH_CONN_TRACKING=value,
+                         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    data, text = _run_record(tmp_path / "wd")
+    assert code == 1 and data["steps"]["deploy"]["state"] == "failed", (out, err)
+    assert "mlflow (tracking)" in data["steps"]["deploy"]["error"] and "127.0.0.1" in data["steps"]["deploy"]["error"]
+    assert MARKER not in out + err and MARKER not in text, (out, err, text)
+    [report] = (tmp_path / "wd").glob("runs/*/report.html")
+    assert MARKER not in report.read_text(encoding="utf-8")
+    for fmt in ("text", "json"):
+        code, out, err = cli(tmp_path, "runs", "show", data["run_id"], "--workdir", "wd", "--format", fmt)
+        assert MARKER not in out + err

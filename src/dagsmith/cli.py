@@ -813,8 +813,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app.main(args=argv, prog_name="dagsmith", standalone_mode=False)
     except DagsmithError as exc:
-        for line in exc.lines():
-            click.echo(line, err=True)
+        from .errors import hide_connections
+
+        for line in exc.lines():  # a client library's text may quote a connection: never any part of it
+            click.echo(hide_connections(line), err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -829,7 +831,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line, the traceback only on request
         if os.environ.get("DAGSMITH_DEBUG"):
             raise
-        click.echo(f"dagsmith: internal error: {type(exc).__name__}: {exc} (set DAGSMITH_DEBUG=1 for the traceback; please report it)", err=True)
+        from .errors import hide_connections
+
+        text = hide_connections(f"{type(exc).__name__}: {exc}")
+        click.echo(f"dagsmith: internal error: {text} (set DAGSMITH_DEBUG=1 for the traceback; please report it)", err=True)
         return 3
     return 0
 

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import DagsmithError, UsageError, redact
+from ..errors import DagsmithError, UsageError, hide_connections
 from ..ir import IR, ir_filename
 from ..runtime.context import RunValues
 from ..runtime.environment import run_environment, run_id_problem
@@ -135,8 +135,11 @@ def load_record(workdir: Path, run_id: str) -> dict:
         known = ", ".join(list_runs(workdir)[-5:]) or "none"
         raise DagsmithError(f"no run {run_id!r} in {workdir} (recent runs: {known})")
     record = json.loads(path.read_text(encoding="utf-8"))
-    # A record written by an older dagsmith may hold a step error quoting a URL's password.
+    # A record written by an older dagsmith may hold a step error quoting a URL's password, or a
+    # part of a connection set now.
     for step in (record.get("steps") or {}).values():
         if isinstance(step, dict) and isinstance(step.get("error"), str):
-            step["error"] = redact(step["error"])
+            step["error"] = hide_connections(step["error"])
+    if isinstance(record.get("error"), str):
+        record["error"] = hide_connections(record["error"])
     return record
