@@ -127,6 +127,18 @@ def list_runs(workdir: Path) -> list[str]:
     return sorted(p.name for p in base.iterdir() if run_id_problem(p.name) is None and (p / "run.json").exists())
 
 
+def _in_pipeline_order(folder: Path, steps: dict) -> dict:
+    """The record's steps in the pipeline's order (the run's IR file), as `dagsmith run` lists
+    them: run.json keeps its keys sorted."""
+    try:
+        [ir_file] = folder.glob("*.ir.json")
+        order = [step["id"] for step in json.loads(ir_file.read_text(encoding="utf-8"))["steps"]]
+    except (ValueError, OSError, KeyError, TypeError):
+        return steps  # no IR (or not one): the record's own order
+    rank = {step_id: n for n, step_id in enumerate(order)}
+    return dict(sorted(steps.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
 def load_record(workdir: Path, run_id: str) -> dict:
     path = run_dir(Path(workdir), run_id) / "run.json"
     if not path.exists():
@@ -135,6 +147,7 @@ def load_record(workdir: Path, run_id: str) -> dict:
         known = ", ".join(list_runs(workdir)[-5:]) or "none"
         raise DagsmithError(f"no run {run_id!r} in {workdir} (recent runs: {known})")
     record = json.loads(path.read_text(encoding="utf-8"))
+    record["steps"] = _in_pipeline_order(path.parent, record.get("steps") or {})
     # A record written by an older dagsmith may hold a step error quoting a URL's password, or a
     # part of a connection set now.
     for step in (record.get("steps") or {}).values():
