@@ -103,3 +103,59 @@ def test_a_published_version_is_never_replaced(tmp_path):
     with pytest.raises(StoreError, match="already published"):
         store.commit(second, exclusive=True)
     assert registry.read_version_json(store, "churn", 1, "lineage.json") == {"run_id": "a"}
+
+
+class _DeployBetween:
+    """A store on which another deploy moves the aliases right after the command under test read
+    them for its change (its second read of aliases.json: the first checks the model exists)."""
+
+    def __init__(self, store, move):
+        self.store, self.move, self.reads = store, move, 0
+
+    def _after_read(self, key, result):
+        if key == registry.aliases_key("churn"):
+            self.reads += 1
+            if self.reads == 2:
+                registry.move_aliases(self.store, "churn", self.move)
+        return result
+
+    def read_json(self, key):
+        return self._after_read(key, self.store.read_json(key))
+
+    def read_versioned(self, key):
+        return self._after_read(key, self.store.read_versioned(key))
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def _registry_with(store, versions: int, aliases: dict) -> None:
+    for version in range(1, versions + 1):
+        staging = store.stage(registry.version_key("churn", version))
+        staging.write_json("model.json", {"version": version, "models": []})
+        store.commit(staging, exclusive=True)
+    registry.write_aliases(store, "churn", aliases)
+
+
+def test_promote_and_rollback_do_not_undo_a_concurrent_deploy(tmp_path):
+    """promote / rollback move the aliases by compare-and-swap too: a deploy that replaced
+    production while they decided is not lost (before: their write put back what they had read)."""
+    from dagsmith.runtime.store import LocalStore
+    from dagsmith.serving.aliases import promote, rollback
+    from dagsmith.serving.app import ServingError
+
+    def deploy_v3(aliases: dict) -> dict:  # strategy replace: v3 is production, any canary ends
+        history = [*aliases["history"], aliases["production"]]
+        return {**aliases, "production": 3, "canary": None, "history": history}
+
+    store = LocalStore(tmp_path / "a")
+    _registry_with(store, 3, {"production": 1, "canary": {"version": 2, "traffic_percent": 10}, "history": []})
+    with pytest.raises(ServingError, match="no canary to promote"):  # decided again: the canary is gone
+        promote(_DeployBetween(store, deploy_v3), "churn")
+    assert registry.read_aliases(store, "churn") == {"production": 3, "canary": None, "history": [1]}
+
+    store = LocalStore(tmp_path / "b")
+    _registry_with(store, 3, {"production": 2, "canary": None, "history": [1]})
+    change = rollback(_DeployBetween(store, deploy_v3), "churn")  # rolls back v3, the production it finds
+    assert change["after"] == registry.read_aliases(store, "churn") == {"production": 2, "canary": None, "history": [1]}
+    assert change["before"]["production"] == 3
