@@ -60,9 +60,9 @@ def _check(store: Store, results: dict, runs: list[str]) -> None:
     assert sorted([aliases["production"], *aliases["history"]]) == list(range(1, len(runs) + 1)), aliases
 
 
-def _prepared(tmp_path, store=None) -> tuple[Pipeline, list[str]]:
+def _prepared(tmp_path, store=None, racers: int = RACERS) -> tuple[Pipeline, list[str]]:
     p = Pipeline(tmp_path, spec(deployment=DEPLOY), {"rows": classification_rows()}, store=store)
-    runs = [f"r{n}" for n in range(1, RACERS + 1)]
+    runs = [f"r{n}" for n in range(1, racers + 1)]
     for run in runs:
         p.run_through("evaluate", run=run)
     return p, runs
@@ -83,7 +83,7 @@ def test_concurrent_deploys_get_distinct_versions_on_a_local_store(tmp_path):
 def test_concurrent_deploys_get_distinct_versions_on_s3(tmp_path, aws_s3):
     aws_s3.create_bucket(Bucket="registry-race")
     uri = "s3://registry-race/ml"
-    p, runs = _prepared(tmp_path, store=Store.open(uri))
+    p, runs = _prepared(tmp_path, store=Store.open(uri), racers=4)  # each run's steps on S3 take a second
     results = _race(p, uri, runs)
     _check(Store.open(uri), results, runs)
 
