@@ -514,3 +514,26 @@ deployment:
     for fmt in ("text", "json"):
         code, out, err = cli(tmp_path, "runs", "show", data["run_id"], "--workdir", "wd", "--format", fmt)
         assert MARKER not in out + err
+
+
+def test_a_step_outcome_for_the_orchestrator_hides_every_piece_of_a_connection(tmp_path, monkeypatch):
+    """The failed step's outcome file (Step Functions' task failure cause, Argo's output) holds the
+    error of whatever library failed: no part of a connection set in DAGSMITH_CONN_* reaches it."""
+    from dagsmith.compiler import compile_spec
+    from dagsmith.runtime.commands import main_step
+    from dagsmith.spec import load_spec
+
+    (tmp_path / "helpers.py").write_text(
+        "def boom():\n"
+        f"    raise RuntimeError('Max retries exceeded with url: /{MARKER}Path/?token={MARKER}tok/api/2.0')\n")
+    (tmp_path / "p.yaml").write_text(SPEC + "steps:\n  boom: {run: {python: 'helpers:boom'}}\n")
+    ir_file = tmp_path / "p.ir.json"
+    ir_file.write_text(compile_spec(load_spec(tmp_path / "p.yaml")).dumps())
+    monkeypatch.setenv("DAGSMITH_CONN_TRACKING", f"http://127.0.0.1:9/{MARKER}Path/?token={MARKER}tok")
+    monkeypatch.setenv("DAGSMITH_ROOT", str(tmp_path))
+    outcome = tmp_path / "outcome.json"
+    with pytest.raises(RuntimeError):
+        main_step(str(ir_file), "boom", None, str(tmp_path / "store"), outcome=str(outcome))
+    data = json.loads(outcome.read_text())
+    assert data["status"] == "failed" and "Max retries exceeded with url: ***" in data["error"]
+    assert MARKER not in outcome.read_text()
