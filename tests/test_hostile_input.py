@@ -537,3 +537,19 @@ def test_a_step_outcome_for_the_orchestrator_hides_every_piece_of_a_connection(t
     data = json.loads(outcome.read_text())
     assert data["status"] == "failed" and "Max retries exceeded with url: ***" in data["error"]
     assert MARKER not in outcome.read_text()
+
+
+def test_a_library_error_quoting_a_connection_piece_reaches_no_output_of_a_run(tmp_path):
+    """Whatever step fails with a library's text quoting pieces of a connection (here user code,
+    retried once): the console's progress lines, run.json and report.html show none of them."""
+    (tmp_path / "helpers.py").write_text(
+        "def boom():\n"
+        f"    raise RuntimeError('Max retries exceeded with url: /{MARKER}Path/?token={MARKER}tok/api/2.0')\n")
+    (tmp_path / "p.yaml").write_text(SPEC + "steps:\n  boom: {run: {python: 'helpers:boom'}, retries: 1, retry_delay: 0s}\n")
+    value = f"http://127.0.0.1:9/{MARKER}Path/?token={MARKER}tok"
+    code, out, err = cli(tmp_path, "run", "p.yaml", "--workdir", "wd", DAGSMITH_CONN_TRACKING=value)
+    data, text = _run_record(tmp_path / "wd")
+    assert code == 1 and "Max retries exceeded with url: ***" in data["steps"]["boom"]["error"], (out, err)
+    assert "retrying" in out + err and MARKER not in out + err and MARKER not in text
+    [report] = (tmp_path / "wd").glob("runs/*/report.html")
+    assert MARKER not in report.read_text(encoding="utf-8")

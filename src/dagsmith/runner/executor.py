@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import hide_connections
 from ..ir import IR, Step
 from ..runtime.context import RunValues, StepContext
 from ..runtime.environment import run_environment
@@ -407,6 +408,8 @@ class Executor:
     # --- completions ----------------------------------------------------------------------
 
     def finish(self, done: Done) -> None:
+        if done.error:  # a library's text may quote a connection: no part of one is shown or recorded
+            done.error = hide_connections(done.error)
         step_id, _, item_text = done.task_id.partition("#")
         step = self.ir.step(step_id)
         item = int(item_text) if item_text else None
