@@ -192,7 +192,7 @@ def _commit_result(ctx: StepContext, result: dict) -> None:
     ctx.store.commit(staging)
 
 
-RETRY_LOOKBACK = 50  # latest versions searched for this run's own (a retry comes soon after)
+RETRY_LOOKBACK = 20  # latest versions searched for this run's own (a retry comes soon after)
 
 
 def _reusable(ctx: StepContext, model_name: str, model_fingerprint) -> tuple[int | None, bool]:
