@@ -405,3 +405,151 @@ def test_runs_show_redacts_an_old_record(capsys, tmp_path):
     for fmt in ("text", "json"):
         code, out, err = run(capsys, "runs", "show", "r1", "--workdir", tmp_path / "wd", "--format", fmt)
         assert MARKER not in out + err and "u:***@h/db" in out + err, (fmt, out, err)
+
+
+def test_a_run_id_is_an_id_never_a_path(capsys, tmp_path, monkeypatch):
+    """runs show, report, run --resume and a step's DAGSMITH_RUN_ID take a run id, never a path:
+    nothing outside the workdir (or the store) is read, shown or written (issue 22, finding 13)."""
+    from dagsmith.runtime import make_context
+    from dagsmith.runtime.context import StepFailed
+
+    workdir = tmp_path / "work" / "wd"
+    (workdir / "runs").mkdir(parents=True)
+    outside = tmp_path / "work" / "outside"
+    outside.mkdir()
+    record = {"run_id": MARKER, "pipeline": MARKER, "status": "failed", "started": "2026-01-01T00:00:00+00:00", "ended": None,
+              "params": {}, "metrics": {}, "gates": [], "validation": {}, "steps": {}}
+    (outside / "run.json").write_text(json.dumps(record))
+    (outside / "probe.ir.json").write_text("{}")
+    for bad in ("../../outside", "../outside/../../outside", str(outside), "..", ".", "a/b", "a\\b", "r 1", "r1\n", ""):
+        for args in (("runs", "show", bad), ("runs", "show", bad, "--format", "json"), ("report", bad), ("run", "p.yaml", "--resume", bad)):
+            code, out, err = run(capsys, *args, "--workdir", workdir)
+            assert code == 2 and MARKER not in out + err, (args, code, out, err)
+            assert "not a run id" in err, (args, err)
+    assert not (outside / "report.html").exists()
+
+    # A folder of the workdir whose name is no run id is not listed as a run.
+    (workdir / "runs" / "not an id").mkdir()
+    (workdir / "runs" / "not an id" / "run.json").write_text(json.dumps({**record, "run_id": "not an id"}))
+    code, out, err = run(capsys, "runs", "list", "--workdir", workdir)
+    assert code == 0 and MARKER not in out
+
+    # The step runtime: DAGSMITH_RUN_ID names the run's folder in the store.
+    from dagsmith.compiler import compile_spec
+    from dagsmith.runtime.store import LocalStore
+    from dagsmith.spec import load_spec
+
+    spec = tmp_path / "p.yaml"
+    spec.write_text(SPEC + "sources:\n  rows: {type: csv, uri: rows.csv}\n")
+    ir = compile_spec(load_spec(spec))
+    for bad in ("../../outside", "/tmp/x", "a/b"):
+        with pytest.raises(StepFailed, match="not a run id"):
+            make_context(ir, "rows", LocalStore(tmp_path / "store"), environ={"DAGSMITH_RUN_ID": bad})
+    for good in ("20261125-101500-a1b2c3", "manual__2026-11-25T10:15:00+00:00", "probe-x7k2p", "r1"):
+        assert make_context(ir, "rows", LocalStore(tmp_path / "store"), environ={"DAGSMITH_RUN_ID": good}).values.run_id == good
+
+
+CONNECTION_PIECES = [  # a connection value: pieces a client library prints apart from the whole
+    f"http://127.0.0.1:9/{MARKER}Path/?token={MARKER}tok",
+    f"https://u:{MARKER}pw@h:9/a/{MARKER}/b?x=1&key={MARKER}#{MARKER}frag",
+    f"http://h/{MARKER}%20space/;params?q={MARKER}+plus",
+]
+
+
+@pytest.mark.parametrize("value", CONNECTION_PIECES)
+def test_every_piece_of_a_connection_value_is_hidden(value):
+    """Issue 22, finding 9: the literal replacement of the whole URL missed the pieces MLflow split
+    it into (`url: /SecretPath/?token=...`), percent-encoded or decoded."""
+    from urllib.parse import quote, unquote, urlsplit
+
+    from dagsmith.errors import hide_connections, hide_value
+
+    parts = urlsplit(value)
+    texts = [
+        f"API request to {value}/api/2.0/x failed: Max retries exceeded with url: {parts.path}?{parts.query}/api/2.0/x",
+        f"url: {quote(parts.path)} query {unquote(parts.query)} {quote(unquote(parts.path), safe='')} fragment {parts.fragment}",
+    ]
+    for text in texts:
+        hidden = hide_value(text, value, "DAGSMITH_CONN_TRACKING")
+        assert MARKER not in hidden and "***" in hidden, hidden
+        assert MARKER not in hide_connections(text, {"DAGSMITH_CONN_TRACKING": value})
+    assert hide_value(f"to {value} failed", value, "DAGSMITH_CONN_X") == "to $DAGSMITH_CONN_X failed"
+    # short pieces are hidden where they stand alone, not inside other words
+    assert hide_value("v1 /ab/ xabx", "http://h/ab/v1", "V") == "*** /***/ xabx"
+
+
+def test_mlflow_secrets_in_the_url_reach_no_output(tmp_path):
+    """A tracking URI with its secrets in the path and query, a server that cannot be reached:
+    the deploy step fails, and nothing of the URI but its host is on the console, in run.json or
+    in report.html."""
+    pytest.importorskip("mlflow")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = ["x1,x2,y", *(f"{a:.3f},{b:.3f},{int(a + b > 0)}" for a, b in rng.normal(size=(60, 2)))]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "p.yaml").write_text(SPEC + """sources:
+  rows: {type: csv, uri: data/rows.csv}
+training:
+  inputs: [rows]
+  target: y
+  model: {estimator: sklearn.linear_model.LogisticRegression}
+evaluation:
+  metrics: [accuracy]
+deployment:
+  model_name: m
+  target: local
+  mlflow: {connection: tracking}
+""")
+    value = f"http://user:{MARKER}pw@127.0.0.1:9/{MARKER}Path/?token={MARKER}tok"
+    code, out, err = cli(tmp_path, "run", "p.yaml", "--workdir", "wd", DAGSMITH_CONN_TRACKING=value,
+                         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    data, text = _run_record(tmp_path / "wd")
+    assert code == 1 and data["steps"]["deploy"]["state"] == "failed", (out, err)
+    assert "mlflow (tracking)" in data["steps"]["deploy"]["error"] and "127.0.0.1" in data["steps"]["deploy"]["error"]
+    assert MARKER not in out + err and MARKER not in text, (out, err, text)
+    [report] = (tmp_path / "wd").glob("runs/*/report.html")
+    assert MARKER not in report.read_text(encoding="utf-8")
+    for fmt in ("text", "json"):
+        code, out, err = cli(tmp_path, "runs", "show", data["run_id"], "--workdir", "wd", "--format", fmt)
+        assert MARKER not in out + err
+
+
+def test_a_step_outcome_for_the_orchestrator_hides_every_piece_of_a_connection(tmp_path, monkeypatch):
+    """The failed step's outcome file (Step Functions' task failure cause, Argo's output) holds the
+    error of whatever library failed: no part of a connection set in DAGSMITH_CONN_* reaches it."""
+    from dagsmith.compiler import compile_spec
+    from dagsmith.runtime.commands import main_step
+    from dagsmith.spec import load_spec
+
+    (tmp_path / "helpers.py").write_text(
+        "def boom():\n"
+        f"    raise RuntimeError('Max retries exceeded with url: /{MARKER}Path/?token={MARKER}tok/api/2.0')\n")
+    (tmp_path / "p.yaml").write_text(SPEC + "steps:\n  boom: {run: {python: 'helpers:boom'}}\n")
+    ir_file = tmp_path / "p.ir.json"
+    ir_file.write_text(compile_spec(load_spec(tmp_path / "p.yaml")).dumps())
+    monkeypatch.setenv("DAGSMITH_CONN_TRACKING", f"http://127.0.0.1:9/{MARKER}Path/?token={MARKER}tok")
+    monkeypatch.setenv("DAGSMITH_ROOT", str(tmp_path))
+    outcome = tmp_path / "outcome.json"
+    with pytest.raises(RuntimeError):
+        main_step(str(ir_file), "boom", None, str(tmp_path / "store"), outcome=str(outcome))
+    data = json.loads(outcome.read_text())
+    assert data["status"] == "failed" and "Max retries exceeded with url: ***" in data["error"]
+    assert MARKER not in outcome.read_text()
+
+
+def test_a_library_error_quoting_a_connection_piece_reaches_no_output_of_a_run(tmp_path):
+    """Whatever step fails with a library's text quoting pieces of a connection (here user code,
+    retried once): the console's progress lines, run.json and report.html show none of them."""
+    (tmp_path / "helpers.py").write_text(
+        "def boom():\n"
+        f"    raise RuntimeError('Max retries exceeded with url: /{MARKER}Path/?token={MARKER}tok/api/2.0')\n")
+    (tmp_path / "p.yaml").write_text(SPEC + "steps:\n  boom: {run: {python: 'helpers:boom'}, retries: 1, retry_delay: 0s}\n")
+    value = f"http://127.0.0.1:9/{MARKER}Path/?token={MARKER}tok"
+    code, out, err = cli(tmp_path, "run", "p.yaml", "--workdir", "wd", DAGSMITH_CONN_TRACKING=value)
+    data, text = _run_record(tmp_path / "wd")
+    assert code == 1 and "Max retries exceeded with url: ***" in data["steps"]["boom"]["error"], (out, err)
+    assert "retrying" in out + err and MARKER not in out + err and MARKER not in text
+    [report] = (tmp_path / "wd").glob("runs/*/report.html")
+    assert MARKER not in report.read_text(encoding="utf-8")

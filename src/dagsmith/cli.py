@@ -475,13 +475,13 @@ def run(spec: str, env, params, workdir: str, max_parallel, resume_id, no_cache:
     """
     from . import runner
 
-    runner.warm_up(None if resume_id else spec)  # the workers' fork server starts (and imports) while the spec compiles
+    runner.warm_up(None if resume_id is not None else spec)  # the workers' fork server starts (and imports) while the spec compiles
     from rich.console import Console  # after: imports before warm_up delay the whole run
 
     from .runner.progress import reporter_for, summary
 
     reporter = reporter_for(quiet=False)
-    if resume_id:
+    if resume_id is not None:  # "" too: refused as no run id, not taken as "no --resume"
         record = runner.resume(Path(workdir), resume_id, max_parallel=max_parallel, use_cache=not no_cache, reporter=reporter)
     else:
         ir = _compile(spec, env, params)
@@ -816,8 +816,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app.main(args=argv, prog_name="dagsmith", standalone_mode=False)
     except DagsmithError as exc:
-        for line in exc.lines():
-            click.echo(line, err=True)
+        from .errors import hide_connections
+
+        for line in exc.lines():  # a client library's text may quote a connection: never any part of it
+            click.echo(hide_connections(line), err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -832,7 +834,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line, the traceback only on request
         if os.environ.get("DAGSMITH_DEBUG"):
             raise
-        click.echo(f"dagsmith: internal error: {type(exc).__name__}: {exc} (set DAGSMITH_DEBUG=1 for the traceback; please report it)", err=True)
+        from .errors import hide_connections
+
+        text = hide_connections(f"{type(exc).__name__}: {exc}")
+        click.echo(f"dagsmith: internal error: {text} (set DAGSMITH_DEBUG=1 for the traceback; please report it)", err=True)
         return 3
     return 0
 

@@ -7,6 +7,8 @@ the CLI prints them all, one per line: ``FILE:LINE:COL: error: spec.path: messag
 from __future__ import annotations
 
 import difflib
+import functools
+import os
 import re
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
@@ -149,6 +151,80 @@ def redact(text: str | None) -> str | None:
             done = found.end()
         text = "".join(parts) + text[done:]
     return _BARE_PASSWORD.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "***@", text)
+
+
+CONNECTION_PREFIX = "DAGSMITH_CONN_"  # runtime/sources.py's connection_env: where connection values are
+
+
+def _forms(piece: str) -> set[str]:
+    """A piece as a client library may print it: as given, percent-decoded, percent-encoded."""
+    from urllib.parse import quote, unquote, unquote_plus
+
+    return {piece, unquote(piece), unquote_plus(piece), quote(piece, safe=""), quote(unquote(piece), safe=""),
+            quote(unquote(piece), safe="/:@")}
+
+
+def _pieces(value: str) -> set[str]:
+    """Every part of a URL a client library may print apart from the whole (MLflow prints
+    `url: /SecretPath/?token=...` of http://host/SecretPath/?token=...): the userinfo, user and
+    password, the path and each of its segments, the query, each of its parameters and values,
+    the fragment. Not the host and port, which hold no secret and say what could not be reached;
+    a value that is no URL (a database file) is hidden whole."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value) if "://" in value else None
+    except ValueError:
+        parts = None
+    if parts is None:
+        return set()
+    userinfo = parts.netloc.rpartition("@")[0]
+    found = {userinfo, *userinfo.split(":", 1), parts.path, parts.query, parts.fragment}
+    if parts.query:
+        found |= {f"{parts.path}?{parts.query}", f"?{parts.query}"}
+    for pair in re.split(r"[&;]", parts.query):
+        found |= {pair, pair.partition("=")[2]}
+    found |= set(parts.path.split("/"))
+    return {form for piece in found if piece for form in _forms(piece)}
+
+
+@functools.lru_cache(maxsize=64)
+def _hider(value: str):
+    """A regex matching the value and its pieces (longest first). A piece shorter than 8
+    characters only counts between non-alphanumerics (else "db" would be hidden in "mydb"
+    everywhere); a single character is no secret, and hiding it would shred the message."""
+    whole = _forms(value)
+    alternatives = []
+    for piece in sorted((whole | _pieces(value)) - {""}, key=lambda p: (-len(p), p)):
+        if len(piece) < 2:
+            continue
+        text = re.escape(piece)
+        if len(piece) < 8:
+            text = rf"(?:(?<![A-Za-z0-9])|(?<=%[0-9A-Fa-f]{{2}})){text}(?![A-Za-z0-9])"
+        alternatives.append(text)
+    return (re.compile("|".join(alternatives)) if alternatives else None), whole
+
+
+def hide_value(text: str | None, value: str | None, variable: str) -> str | None:
+    """`text` (an error of a client library, say) without a connection value or any part of it:
+    the whole becomes `$VARIABLE`, each piece `***`; then URL passwords are redacted."""
+    if text and value:
+        pattern, whole = _hider(value)
+        if pattern is not None:
+            text = pattern.sub(lambda m: f"${variable}" if m.group(0) in whole else "***", text)
+    return redact(text)
+
+
+def hide_connections(text: str | None, environ=None) -> str | None:
+    """`text` without the value of any connection set in the environment (DAGSMITH_CONN_*), nor
+    any part of one, nor a URL's password: for every error recorded or shown."""
+    if not text:
+        return text
+    environ = os.environ if environ is None else environ
+    for variable, value in sorted(environ.items()):
+        if variable.startswith(CONNECTION_PREFIX) and value:
+            text = hide_value(text, value, variable)
+    return redact(text)
 
 
 class SpecError(DagsmithError):

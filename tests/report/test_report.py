@@ -151,7 +151,7 @@ def test_report_command(capsys, tmp_path):
     assert f"run {first} of fake-sweep" in target.read_text(encoding="utf-8")
     capsys.readouterr()
     assert main(["report", "../../x", "--workdir", str(workdir)]) == 2
-    assert "no run '../../x'" in capsys.readouterr().err
+    assert "'../../x' is not a run id" in capsys.readouterr().err  # an id, never a path
 
 
 @pytest.mark.parametrize("fmt", ["svg", "html"])

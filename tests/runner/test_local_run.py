@@ -36,6 +36,15 @@ def flaky():
 
 def noop():
     pass
+
+def fails_thrice():
+    """Slow failures (1.5 s each) for its first three calls, then a quick success."""
+    count()
+    with open(os.environ["COUNTER"] + ".times", "a") as f:
+        f.write(f"{time.time()}\\n")
+    if open(os.environ["COUNTER"]).read().split().count(os.environ["DAGSMITH_STEP"]) <= 3:
+        time.sleep(1.5)
+        raise RuntimeError("not yet")
 '''
 
 
@@ -216,6 +225,46 @@ steps:
     assert result.returncode == 0 and resumed["status"] == "succeeded", result.stderr
     assert resumed["run_id"] == run_id
     assert counter(project) == ["first", "second", "slow", "slow", "last"]  # only the interrupted step again
+
+
+def test_resume_records_every_attempt_and_the_final_attempts_time(project):
+    """A step tried twice in a run (retries: 1), then twice more on --resume: 4 attempts, and its
+    time is the final (quick) attempt's, not the span since the first attempt's start; runs show
+    says the same, in pipeline order (issue 22, rough edges)."""
+    import datetime as dt
+
+    spec = write(project, BASE + """
+steps:
+  zeta: {run: {python: "helpers:noop"}}
+  wobbly: {after: [zeta], run: {python: "helpers:fails_thrice"}, retries: 1, retry_delay: 0s}
+""")
+    def calls() -> list[float]:  # when each attempt began (each failing one lasts 1.5 s)
+        return [float(t) for t in (project / "counter.txt.times").read_text().split()]
+
+    def started(entry: dict) -> float:
+        return dt.datetime.fromisoformat(entry["started"]).timestamp()
+
+    result, record = run(spec)
+    assert record["status"] == "failed" and record["steps"]["wobbly"]["attempts"] == 2, result.stderr
+    assert started(record["steps"]["wobbly"]) > calls()[0] + 1.4  # the second attempt's start, after the first ended
+    result, resumed = run(spec, "--resume", record["run_id"])
+    wobbly = resumed["steps"]["wobbly"]
+    assert resumed["status"] == "succeeded" and wobbly["attempts"] == 4, result.stderr
+    assert len(calls()) == 4 and started(wobbly) > calls()[2] + 1.4, (wobbly, calls())  # the fourth attempt's
+    assert counter(project).count("wobbly") == 4
+    shown = subprocess.run([DAGSMITH, "runs", "show", record["run_id"]], capture_output=True, text=True).stdout
+    rows = [line.split("┃")[1].strip() if "┃" in line else line.split("│")[1].strip() for line in shown.splitlines()
+            if line.count("│") >= 5 or (line.count("┃") >= 5 and "step" not in line)]
+    assert rows == [step.id for step in _steps_in_order(project, spec)], shown
+    wobbly_row = next(line for line in shown.splitlines() if "wobbly" in line)
+    assert wobbly_row.split("│")[4].strip() == "4", wobbly_row
+
+
+def _steps_in_order(project: Path, spec: str):
+    from dagsmith.compiler import compile_spec
+    from dagsmith.spec import load_spec
+
+    return compile_spec(load_spec(project / spec)).steps
 
 
 def test_sql_sources_sqlite_and_duckdb(project, monkeypatch):

@@ -143,6 +143,84 @@ def test_a_garbage_request_line_gets_a_400_and_the_connection_closes(clf, reques
         assert Client(server.url).request("GET", "/health")[0] == 200
 
 
+def _refused(sock: socket.socket, data: bytes) -> bytes:
+    """Send `data` (the server may close before all of it is read), then read the answer."""
+    try:
+        sock.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
+
+
+def test_the_request_head_is_bounded_in_fields_and_bytes(clf):
+    """Issue 22, finding 11: 16 MB of 5-byte headers were all kept (392 MB more memory) and the
+    request served. Past 100 fields or 32 KiB of head: 431, past 8 KiB of target: 414, and the
+    connection is closed, whether the head comes at once, in many sends, or as one endless field."""
+    from dagsmith.serving.asgi import MAX_HEAD_BYTES, MAX_HEADER_COUNT, MAX_TARGET_BYTES
+
+    start = b"POST /predict HTTP/1.1\r\nHost: x\r\n"
+    body = json.dumps({"rows": rows_of(clf_frame(), 1)}).encode()
+    end = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    many = b"".join(b"a%d: b\r\n" % n for n in range(MAX_HEADER_COUNT))  # with Host: one too many
+    fat = b"x-fat: " + b"a" * MAX_HEAD_BYTES + b"\r\n"
+    cases = [
+        (start + many + end, b"431 ", b"more than 100 header fields"),
+        (start + fat + end, b"431 ", b"over 32768 bytes"),
+        (b"GET /health?" + b"q" * MAX_TARGET_BYTES + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414 ", b"over 8192 bytes"),
+    ]
+    with running(clf.root, "clf") as server:
+        host, port = server.server_address
+        for data, status, reason in cases:
+            with socket.create_connection((host, port), timeout=15) as sock:
+                answer = _refused(sock, data)
+            head, _, text = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 " + status), answer[:300]
+            assert b"connection: close" in head.lower() and reason in text, answer[:300]
+        # 16 MB of 5-byte headers in 64 KiB sends: refused after the first few, not all kept
+        with socket.create_connection((host, port), timeout=15) as sock:
+            sock.sendall(start)
+            line, sent, answer = b"a: b\r\n" * (64 * 1024 // 6), 0, b""
+            try:
+                while sent < 16 * 1024 * 1024:
+                    sock.sendall(line)
+                    sent += len(line)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            answer = _refused(sock, b"")
+            assert sent < 16 * 1024 * 1024 and answer.startswith(b"HTTP/1.1 431 "), (sent, answer[:200])
+        # one header field that never ends, sent in pieces: refused once past the bound
+        with socket.create_connection((host, port), timeout=15) as sock:
+            sock.sendall(start + b"x-endless: ")
+            sent = 0
+            try:
+                while sent < 16 * 1024 * 1024:
+                    sock.sendall(b"a" * 65536)
+                    sent += 65536
+                    time.sleep(0.001)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            answer = _refused(sock, b"")
+            assert sent < 16 * 1024 * 1024 and answer.startswith(b"HTTP/1.1 431 "), (sent, answer[:200])
+        # none of the refused requests reached the model
+        client = Client(server.url)
+        _, samples = parse_prometheus(client.request("GET", "/metrics")[2])
+        assert not [s for s in samples if s[0] == "dagsmith_requests_total"], samples
+        # within the bounds: served as before (100 fields, Host included)
+        within = start + b"".join(b"a%d: b\r\n" % n for n in range(MAX_HEADER_COUNT - 3)) + end
+        with socket.create_connection((host, port), timeout=15) as sock:
+            sock.sendall(within)
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+        assert client.request("GET", "/health")[0] == 200
+        client.close()
+
+
 def test_a_stalled_body_gets_a_408_and_does_not_block_others(clf):
     with running(clf.root, "clf", read_timeout=1.0) as server:
         host, port = server.server_address

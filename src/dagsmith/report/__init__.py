@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import DagsmithError
 from ..ir import IR
-from ..runner import list_runs
+from ..runner import list_runs, run_dir
 from ..runtime.store import atomic_write_bytes
 from . import sections, sweep
 from .collect import RunData, collect, latest_run
@@ -26,7 +26,7 @@ ARROW = " \u2192 "
 
 
 def default_path(workdir: Path, run_id: str) -> Path:
-    return Path(workdir) / "runs" / run_id / REPORT_NAME
+    return run_dir(workdir, run_id) / REPORT_NAME
 
 
 def write_report(workdir: Path | str, run_id: str | None = None, output: Path | str | None = None) -> Path:
@@ -39,9 +39,11 @@ def write_report(workdir: Path | str, run_id: str | None = None, output: Path | 
         run_id = latest_run(workdir)
         if run_id is None:
             raise DagsmithError(f"no runs in {workdir} yet (start one with `dagsmith run SPEC --workdir {workdir}`)")
-    elif run_id not in list_runs(workdir):
-        known = ", ".join(list_runs(workdir)[-5:]) or "none"
-        raise DagsmithError(f"no run {run_id!r} in {workdir} (recent runs: {known})")
+    else:
+        run_dir(workdir, run_id)  # refuses what is not a run id (never a path)
+        if run_id not in list_runs(workdir):
+            known = ", ".join(list_runs(workdir)[-5:]) or "none"
+            raise DagsmithError(f"no run {run_id!r} in {workdir} (recent runs: {known})")
     html = render(collect(workdir, run_id))
     path = Path(output) if output is not None else default_path(workdir, run_id)
     if path.is_dir():

@@ -10,10 +10,10 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import DagsmithError, redact
+from ..errors import DagsmithError, UsageError, hide_connections
 from ..ir import IR, ir_filename
 from ..runtime.context import RunValues
-from ..runtime.environment import run_environment
+from ..runtime.environment import run_environment, run_id_problem
 from ..runtime.store import LocalStore, atomic_write_bytes
 from .record import RunRecord, new_run_id
 
@@ -32,6 +32,10 @@ def warm_up(spec_path: str | os.PathLike | None = None) -> None:
 
 
 def run_dir(workdir: Path, run_id: str) -> Path:
+    """A run's folder; `run_id` is checked to be an id (never a path out of the workdir)."""
+    problem = run_id_problem(run_id)
+    if problem:
+        raise UsageError(problem)
     return Path(workdir) / "runs" / run_id
 
 
@@ -118,7 +122,21 @@ def _mark_failed(record, exc: OSError, workdir: Path) -> None:
 
 def list_runs(workdir: Path) -> list[str]:
     base = Path(workdir) / "runs"
-    return sorted(p.name for p in base.iterdir() if (p / "run.json").exists()) if base.is_dir() else []
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if run_id_problem(p.name) is None and (p / "run.json").exists())
+
+
+def _in_pipeline_order(folder: Path, steps: dict) -> dict:
+    """The record's steps in the pipeline's order (the run's IR file), as `dagsmith run` lists
+    them: run.json keeps its keys sorted."""
+    try:
+        [ir_file] = folder.glob("*.ir.json")
+        order = [step["id"] for step in json.loads(ir_file.read_text(encoding="utf-8"))["steps"]]
+    except (ValueError, OSError, KeyError, TypeError):
+        return steps  # no IR (or not one): the record's own order
+    rank = {step_id: n for n, step_id in enumerate(order)}
+    return dict(sorted(steps.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
 def load_record(workdir: Path, run_id: str) -> dict:
@@ -129,8 +147,12 @@ def load_record(workdir: Path, run_id: str) -> dict:
         known = ", ".join(list_runs(workdir)[-5:]) or "none"
         raise DagsmithError(f"no run {run_id!r} in {workdir} (recent runs: {known})")
     record = json.loads(path.read_text(encoding="utf-8"))
-    # A record written by an older dagsmith may hold a step error quoting a URL's password.
+    record["steps"] = _in_pipeline_order(path.parent, record.get("steps") or {})
+    # A record written by an older dagsmith may hold a step error quoting a URL's password, or a
+    # part of a connection set now.
     for step in (record.get("steps") or {}).values():
         if isinstance(step, dict) and isinstance(step.get("error"), str):
-            step["error"] = redact(step["error"])
+            step["error"] = hide_connections(step["error"])
+    if isinstance(record.get("error"), str):
+        record["error"] = hide_connections(record["error"])
     return record

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import hide_connections
 from ..ir import IR, Step
 from ..runtime.context import RunValues, StepContext
 from ..runtime.environment import run_environment
@@ -147,7 +148,8 @@ class Executor:
     use_cache: bool = True
     reporter: object = None
     fanouts: dict = field(default_factory=dict)
-    attempts: dict = field(default_factory=dict)  # task id -> attempts so far
+    attempts: dict = field(default_factory=dict)  # task id -> attempts so far (in this session)
+    prior_attempts: dict = field(default_factory=dict)  # step id -> attempts of earlier sessions (--resume)
     ready: list = field(default_factory=list)  # heap of (not_before, sequence, task id, Task)
     cache_keys: dict = field(default_factory=dict)  # step id -> key to remember once it succeeds
     sequence: itertools.count = field(default_factory=itertools.count)
@@ -305,7 +307,7 @@ class Executor:
             if key is not None:
                 self.cache_keys[step.id] = key
         del self.speculating[step.id]
-        attempts = max((self.attempts.get(task_id, 0) for task_id in spec.tasks), default=0)
+        attempts = self.prior_attempts.get(step.id, 0) + max((self.attempts.get(task_id, 0) for task_id in spec.tasks), default=0)
         self.record.update(step.id, state="running", attempts=attempts, **({"started": spec.started} if spec.started else {}))
         fan = self.fanouts.get(step.id)
         self.event(step.id, "started" + (f" ({fan.done}/{fan.total} items done speculatively)" if fan and fan.done else ""))
@@ -382,8 +384,17 @@ class Executor:
 
             spec.tasks.add(task.task_id)
             spec.started = spec.started or timestamp()
-        elif self.attempts[task.task_id] > self.record.steps[task.step_id]["attempts"]:  # a fan-out: its most-tried item
-            self.record.update(task.step_id, attempts=self.attempts[task.task_id])
+        else:
+            # Attempts over the run's life (earlier sessions of a resumed run included); a fan-out
+            # counts its most-tried item. A step of one task: each attempt restarts its clock, so
+            # its time is the final attempt's, not the span since the first one.
+            attempts = self.prior_attempts.get(task.step_id, 0) + self.attempts[task.task_id]
+            if task.item is None:
+                from .record import now as timestamp
+
+                self.record.update(task.step_id, attempts=attempts, started=timestamp())
+            elif attempts > self.record.steps[task.step_id]["attempts"]:
+                self.record.update(task.step_id, attempts=attempts)
         pool.submit(task)
         if task.item is not None:
             from .record import now as timestamp
@@ -397,6 +408,8 @@ class Executor:
     # --- completions ----------------------------------------------------------------------
 
     def finish(self, done: Done) -> None:
+        if done.error:  # a library's text may quote a connection: no part of one is shown or recorded
+            done.error = hide_connections(done.error)
         step_id, _, item_text = done.task_id.partition("#")
         step = self.ir.step(step_id)
         item = int(item_text) if item_text else None
@@ -535,7 +548,9 @@ class Executor:
                 if step.kind == "gate" and not result.get("passed", True):
                     self.gated = True
             else:
-                self.record.update(step.id, state="pending", error=None)
+                # It runs again: its attempts so far are kept (counted on), its clock starts anew.
+                self.prior_attempts[step.id] = self.record.steps[step.id].get("attempts") or 0
+                self.record.update(step.id, state="pending", error=None, started=None, ended=None)
         for step in self.ir.steps:
             if step.kind == "gate" and self.record.state(step.id) in FINISHED:
                 result = self.store.read_json(f"{self.store.step_key(self.values.run_id, step.id)}/result.json") or {}

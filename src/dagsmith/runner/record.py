@@ -23,7 +23,7 @@ import json
 import secrets
 from pathlib import Path
 
-from ..errors import redact
+from ..errors import hide_connections
 from ..runtime.store import atomic_write_bytes
 
 FINISHED = ("succeeded", "cached")
@@ -81,8 +81,8 @@ class RunRecord:
             entry["started"] = now()
         if fields.get("state") in TERMINAL:
             entry["ended"] = now()
-        if isinstance(fields.get("error"), str):  # a step's error may quote a URL: never its password
-            fields["error"] = redact(fields["error"])
+        if isinstance(fields.get("error"), str):  # a step's error may quote a connection: never any part of it
+            fields["error"] = hide_connections(fields["error"])
         entry.update(fields)
         if entry.get("error") is None:
             entry.pop("error", None)

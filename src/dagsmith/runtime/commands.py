@@ -134,7 +134,9 @@ def main_step(ir_file: str, step_id: str, item: str | None, store_uri: str | Non
                     return skip_exit_code
                 return 0
     except Exception as exc:
-        write_outcome(outcome, {"step": step_id, "status": "failed", "error": str(exc), "results": results})
+        from ..errors import hide_connections  # the outcome goes to the orchestrator (Step Functions' history)
+
+        write_outcome(outcome, {"step": step_id, "status": "failed", "error": hide_connections(str(exc)), "results": results})
         raise
     write_outcome(outcome, {"step": step_id, "status": "succeeded", "passed": results[-1].get("passed") if results else None, "results": results})
     write_status(status, "succeeded")

@@ -72,7 +72,11 @@ class RunValues:
             else:
                 params[name] = param["default"]
         run_date = environ.get(E.RUN_DATE) or _dt.datetime.now(_dt.timezone.utc).date().isoformat()
-        return cls(run_id=environ.get(E.RUN_ID) or E.DEFAULT_RUN_ID, run_date=run_date, params=params)
+        run_id = environ.get(E.RUN_ID) or E.DEFAULT_RUN_ID
+        problem = E.run_id_problem(run_id)  # it names the run's folder in the store
+        if problem:
+            raise StepFailed(f"{E.RUN_ID}: {problem}")
+        return cls(run_id=run_id, run_date=run_date, params=params)
 
     def lookup(self, ref: str):
         if ref == "run.id":

@@ -1,6 +1,7 @@
 """Step deploy: register the model(s) that passed the gates, then move the aliases.
 
-A new version registry/<model>/<version>/ (version = 1 + the highest existing) holds the
+A new version registry/<model>/<version>/ (the next free version, claimed atomically: see
+registry.claim_version; concurrent deploys get distinct versions) holds the
 models (unpartitioned: model.joblib; partitioned: models/<n>.joblib, one per partition that
 passed, plus, for partitions that did not pass, a reference to the previous production
 version's model so that the version still serves every partition), metrics.json, lineage.json
@@ -21,7 +22,8 @@ the aliases stay, and the target keeps serving what it served. deployment.mlflow
 (champion, challenger) moved as these. See docs/deployment.md.
 
 When the gate did not pass, nothing is deployed (result deployed: false; exit 0). A retry of
-the same run reuses the version it already created (same run id and model fingerprint).
+the same run reuses the version it already allocated (same run id and model fingerprint, in its
+claim), and publishes it if it had not yet; another run never takes it.
 """
 
 from __future__ import annotations
@@ -89,37 +91,45 @@ def run(ctx: StepContext) -> dict:
     model_step = model_step_id(ctx)
     model_fingerprint = ctx.manifest_of(model_step).get("fingerprint")
 
-    aliases = registry.read_aliases(ctx.store, model_name)
-    previous = aliases["production"]
-    existing = registry.versions(ctx.store, model_name)
-    version = _reusable(ctx, model_name, existing, model_fingerprint)
-    inherited = []
+    previous = registry.production_version(ctx.store, model_name)  # whose models partitions inherit
+    version, published = _reusable(ctx, model_name, model_fingerprint)
     if version is None:
-        version = (existing[-1] if existing else 0) + 1
-        while ctx.store.manifest(registry.version_key(model_name, version)) is not None:  # lost a race
-            version += 1
-        inherited = _publish(ctx, model_name, version, entries, evaluated, partitioned, previous,
-                             model_step, model_fingerprint, decision)
-    else:
+        owner = {"run_id": ctx.values.run_id, "model_fingerprint": model_fingerprint}
+        version = registry.claim_version(ctx.store, model_name, owner)
+    if published:
         notes.append(f"version {version} was already created by this run (a retry): reused")
         index = registry.version_index(ctx.store, model_name, version)
         inherited = [e["partition"] for e in index["models"] if "version" in e]
-
-    new_aliases = dict(aliases)
-    history = list(aliases.get("history") or [])
-    if strategy == "canary" and previous is not None and previous != version:
-        percent = (config.get("canary") or {}).get("traffic_percent")
-        new_aliases["canary"] = {"version": version, "traffic_percent": percent}
     else:
-        if strategy == "canary":
-            notes.append(f"no production model of {model_name!r} yet: version {version} became production directly (no canary)")
-        if previous is not None and previous != version:
-            history.append(previous)
-        new_aliases.update(production=version, canary=None)
-    new_aliases["history"] = history
-    served = _serve_remote(ctx, target, config, model_name, version, new_aliases)
-    if new_aliases != aliases:
-        registry.write_aliases(ctx.store, model_name, new_aliases)
+        inherited = _publish(ctx, model_name, version, entries, evaluated, partitioned, previous,
+                             model_step, model_fingerprint, decision)
+
+    served = None
+    moved_notes: list[str] = []
+
+    def move(aliases: dict) -> dict:
+        # Called again when another deploy moved the aliases meanwhile: decided on what is there.
+        nonlocal served
+        moved_notes.clear()
+        current = aliases["production"]
+        new_aliases = dict(aliases)
+        history = list(aliases.get("history") or [])
+        if strategy == "canary" and current is not None and current != version:
+            percent = (config.get("canary") or {}).get("traffic_percent")
+            new_aliases["canary"] = {"version": version, "traffic_percent": percent}
+        else:
+            if strategy == "canary":
+                moved_notes.append(f"no production model of {model_name!r} yet: version {version} became production directly (no canary)")
+            if current is not None and current != version:
+                history.append(current)
+            new_aliases.update(production=version, canary=None)
+        new_aliases["history"] = history
+        served = _serve_remote(ctx, target, config, model_name, version, new_aliases)
+        return new_aliases
+
+    aliases, new_aliases = registry.move_aliases(ctx.store, model_name, move)
+    previous = aliases["production"]
+    notes.extend(moved_notes)
     tracked = None
     if config.get("mlflow"):
         from . import deploy_mlflow
@@ -182,17 +192,23 @@ def _commit_result(ctx: StepContext, result: dict) -> None:
     ctx.store.commit(staging)
 
 
-def _reusable(ctx: StepContext, model_name: str, existing: list[int], model_fingerprint) -> int | None:
-    """The latest version, when this same run already registered this same model (a retry)."""
-    if not existing:
-        return None
-    try:
-        lineage = registry.read_version_json(ctx.store, model_name, existing[-1], "lineage.json")
-    except (StepFailed, StoreError):
-        return None
-    if lineage.get("run_id") == ctx.values.run_id and lineage.get("model_fingerprint") == model_fingerprint:
-        return existing[-1]
-    return None
+RETRY_LOOKBACK = 20  # latest versions searched for this run's own (a retry comes soon after)
+
+
+def _reusable(ctx: StepContext, model_name: str, model_fingerprint) -> tuple[int | None, bool]:
+    """(the version this same run already allocated for this same model: a retry, or None;
+    whether it is published). Runs without an id of their own ("adhoc") are never retries."""
+    from .environment import DEFAULT_RUN_ID
+
+    run_id = ctx.values.run_id
+    if not run_id or run_id == DEFAULT_RUN_ID:
+        return None, False
+    known = sorted({*registry.versions(ctx.store, model_name), *registry.claimed(ctx.store, model_name)})
+    for version in reversed(known[-RETRY_LOOKBACK:]):
+        owner = registry.claim_of(ctx.store, model_name, version)
+        if owner and owner.get("run_id") == run_id and owner.get("model_fingerprint") == model_fingerprint:
+            return version, ctx.store.manifest(registry.version_key(model_name, version)) is not None
+    return None, False
 
 
 def _publish(ctx, model_name, version, entries, evaluated, partitioned, previous, model_step, model_fingerprint, decision):
@@ -242,7 +258,7 @@ def _publish(ctx, model_name, version, entries, evaluated, partitioned, previous
         if decision is not None else None,
         "deployed_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     })
-    ctx.store.commit(staging)
+    ctx.store.commit(staging, exclusive=True)  # a published version is never replaced
     return inherited
 
 

@@ -50,15 +50,20 @@ class Tracking:
         except ImportError as exc:
             raise MLflowError(f"deployment.mlflow needs the MLflow client ({exc.name} is not installed): "
                               "pip install 'dagsmith[mlflow]'") from None
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        try:  # the client may refuse the URI, quoting it
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        except Exception as exc:
+            raise self.fail("opening the tracking URI", exc) from None
 
     def hide(self, text: str) -> str:
-        from ..errors import redact
+        """The client's text without the URI or any piece of it (it splits the URI: the path and
+        query of http://host/SecretPath/?token=... are printed apart from the host)."""
+        from ..errors import hide_value
 
-        return redact(text.replace(self.uri, f"${self.variable}")) or ""
+        return hide_value(text, self.uri, self.variable) or ""
 
     def fail(self, what: str, exc: Exception) -> MLflowError:
-        return MLflowError(self.hide(f"mlflow ({self.name}): {what} failed: {type(exc).__name__}: {exc}"))
+        return MLflowError(f"mlflow ({self.name}): {what} failed: {self.hide(f'{type(exc).__name__}: {exc}')}")
 
     def experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)

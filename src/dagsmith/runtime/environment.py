@@ -26,6 +26,7 @@ using these names.
 from __future__ import annotations
 
 import json
+import re
 
 # `dagsmith admit` (without --wait) exits with this (EX_TEMPFAIL) when min_interval holds the run:
 # an orchestrator that retries on it holds the run by retrying, with nothing kept in a pod
@@ -46,6 +47,20 @@ STEP = "DAGSMITH_STEP"  # set for a custom step's own process: the step's id
 
 DEFAULT_STORE = ".dagsmith"
 DEFAULT_RUN_ID = "adhoc"
+
+# A run id is an id, never a path: it names a folder (runs/<run_id>/) of a workdir or a store. One
+# word character, then word characters and . : + ~ - (the local runner's 20261125-101500-a1b2c3,
+# Airflow's manual__2026-11-25T10:15:00+00:00, Argo's workflow names, Step Functions' execution
+# names): no '/', no '\\', no whitespace, never '.' or '..' alone, never a leading '-'.
+RUN_ID_PATTERN = re.compile(r"\w[\w.:+~-]{0,249}")
+
+
+def run_id_problem(run_id: object) -> str | None:
+    """Why `run_id` is not a run id (None: it is one)."""
+    if isinstance(run_id, str) and RUN_ID_PATTERN.fullmatch(run_id):
+        return None
+    return (f"{str(run_id)[:80]!r} is not a run id: run ids are like 20261125-101500-a1b2c3 (letters, digits "
+            "and . _ - : + ~, at most 250), never a path")
 
 # Exit code of a step command whose outcome tells the orchestrator to skip what follows (a gate
 # that did not pass, a data-triggered run refused by min_interval): `--skip-exit-code`.

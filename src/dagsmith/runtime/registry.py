@@ -13,8 +13,13 @@ Layout (all through the Store API, so it is the same on S3):
     registry/<model>/aliases.json               {"production": v | null,
                                                  "canary": {"version": v, "traffic_percent": p} | null,
                                                  "history": [earlier production versions]}
+    registry/<model>/claims/<version>.json      who allocated the version: {run_id, model_fingerprint}
 
-Versions are 1, 2, 3, ... and never change once written. A partitioned version lists every
+Versions are 1, 2, 3, ... and never change once written. Deploys of concurrent runs allocate them
+atomically: a version is CLAIMED first (a create-only write: an exclusive create locally, a PUT with
+If-None-Match: * on S3), and only its claimant publishes it (an exclusive commit, which never replaces
+a published version). The aliases move by compare-and-swap (`move_aliases`), so no deploy's move
+is lost. A partitioned version lists every
 partition it serves; a partition whose new model did not pass the gates keeps the model of the
 previous production version (its `models` entry names that `version`).
 """
@@ -23,8 +28,10 @@ from __future__ import annotations
 
 import json
 
+from collections.abc import Callable
+
 from .context import StepFailed
-from .store import Store
+from .store import Store, StoreError
 
 _models: dict = {}
 
@@ -55,6 +62,50 @@ def versions(store: Store, model: str) -> list[int]:
     return sorted(found)
 
 
+def claim_key(model: str, version: int) -> str:
+    return f"registry/{model}/claims/{int(version)}.json"
+
+
+def claimed(store: Store, model: str) -> list[int]:
+    """Allocated versions (published or still being published), ascending."""
+    found = set()
+    for key in store.list(f"{model_key(model)}/claims/"):
+        name = key.rsplit("/", 1)[-1]
+        stem = name[: -len(".json")] if name.endswith(".json") else ""
+        if stem.isascii() and stem.isdigit():
+            found.add(int(stem))
+    return sorted(found)
+
+
+CLAIM_ATTEMPTS = 1000  # versions tried past the highest known one before giving up
+
+
+def claim_version(store: Store, model: str, owner: dict) -> int:
+    """A new version number that no other deploy has or will get: the first free one after every
+    version claimed or published, taken by a create-only write of its claim (of racing deploys,
+    one wins each number; the others try the next)."""
+    version = max([0, *versions(store, model), *claimed(store, model)]) + 1
+    for _ in range(CLAIM_ATTEMPTS):
+        if store.write_if(claim_key(model, version), owner, None):
+            if store.manifest(version_key(model, version)) is None:
+                return version
+            # published without a claim (by a dagsmith older than claims): never replaced
+        version += 1
+    raise RegistryError(f"model {model!r}: no free version after {CLAIM_ATTEMPTS} tries in {store.uri}")
+
+
+def claim_of(store: Store, model: str, version: int) -> dict | None:
+    """Who allocated a version: its claim, else (a version older than claims) its lineage."""
+    found = store.read_json(claim_key(model, version))
+    if found is None and store.manifest(version_key(model, version)) is not None:
+        try:
+            lineage = read_version_json(store, model, version, "lineage.json")
+        except (StepFailed, StoreError, OSError, ValueError):
+            return None
+        found = {k: lineage.get(k) for k in ("run_id", "model_fingerprint")}
+    return found if isinstance(found, dict) else None
+
+
 def empty_aliases() -> dict:
     return {"production": None, "canary": None, "history": []}
 
@@ -66,6 +117,22 @@ def read_aliases(store: Store, model: str) -> dict:
 
 def write_aliases(store: Store, model: str, aliases: dict) -> None:
     store.write_json(aliases_key(model), aliases)  # one atomic write (rename locally, PUT on S3)
+
+
+ALIAS_ATTEMPTS = 50  # compare-and-swap rounds when other deploys keep moving the aliases
+
+
+def move_aliases(store: Store, model: str, change: Callable[[dict], dict]) -> tuple[dict, dict]:
+    """Apply `change` (current aliases -> new aliases; it may act, e.g. serve them remotely, and
+    is called again if another deploy moved them meanwhile) by compare-and-swap. Returns (the
+    aliases it was applied to, the new aliases)."""
+    for _ in range(ALIAS_ATTEMPTS):
+        data, token = store.read_versioned(aliases_key(model))
+        current = {**empty_aliases(), **(data or {})}
+        new = change(current)
+        if new == current or store.write_if(aliases_key(model), new, token):
+            return current, new
+    raise RegistryError(f"model {model!r}: the aliases changed {ALIAS_ATTEMPTS} times while this deploy moved them: try again")
 
 
 def production_version(store: Store, model: str) -> int | None:

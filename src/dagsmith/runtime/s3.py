@@ -54,11 +54,20 @@ class S3Store(Store):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _publish(self, staging: Staging, manifest: dict) -> None:
+    def _publish(self, staging: Staging, manifest: dict, exclusive: bool) -> None:
+        manifest_key = f"{staging.key}/{MANIFEST}"
+        # Exclusive: the files of a published location are not uploaded over (its writer holds a
+        # claim to it: see registry.claim_version), and the manifest is a create-only PUT.
+        if exclusive and self.read_versioned(manifest_key)[1] is not None:
+            raise self._published_already(staging)
         for name, entry in manifest["files"].items():
             self.s3.upload_file(str(staging.dir / name), self.bucket, self._key(entry["key"]))
         # The manifest goes last: until it exists, readers see no outputs at all.
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(f"{staging.key}/{MANIFEST}"), Body=dumps(manifest))
+        if exclusive:
+            if not self.write_if(manifest_key, manifest, None):
+                raise self._published_already(staging)
+        else:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(manifest_key), Body=dumps(manifest))
         staging.discard()
 
     def fetch(self, key: str) -> Path:

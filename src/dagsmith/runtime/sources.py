@@ -117,10 +117,11 @@ _DRIVERS = {
 
 
 def _hide(text: str, value: str, variable: str) -> str:
-    """A message without the connection value (it may hold a password in any form)."""
-    from ..errors import redact
+    """A message without the connection value, nor any part of it (it may hold a password in any
+    form: the driver may print its pieces)."""
+    from ..errors import hide_value
 
-    return redact(text.replace(value, f"${variable}") if value else text) or ""
+    return hide_value(text, value, variable) or ""
 
 
 def _read_sql(ctx: StepContext, config: dict):

@@ -17,6 +17,7 @@ A manifest may point at files of another run (a cache hit reuses outputs without
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -60,6 +61,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _create(path: Path, data: bytes) -> bool:
+    """Write `path` only if it does not exist; whether it was written."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def dumps(data) -> bytes:
@@ -116,8 +133,9 @@ class Store(ABC):
     def stage(self, key: str) -> Staging:
         return Staging(self, key)
 
-    def commit(self, staging: Staging, extra: dict | None = None) -> dict:
-        """Publish the staged files under staging.key; returns the manifest."""
+    def commit(self, staging: Staging, extra: dict | None = None, exclusive: bool = False) -> dict:
+        """Publish the staged files under staging.key; returns the manifest. `exclusive`: only if
+        nothing is published there yet (a model version is never replaced): StoreError if it is."""
         files = {}
         for path in sorted(p for p in staging.dir.rglob("*") if p.is_file()):
             name = path.relative_to(staging.dir).as_posix()
@@ -126,7 +144,7 @@ class Store(ABC):
         manifest["fingerprint"] = hashlib.sha256(
             json.dumps({n: f["sha256"] for n, f in files.items()}, sort_keys=True).encode()
         ).hexdigest()
-        self._publish(staging, manifest)
+        self._publish(staging, manifest, exclusive)
         return manifest
 
     def link(self, key: str, manifest: dict) -> None:
@@ -155,7 +173,11 @@ class Store(ABC):
         return None
 
     @abstractmethod
-    def _publish(self, staging: Staging, manifest: dict) -> None: ...
+    def _publish(self, staging: Staging, manifest: dict, exclusive: bool) -> None: ...
+
+    def _published_already(self, staging: Staging) -> StoreError:
+        staging.discard()
+        return StoreError(f"{self.uri.rstrip('/')}/{staging.key} is already published: it is never replaced")
 
     @abstractmethod
     def fetch(self, key: str) -> Path: ...
@@ -194,10 +216,20 @@ class LocalStore(Store):
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
 
-    def _publish(self, staging: Staging, manifest: dict) -> None:
+    def _publish(self, staging: Staging, manifest: dict, exclusive: bool) -> None:
         (staging.dir / MANIFEST).write_bytes(dumps(manifest))
         target = self.root / staging.key
         target.parent.mkdir(parents=True, exist_ok=True)
+        if exclusive:
+            # rename(2) of a folder onto a folder that is not empty fails (ENOTEMPTY/EEXIST), and a
+            # published folder holds at least its manifest: of two publishers, exactly one wins.
+            try:
+                os.rename(staging.dir, target)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise self._published_already(staging) from None
+                raise
+            return
         if target.exists():  # a retry or a re-run: move the old outputs aside, then replace
             trash = self.root / ".staging" / f"old-{uuid.uuid4().hex}"
             os.replace(target, trash)
@@ -227,13 +259,17 @@ class LocalStore(Store):
         return json.loads(raw), hashlib.sha256(raw).hexdigest()
 
     def write_if(self, key: str, data, version: str | None) -> bool:
-        """Under an exclusive lock of `<key>.lock` (flock: every process on this machine, the
-        local runner's and Airflow's workers included), compare the current version, then replace
-        the file atomically."""
+        """Create (version None): link(2) of a complete temporary file to the name, which fails if
+        the name exists (atomic, NFS included): of two creators exactly one wins, and no reader
+        sees a partial file. Replace: under an exclusive lock of `<key>.lock` (flock: every process
+        on this machine, the local runner's and Airflow's workers included), compare the current
+        version, then replace the file atomically."""
         import fcntl
 
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
+        if version is None:
+            return _create(path, dumps(data))
         with open(path.with_name(path.name + ".lock"), "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:

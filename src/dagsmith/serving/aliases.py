@@ -6,8 +6,9 @@ rollback  the last version of history becomes production again (it leaves histor
           production being rolled back is dropped (not pushed to history, so two rollbacks go
           two versions back); any canary is cleared. No history: an error.
 
-Each is one read and one atomic write (registry.write_aliases); a running `dagsmith serve`
-notices the new file and switches without a restart.
+Each is a compare-and-swap of the file (registry.move_aliases): a deploy or another command that
+moves the aliases meanwhile is not undone, the change is decided again on what it wrote. A
+running `dagsmith serve` notices the new file and switches without a restart.
 """
 
 from __future__ import annotations
@@ -27,19 +28,23 @@ def _aliases(store: Store, model: str) -> dict:
 
 def promote(store: Store, model: str) -> dict:
     """Canary -> production. Returns {"before": aliases, "after": aliases, "message": text}."""
-    before = _aliases(store, model)
-    canary = before.get("canary")
-    if not canary or canary.get("version") is None:
-        raise ServingError(f"model {model!r} has no canary to promote (production is {_v(before['production'])})")
-    version = int(canary["version"])
-    if version not in registry.versions(store, model):
-        raise ServingError(f"model {model!r}: the canary names version {version}, which is not in the registry")
-    history = list(before.get("history") or [])
-    previous = before.get("production")
-    if previous is not None and previous != version:
-        history.append(previous)
-    after = {**before, "production": version, "canary": None, "history": history}
-    registry.write_aliases(store, model, after)
+    _aliases(store, model)
+
+    def change(before: dict) -> dict:
+        canary = before.get("canary")
+        if not canary or canary.get("version") is None:
+            raise ServingError(f"model {model!r} has no canary to promote (production is {_v(before['production'])})")
+        version = int(canary["version"])
+        if version not in registry.versions(store, model):
+            raise ServingError(f"model {model!r}: the canary names version {version}, which is not in the registry")
+        history = list(before.get("history") or [])
+        previous = before.get("production")
+        if previous is not None and previous != version:
+            history.append(previous)
+        return {**before, "production": version, "canary": None, "history": history}
+
+    before, after = registry.move_aliases(store, model, change)
+    version, previous = after["production"], before.get("production")
     was = f"was {_v(previous)}, now in history" if previous is not None and previous != version else f"was {_v(previous)}"
     message = f"{model}: promoted canary {_v(version)} to production ({was}); canary cleared"
     return {"before": before, "after": after, "message": message}
@@ -47,21 +52,22 @@ def promote(store: Store, model: str) -> dict:
 
 def rollback(store: Store, model: str) -> dict:
     """The previous production (last of history) -> production. Returns {before, after, message}."""
-    before = _aliases(store, model)
-    history = list(before.get("history") or [])
-    if not history:
-        raise ServingError(f"model {model!r} has no earlier production version to roll back to "
-                           f"(history is empty; production is {_v(before['production'])})")
-    version = int(history.pop())
-    if version not in registry.versions(store, model):
-        raise ServingError(f"model {model!r}: history names version {version}, which is not in the registry")
-    current = before.get("production")
-    canary = before.get("canary")
-    after = {**before, "production": version, "canary": None, "history": history}
-    registry.write_aliases(store, model, after)
-    message = f"{model}: rolled back production {_v(current)} -> {_v(version)}"
-    if canary:
-        message += f"; canary {_v(canary.get('version'))} cleared"
+    _aliases(store, model)
+
+    def change(before: dict) -> dict:
+        history = list(before.get("history") or [])
+        if not history:
+            raise ServingError(f"model {model!r} has no earlier production version to roll back to "
+                               f"(history is empty; production is {_v(before['production'])})")
+        version = int(history.pop())
+        if version not in registry.versions(store, model):
+            raise ServingError(f"model {model!r}: history names version {version}, which is not in the registry")
+        return {**before, "production": version, "canary": None, "history": history}
+
+    before, after = registry.move_aliases(store, model, change)
+    message = f"{model}: rolled back production {_v(before.get('production'))} -> {_v(after['production'])}"
+    if before.get("canary"):
+        message += f"; canary {_v(before['canary'].get('version'))} cleared"
     return {"before": before, "after": after, "message": message}
 
 

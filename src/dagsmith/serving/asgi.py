@@ -8,8 +8,10 @@
 Every error is JSON {"error": reason}: 400 bad JSON / wrong shape / too deeply nested / NaN or
 Infinity / an HTTP version other than 1.0 and 1.1, 404 unknown path, 405 wrong method, 408 the
 body stalled (no byte for `read_timeout` seconds), 411 no Content-Length (and not chunked), 413
-body too large, 422 missing feature or partition column, unknown partition, a value of the wrong
-type or out of range; 500 the model failed (counted). An endpoint never lets an exception out.
+body too large, 414 request target past MAX_TARGET_BYTES, 422 missing feature or partition
+column, unknown partition, a value of the wrong type or out of range, 431 more than
+MAX_HEADER_COUNT header fields or a head past MAX_HEAD_BYTES (then the connection is closed);
+500 the model failed (counted). An endpoint never lets an exception out.
 Requests the HTTP parser (uvicorn) cannot read at all, e.g. a garbage request line, get its 400
 (text/plain) and the connection is closed.
 
@@ -45,6 +47,13 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 READ_TIMEOUT = 30.0
+# The request head, bounded as production servers bound it (server.py enforces these while the
+# head is parsed; a request past them is answered and its connection closed): at most 100 header
+# fields (gunicorn's limit_request_fields, Apache's LimitRequestFields), 32 KiB of request line and
+# headers (nginx's large_client_header_buffers 4 8k), 8 KiB of request target (414 past it).
+MAX_HEADER_COUNT = 100
+MAX_HEAD_BYTES = 32 * 1024
+MAX_TARGET_BYTES = 8 * 1024
 PREDICTION_THREADS = 1
 SERVER_HEADER = f"dagsmith-serve/{__version__}"
 JSON = "application/json"
@@ -134,6 +143,10 @@ class DagsmithASGI:
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
+        if len(scope.get("headers") or ()) > MAX_HEADER_COUNT:  # whatever parser read them (server.py refuses earlier)
+            response = error_response(431, f"more than {MAX_HEADER_COUNT} header fields", {"Connection": "close"})
+            await response(scope, receive, send_with_headers)
+            return
         if scope.get("http_version") not in ("1.0", "1.1"):
             response = error_response(400, f"HTTP/{scope.get('http_version')} is not supported: "
                                            "send HTTP/1.1 (or HTTP/1.0)", {"Connection": "close"})

@@ -39,7 +39,7 @@ import uvicorn
 
 from ..runtime.store import Store
 from .app import ServingApp, ServingError
-from .asgi import MAX_BODY_BYTES, READ_TIMEOUT, DagsmithASGI
+from .asgi import MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADER_COUNT, MAX_TARGET_BYTES, READ_TIMEOUT, DagsmithASGI
 from .metrics import SharedValues
 
 DEFAULT_BACKLOG = 2048
@@ -119,6 +119,88 @@ class UvicornServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def _refusal(status: int, reason: str) -> bytes:
+    body = json.dumps({"error": reason}).encode() + b"\n"
+    phrase = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}[status]
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body))
+
+
+class LimitedHead:
+    """A bounded request head for uvicorn's httptools protocol (which has no limit: 16 MB of
+    headers were all kept, and the request served): at most MAX_HEADER_COUNT header fields and
+    MAX_HEAD_BYTES of request line and headers (431), MAX_TARGET_BYTES of request target (414).
+    Past a limit the answer is written, the connection closed, and nothing of the request goes
+    further (the parser's remaining callbacks for it do nothing). The limits are checked on each
+    complete piece (target, header) and, for one field that never ends (httptools gathers it before
+    calling on_header), on the bytes of every chunk after the one the request began in that still
+    leaves the head unfinished. uvicorn's h11 protocol (without httptools) bounds the head itself
+    (h11_max_incomplete_event_size: 400), and the ASGI app counts the fields (431)."""
+
+    def connection_made(self, transport):
+        self._head_refused = False
+        self._head_open = False  # a request head is being parsed
+        self._head_chunk = 0  # chunks received
+        super().connection_made(transport)
+
+    def data_received(self, data):
+        if self._head_refused:
+            return
+        self._head_chunk += 1
+        super().data_received(data)
+        if self._head_open and self._head_began != self._head_chunk:  # this whole chunk is head
+            self._head_raw += len(data)
+            if self._head_raw > MAX_HEAD_BYTES:
+                self._refuse_head(431, f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
+
+    def _refuse_head(self, status: int, reason: str) -> None:
+        if not self._head_refused:
+            self._head_refused = True
+            self.transport.write(_refusal(status, reason))
+            self.transport.close()
+
+    def on_message_begin(self):
+        if self._head_refused:
+            return
+        self._head_open, self._head_began = True, self._head_chunk
+        self._head_raw = self._head_bytes = self._head_count = 0
+        super().on_message_begin()
+
+    def on_url(self, url):
+        if self._head_refused:
+            return
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_TARGET_BYTES:
+            self._refuse_head(414, f"the request target is over {MAX_TARGET_BYTES} bytes")
+            return
+        super().on_url(url)
+
+    def on_header(self, name, value):
+        if self._head_refused:
+            return
+        self._head_count += 1
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self._head_count > MAX_HEADER_COUNT:
+            self._refuse_head(431, f"more than {MAX_HEADER_COUNT} header fields")
+        elif self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse_head(431, f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
+        else:
+            super().on_header(name, value)
+
+    def on_headers_complete(self):
+        self._head_open = False
+        if not self._head_refused:
+            super().on_headers_complete()
+
+    def on_body(self, body):
+        if not self._head_refused:
+            super().on_body(body)
+
+    def on_message_complete(self):
+        if not self._head_refused:
+            super().on_message_complete()
+
+
 def timed_protocol(connections, read_timeout: float) -> type:
     """uvicorn's HTTP protocol (httptools, else h11), plus a timeout for the request line and
     headers. uvicorn has none: its keep-alive timeout starts after a first answer and any byte
@@ -136,7 +218,7 @@ def timed_protocol(connections, read_timeout: float) -> type:
     answer = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
               b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
 
-    class TimedProtocol(AutoHTTPProtocol):
+    class TimedProtocol(LimitedHead, AutoHTTPProtocol):
         def connection_made(self, transport):
             self._dagsmith_received = 0
             self._dagsmith_timer = None
@@ -185,6 +267,7 @@ def uvicorn_server(asgi_app, settings: Settings, backlog: int) -> UvicornServer:
         log_config=log_config(settings.access_log),
         access_log=settings.access_log,
         server_header=False,  # the ASGI app sends Server: dagsmith-serve/<version>
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # the head's bound when h11 parses (no httptools)
         proxy_headers=False,
         timeout_graceful_shutdown=settings.graceful_timeout,
         backlog=backlog,
