@@ -652,7 +652,7 @@ _MLFLOW = click.option(
 
 def _move_remote(store, model: str, target: str, change: dict, mlflow_connection: str | None = None) -> None:
     """The aliases moved locally: move the target's traffic (and MLflow's aliases) too, or put
-    the aliases back."""
+    the aliases back (unless another change moved them since: that one stands)."""
     from .runtime import registry
 
     if mlflow_connection:
@@ -661,7 +661,7 @@ def _move_remote(store, model: str, target: str, change: dict, mlflow_connection
         try:
             moved = move_aliases(Tracking({"connection": mlflow_connection}), model, change["after"])
         except BaseException:
-            registry.write_aliases(store, model, change["before"])
+            registry.put_back_aliases(store, model, change["before"], change["after"])
             raise
         click.echo(f"{model}: MLflow aliases now {json.dumps(moved, sort_keys=True)}")
     if target == "local":
@@ -673,7 +673,7 @@ def _move_remote(store, model: str, target: str, change: dict, mlflow_connection
             from .runtime.deploy_kserve import move_traffic
         done = move_traffic(store, model, change["after"])
     except BaseException:
-        registry.write_aliases(store, model, change["before"])
+        registry.put_back_aliases(store, model, change["before"], change["after"])
         raise
     click.echo(f"{model}: {target} traffic now {json.dumps(done.get('weights') or done.get('traffic'), sort_keys=True)}")
 

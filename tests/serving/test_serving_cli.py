@@ -150,3 +150,28 @@ def test_serve_without_uvicorn_says_what_to_install_and_promote_still_works(tmp_
     result = subprocess.run([sys.executable, "-c", code, "promote", "clf", "--workdir", str(tmp_path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "promoted canary v2" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("meanwhile", [False, True])
+def test_a_refused_remote_move_puts_back_only_its_own_change(tmp_path, capsys, monkeypatch, meanwhile):
+    """promote --target kserve moves the aliases, then the cluster refuses the traffic move: the
+    aliases are put back, unless another rollback moved them in between (that one stands).
+    The cluster is a stand-in raising as kserve's client would: no cluster runs here."""
+    from dagsmith.runtime import deploy_kserve
+    from dagsmith.serving import rollback
+
+    store = classifier_registry(tmp_path)
+    before = registry.read_aliases(store, "clf")
+
+    def refused(store_, model, aliases):
+        if meanwhile:
+            rollback(LocalStore(tmp_path), model)  # another operator's rollback lands first
+        raise RuntimeError("the cluster refused the traffic move")
+
+    monkeypatch.setattr(deploy_kserve, "move_traffic", refused)
+    assert main(["promote", "clf", "--workdir", str(tmp_path), "--target", "kserve"]) != 0
+    after = registry.read_aliases(store, "clf")
+    if meanwhile:  # the rollback's result, from production v2 (the promote) back to v1
+        assert after == {"production": 1, "canary": None, "history": []}
+    else:
+        assert after == before

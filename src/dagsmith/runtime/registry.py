@@ -135,6 +135,15 @@ def move_aliases(store: Store, model: str, change: Callable[[dict], dict]) -> tu
     raise RegistryError(f"model {model!r}: the aliases changed {ALIAS_ATTEMPTS} times while this deploy moved them: try again")
 
 
+def put_back_aliases(store: Store, model: str, before: dict, after: dict) -> bool:
+    """Undo a move from `before` to `after` that could not be carried out remotely, by
+    compare-and-swap: only while the aliases are still `after` (a deploy, promote or rollback
+    that moved them since keeps its move). True when they were put back."""
+    before, after = {**empty_aliases(), **before}, {**empty_aliases(), **after}
+    applied, new = move_aliases(store, model, lambda current: before if current == after else current)
+    return applied == after and new == before
+
+
 def production_version(store: Store, model: str) -> int | None:
     return read_aliases(store, model)["production"]
 
