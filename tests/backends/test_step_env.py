@@ -88,3 +88,24 @@ def _states(node):
     elif isinstance(node, list):
         for value in node:
             yield from _states(value)
+
+
+def test_env_names_a_step_cannot_take_are_refused_at_their_position(tmp_path):
+    """DAGSMITH_* are the run's values and connections' URIs; a secret is passed by its name: a
+    plain value of the same name would replace it on one backend and clash on another."""
+    import pytest
+
+    from dagsmith.errors import DagsmithError
+    from dagsmith.spec import load_spec
+
+    (tmp_path / "pipeline.yaml").write_text(
+        "dagsmith: 1\npipeline: {name: x}\ndefaults: {env: {TOKEN: a, DAGSMITH_STORE: /x}}\n"
+        "sources:\n  a: {type: csv, uri: a.csv, secrets: [TOKEN]}\n"
+        "steps:\n  s: {after: [a], run: {command: [\"true\"]}, env: {OK: 1, DAGSMITH_RUN_ID: x}}\n")
+    with pytest.raises(DagsmithError) as caught:
+        load_spec(tmp_path / "pipeline.yaml")
+    text = str(caught.value)
+    assert ":3:18: error: defaults.env.TOKEN: 'TOKEN' is also in secrets" in text
+    assert ":3:28: error: defaults.env.DAGSMITH_STORE: 'DAGSMITH_STORE': names starting with DAGSMITH_" in text
+    assert ":7:58: error: steps.s.env.DAGSMITH_RUN_ID:" in text
+    assert text.count(": error: ") == 3
