@@ -38,8 +38,7 @@ features:
 
 
 def test_a_feature_step_sees_its_env_resolved_and_the_process_gets_its_own_back(tmp_path, monkeypatch):
-    (tmp_path / "envcheck.py").write_text(RECORD)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "envcheck.py").write_text(RECORD)  # imported from the spec's folder (the root)
     monkeypatch.setenv("FLAG", "from the worker")
     monkeypatch.delenv("STEP_TAG", raising=False)
     pipeline = Pipeline(tmp_path, SPEC, {"people": pd.DataFrame({"x": [1, 2]})})
@@ -53,10 +52,9 @@ def test_a_feature_step_sees_its_env_resolved_and_the_process_gets_its_own_back(
 
 
 def test_the_step_env_is_restored_when_the_step_fails(tmp_path, monkeypatch):
-    (tmp_path / "envcheck.py").write_text("def record(frames):\n    raise ValueError('boom')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "envboom.py").write_text("def record(frames):\n    raise ValueError('boom')\n")
     monkeypatch.delenv("STEP_TAG", raising=False)
-    pipeline = Pipeline(tmp_path, SPEC, {"people": pd.DataFrame({"x": [1, 2]})})
+    pipeline = Pipeline(tmp_path, SPEC.replace("envcheck:record", "envboom:record"), {"people": pd.DataFrame({"x": [1, 2]})})
     try:
         pipeline.run("tagged")
     except ValueError:
