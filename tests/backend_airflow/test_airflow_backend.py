@@ -538,6 +538,9 @@ def test_every_templated_field_renders_our_values_as_they_are(mode, airflow_home
             assert "{{" not in text.replace(TEMPLATE_FOLDER, ""), (task.task_id, name, text)  # RUN_ENV's are rendered
     text = json.dumps(rendered_all, default=repr)
     assert TEMPLATE_FOLDER in text  # the paths (or the store) really were in templated fields
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    assert DagSerialization.to_dict(dag)["dag"]["tasks"]  # what the scheduler stores takes literal() values
     if mode == "kubernetes":
         pod = dag.get_task("where")
         env = pod.render_template(pod.env_vars, context)  # a dict until the pod is built
