@@ -344,8 +344,9 @@ def test_kubernetes_operator_mode_builds_pods(compile_dag, tmp_path):
     (dag,) = load_dags(out).dags.values()
     pods = {t.task_id: t for t in dag.tasks if type(t).__name__ in ("KubernetesPodOperator", "MappedOperator")}
     notify = pods["notify"]
-    assert notify.image == "ghcr.io/acme/churn:1.4.2" and notify.namespace == "ml" and notify.cmds == ["dagsmith"]
-    assert notify.arguments[0] == "step" and notify.arguments[1].startswith("s3://acme-ml/dagsmith/ir/churn-model-")
+    image, arguments = (notify.render_template(value, {}) for value in (notify.image, notify.arguments))  # literal() values
+    assert image == "ghcr.io/acme/churn:1.4.2" and notify.namespace == "ml" and notify.cmds == ["dagsmith"]
+    assert arguments[0] == "step" and arguments[1].startswith("s3://acme-ml/dagsmith/ir/churn-model-")
     assert notify.container_resources.limits == {"nvidia.com/gpu": "1"}
     (secret,) = notify.secrets
     assert (secret.deploy_target, secret.secret, secret.key) == ("SLACK_TOKEN", "slack-token", "SLACK_TOKEN")
@@ -456,3 +457,95 @@ def test_dag_compiled_to_a_build_folder_finds_the_spec_data_without_dagsmith_roo
     no_retries(dag)
     got = states(dag.test())
     assert got == {"applicants": "success", "train": "success", "evaluate": "success"}, got
+
+
+# Finding 5 of issue 22: a folder name Airflow would read as Jinja (`{{ 7*191 }}` renders 1337) or,
+# ending in a template extension of the operator (BashOperator: .sh, .bash), as a template file.
+TEMPLATE_FOLDER = "{{ 7*191 }}"
+WHERE = "import json, os\nopen('where.json', 'w').write(json.dumps({'cwd': os.getcwd(), 'root': os.environ.get('DAGSMITH_ROOT')}))"
+
+
+def _folder_spec(tmp_path, folder_name: str, options: str) -> Path:
+    folder = tmp_path / folder_name
+    folder.mkdir()
+    (folder / "a.csv").write_text("x\n1\n")
+    spec = folder / "pipeline.yaml"
+    spec.write_text(json.dumps({
+        "dagsmith": 1, "pipeline": {"name": "folders"},
+        "sources": {"a": {"type": "csv", "uri": "a.csv"}},
+        "steps": {"where": {"after": ["a"], "run": {"command": [sys.executable, "-c", WHERE]}}},
+        "backends": {"airflow": json.loads(options)},
+    }))
+    return spec
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, folder_name", [("python", TEMPLATE_FOLDER), ("bash", TEMPLATE_FOLDER + " spec.sh")])
+def test_a_folder_named_like_a_template_reaches_the_worker_literally(mode, folder_name, airflow_home, monkeypatch, tmp_path):
+    """The spec's folder (ROOT), the IR's path (the DAG file's folder) and the store go into
+    templated fields (op_kwargs, env, bash_command): the worker must see the paths themselves."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")
+    monkeypatch.delenv("DAGSMITH_ROOT", raising=False)  # ROOT: the spec's folder, found from the DAG file's
+    store = tmp_path / folder_name / "store"
+    monkeypatch.setenv("DAGSMITH_STORE", str(store))
+    spec = _folder_spec(tmp_path, folder_name, json.dumps({"operator": mode}))
+    out = airflow_home / "dags" / tmp_path.name / folder_name  # the IR beside the DAG file, in such a folder too
+    result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(spec), "--target", "airflow", "-o", str(out)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    (dag,) = load_dags(out).dags.values()
+    no_retries(dag)
+    got = states(dag.test())
+    assert got == {"a": "success", "where": "success"}, got
+    where = json.loads((spec.parent / "where.json").read_text())
+    assert Path(where["cwd"]).resolve() == spec.parent.resolve()
+    assert "1337" not in json.dumps(where)
+    assert [p.name for p in (store / "runs").iterdir()]  # the run's data is in the store named so
+
+
+@pytest.mark.parametrize("mode", ["python", "bash", "kubernetes"])
+def test_every_templated_field_renders_our_values_as_they_are(mode, airflow_home, monkeypatch, tmp_path):
+    """Each operator's template_fields (PythonOperator/PythonSensor: op_kwargs..., BashOperator:
+    bash_command, env, cwd with template_ext .sh/.bash, KubernetesPodOperator: image, arguments,
+    env_vars...), rendered as Airflow renders them: only RUN_ENV's own templates change; no path,
+    store, image or env value of ours is read as Jinja or as a template file."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    folder_name = TEMPLATE_FOLDER + " spec.sh"
+    store = f"s3://bucket/{TEMPLATE_FOLDER}.sh" if mode == "kubernetes" else str(tmp_path / folder_name / "store.sh")
+    options = {"operator": mode, "store": store, **({"namespace": "ml"} if mode == "kubernetes" else {})}
+    spec = _folder_spec(tmp_path, folder_name, json.dumps(options))
+    data = json.loads(spec.read_text())
+    data["defaults"] = {"image": "ghcr.io/acme/x:1", "env": {"TEMPLATE": TEMPLATE_FOLDER, "SCRIPT": "run.sh", "RUN": "${run.id}"}}
+    data["training"] = {"inputs": ["a"], "target": "x", "model": {"estimator": "sklearn.linear_model.LinearRegression"},
+                        "sweep": {"method": "grid", "parameters": {"fit_intercept": [True, False]}, "select": {"metric": "r2", "goal": "max"}}}
+    spec.write_text(json.dumps(data))
+    out = airflow_home / "dags" / tmp_path.name / folder_name
+    result = subprocess.run([str(Path(sys.executable).parent / "dagsmith"), "compile", str(spec), "--target", "airflow", "-o", str(out)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    (dag,) = load_dags(out).dags.values()
+    import datetime
+
+    context = {"run_id": "manual__1", "params": {}, "logical_date": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)}
+    rendered_all = []
+    for task in dag.tasks:
+        fields = task.partial_kwargs if isinstance(task, MappedOperator) else {f: getattr(task, f) for f in task.template_fields}
+        for name in task.template_fields:
+            if name not in fields or not fields[name]:
+                continue
+            rendered = task.render_template(fields[name], context)
+            rendered_all.append(rendered)
+            text = json.dumps(rendered, default=repr)
+            assert "1337" not in text and "{%" not in text, (task.task_id, name, text)
+            assert "{{" not in text.replace(TEMPLATE_FOLDER, ""), (task.task_id, name, text)  # RUN_ENV's are rendered
+    text = json.dumps(rendered_all, default=repr)
+    assert TEMPLATE_FOLDER in text  # the paths (or the store) really were in templated fields
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    assert DagSerialization.to_dict(dag)["dag"]["tasks"]  # what the scheduler stores takes literal() values
+    if mode == "kubernetes":
+        pod = dag.get_task("where")
+        env = pod.render_template(pod.env_vars, context)  # a dict until the pod is built
+        assert (env["TEMPLATE"], env["SCRIPT"], env["DAGSMITH_RUN_ID"]) == (TEMPLATE_FOLDER, "run.sh", "manual__1")
+        assert "RUN" not in env  # a reference: filled in by the runtime when the step starts

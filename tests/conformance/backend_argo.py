@@ -114,8 +114,10 @@ class ArgoAdapter(Adapter):
 
     def environ(self) -> dict:
         """What every pod starts from (see the module docstring), and the child reading the store."""
+        # PYTHONPATH: the dagsmith under test is the image's (a worktree's src, not the venv's install)
+        python_path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
         return {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": os.environ.get("HOME", "/root"),
-                "LANG": "C.UTF-8", "AWS_ENDPOINT_URL": self.endpoint, **CREDENTIALS, "PYTHONHASHSEED": "0"}
+                "LANG": "C.UTF-8", "AWS_ENDPOINT_URL": self.endpoint, **CREDENTIALS, "PYTHONHASHSEED": "0", **python_path}
 
     def prepare(self, spec: Path, *, env: str | None, workdir: Path):
         spec = Path(spec)

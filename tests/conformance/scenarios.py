@@ -76,11 +76,12 @@ SOURCE = {"people": {"type": "csv", "uri": "people.csv"}}
 MODEL = {"estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 500}}
 
 
-def writer(filename: str) -> list[str]:
-    """argv of a custom step writing JSON {argv, env} (what it got) to FILENAME in its cwd."""
+def writer(filename: str, names: tuple = ()) -> list[str]:
+    """argv of a custom step writing JSON {argv, env} (what it got: the run's variables and
+    `names`) to FILENAME in its cwd."""
     program = (
         "import json, os, sys\n"
-        "names = ('DAGSMITH_RUN_ID', 'DAGSMITH_RUN_DATE', 'DAGSMITH_PARAMS')\n"
+        f"names = ('DAGSMITH_RUN_ID', 'DAGSMITH_RUN_DATE', 'DAGSMITH_PARAMS', *{tuple(names)!r})\n"
         "data = {'argv': sys.argv[1:], 'env': {k: os.environ.get(k) for k in names}}\n"
         f"open({filename!r}, 'w', encoding='utf-8').write(json.dumps(data, ensure_ascii=False))\n"
     )
@@ -356,15 +357,39 @@ def observe_params(outcome: Outcome) -> dict:
 RUN_DATE = "2024-02-29"
 
 
+# A step's `env`, on a feature (a Python transform) and a custom step: references filled in with
+# the run's values, `$${` written `${`, and what a shell, Kubernetes ($(X), $$), Argo ({{) or
+# CloudFormation's Fn::Sub could read as their own, exactly as written.
+STEP_ENV = {"RUN_TAG": "run ${run.id} on ${run.date}", "LITERAL": "$${HOME} {{ ds }} $(HOME) $$x {% raw %}", "PLAIN": "plain value",
+            "NUMBER": 7, "FLAG": True}
+PROBE = """import json, os
+from pathlib import Path
+
+
+def record(frames):
+    names = %r
+    Path(__file__).with_name("feature_env.json").write_text(json.dumps({name: os.environ.get(name) for name in names}))
+    return frames["daily"]
+""" % (tuple(STEP_ENV),)
+
+
 def build_runinfo(folder: Path, backends: dict, shared: Path) -> Path:
     write_people(folder)
     (folder / "daily").mkdir()
     shutil.copyfile(folder / "people.csv", folder / "daily" / f"{RUN_DATE}.csv")
+    (folder / "envprobe.py").write_text(PROBE, encoding="utf-8")
     return write_spec(folder, {
         "pipeline": {"name": "conf-runinfo"},
         "sources": {"daily": {"type": "csv", "uri": "daily/${run.date}.csv"}},  # read at the run's date
-        "steps": {"runinfo": {"after": ["daily"], "run": {"command": writer("runinfo.json") + ["${run.id}", "${run.date}"]}}},
+        "features": {"probed": {"inputs": ["daily"], "transform": "envprobe:record", "env": STEP_ENV}},
+        "steps": {"runinfo": {"after": ["probed"], "env": STEP_ENV,
+                              "run": {"command": writer("runinfo.json", tuple(STEP_ENV)) + ["${run.id}", "${run.date}"]}}},
     })
+
+
+def step_env_expected(outcome: Outcome) -> dict:
+    return {"RUN_TAG": f"run {outcome.run_id} on {outcome.run_date}", "LITERAL": "${HOME} {{ ds }} $(HOME) $$x {% raw %}",
+            "PLAIN": "plain value", "NUMBER": "7", "FLAG": "true"}
 
 
 def check_runinfo(outcome: Outcome, adapter: Adapter) -> None:
@@ -374,11 +399,16 @@ def check_runinfo(outcome: Outcome, adapter: Adapter) -> None:
     got = read_json(outcome, "runinfo.json")
     assert got["argv"] == [outcome.run_id, outcome.run_date], (got, outcome.run_id, outcome.run_date)
     assert (got["env"]["DAGSMITH_RUN_ID"], got["env"]["DAGSMITH_RUN_DATE"]) == (outcome.run_id, outcome.run_date)
+    # the step option `env`, the same on a custom step and on a feature step (any kind)
+    assert {name: got["env"][name] for name in STEP_ENV} == step_env_expected(outcome), got["env"]
+    assert read_json(outcome, "feature_env.json") == step_env_expected(outcome)
 
 
 def observe_runinfo(outcome: Outcome) -> dict:
     got = read_json(outcome, "runinfo.json")
-    return {"argv": [a.replace(outcome.run_id, "<run.id>") for a in got["argv"]]}
+    env = {name: got["env"][name].replace(outcome.run_id, "<run.id>") for name in STEP_ENV}
+    feature = {name: value.replace(outcome.run_id, "<run.id>") for name, value in read_json(outcome, "feature_env.json").items()}
+    return {"argv": [a.replace(outcome.run_id, "<run.id>") for a in got["argv"]], "env": env, "feature env": feature}
 
 
 # --- 8. hostile strings ------------------------------------------------------------------------

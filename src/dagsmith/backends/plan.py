@@ -212,6 +212,23 @@ def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_u
     return plan
 
 
+def container_env(step: Step, writable=lambda value: True) -> dict[str, str]:
+    """The step's `env` a container backend writes into the container's own environment: each
+    value with no run-time reference, as the step gets it (`$${` written `${`), that the backend
+    can write literally (`writable`: e.g. Argo substitutes every '{{' of a pod's spec). Then it is
+    there from the process's start (a proxy or an S3 endpoint the IR is read through, a PYTHON*
+    variable). The runtime sets EVERY `env` value when the step starts, references filled in with
+    the run's values (runtime: step_variables), on every backend: what a container gets here is
+    the same value, earlier; a value with `${run.id}` exists only once the run does."""
+    out = {}
+    for name, value in sorted(step.env.items()):
+        if next(references.references(value), None) is None:
+            text = references.substitute(value, lambda _name: "")  # no reference: only `$${` -> `${`
+            if writable(text):
+                out[name] = text
+    return out
+
+
 def spec_folder_from(spec_dir: str | None, output_dir: str | None) -> str | None:
     """The spec's folder as seen from `output_dir` (both as given at compile time): generated
     files find the data a local run finds, with no absolute path written into them."""

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..ir import IR
@@ -81,7 +82,8 @@ def run_step(ctx: StepContext) -> dict:
     function = getattr(importlib.import_module(module_name), function_name)
     started = time.time()
     try:
-        result = function(ctx) or {}
+        with step_environment(ctx):
+            result = function(ctx) or {}
     except ModuleNotFoundError as exc:
         extra = _EXTRAS.get((exc.name or "").split(".")[0])
         if extra is None:
@@ -90,6 +92,24 @@ def run_step(ctx: StepContext) -> dict:
     result.setdefault("seconds", round(time.time() - started, 3))
     ctx.write_result(result)
     return result
+
+
+@contextmanager
+def step_environment(ctx: StepContext):
+    """The step's `env` (StepContext.variables) in this process's environment while the step
+    runs, whatever its kind: its code, the libraries it calls and the processes it starts see
+    it; then the environment as it was (an Airflow worker runs many steps in one process)."""
+    variables = ctx.variables()
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def parse_items(text: str | None) -> list[int | None]:

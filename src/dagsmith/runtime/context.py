@@ -178,6 +178,12 @@ class StepContext:
             return text
         return str(self.root / text)
 
+    def variables(self) -> dict[str, str]:
+        """The step's `env` as the step gets it: each value's references filled in with the run's
+        values, `$${` written `${` (the spec's References). The same on every backend: whoever
+        starts the step, `run_step` sets these while it runs."""
+        return {name: self.values.resolve(str(value)) for name, value in sorted(self.step.env.items())}
+
     def write_result(self, data: dict) -> None:
         """A small report next to the outputs (metrics, gate outcomes, validation results).
         Written even when the step fails, so the run summary can say why."""

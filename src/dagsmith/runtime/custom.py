@@ -18,7 +18,7 @@ def step_environment(ctx: StepContext) -> dict:
     """The step's env: plain variables from the spec, the run's values; secrets stay as they
     are in the environment (names only ever appear in the spec)."""
     env = dict(os.environ)
-    env.update({key: ctx.values.resolve(value) for key, value in ctx.step.env.items()})
+    env.update(ctx.variables())  # already set by run_step; also when this is called on its own
     # The run's values as the run environment states them, whoever started this process (an
     # Airflow task's process has no DAGSMITH_PARAMS of its own), plus the step's id.
     env.update(E.run_environment(ctx.values.run_id, ctx.values.run_date, ctx.values.params))

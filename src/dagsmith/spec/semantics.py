@@ -102,6 +102,7 @@ class _Checker:
         self.check_steps_and_features()
         self.check_validations()
         self.check_values()
+        self.check_env()
         self.check_params()
         self.check_sql()
         return self.problems
@@ -384,6 +385,28 @@ class _Checker:
         for index, trigger in enumerate(doc.get("triggers", {}).get("on_new_data", [])):
             if "min_interval" in trigger:
                 self._syntax(("triggers", "on_new_data", index, "min_interval"), trigger["min_interval"], parse_duration)
+
+    def check_env(self) -> None:
+        """`env` names a step cannot take as plain values, the same on every backend: dagsmith's
+        own (DAGSMITH_*: the run's values, connections' URIs; runtime/environment.py) and the
+        step's secrets (each backend passes a secret by name, as that variable)."""
+        defaults = self.doc.get("defaults", {})
+        reported = set()
+        for path, options in self._option_blocks():
+            own = "env" in options
+            env, where = (options.get("env"), path) if own else (defaults.get("env"), ("defaults",))
+            secrets = options.get("secrets", defaults.get("secrets", []))
+            if not isinstance(env, dict) or not isinstance(secrets, list):
+                continue
+            for name in env:
+                at = where + ("env", name)
+                if str(name).startswith("DAGSMITH_") and at not in reported:
+                    reported.add(at)
+                    self.error(at, f"'{name}': names starting with DAGSMITH_ are dagsmith's (the run's values, "
+                                   "connections); rename it", key=True)
+                elif name in secrets and at not in reported:
+                    reported.add(at)
+                    self.error(at, f"'{name}' is also in secrets: the secret's value would be replaced; rename one", key=True)
 
     def _option_blocks(self):
         doc = self.doc

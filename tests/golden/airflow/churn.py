@@ -17,7 +17,7 @@ from pathlib import Path
 
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.providers.standard.sensors.python import PythonSensor
-from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, DAG, Param
+from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, DAG, Param, literal
 from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 
 from dagsmith.backends.airflow import tasks as airflow_tasks
@@ -58,7 +58,7 @@ with DAG(
     tasks["dagsmith-admit"] = PythonSensor(
         task_id="dagsmith-admit",
         python_callable=airflow_tasks.admit,
-        op_kwargs={"ir_path": IR, "store": STORE},
+        op_kwargs={"ir_path": literal(IR), "store": literal(STORE)},
         mode="reschedule",
         poke_interval=300,
         timeout=25200,
@@ -69,7 +69,7 @@ with DAG(
     tasks["customers"] = PythonOperator(
         task_id="customers",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "customers", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "customers", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -79,7 +79,7 @@ with DAG(
     tasks["events"] = PythonOperator(
         task_id="events",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "events", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "events", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -89,7 +89,7 @@ with DAG(
     tasks["customer_activity"] = PythonOperator(
         task_id="customer_activity",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "customer_activity", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "customer_activity", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -99,7 +99,7 @@ with DAG(
     tasks["plans"] = PythonOperator(
         task_id="plans",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "plans", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "plans", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -109,7 +109,7 @@ with DAG(
     tasks["churn_features"] = PythonOperator(
         task_id="churn_features",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "churn_features", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "churn_features", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -119,7 +119,7 @@ with DAG(
     tasks["churn_features_complete"] = PythonOperator(
         task_id="churn_features_complete",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "churn_features_complete", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "churn_features_complete", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -129,7 +129,7 @@ with DAG(
     tasks["churn_features_plausible"] = PythonOperator(
         task_id="churn_features_plausible",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "churn_features_plausible", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "churn_features_plausible", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -139,14 +139,14 @@ with DAG(
     tasks["dagsmith-ranges-train"] = PythonOperator(
         task_id="dagsmith-ranges-train",
         python_callable=airflow_tasks.fanout_ranges,
-        op_kwargs={"ir_path": IR, "step_id": "train", "max_ranges": 1024, "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "train", "max_ranges": 1024, "store": literal(STORE), "root": literal(ROOT)},
     )
 
     # train fan-out: 6 items, one mapped task
     tasks["train"] = PythonOperator.partial(
         task_id="train",
         python_callable=airflow_tasks.run_items,
-        op_kwargs={"ir_path": IR, "step_id": "train", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "train", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -157,7 +157,7 @@ with DAG(
     tasks["select"] = PythonOperator(
         task_id="select",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "select", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "select", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -167,7 +167,7 @@ with DAG(
     tasks["evaluate"] = PythonOperator(
         task_id="evaluate",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "evaluate", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "evaluate", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -177,7 +177,7 @@ with DAG(
     tasks["gate"] = ShortCircuitOperator(
         task_id="gate",
         python_callable=airflow_tasks.run_gate,
-        op_kwargs={"ir_path": IR, "step_id": "gate", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "gate", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -187,7 +187,7 @@ with DAG(
     tasks["deploy"] = PythonOperator(
         task_id="deploy",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "deploy", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "deploy", "store": literal(STORE), "root": literal(ROOT)},
         retries=2,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=3600),
@@ -197,7 +197,7 @@ with DAG(
     tasks["notify"] = PythonOperator(
         task_id="notify",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "notify", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "notify", "store": literal(STORE), "root": literal(ROOT)},
         retries=0,
         retry_delay=datetime.timedelta(seconds=300),
         execution_timeout=datetime.timedelta(seconds=300),

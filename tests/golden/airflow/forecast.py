@@ -17,7 +17,7 @@ from pathlib import Path
 
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.providers.standard.sensors.python import PythonSensor
-from airflow.sdk import Asset, AssetAny, DAG, Param
+from airflow.sdk import Asset, AssetAny, DAG, Param, literal
 
 from dagsmith.backends.airflow import tasks as airflow_tasks
 
@@ -54,7 +54,7 @@ with DAG(
     tasks["dagsmith-admit"] = PythonSensor(
         task_id="dagsmith-admit",
         python_callable=airflow_tasks.admit,
-        op_kwargs={"ir_path": IR, "store": STORE},
+        op_kwargs={"ir_path": literal(IR), "store": literal(STORE)},
         mode="reschedule",
         poke_interval=300,
         timeout=90000,
@@ -65,7 +65,7 @@ with DAG(
     tasks["sales"] = PythonOperator(
         task_id="sales",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "sales", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "sales", "store": literal(STORE), "root": literal(ROOT)},
         retries=1,
         retry_delay=datetime.timedelta(seconds=120),
         execution_timeout=datetime.timedelta(seconds=1800),
@@ -75,7 +75,7 @@ with DAG(
     tasks["demand_features"] = PythonOperator(
         task_id="demand_features",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "demand_features", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "demand_features", "store": literal(STORE), "root": literal(ROOT)},
         retries=1,
         retry_delay=datetime.timedelta(seconds=120),
         execution_timeout=datetime.timedelta(seconds=1800),
@@ -85,7 +85,7 @@ with DAG(
     tasks["demand_features_ok"] = PythonOperator(
         task_id="demand_features_ok",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "demand_features_ok", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "demand_features_ok", "store": literal(STORE), "root": literal(ROOT)},
         retries=1,
         retry_delay=datetime.timedelta(seconds=120),
         execution_timeout=datetime.timedelta(seconds=1800),
@@ -95,7 +95,7 @@ with DAG(
     tasks["plan"] = PythonOperator(
         task_id="plan",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "plan", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "plan", "store": literal(STORE), "root": literal(ROOT)},
         retries=1,
         retry_delay=datetime.timedelta(seconds=120),
         execution_timeout=datetime.timedelta(seconds=1800),
@@ -105,14 +105,14 @@ with DAG(
     tasks["dagsmith-ranges-train"] = PythonOperator(
         task_id="dagsmith-ranges-train",
         python_callable=airflow_tasks.fanout_ranges,
-        op_kwargs={"ir_path": IR, "step_id": "train", "max_ranges": 1024, "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "train", "max_ranges": 1024, "store": literal(STORE), "root": literal(ROOT)},
     )
 
     # train fan-out: 50 trials per partition found at run time, one mapped task
     tasks["train"] = PythonOperator.partial(
         task_id="train",
         python_callable=airflow_tasks.run_items,
-        op_kwargs={"ir_path": IR, "step_id": "train", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "train", "store": literal(STORE), "root": literal(ROOT)},
         retries=1,
         retry_delay=datetime.timedelta(seconds=120),
         execution_timeout=datetime.timedelta(seconds=1800),
@@ -123,7 +123,7 @@ with DAG(
     tasks["select"] = PythonOperator(
         task_id="select",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "select", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "select", "store": literal(STORE), "root": literal(ROOT)},
         retries=1,
         retry_delay=datetime.timedelta(seconds=120),
         execution_timeout=datetime.timedelta(seconds=1800),
@@ -133,7 +133,7 @@ with DAG(
     tasks["evaluate"] = PythonOperator(
         task_id="evaluate",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "evaluate", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "evaluate", "store": literal(STORE), "root": literal(ROOT)},
         retries=1,
         retry_delay=datetime.timedelta(seconds=120),
         execution_timeout=datetime.timedelta(seconds=1800),
@@ -143,7 +143,7 @@ with DAG(
     tasks["gate"] = ShortCircuitOperator(
         task_id="gate",
         python_callable=airflow_tasks.run_gate,
-        op_kwargs={"ir_path": IR, "step_id": "gate", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "gate", "store": literal(STORE), "root": literal(ROOT)},
         retries=1,
         retry_delay=datetime.timedelta(seconds=120),
         execution_timeout=datetime.timedelta(seconds=1800),
@@ -153,7 +153,7 @@ with DAG(
     tasks["deploy"] = PythonOperator(
         task_id="deploy",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "deploy", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "deploy", "store": literal(STORE), "root": literal(ROOT)},
         retries=1,
         retry_delay=datetime.timedelta(seconds=120),
         execution_timeout=datetime.timedelta(seconds=1800),

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, literal
 
 from dagsmith.backends.airflow import tasks as airflow_tasks
 
@@ -43,7 +43,7 @@ with DAG(
     tasks["applicants"] = PythonOperator(
         task_id="applicants",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "applicants", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "applicants", "store": literal(STORE), "root": literal(ROOT)},
         retries=0,
         retry_delay=datetime.timedelta(seconds=60),
     )
@@ -52,7 +52,7 @@ with DAG(
     tasks["train"] = PythonOperator(
         task_id="train",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "train", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "train", "store": literal(STORE), "root": literal(ROOT)},
         retries=0,
         retry_delay=datetime.timedelta(seconds=60),
     )
@@ -61,7 +61,7 @@ with DAG(
     tasks["evaluate"] = PythonOperator(
         task_id="evaluate",
         python_callable=airflow_tasks.run_step,
-        op_kwargs={"ir_path": IR, "step_id": "evaluate", "store": STORE, "root": ROOT},
+        op_kwargs={"ir_path": literal(IR), "step_id": "evaluate", "store": literal(STORE), "root": literal(ROOT)},
         retries=0,
         retry_delay=datetime.timedelta(seconds=60),
     )

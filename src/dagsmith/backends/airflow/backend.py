@@ -150,13 +150,10 @@ class AirflowBackend:
                     problems.append(error(path + (index,), f"tag {tag[:30]!r}... is longer than the 100 characters Airflow allows"))
         if int(options.get("max_map_length", DEFAULT_MAX_MAP_LENGTH)) < 1:
             problems.append(error(OPTIONS + ("max_map_length",), "must be at least 1"))
-        templated = [(OPTIONS + ("store",), options.get("store") or "")]
         if operator == "kubernetes":
             problems += kubernetes.check(ir, options.get("namespace"), OPTIONS)
-            templated += [(OPTIONS + ("namespace",), options.get("namespace") or "")] + [(tuple(step.origin) + ("image",), step.image or "") for step in ir.steps]
-        for path, value in templated:
-            if "{{" in value or "{%" in value:
-                problems.append(error(path, f"{value!r}: Airflow renders task fields as templates, so they cannot contain '{{{{' or '{{%'"))
+        # The store, images and paths may hold '{{' or end in '.sh': every value of ours in a
+        # templated field is literal() in the DAG file (templates/airflow_dag.py.j2).
         return _unique(problems)
 
     @staticmethod
@@ -188,7 +185,8 @@ class AirflowBackend:
             "dag_id": dag_id,
             "description": ir.pipeline.get("description"),
             "schedule": schedule,
-            "sdk_imports": sorted({"DAG", *sdk_imports} | ({"Param"} if plan.params else set())),
+            # literal(): a value Airflow passes on as it is, never rendered as a template
+            "sdk_imports": sorted({"DAG", "literal", *sdk_imports} | ({"Param"} if plan.params else set())),
             "python_imports": python_imports(plan, operator),
             "sensor": plan.admission is not None,
             "assets": assets,
@@ -251,6 +249,7 @@ class AirflowBackend:
         out.update(
             pod_name=naming.k8s_name(step.id),
             image=step.image,
+            env=kubernetes.pod_env(step) if operator == "kubernetes" else {},  # the other modes: the runtime sets it
             resources=kubernetes.pod_resources(step),
             secrets=[{"name": ref.env, "secret": ref.secret, "key": ref.key} for ref in kubernetes.secret_refs(step)],
             comment=comment + (": a failed gate skips what follows" if gate else ""),

@@ -376,6 +376,9 @@ def _env(plan: Plan, task: Task) -> list[m.EnvVar]:
         trigger = '{"sources": ["{{workflow.parameters.%s}}"], "at": "{{workflow.parameters.%s}}"}' % (TRIGGER_SOURCE, TRIGGER_AT)
         env.append(m.EnvVar(name=E.TRIGGER, value=trigger))
     if task.step is not None and task.kind == "step":
+        # the step's `env`: what Argo would not substitute ('{{') and Kubernetes would not expand
+        # ('$') is in the spec; the runtime sets every value (references filled in) as the step starts
+        env += [m.EnvVar(name=name, value=value) for name, value in kubernetes.pod_env(task.step, lambda value: "{{" not in value).items()]
         env += [m.EnvVar(name=ref.env, value_from=m.EnvVarSource(secret_key_ref=m.SecretKeySelector(name=ref.secret, key=ref.key)))
                 for ref in kubernetes.secret_refs(task.step)]
     return env

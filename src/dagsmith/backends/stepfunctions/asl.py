@@ -39,7 +39,7 @@ from ... import naming
 from ...ir import Step
 from ...runtime import environment as E
 from ...runtime.sources import connection_env
-from ..plan import Plan, Task
+from ..plan import Plan, Task, container_env
 from .callback import ITEM_ENV, SECRET_REFS_ENV, TOKEN_ENV
 from .shape import Par, Seq, Shape, shape, steps_of
 
@@ -236,6 +236,13 @@ def container_task(task: Task, settings: Settings, *, item: bool = False, ranges
     return state
 
 
+def static_env(step: Step | None) -> dict[str, str]:
+    """The step's `env` values written into its container's definition (plan.container_env): those
+    without '${' (the definition is embedded with Fn::Sub). The runtime sets every value,
+    references filled in with the run's values, when the step starts."""
+    return container_env(step, lambda value: "${" not in value) if step is not None else {}
+
+
 def secret_refs(step: Step) -> dict:
     """A step's secrets and connections as {environment variable: Secrets Manager secret name}."""
     refs = {name: name for name in step.secrets}
@@ -249,7 +256,7 @@ def training_environment(task: Task) -> dict:
     secret references in Environment: the callback wrapper fetches them from Secrets Manager when
     the container starts, so no secret value is ever written into the job's description)."""
     env = {item["Name"] + ".$": item["Value.$"] for item in environment(task, token=False, item=False)}
-    env.update({str(k): str(v) for k, v in sorted((task.step.env or {}).items())})
+    env.update(static_env(task.step))
     refs = secret_refs(task.step)
     if refs:
         env[SECRET_REFS_ENV] = json.dumps(refs, sort_keys=True, separators=(",", ":"))

@@ -23,7 +23,7 @@ from ... import cron, references
 from ...ir import Step
 from ...runtime.sources import connection_env
 from ..plan import Plan, Task
-from .asl import CONNECTION_SECRET, CONTAINER, PARAMS_KEY, distributed_training, secret_refs
+from .asl import CONNECTION_SECRET, CONTAINER, PARAMS_KEY, distributed_training, secret_refs, static_env
 
 # Fargate's CPU units and, per CPU, the memory (MiB) allowed: (min, max, step)
 FARGATE = [(256, 512, 2048, 1024), (512, 1024, 4096, 1024), (1024, 2048, 8192, 1024), (2048, 4096, 16384, 1024),
@@ -367,8 +367,10 @@ class TemplateBuilder:
         return out
 
     def static_env(self, task: Task) -> list[dict]:
+        """The step's `env` in its container's definition (asl.static_env: references are filled
+        in by the runtime when the step starts)."""
         step = task.step if task.kind == "step" else None
-        return [{"Name": str(k), "Value": str(v)} for k, v in sorted((step.env or {}).items())] if step else []
+        return [{"Name": name, "Value": value} for name, value in static_env(step).items()]
 
     def logging(self, task: Task) -> dict:
         return {"LogDriver": "awslogs", "Options": {"awslogs-group": {"Ref": "LogGroup"}, "awslogs-region": {"Ref": "AWS::Region"},
