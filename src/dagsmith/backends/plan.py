@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import naming, references
+from .. import cron, naming, references
 from ..errors import DagsmithError
 from ..ir import IR, Step, ir_filename
 from ..runtime.environment import SKIP_EXIT_CODE
@@ -156,6 +156,12 @@ class Plan:
     @property
     def schedule(self) -> str | None:
         return self.ir.triggers.get("schedule")
+
+    @property
+    def schedule_written(self) -> str | None:
+        """The schedule as a cron of the times it matches (cron.written), which Airflow's croniter
+        and Argo's robfig/cron read as the spec means; the spec's text may read otherwise there."""
+        return cron.written(self.schedule) if self.schedule else None
 
     @property
     def on_new_data(self) -> list[dict]:

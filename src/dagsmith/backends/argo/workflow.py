@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 from .hera_models import models as m
 
-from ... import cron, naming
+from ... import naming
 from ...paramtext import to_text
 from ...runtime import environment as E
 from .. import kubernetes
@@ -173,7 +173,7 @@ def cron_workflow(plan: Plan, settings: Settings) -> m.CronWorkflow:
     return m.CronWorkflow(
         api_version=API_VERSION, kind="CronWorkflow", metadata=metadata(ir, cron_name(ir.name), settings),
         spec=m.CronWorkflowSpec(
-            schedules=[cron.sunday_as_zero(plan.schedule)], timezone="UTC", concurrency_policy="Forbid",
+            schedules=[plan.schedule_written], timezone="UTC", concurrency_policy="Forbid",
             workflow_spec=m.WorkflowSpec(workflow_template_ref=m.WorkflowTemplateRef(name=template_name(ir.name))),
         ),
     )
