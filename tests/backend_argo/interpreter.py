@@ -1263,8 +1263,11 @@ def passes_data_filters(filters: list, event: dict, path: str) -> bool:
     filterData, 198-390): no data -> passes (:206-208); data that is not JSON -> fails (:209-211);
     each filter in turn, ANDed (the default DataLogicalOperator): a `path` (gjson) that does not
     exist fails (:219-228), so does an empty `value` list (:230-238); type "string": some value,
-    read as a Go regular expression, MATCHES ANYWHERE in the text (regexp.Match, unanchored:
-    :360-378). Comparators, templates, other types and the OR operator are refused."""
+    read as a Go regular expression (regexp.Compile, :363), MATCHES ANYWHERE in the text
+    (exp.Match, unanchored: :374), `^...$` the whole text, RE2's `$` being the end of the text
+    only, not before a final newline as Python's (https://pkg.go.dev/regexp/syntax: "$ at end of
+    text (like \\z not \\Z) or line (flag m=true)"). Comparators (a string takes `=`/`!=`:
+    :375-384), templates, other types and the OR operator are refused."""
     data = event.get("data")
     if data is None:
         return True
@@ -1283,9 +1286,28 @@ def passes_data_filters(filters: list, event: dict, path: str) -> bool:
         if not found or not values:
             return False
         text = item_text(value)
-        if not any(re.search(v, text) for v in values):
+        if not any(re.search(_go_regex(v), text) for v in values):
             return False
     return True
+
+
+def _go_regex(pattern: str) -> str:
+    """A Go (RE2) regular expression of the subset Python reads alike, with each `$` (outside a
+    class, unescaped) as Python's `\\Z`: RE2's `$` without the m flag is the end of the text."""
+    out, index, in_class = [], 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            out.append(pattern[index:index + 2])
+            index += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        out.append("\\Z" if char == "$" and not in_class else char)
+        index += 1
+    return "".join(out)
 TRIGGER = {"template", "parameters"}
 TRIGGER_TEMPLATE = {"name", "conditions", "argoWorkflow", "k8s"}
 ARGO_TRIGGER = {"operation", "source"}
