@@ -1,5 +1,6 @@
 """dagsmith.cron: the one reading of `triggers.schedule` (spec checks, Step Functions), and the cron
-Airflow and Argo are given (cron.written), which their cron readers must read as the spec means."""
+Airflow and Argo are given (cron.written), which their cron readers must read as the spec means:
+croniter itself (Airflow's), and the Argo interpreter's model of robfig/cron (Argo's)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from croniter import CroniterBadDateError, croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backend_argo.interpreter import robfig_fires, robfig_schedule
 from dagsmith import cron
 from dagsmith.backends.airflow.backend import AirflowBackend
 from dagsmith.backends.argo import workflow
@@ -84,6 +86,25 @@ def test_croniter_runs_the_airflow_cron_at_the_times_the_spec_means(expr):
     assert croniter_fires(cron.written(expr)) == spec_fires(expr)
 
 
+def robfig_fires_in_window(expr: str) -> list[dt.datetime]:
+    """What Argo's CronWorkflow runs for `expr` (robfig/cron, as the interpreter models it)."""
+    schedule = robfig_schedule(expr)
+    (minutes, hours, *_), out, day = schedule[0], [], START.date()
+    while day <= END.date() and len(out) < FIRES:
+        first = dt.datetime(day.year, day.month, day.day, min(hours), min(minutes))
+        if robfig_fires(schedule, first):  # the day and month match: every hour and minute of it
+            out += [t for h in sorted(hours) for m in sorted(minutes)
+                    if START < (t := dt.datetime(day.year, day.month, day.day, h, m)) and robfig_fires(schedule, t)]
+        day += dt.timedelta(days=1)
+    return out[:FIRES]
+
+
+@settings(max_examples=150, deadline=None)
+@given(CRONS)
+def test_robfig_runs_the_argo_cron_at_the_times_the_spec_means(expr):
+    assert robfig_fires_in_window(cron.written(expr)) == spec_fires(expr)
+
+
 @pytest.mark.parametrize(("expr", "expected"), [
     ("0 3 * * 2-2", "0 3 * * 2"),  # croniter: every day
     ("0 0-0 * * *", "0 0 * * *"),  # croniter: every hour
@@ -98,6 +119,8 @@ def test_written_cron(expr, expected):
     assert cron.written(expr) == expected
     if "2-2" in expr or "0-0" in expr:  # the reason: croniter's own reading differs
         assert croniter_fires(expr) != spec_fires(expr)
+    if " */1 " in f" {expr} ":  # and robfig's
+        assert robfig_fires_in_window(expr) != spec_fires(expr)
 
 
 def test_airflow_and_argo_write_the_cron_of_the_times_the_spec_means(in_repo):
