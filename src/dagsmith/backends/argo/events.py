@@ -143,7 +143,10 @@ def sensor(plan: Plan, settings: Settings) -> dict:
         if trigger.get("queue"):
             dependency["filters"] = {"data": sqs_filters(trigger)}
         dependencies.append(dependency)
-        # parameters 0..1 in this order: the dest below indexes into them
+        # parameters 0..1 in this order: the dest below indexes into them. Only the event's time is
+        # taken from the event, its context's, which the EventSource sets from its own clock
+        # (argo-events v1.9.11 pkg/eventsources/eventing.go:568 event.SetTime(time.Now())): never
+        # the sender's data, which Argo would substitute `{{...}}` in
         workflow = dump(submitted_workflow(plan, [(TRIGGER_SOURCE, source), (TRIGGER_AT, "")]))
         triggers.append({
             "template": {"name": name, "conditions": name, "argoWorkflow": {"operation": "submit", "source": {"resource": workflow}}},
