@@ -67,7 +67,7 @@ def spec_fires(expr: str) -> list[dt.datetime]:
 def croniter_fires(expr: str) -> list[dt.datetime]:
     """What Airflow 3.3.2 runs for `expr`: its cron timetables ask croniter for the next time after
     the last (airflow/timetables/_cron.py:159-160, `croniter(self._expression, start_time=naive)`,
-    `get_next(datetime.datetime)`; the same in airflow/sdk/definitions/timetables/_cron.py)."""
+    `get_next(datetime.datetime)`; a string schedule is a CronTriggerTimetable: airflow/sdk/definitions/dag.py:153-156)."""
     reader, out = croniter(expr, start_time=START), []
     while len(out) < FIRES:
         try:

@@ -142,8 +142,9 @@ def written(expr: str) -> str:
     """`expr` written from the times it matches, in forms that Airflow's and Argo's cron readers
     read as the spec does, where each reads some spellings its own way:
 
-    - croniter 7.0.0 (Airflow 3.3.2's cron timetables: airflow/timetables/_cron.py:159 and
-      airflow/sdk/definitions/timetables/_cron.py:57 `croniter(self._expression, ...)`) reads a
+    - croniter 7.0.0 (Airflow 3.3.2's cron timetables, a string schedule being one: airflow/sdk/
+      definitions/dag.py:153-156; their times: airflow/timetables/_cron.py:159, 171
+      `croniter(self._expression, start_time=naive)`) reads a
       one-value range `a-a` as the whole field (croniter/croniter.py:1180-1181), so `0 3 * * 2-2`
       would run daily; and it writes a full day field as `*` depending on the other field's text
       (croniter.py:1275-1282), which turns cron's OR into an AND;
