@@ -1,5 +1,5 @@
 """`triggers.schedule`: a 5-field cron (or a preset), read once for the spec checks and the backends
-that must write it in another language (Step Functions' EventBridge Scheduler). Imports nothing
+that write it (`written`: Airflow, Argo; Step Functions' EventBridge Scheduler). Imports nothing
 of dagsmith but errors, so both sides may use it.
 
 Meaning (docs/spec.md, "Cron"): fields `minute hour day-of-month month day-of-week`; each a list
@@ -7,7 +7,8 @@ of parts, a part `*`, `N` or `A-B` with an optional step `/S`: `*/S` steps over 
 `A-B/S` from A to B, `N/S` from N to the field's end (as croniter, Airflow's, and robfig/cron,
 Argo's, read it). A step is 1 to the field's size. Day of week: 0-7 or sun-sat, 0 and 7 both
 Sunday; `*` and `N/S` there end at 6 (Saturday). When both day fields are set (neither has a
-part `*`), a day matches either one (cron's OR, as croniter reads it); otherwise both must match.
+part `*`; `*/1` and `1-31` are set), a day matches either one (cron's OR); otherwise both must
+match. The backends write this meaning, never the text as given (`written`, EventBridge's).
 """
 
 from __future__ import annotations
@@ -137,25 +138,44 @@ def _short(text: str) -> str:
     return repr(text) if len(text) <= 24 else repr(text[:21] + "...")
 
 
-def sunday_as_zero(expr: str) -> str:
-    """`expr` with a day of week that names 7 (Sunday) rewritten with 0 and the same meaning, for
-    readers that take 0-6 only: robfig/cron v3.0.1, which Argo validates and runs CronWorkflows
-    with (argo-workflows workflow/validate/validate.go:449 cron.ParseStandard; robfig/cron
-    spec.go:40 `dow = bounds{0, 6, ...}`, parser.go:307 "end of range above maximum"). A field with
-    a part `*` stays `*`; any other is written as its days (never `*`: it stays set, so the
-    day-of-month/day-of-week OR is unchanged)."""
-    texts = PRESETS.get(expr, expr).split()
-    if expr.startswith("@") or len(texts) != 5:
-        return expr
-    words = [word for part in texts[DAY_OF_WEEK].split(",") for word in part.partition("/")[0].split("-")]
-    if not any(word.isascii() and word.isdigit() and int(word) == 7 for word in words):
-        return expr
-    if "*" in texts[DAY_OF_WEEK].split(","):
-        texts[DAY_OF_WEEK] = "*"
-    else:
-        days = sorted(parse(expr).values[DAY_OF_WEEK])
-        texts[DAY_OF_WEEK] = ",".join(runs(days))
+def written(expr: str) -> str:
+    """`expr` written from the times it matches, in forms that Airflow's and Argo's cron readers
+    read as the spec does, where each reads some spellings its own way:
+
+    - croniter 7.0.0 (Airflow 3.3.2's cron timetables, a string schedule being one: airflow/sdk/
+      definitions/dag.py:153-156; their times: airflow/timetables/_cron.py:159, 171
+      `croniter(self._expression, start_time=naive)`) reads a
+      one-value range `a-a` as the whole field (croniter/croniter.py:1180-1181), so `0 3 * * 2-2`
+      would run daily; and it writes a full day field as `*` depending on the other field's text
+      (croniter.py:1275-1282), which turns cron's OR into an AND;
+    - robfig/cron v3.0.1 (Argo's CronWorkflows) reads a day field starting with `*` whose step is
+      1 (`*/1`) as `*` (parser.go:262-265, 297-299): an AND where the spec means the OR
+      (spec.go:184-187 dayMatches); and it takes day of week 0-6 only (spec.go:40, parser.go:307).
+
+    So each field is `*` when it matches every value, else its values: `*/S` or `N/S` when they
+    run from N (the field's first for `*`) to its end by S > 1, else a list of values and `a-b`
+    runs of three or more (never `a-a`, never 7). The days follow the one rule of docs/spec.md:
+    when both day fields are set, a day matching either runs: written as both lists, or as `* *`
+    when one of them matches every day; otherwise a day matches both: the field not set is `*`.
+    A day field is never written `*`-first unless it matches every day."""
+    schedule = parse(expr)
+    texts = [_written_field(values, field, day=index in (DAY_OF_MONTH, DAY_OF_WEEK))
+             for index, (values, field) in enumerate(zip(schedule.values, FIELDS))]
+    if schedule.day_of_month_set and schedule.day_of_week_set and "*" in (texts[DAY_OF_MONTH], texts[DAY_OF_WEEK]):
+        texts[DAY_OF_MONTH] = texts[DAY_OF_WEEK] = "*"  # either matches every day: every day does
     return " ".join(texts)
+
+
+def _written_field(values: frozenset, field: Field, day: bool) -> str:
+    if len(values) == field.size:
+        return "*"
+    ordered = sorted(values)
+    if len(ordered) >= 3:
+        first, step = ordered[0], ordered[1] - ordered[0]
+        if step > 1 and ordered == list(range(first, field.last + 1, step)):
+            # a day field never starts with `*` unless it is `*`: robfig/cron's star bit
+            return f"*/{step}" if first == field.low and not day else f"{first}/{step}"
+    return ",".join(runs(ordered))
 
 
 def runs(ordered: list[int], name=str) -> list[str]:

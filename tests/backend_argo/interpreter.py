@@ -1263,8 +1263,11 @@ def passes_data_filters(filters: list, event: dict, path: str) -> bool:
     filterData, 198-390): no data -> passes (:206-208); data that is not JSON -> fails (:209-211);
     each filter in turn, ANDed (the default DataLogicalOperator): a `path` (gjson) that does not
     exist fails (:219-228), so does an empty `value` list (:230-238); type "string": some value,
-    read as a Go regular expression, MATCHES ANYWHERE in the text (regexp.Match, unanchored:
-    :360-378). Comparators, templates, other types and the OR operator are refused."""
+    read as a Go regular expression (regexp.Compile, :363), MATCHES ANYWHERE in the text
+    (exp.Match, unanchored: :374), `^...$` the whole text, RE2's `$` being the end of the text
+    only, not before a final newline as Python's (https://pkg.go.dev/regexp/syntax: "$ at end of
+    text (like \\z not \\Z) or line (flag m=true)"). Comparators (a string takes `=`/`!=`:
+    :375-384), templates, other types and the OR operator are refused."""
     data = event.get("data")
     if data is None:
         return True
@@ -1283,9 +1286,28 @@ def passes_data_filters(filters: list, event: dict, path: str) -> bool:
         if not found or not values:
             return False
         text = item_text(value)
-        if not any(re.search(v, text) for v in values):
+        if not any(re.search(_go_regex(v), text) for v in values):
             return False
     return True
+
+
+def _go_regex(pattern: str) -> str:
+    """A Go (RE2) regular expression of the subset Python reads alike, with each `$` (outside a
+    class, unescaped) as Python's `\\Z`: RE2's `$` without the m flag is the end of the text."""
+    out, index, in_class = [], 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            out.append(pattern[index:index + 2])
+            index += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        out.append("\\Z" if char == "$" and not in_class else char)
+        index += 1
+    return "".join(out)
 TRIGGER = {"template", "parameters"}
 TRIGGER_TEMPLATE = {"name", "conditions", "argoWorkflow", "k8s"}
 ARGO_TRIGGER = {"operation", "source"}
@@ -1466,3 +1488,64 @@ def webhook_request(event_source: dict, url: str, *, method: str = "POST", heade
     context = {"id": uuid.uuid4().hex, "source": name, "type": "webhook", "specversion": "1.0",
                "time": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     return 200, {"context": context, "data": {"header": {k: [v] for k, v in headers.items()}, "body": body}}
+
+
+# --- CronWorkflow: when a schedule fires ---------------------------------------------------------
+
+# robfig/cron v3.0.1, which Argo parses and runs CronWorkflow schedules with
+# (argo-workflows workflow/validate/validate.go:449 cron.ParseStandard): each field's bounds and
+# names (spec.go:23-48), day of week 0-6
+_ROBFIG_BOUNDS = ((0, 59, {}), (0, 23, {}), (1, 31, {}),
+                  (1, 12, {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}),
+                  (0, 6, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}))
+
+
+def robfig_schedule(expr: str) -> tuple[list[set[int]], bool, bool]:
+    """A 5-field cron as robfig/cron v3.0.1 reads it: (each field's values, whether the day of
+    month and the day of week carry the star bit). getField splits on ',' (parser.go:236-247);
+    getRange (:251-317): `*` or `?` is the whole field WITH the star bit (:262-265), else `N` or
+    `N-M` (names allowed, :321-328); `/S` steps, `N/S` runs to the field's end (:293-295), and a
+    step > 1 clears the star bit (:296-298), so `*/1` keeps it; a start below the field, an end
+    above it, a start after the end or a step 0 is an error (:305-316). Descriptors (`@daily`)
+    are not modelled: raises Unsupported."""
+    fields = expr.split()
+    if len(fields) != 5 or expr.startswith("@"):
+        raise Unsupported("schedule", f"{expr!r}: a 5-field cron (descriptors are not modelled)")
+    values, stars = [], []
+    for text, (low, high, names) in zip(fields, _ROBFIG_BOUNDS):
+        out, star = set(), False
+        for part in (p for p in text.split(",") if p):
+            body, slash, step_text = part.partition("/")
+            ends = body.split("-")
+            if ends[0] in ("*", "?"):
+                start, end, extra = low, high, True
+            else:
+                number = (lambda w: names[w.lower()] if w.lower() in names else int(w))
+                start = number(ends[0])
+                end = number(ends[1]) if len(ends) == 2 else start
+                if len(ends) > 2:
+                    raise Invalid(f"cron schedule {expr}: too many hyphens: {part}")
+                extra = False
+            step = int(step_text) if slash else 1
+            if slash and len(ends) == 1:
+                end = high
+            if step > 1:
+                extra = False
+            if start < low or end > high or start > end or step == 0:
+                raise Invalid(f"cron schedule {expr} is malformed: {part}")
+            out |= set(range(start, end + 1, step))
+            star = star or extra
+        values.append(out)
+        stars.append(star)
+    return values, stars[2], stars[4]
+
+
+def robfig_fires(schedule: tuple, when: dt.datetime) -> bool:
+    """Whether a schedule (robfig_schedule's) fires at the minute `when`: its minute, hour and
+    month match, and the day does by dayMatches (spec.go:177-188): both day fields must match when
+    either carries the star bit, else either one."""
+    (minutes, hours, dom, months, dow), dom_star, dow_star = schedule
+    if when.minute not in minutes or when.hour not in hours or when.month not in months:
+        return False
+    day, weekday = when.day in dom, when.isoweekday() % 7 in dow
+    return (day and weekday) if dom_star or dow_star else (day or weekday)

@@ -185,10 +185,10 @@ def test_a_source_without_a_queue_gets_a_webhook_and_a_warning(capsys, write_spe
     assert sensor["spec"]["template"] == {"serviceAccountName": "p-sensor"}
     assert "filters" not in sensor["spec"]["dependencies"][0]  # a webhook's payload is ours: {"key": ...}
     (trigger,) = sensor["spec"]["triggers"]
-    assert trigger["parameters"][1]["src"]["dataKey"] == "body.key"
+    assert [p["src"] for p in trigger["parameters"]] == [{"dependencyName": "t", "contextKey": "time"}]  # never the event's data
     workflow = trigger["template"]["argoWorkflow"]["source"]["resource"]
     assert workflow["spec"]["workflowTemplateRef"] == {"name": "p"}
-    assert [p["name"] for p in workflow["spec"]["arguments"]["parameters"]] == ["dagsmith-trigger-source", "dagsmith-trigger-at", "dagsmith-trigger-key"]
+    assert [p["name"] for p in workflow["spec"]["arguments"]["parameters"]] == ["dagsmith-trigger-source", "dagsmith-trigger-at"]
 
 
 def test_long_names_are_truncated_with_a_hash_cron_to_52(capsys, write_spec):
@@ -397,10 +397,30 @@ def test_the_sqs_sensor_filters_foreign_messages(tmp_path):
         return {"Records": [{"eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}
 
     (wf,) = sensor_workflows(sensor, {"t": event(record("acme", "t.csv"))})
-    assert wf["spec"]["arguments"]["parameters"][2]["value"] == "t.csv"
+    assert [p["name"] for p in wf["spec"]["arguments"]["parameters"]] == ["dagsmith-trigger-source", "dagsmith-trigger-at"]
     test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2024-02-29T10:00:00Z", "Bucket": "acme"}
-    for foreign in (test_event, record("other", "t.csv"), record("acme", "other/t.csv"), record("acme", "t.csv", "ObjectRemoved:Delete")):
+    for foreign in (test_event, record("other", "t.csv"), record("acme", "other/t.csv"), record("acme", "t.csv", "ObjectRemoved:Delete"),
+                    record("acme", "t.csv.bak"), record("acme", "t.csvx"), record("acme", "t.csv/x")):  # the source is ONE object
         assert sensor_workflows(sensor, {"t": event(foreign)}) == [], foreign
+
+
+def test_a_new_objects_key_never_reaches_the_workflows_arguments(tmp_path):
+    """Argo substitutes `{{...}}` in a workflow's arguments (the interpreter refuses any `{{` there):
+    an object key chosen by whoever can write to the bucket, `{{` unclosed or a variable, made the
+    submitted run fail. No task reads the key: it is not passed."""
+    from backend_argo.interpreter import Interpreter, sensor_workflows
+
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(spec_text("triggers: {on_new_data: [{source: t, queue: 'https://sqs.eu-west-1.amazonaws.com/123456789012/q'}]}")
+                    .replace("s3://acme/t.csv", "s3://acme/landed/"))
+    ir, files = compiled(spec)
+    sensor, template = yaml.safe_load(files["p.sensor.yaml"]), workflow_template(files)
+    for key in ("landed/{{ unclosed.csv", "landed/{{workflow.parameters.dagsmith-store}}.csv", "landed/x.csv"):
+        body = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "acme"}, "object": {"key": key}}}]}
+        (wf,) = sensor_workflows(sensor, {"t": {"context": {"time": "2024-02-29T10:00:00Z"}, "data": {"body": body}}})
+        interp = Interpreter(base_env={}, cwd=tmp_path, workflow_templates={"p": template})
+        params = interp._parameters(interp._effective_spec(wf["spec"]), {})  # what the controller checks at submission
+        assert params["dagsmith-trigger-source"] == "t" and "{{" not in "".join(params.values())
 
 
 def test_the_compile_imports_neither_hera_events_nor_heras_dsl(tmp_path):
@@ -446,7 +466,8 @@ def test_the_webhook_is_reachable_only_through_its_service_and_only_with_the_tok
     status, event = webhook_request(source, url, headers={"Authorization": "Bearer s3cret"}, body=body, secrets=secrets)
     assert status == 200 and event["data"]["header"]["Authorization"] == ["*** Masked Auth Secret ***"]
     (workflow,) = sensor_workflows(sensor, {"t": event})
-    assert workflow["spec"]["arguments"]["parameters"][2] == {"name": "dagsmith-trigger-key", "value": "t/2024-02-29.csv"}
+    assert workflow["spec"]["arguments"]["parameters"] == [{"name": "dagsmith-trigger-source", "value": "t"},
+                                                           {"name": "dagsmith-trigger-at", "value": event["context"]["time"]}]
     without_service = {**source, "spec": {k: v for k, v in source["spec"].items() if k != "service"}}
     with pytest.raises(Unreachable):  # what was emitted before: no Service, nothing answers
         webhook_request(without_service, url, headers={"Authorization": "Bearer s3cret"}, body=body, secrets=secrets)

@@ -99,10 +99,10 @@ def test_descriptions_in_the_workflow_template_hold_no_variable(capsys, write_sp
 
 
 @pytest.mark.parametrize(("schedule", "written"), [("0 3 * * 5-7", "0 3 * * 0,5,6"), ("0 3 * * 7", "0 3 * * 0"),
-                                                   ("0 3 1 * 0-7", "0 3 1 * 0-6"), ("0 3 * * *,7", "0 3 * * *"), ("0 3 * * 1-5", "0 3 * * 1-5")])
+                                                   ("0 3 1 * 0-7", "0 3 * * *"), ("0 3 * * *,7", "0 3 * * *"), ("0 3 * * 1-5", "0 3 * * 1-5")])
 def test_a_sunday_written_7_reaches_argo_as_0(capsys, write_spec, schedule, written):
     """The spec takes 7 for Sunday; Argo's cron parser (robfig/cron) refuses it: the CronWorkflow
-    gets the same days with 0, accepted by the interpreter's rule for it."""
+    gets the same days with 0 (cron.written: `1 * 0-7` is every day), accepted by the interpreter's rule for it."""
     from backend_argo.interpreter import Interpreter
 
     import datetime as dt

@@ -637,6 +637,15 @@ def test_sensor_triggers_submit_the_workflow_with_event_values():
     assert sensor_workflows(filtered, {"events": event}) == []
     filtered["spec"]["dependencies"][0]["filters"]["data"][0]["value"] = ["2024"]  # unanchored: matches anywhere
     assert len(sensor_workflows(filtered, {"events": event})) == 1
+    # `^...$`: the whole key (argo-events v1.9.11 filter.go:363-374 regexp.Compile, exp.Match; RE2's
+    # `$` is the end of the text, https://pkg.go.dev/regexp/syntax), so `x.csv.bak` is not `x.csv`
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["value"] = [r"^landed/2024-02-29\.csv$"]
+    assert len(sensor_workflows(filtered, {"events": event})) == 1
+    for key in ("landed/2024-02-29.csv.bak", "landed/2024-02-29.csv\n", "landed/2024-02-29xcsv"):
+        other = {**event, "data": json.dumps({"body": {"Records": [{"s3": {"object": {"key": key}}}]}})}
+        assert sensor_workflows(filtered, {"events": other}) == [], key
+    filtered["spec"]["dependencies"][0]["filters"]["data"][0]["value"] = [r"^landed/[$]"]  # `$` in a class is a dollar
+    assert sensor_workflows(filtered, {"events": event}) == []
     filtered["spec"]["dependencies"][0]["filters"]["data"][0]["path"] = "body.missing"  # a missing path fails
     assert sensor_workflows(filtered, {"events": event}) == []
     filtered["spec"]["dependencies"][0]["filters"]["data"][0]["type"] = "number"

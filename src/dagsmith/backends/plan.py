@@ -20,10 +20,11 @@ of `capabilities` report what it cannot express.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import naming, references
+from .. import cron, naming, references
 from ..errors import DagsmithError
 from ..ir import IR, Step, ir_filename
 from ..runtime.environment import SKIP_EXIT_CODE
@@ -158,6 +159,12 @@ class Plan:
         return self.ir.triggers.get("schedule")
 
     @property
+    def schedule_written(self) -> str | None:
+        """The schedule as a cron of the times it matches (cron.written), which Airflow's croniter
+        and Argo's robfig/cron read as the spec means; the spec's text may read otherwise there."""
+        return cron.written(self.schedule) if self.schedule else None
+
+    @property
     def on_new_data(self) -> list[dict]:
         """The triggers, each `uri` the location it watches: the source's uri with `$${` read as
         the literal `${` (the spec check refuses a reference there, since a trigger is set up
@@ -173,6 +180,16 @@ def watched_location(uri: str | None) -> str | None:
         raise PlanBug(f"internal error (please report): the watched uri {uri[:80]!r} holds the reference ${{{name}}}")
 
     return references.substitute(uri, no_reference)
+
+
+def watched_key(key_pattern: str) -> tuple[str, bool]:
+    """What new data in a watched S3 source is, from the key part of its uri: (the key prefix up to
+    the first wildcard, True when the source is that ONE object: no wildcard, not a folder, a file
+    name with an extension). One object arrives as exactly that key (`t.csv.bak` is not new data of
+    `t.csv`); anything else arrives under the prefix. One rule for every backend's trigger."""
+    prefix = re.sub(r"[*?\[].*$", "", key_pattern)  # up to the first wildcard
+    one = prefix == key_pattern and bool(prefix) and not prefix.endswith("/") and "." in prefix.rsplit("/", 1)[-1]
+    return prefix, one
 
 
 def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_uri: str | None = None,

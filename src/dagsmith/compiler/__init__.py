@@ -19,6 +19,7 @@ from ..graphs import CycleError, topological_order
 from ..errors import DagsmithError
 from ..ir import IR, Step
 from ..spec.model import Spec
+from ..storeuri import store_uri
 from .steps import expand
 
 
@@ -46,7 +47,8 @@ def compile_spec(spec: Spec) -> IR:
         },
         triggers=triggers(spec),
         steps=tuple(steps),
-        backends=spec.backends,
+        backends={name: {**options, "store": store_uri(options["store"])} if isinstance(options.get("store"), str) else options
+                  for name, options in spec.backends.items()},  # one spelling of the store for every backend
     )
     check(ir)
     return ir

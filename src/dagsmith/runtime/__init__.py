@@ -47,6 +47,10 @@ def load_ir(path: str | os.PathLike) -> IR:
         from .s3 import client, split_uri
 
         bucket, key = split_uri(str(path))
+        # the IR is at `<store>/ir/...`: a store given with a trailing `/` (Argo's dagsmith-store
+        # parameter at submit) joins to `p//ir/...`; a store has no empty segment (storeuri), so
+        # the IR is where the store's one spelling puts it
+        key = "/".join(part for part in key.split("/") if part)
         try:
             text = client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
         except Exception as exc:  # noqa: BLE001 - any S3 failure means the same to the user

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DagsmithError
+from ..storeuri import store_uri
 
 MANIFEST = "manifest.json"
 
@@ -119,7 +120,10 @@ class Store(ABC):
     @staticmethod
     def open(uri: str | os.PathLike) -> "Store":
         """A folder, or `scheme://...` for a store registered under that scheme."""
-        text = str(uri)
+        try:
+            text = store_uri(str(uri))  # `s3://b/p/` is `s3://b/p`: one key for each artifact
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
         scheme, separator, _ = text.partition("://")
         if not separator:
             return LocalStore(Path(text))

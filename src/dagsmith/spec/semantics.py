@@ -12,6 +12,7 @@ from importlib import resources
 
 from .. import naming, references
 from ..graphs import CycleError, topological_order
+from ..storeuri import store_uri
 from ..errors import URL_PASSWORD, Diagnostic, did_you_mean, format_path
 from .document import locate
 from .values import GivenText, check_class_path, check_cron, check_function_ref, parse_duration, parse_quantity
@@ -379,6 +380,9 @@ class _Checker:
             for key in ("cpu", "memory"):
                 if key in resources:
                     self._syntax(path + ("resources", key), resources[key], lambda v, k=key: parse_quantity(v, k))
+        for backend, options in (doc.get("backends") or {}).items():
+            if isinstance(options, dict) and isinstance(options.get("store"), str):
+                self._syntax(("backends", backend, "store"), options["store"], store_uri)
         schedule = doc.get("triggers", {}).get("schedule")
         if schedule is not None:
             self._syntax(("triggers", "schedule"), schedule, check_cron)

@@ -276,7 +276,7 @@ class AirflowBackend:
 
     @staticmethod
     def schedule(plan: Plan, assets: list[dict]) -> tuple[str, set[str]]:
-        cron = plan.schedule
+        cron = plan.schedule_written
         imports = {"Asset"} if assets else set()
         if any(a["queue"] for a in assets):
             imports.add("AssetWatcher")

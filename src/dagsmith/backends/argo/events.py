@@ -1,15 +1,17 @@
 """`on_new_data` as Argo Events (v1.9) resources: an EventSource that hears new data land and a
-Sensor that submits the WorkflowTemplate for it (with the source, the event's time and the new
-object's key as workflow parameters). `min_interval` is not the Sensor's business: the plan's
+Sensor that submits the WorkflowTemplate for it (with the source and the event's time as workflow
+parameters; never the new object's key, which no task reads: Argo substitutes `{{...}}` in a
+workflow's arguments, so a key chosen by whoever can write to the bucket, with an unclosed `{{`,
+would fail the run, and a `{{...}}` in it could name a live variable). `min_interval` is not the Sensor's business: the plan's
 admission task decides in the workflow, with its state in the store, so it holds across Sensor
 restarts.
 
 What is emitted per source (also said by a compile warning and in docs/backends/argo.md):
   with `queue` (an SQS queue URL that receives the bucket's object-created notifications)
-      -> an SQS event (jsonBody), the key read from the S3 notification (Records[0].s3.object.key);
-         the Sensor's data filter drops what is not an object-created record of the source's
-         bucket and prefix (S3's `s3:TestEvent`, other buckets' notifications on a shared queue)
-  without one -> a webhook event at /<pipeline>/<source> on port 12000 (POST {"key": ...} with
+      -> an SQS event (jsonBody); the Sensor's data filter drops what is not an object-created
+         record of the source's bucket and key (S3's `s3:TestEvent`, other buckets' notifications
+         on a shared queue, `t.csv.bak` for a source `t.csv`)
+  without one -> a webhook event at /<pipeline>/<source> on port 12000 (a POST with
       `Authorization: Bearer <token>`), reached through the Service the EventSource's
       `spec.service` makes Argo Events create: Argo Events cannot listen to an S3 bucket itself,
       so whatever sees the data land (an S3 -> SNS HTTP subscription, an EventBridge API
@@ -28,8 +30,8 @@ from dataclasses import dataclass
 from urllib.parse import quote_plus
 
 from ... import naming
-from .workflow import NAME_LIMIT, TRIGGER_AT, TRIGGER_KEY, TRIGGER_SOURCE, Settings, dump, metadata, submitted_workflow
-from ..plan import Plan
+from .workflow import NAME_LIMIT, TRIGGER_AT, TRIGGER_SOURCE, Settings, dump, metadata, submitted_workflow
+from ..plan import Plan, watched_key
 
 API_VERSION = "argoproj.io/v1alpha1"
 WEBHOOK_PORT = "12000"
@@ -111,18 +113,22 @@ def event_source(plan: Plan, settings: Settings) -> dict:
 
 def sqs_filters(trigger: dict) -> list[dict]:
     """The Sensor's data filter for an SQS source: an object-created record (S3's `s3:TestEvent`
-    has no Records and fails it), of the source's bucket and under its prefix when its uri is
-    s3://. Argo Events reads each string `value` as an unanchored regular expression on the gjson
-    `path`, a missing path fails the filter, and filters are ANDed (argo-events v1.9.11
-    pkg/sensors/dependencies/filter.go:219-228, 360-390)."""
+    has no Records and fails it), of the source's bucket, and when its uri is s3:// of its key:
+    exactly the key of a source that is one object, else under its prefix (plan.watched_key, as
+    Step Functions' rule). Argo Events reads each string `value` as a Go regular expression that
+    may match anywhere in the text at the gjson `path` (`regexp.Match`, so `^...$` for the whole
+    text; RE2's `$` is the end of the text), a missing path fails the filter, and filters are ANDed
+    (argo-events v1.9.11 pkg/sensors/dependencies/filter.go:219-228, 360-390)."""
     filters = [{"path": "body.Records.0.eventName", "type": "string", "value": ["^ObjectCreated:"]}]
     uri = str(trigger.get("uri") or "")
     if uri.startswith("s3://"):
-        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        bucket, _, key_pattern = uri[len("s3://"):].partition("/")
         filters.append({"path": "body.Records.0.s3.bucket.name", "type": "string", "value": [f"^{re.escape(bucket)}$"]})
+        prefix, one_object = watched_key(key_pattern)
         if prefix:
             # S3 notifications carry the key URL-encoded (a space as '+')
-            filters.append({"path": "body.Records.0.s3.object.key", "type": "string", "value": ["^" + re.escape(quote_plus(prefix, safe="/"))]})
+            key = "^" + re.escape(quote_plus(prefix, safe="/")) + ("$" if one_object else "")
+            filters.append({"path": "body.Records.0.s3.object.key", "type": "string", "value": [key]})
     return filters
 
 
@@ -137,14 +143,15 @@ def sensor(plan: Plan, settings: Settings) -> dict:
         if trigger.get("queue"):
             dependency["filters"] = {"data": sqs_filters(trigger)}
         dependencies.append(dependency)
-        key = "body.Records.0.s3.object.key" if trigger.get("queue") else "body.key"
-        # parameters 0..2 in this order: the dests below index into them
-        workflow = dump(submitted_workflow(plan, [(TRIGGER_SOURCE, source), (TRIGGER_AT, ""), (TRIGGER_KEY, "")]))
+        # parameters 0..1 in this order: the dest below indexes into them. Only the event's time is
+        # taken from the event, its context's, which the EventSource sets from its own clock
+        # (argo-events v1.9.11 pkg/eventsources/eventing.go:568 event.SetTime(time.Now())): never
+        # the sender's data, which Argo would substitute `{{...}}` in
+        workflow = dump(submitted_workflow(plan, [(TRIGGER_SOURCE, source), (TRIGGER_AT, "")]))
         triggers.append({
             "template": {"name": name, "conditions": name, "argoWorkflow": {"operation": "submit", "source": {"resource": workflow}}},
             "parameters": [
                 {"src": {"dependencyName": name, "contextKey": "time"}, "dest": "spec.arguments.parameters.1.value"},
-                {"src": {"dependencyName": name, "dataKey": key, "value": ""}, "dest": "spec.arguments.parameters.2.value"},
             ],
         })
     spec = {"dependencies": dependencies, "triggers": triggers, "template": {"serviceAccountName": settings.sensor_account(plan.name)}}

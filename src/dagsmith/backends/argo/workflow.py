@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 from .hera_models import models as m
 
-from ... import cron, naming
+from ... import naming
 from ...paramtext import to_text
 from ...runtime import environment as E
 from .. import kubernetes
@@ -44,7 +44,7 @@ OUT = "/tmp/dagsmith"  # a pod's own folder for what its output parameters read
 STATUS_PATH, RANGES_PATH = f"{OUT}/status", f"{OUT}/ranges.json"
 NOT_RUN = "not-run"  # a decider's status when it wrote none
 STORE_PARAM = "dagsmith-store"
-TRIGGER_SOURCE, TRIGGER_AT, TRIGGER_KEY = "dagsmith-trigger-source", "dagsmith-trigger-at", "dagsmith-trigger-key"
+TRIGGER_SOURCE, TRIGGER_AT = "dagsmith-trigger-source", "dagsmith-trigger-at"
 TASK_ANNOTATION = "dagsmith.dev/task"  # which plan task a template runs (for people and tools)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dagsmith"}
 # The run date in UTC. `{{workflow.creationTimestamp.Y}}` etc. are formatted in the controller's
@@ -173,7 +173,7 @@ def cron_workflow(plan: Plan, settings: Settings) -> m.CronWorkflow:
     return m.CronWorkflow(
         api_version=API_VERSION, kind="CronWorkflow", metadata=metadata(ir, cron_name(ir.name), settings),
         spec=m.CronWorkflowSpec(
-            schedules=[cron.sunday_as_zero(plan.schedule)], timezone="UTC", concurrency_policy="Forbid",
+            schedules=[plan.schedule_written], timezone="UTC", concurrency_policy="Forbid",
             workflow_spec=m.WorkflowSpec(workflow_template_ref=m.WorkflowTemplateRef(name=template_name(ir.name))),
         ),
     )
@@ -237,7 +237,6 @@ def _parameters(plan: Plan, settings: Settings) -> list[m.Parameter]:
         out += [
             m.Parameter(name=TRIGGER_SOURCE, value="", description="on_new_data: the source whose new data started the run (set by the Sensor)."),
             m.Parameter(name=TRIGGER_AT, value="", description="on_new_data: when the data landed (set by the Sensor)."),
-            m.Parameter(name=TRIGGER_KEY, value="", description="on_new_data: the new object's key (set by the Sensor)."),
         ]
     return out
 

@@ -27,7 +27,7 @@ from ...ir import IR
 from . import asl, limits
 from ..plan import Plan, build_plan
 from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
-from .cfn import NEW_DATA_MARKER, S3_BUCKET, STORE_PREFIX_MAX, TemplateBuilder, s3_parts, cron_expression, fargate_size, image_param, logical_id
+from .cfn import NEW_DATA_MARKER, S3_BUCKET, STORE_PREFIX_MAX, STORE_PREFIX_PATTERN, TemplateBuilder, s3_parts, cron_expression, fargate_size, image_param, logical_id
 
 OPTIONS = ("backends", "stepfunctions")
 CAPABILITIES = Capabilities("stepfunctions", "Step Functions", runs_images=True, shared_disk=False, options_path=OPTIONS,
@@ -139,6 +139,13 @@ class StepFunctionsBackend:
                 except ValueError as exc:
                     problems.append(error(step_path(step, "resources"), str(exc)))
         _, prefix = s3_parts((store or "s3://b/dagsmith").rstrip("/"))
+        if store and store.startswith("s3://") and not prefix:  # `${StorePrefix}/ir/...` would be `/ir/...`
+            problems.append(error(OPTIONS + ("store",), f"{store!r} has no prefix: the template's StorePrefix keys every "
+                                  "artifact, so write s3://bucket/prefix (e.g. s3://bucket/dagsmith)"))
+        given_prefix = (options.get("parameters") or {}).get("StorePrefix")
+        if given_prefix is not None and not re.fullmatch(STORE_PREFIX_PATTERN, str(given_prefix)):
+            problems.append(error(OPTIONS + ("parameters", "StorePrefix"), f"{str(given_prefix)[:60]!r}: a key prefix is segments "
+                                  "joined by single '/', none before or after (CloudFormation refuses another)"))
         if len(prefix.strip("/")) > STORE_PREFIX_MAX:
             problems.append(error(OPTIONS + ("store",), f"the store's prefix is {len(prefix.strip('/'))} characters: at most "
                                   f"{STORE_PREFIX_MAX} (the template's StorePrefix, in every task's environment)"))

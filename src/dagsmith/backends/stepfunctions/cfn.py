@@ -22,7 +22,7 @@ import re
 from ... import cron, references
 from ...ir import Step
 from ...runtime.sources import connection_env
-from ..plan import Plan, Task
+from ..plan import Plan, Task, watched_key
 from .asl import CONNECTION_SECRET, CONTAINER, PARAMS_KEY, distributed_training, secret_refs, static_env
 
 # Fargate's CPU units and, per CPU, the memory (MiB) allowed: (min, max, step)
@@ -36,6 +36,7 @@ ECR_IMAGE = re.compile(r"([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\
 # on_new_data on S3: the object whose arrival starts a run (Spark, Hadoop and Glue jobs write it
 # last); `backends.stepfunctions.new_data_marker` names another, or null for every object
 NEW_DATA_MARKER = "_SUCCESS"
+STORE_PREFIX_PATTERN = "^[^/]+(/[^/]+)*$"  # StorePrefix: segments joined by single '/'
 STORE_PREFIX_MAX = 200  # StorePrefix's MaxLength: the store's paths in every task's environment stay bounded
 
 
@@ -192,7 +193,9 @@ class TemplateBuilder:
         bucket, prefix = self.store_parts()
         self.param("ArtifactBucket", "S3 bucket of the run store (artifacts, the IR, fan-out ranges)", bucket,
                    AllowedPattern="^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-        self.param("StorePrefix", "Key prefix of the run store in ArtifactBucket", prefix, MaxLength=STORE_PREFIX_MAX)
+        # no empty segment: keys are `${StorePrefix}/<key>`, and the runtime reads the store `s3://b/p/` as `s3://b/p`
+        self.param("StorePrefix", "Key prefix of the run store in ArtifactBucket (no leading, trailing or double '/')", prefix,
+                   MaxLength=STORE_PREFIX_MAX, AllowedPattern=STORE_PREFIX_PATTERN)
         if self.compute == "ecs":
             self.param("Cluster", "ECS cluster (name or ARN) the tasks run in (Fargate)", "default")
             self.param("Subnets", "Subnet ids for the tasks, comma-separated", AllowedPattern="^subnet-[0-9a-zA-Z]+(,subnet-[0-9a-zA-Z]+)*$")
@@ -489,9 +492,9 @@ def new_data_keys(key_pattern: str, marker: str | None) -> list[dict]:
     without a marker (null), every object under the prefix does. EventBridge's wildcard matching
     ('*' any characters, '\\*' a literal one:
     https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-create-pattern-operators.html)."""
-    prefix = re.sub(r"[*?\[].*$", "", key_pattern)  # up to the first wildcard
-    if prefix == key_pattern and prefix and not prefix.endswith("/") and "." in prefix.rsplit("/", 1)[-1]:
-        return [prefix]  # one object: it is the arrival
+    prefix, one_object = watched_key(key_pattern)
+    if one_object:
+        return [prefix]  # one object: it is the arrival (an exact match)
     if not marker:
         return [{"prefix": prefix}] if prefix else []
 
