@@ -198,7 +198,7 @@ params:
   label: {type: string, default: "$${LockTable}", enum: ["$${LockTable}", b], description: "shows $${HOME}"}
 defaults: {image: "ghcr.io/acme/x:1", env: {E1: "$${HOME}"}}
 sources:
-  a: {type: csv, uri: "s3://b/a-$${x}.csv", description: "$${Subnets}"}
+  a: {type: csv, uri: "s3://bkt/a-$${x}.csv", description: "$${Subnets}"}
 features:
   f: {inputs: [a], sql: "SELECT *, '$${ArtifactBucket}' AS z FROM a", description: "$${SecurityGroups}"}
 validation:
@@ -213,8 +213,8 @@ training:
 steps:
   s: {after: [train], run: {command: [bash, -c, "echo $${HOME} ${run.id}"]}, description: "$${JobQueue}"}
 backends:
-  argo: {store: "s3://b/p"}
-  stepfunctions: {store: "s3://b/p"}
+  argo: {store: "s3://bkt/p"}
+  stepfunctions: {store: "s3://bkt/p"}
 """
 
 
@@ -238,7 +238,7 @@ def test_an_escaped_reference_is_a_literal_in_texts_nothing_fills_in(tmp_path):
     train = next(step for step in ir.steps if step.kind == "train")
     assert "lbfgs${Cluster}" in json.dumps(train.config)
     # the texts a step fills in keep `$${`: the runtime unescapes them as it fills them in
-    assert steps["a"].config["uri"] == "s3://b/a-$${x}.csv"
+    assert steps["a"].config["uri"] == "s3://bkt/a-$${x}.csv"
     assert steps["f"].config["sql"] == "SELECT *, '$${ArtifactBucket}' AS z FROM a"
     assert steps["s"].config["command"] == ["bash", "-c", "echo $${HOME} ${run.id}"]
     assert steps["s"].env == {"E1": "$${HOME}"}
