@@ -336,7 +336,7 @@ def discard_writes(store) -> None:
     """Make `store` (this process's) read-only: commits and JSON writes are dropped. A rank other
     than 0 still runs the rest of the step (scoring, committing, result.json) as rank 0 does, so
     every code path stays the same, and none of it reaches the store."""
-    store._publish = lambda staging, manifest: staging.discard()
+    store._publish = lambda staging, manifest, exclusive: staging.discard()
     store.write_json = lambda key, data: None
 
 
