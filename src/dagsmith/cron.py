@@ -77,7 +77,24 @@ def parse(expr: str) -> Schedule:
     if len(texts) != 5:
         raise CronError(f"cron expression {expr!r} has {len(texts)} fields, expected 5 (minute hour day month weekday)")
     values = tuple(frozenset(_field_values(text, field)) for text, field in zip(texts, FIELDS))
-    return Schedule(values, "*" not in texts[DAY_OF_MONTH].split(","), "*" not in texts[DAY_OF_WEEK].split(","))
+    schedule = Schedule(values, "*" not in texts[DAY_OF_MONTH].split(","), "*" not in texts[DAY_OF_WEEK].split(","))
+    _check_it_runs(expr, schedule)
+    return schedule
+
+
+MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February: 29 in a leap year
+
+
+def _check_it_runs(expr: str, schedule: Schedule) -> None:
+    """A day of the month that none of its months has (`0 0 31 2 *`, `0 0 30,31 2,4 *`) never
+    runs: every backend would take it and never start the pipeline. Only when the day of month
+    alone decides (with a day of week set too, a matching weekday runs it: cron's OR)."""
+    if not schedule.day_of_month_set or schedule.day_of_week_set:
+        return
+    first_day = min(schedule.values[DAY_OF_MONTH])
+    if not any(first_day <= MONTH_DAYS[month - 1] for month in schedule.values[MONTH]):
+        months = ", ".join(MONTHS[m - 1] for m in sorted(schedule.values[MONTH]))
+        raise CronError(f"cron expression {_short(expr)} never runs: none of its months ({months}) has a day {first_day}")
 
 
 def _field_values(text: str, field: Field) -> set[int]:

@@ -23,6 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote_plus
 
 from .. import cron, naming, references
 from ..errors import DagsmithError
@@ -190,6 +191,25 @@ def watched_key(key_pattern: str) -> tuple[str, bool]:
     prefix = re.sub(r"[*?\[].*$", "", key_pattern)  # up to the first wildcard
     one = prefix == key_pattern and bool(prefix) and not prefix.endswith("/") and "." in prefix.rsplit("/", 1)[-1]
     return prefix, one
+
+
+@dataclass(frozen=True)
+class NewObject:
+    """Which S3 object-created notification is new data of a watched source (every backend's SQS
+    filter): its bucket (None: any, the source is not on S3), and the key as S3 notifications
+    carry it, URL-encoded with a space as '+': exactly `key` when `exact`, else any key starting
+    with it."""
+    bucket: str | None
+    key: str
+    exact: bool
+
+
+def new_object(uri: str | None) -> NewObject:
+    if not (uri or "").startswith("s3://"):
+        return NewObject(None, "", False)
+    bucket, _, key_pattern = str(uri)[len("s3://"):].partition("/")
+    prefix, one_object = watched_key(key_pattern)
+    return NewObject(bucket, quote_plus(prefix, safe="/"), one_object and bool(prefix))
 
 
 def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_uri: str | None = None,

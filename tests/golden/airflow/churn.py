@@ -33,8 +33,12 @@ ASSETS = [
     Asset(
         name="churn-model.events",
         uri="data/events.csv",
-        # The bucket's object-created notifications arrive on this SQS queue and start the run.
-        watchers=[AssetWatcher(name="churn-model.events.sqs", trigger=MessageQueueTrigger(scheme="sqs", sqs_queue="https://sqs.eu-west-1.amazonaws.com/123456789012/churn-events-landed"))],
+        # The bucket's object-created notifications arrive on this SQS queue; one of the source's
+        # new objects starts the run (other messages are left on the queue).
+        watchers=[AssetWatcher(name="churn-model.events.sqs", trigger=MessageQueueTrigger(
+            scheme="sqs", sqs_queue="https://sqs.eu-west-1.amazonaws.com/123456789012/churn-events-landed",
+            message_filtering="jsonpath-ext", message_filtering_config="Records[?(@.eventName =~ \"^ObjectCreated:\")]",
+        ))],
     ),
 ]
 

@@ -20,6 +20,7 @@ Mapping of the plan's tasks (what the backend cannot express is a Problem, never
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -29,7 +30,7 @@ from ...errors import UsageError, format_path
 from ...ir import IR
 from ...runtime import environment as E
 from .. import kubernetes
-from ..plan import Plan, Task, build_plan
+from ..plan import Plan, Task, build_plan, new_object
 from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors
 
 OPTIONS = ("backends", "airflow")
@@ -270,6 +271,7 @@ class AirflowBackend:
                 "uri": trigger["uri"] or f"dagsmith://{plan.name}/{trigger['source']}",
                 "queue": trigger.get("queue"),
                 "watcher": f"{plan.name}.{trigger['source']}.sqs",
+                "message_filter": sqs_message_filter(trigger.get("uri")),
             }
             for trigger in plan.on_new_data
         ]
@@ -288,6 +290,30 @@ class AirflowBackend:
             return (on_data, imports)
         imports.update({"AssetOrTimeSchedule", "CronTriggerTimetable"})
         return (f'AssetOrTimeSchedule(timetable=CronTriggerTimetable({_py(cron)}, timezone="UTC"), assets={on_data})', imports)
+
+
+def sqs_message_filter(uri: str | None) -> str:
+    """The SqsSensorTrigger's `message_filtering_config` (with message_filtering="jsonpath-ext"):
+    a message is new data of the source only when a record of it is an object created in the
+    source's bucket under its key (plan.new_object: the rule of every backend). Without it, every
+    message on the queue started a run: S3's s3:TestEvent, other buckets, `t.csv.bak` for `t.csv`.
+    The provider keeps a message when the expression finds anything and no match values are
+    given (providers/amazon/aws/utils/sqs.py:83-98, apache-airflow-providers-amazon 9.39.0); the
+    `=~` operator is Python's re.search (jsonpath-ng 1.17.0 jsonpath_ng/ext/filter.py:44), so `\\Z`, not `$`, ends
+    the text. A quote or backslash inside a JSONPath string is escaped with a backslash
+    (jsonpath_ng/lexer.py, t_doublequote_escape)."""
+    new = new_object(uri)
+    tests = ['@.eventName =~ "^ObjectCreated:"']
+    if new.bucket is not None:
+        tests.append(f"@.s3.bucket.name == {_jsonpath_text(new.bucket)}")
+    if new.key:
+        end = r"\Z" if new.exact else ""
+        tests.append(f"@.s3.object.key =~ {_jsonpath_text('^' + re.escape(new.key) + end)}")
+    return f"Records[?({' && '.join(tests)})]"
+
+
+def _jsonpath_text(text: str) -> str:
+    return '"' + re.sub(r'(["\\])', r"\\\1", text) + '"'
 
 
 _IR = "\x00IR"  # stands for the IR's location in a command line: a variable of the DAG file

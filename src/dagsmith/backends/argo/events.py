@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote_plus
 
 from ... import naming
 from .workflow import NAME_LIMIT, TRIGGER_AT, TRIGGER_SOURCE, Settings, dump, metadata, submitted_workflow
-from ..plan import Plan, watched_key
+from ..plan import Plan, new_object
 
 API_VERSION = "argoproj.io/v1alpha1"
 WEBHOOK_PORT = "12000"
@@ -114,21 +113,18 @@ def event_source(plan: Plan, settings: Settings) -> dict:
 def sqs_filters(trigger: dict) -> list[dict]:
     """The Sensor's data filter for an SQS source: an object-created record (S3's `s3:TestEvent`
     has no Records and fails it), of the source's bucket, and when its uri is s3:// of its key:
-    exactly the key of a source that is one object, else under its prefix (plan.watched_key, as
+    exactly the key of a source that is one object, else under its prefix (plan.new_object, as
     Step Functions' rule). Argo Events reads each string `value` as a Go regular expression that
     may match anywhere in the text at the gjson `path` (`regexp.Match`, so `^...$` for the whole
     text; RE2's `$` is the end of the text), a missing path fails the filter, and filters are ANDed
     (argo-events v1.9.11 pkg/sensors/dependencies/filter.go:219-228, 360-390)."""
     filters = [{"path": "body.Records.0.eventName", "type": "string", "value": ["^ObjectCreated:"]}]
-    uri = str(trigger.get("uri") or "")
-    if uri.startswith("s3://"):
-        bucket, _, key_pattern = uri[len("s3://"):].partition("/")
-        filters.append({"path": "body.Records.0.s3.bucket.name", "type": "string", "value": [f"^{re.escape(bucket)}$"]})
-        prefix, one_object = watched_key(key_pattern)
-        if prefix:
-            # S3 notifications carry the key URL-encoded (a space as '+')
-            key = "^" + re.escape(quote_plus(prefix, safe="/")) + ("$" if one_object else "")
-            filters.append({"path": "body.Records.0.s3.object.key", "type": "string", "value": [key]})
+    new = new_object(trigger.get("uri"))
+    if new.bucket is not None:
+        filters.append({"path": "body.Records.0.s3.bucket.name", "type": "string", "value": [f"^{re.escape(new.bucket)}$"]})
+    if new.key:
+        key = "^" + re.escape(new.key) + ("$" if new.exact else "")
+        filters.append({"path": "body.Records.0.s3.object.key", "type": "string", "value": [key]})
     return filters
 
 
