@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 from croniter import CroniterBadDateError, croniter
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from backend_argo.interpreter import robfig_fires, robfig_schedule
@@ -40,10 +40,43 @@ def _field(field: cron.Field, few: tuple[str, ...] = ()):
     return st.one_of(st.sampled_from(few), parts) if few else parts
 
 
-CRONS = st.tuples(
+ANY_CRON = st.tuples(
     _field(cron.FIELDS[0], ("0", "30", "5-5", "*/20")), _field(cron.FIELDS[1], ("0", "3", "5-5", "*/8")),
     *(_field(f) for f in cron.FIELDS[2:]),
 ).map(" ".join)
+
+
+def never_runs(expr: str) -> bool:
+    try:
+        cron.parse(expr)
+    except cron.CronError as exc:
+        assert "never runs" in str(exc), exc  # the strategy writes only crons of valid parts
+        return True
+    return False
+
+
+CRONS = ANY_CRON.filter(lambda expr: not never_runs(expr))  # the spec refuses the others
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_CRON)
+@example("0 0 30/1 2 *").via("found by CI")  # random crons rarely never run: the cases that do
+@example("0 0 31 2,4,6,9,11 *").via("every short month")
+@example("0 0 30,31 feb *").via("a list")
+@example("0 0 31 2 1").via("a weekday set too: it runs on Mondays")
+@example("0 0 29 2 *").via("leap years")
+def test_a_cron_is_refused_as_never_running_exactly_when_no_day_of_eight_years_matches(expr):
+    """Eight years hold every weekday of every month day, and a leap February."""
+    fields = [cron._field_values(text, field) for text, field in zip(expr.split(), cron.FIELDS)]
+    dom, months, dow = fields[2], fields[3], {d % 7 for d in fields[4]}
+    texts = expr.split()
+    both = "*" not in texts[2].split(",") and "*" not in texts[4].split(",")
+    day, runs = dt.date(2028, 1, 1), False
+    while day < dt.date(2036, 1, 1) and not runs:
+        in_dom, in_dow = day.day in dom, day.isoweekday() % 7 in dow
+        runs = day.month in months and ((in_dom or in_dow) if both else (in_dom and in_dow))
+        day += dt.timedelta(days=1)
+    assert never_runs(expr) == (not runs)
 
 START = dt.datetime(2027, 12, 30)  # a window over a leap February and every weekday of each month day
 END = START + dt.timedelta(days=800)

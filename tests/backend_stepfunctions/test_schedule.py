@@ -151,6 +151,8 @@ def test_eventbridge_fires_when_the_cron_does(expr):
         expression = cron_expression(expr)
     except ValueError as exc:
         fields = expr.split()
+        if "never runs" in str(exc):
+            return  # the spec refuses it for every backend (tests/test_cron.py: exactly the crons that never run)
         # refused only when both day fields are set and neither matches every day (EventBridge takes one)
         assert "both the day of the month and of the week" in str(exc) or "characters" in str(exc), exc
         if "both" in str(exc):
