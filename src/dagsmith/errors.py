@@ -156,12 +156,18 @@ def redact(text: str | None) -> str | None:
 CONNECTION_PREFIX = "DAGSMITH_CONN_"  # runtime/sources.py's connection_env: where connection values are
 
 
-def _forms(piece: str) -> set[str]:
-    """A piece as a client library may print it: as given, percent-decoded, percent-encoded."""
-    from urllib.parse import quote, unquote, unquote_plus
+def encoded_forms(secret: str) -> set[str]:
+    """A secret as a client library or a server may print it: as given, percent-decoded,
+    percent-encoded (path and form style), JSON-escaped (also with `\\/`, and as Go's
+    encoding/json escapes `&<>`). The one list of forms every scrubber hides."""
+    import json
+    from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
-    return {piece, unquote(piece), unquote_plus(piece), quote(piece, safe=""), quote(unquote(piece), safe=""),
-            quote(unquote(piece), safe="/:@")}
+    escaped = json.dumps(secret)[1:-1]
+    go = escaped.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    return {secret, unquote(secret), unquote_plus(secret), quote(secret, safe=""), quote_plus(secret),
+            quote(unquote(secret), safe=""), quote(unquote(secret), safe="/:@"),
+            escaped, escaped.replace("/", "\\/"), go}
 
 
 def _pieces(value: str) -> set[str]:
@@ -185,7 +191,7 @@ def _pieces(value: str) -> set[str]:
     for pair in re.split(r"[&;]", parts.query):
         found |= {pair, pair.partition("=")[2]}
     found |= set(parts.path.split("/"))
-    return {form for piece in found if piece for form in _forms(piece)}
+    return {form for piece in found if piece for form in encoded_forms(piece)}
 
 
 @functools.lru_cache(maxsize=64)
@@ -193,7 +199,7 @@ def _hider(value: str):
     """A regex matching the value and its pieces (longest first). A piece shorter than 8
     characters only counts between non-alphanumerics (else "db" would be hidden in "mydb"
     everywhere); a single character is no secret, and hiding it would shred the message."""
-    whole = _forms(value)
+    whole = encoded_forms(value)
     alternatives = []
     for piece in sorted((whole | _pieces(value)) - {""}, key=lambda p: (-len(p), p)):
         if len(piece) < 2:

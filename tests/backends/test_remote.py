@@ -110,3 +110,22 @@ def test_a_trickled_tls_handshake_is_bounded_too():
     finally:
         stop.set()
         listener.close()
+
+
+def test_both_scrubbers_hide_every_encoded_form_of_a_secret():
+    """remote.scrub (a server's answer) and errors.hide_value (a client library's error) hide the
+    same forms, from one list (errors.encoded_forms): a hidden JSON-escaped form in one and not
+    in the other was a leak waiting to happen."""
+    import json
+    from urllib.parse import quote, quote_plus
+
+    from dagsmith.errors import hide_value
+
+    secret = "s3cr3t/p&ss+w<o>rd"
+    forms = [secret, json.dumps(secret)[1:-1].replace("/", "\\/"), quote(secret, safe=""), quote_plus(secret),
+             json.dumps(secret)[1:-1].replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")]
+    for form in forms:
+        text = f"answer: {form} end"
+        assert secret not in remote.scrub(text, [secret]) and form not in remote.scrub(text, [secret]), form
+        hidden = hide_value(text, secret, "DAGSMITH_CONN_DB")
+        assert form not in hidden, (form, hidden)

@@ -19,12 +19,11 @@ import ssl
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..errors import UsageError, redact
+from ..errors import UsageError, encoded_forms, redact
 
 TIMEOUT_ENV = "DAGSMITH_REQUEST_TIMEOUT"
 DEFAULT_TIMEOUT = 30.0  # seconds for one whole request (connect, send, every byte of the answer)
@@ -211,10 +210,7 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
     for secret in secrets:  # the longest form first: one form may hold another
         if not secret:
             continue
-        escaped = json.dumps(secret)[1:-1]
-        go = escaped.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")  # Go's encoding/json
-        for form in sorted({secret, escaped, escaped.replace("/", "\\/"), go, urllib.parse.quote(secret, safe=""),
-                            urllib.parse.quote_plus(secret)}, key=len, reverse=True):
+        for form in sorted(encoded_forms(secret) - {""}, key=len, reverse=True):
             text = text.replace(form, "***")
     text = _AUTHORIZATION.sub(lambda m: m.group(1) + "***", text)
     text = _SCHEME.sub(lambda m: m.group(1) + m.group(2) + "***", text)
