@@ -51,6 +51,7 @@ class Outcome:
     rows: dict  # step id -> rows of the table it wrote (sources, features)
     items: dict  # fan-out step id -> items completed
     deployed: dict | None  # model name -> model_fingerprint this run registered (None: nothing)
+    tables: dict  # "<step id>/<file>" -> rows of each table a predict or custom step wrote
     run_id: str
     run_date: str  # YYYY-MM-DD, as the backend itself reports the run's logical date
     root: Path  # the folder the steps ran in (custom steps' cwd): what they wrote is there
@@ -65,7 +66,7 @@ class Outcome:
         passed = [bool(check.get("passed")) for check in self.gates]
         return "passed" if all(passed) else "failed" if not any(passed) else "partial"
 
-    COMPARED = ("status", "steps", "metrics", "gate", "gates", "validation", "rows", "items", "deployed")
+    COMPARED = ("status", "steps", "metrics", "gate", "gates", "validation", "rows", "items", "deployed", "tables")
 
     def compared(self) -> dict:
         """What must be equal on every backend, field by field."""
@@ -176,6 +177,23 @@ class StoreView:
             if s.get("fanout"):
                 prefix = f"runs/{self.run_id}/items/{s['id']}/"
                 out[s["id"]] = sum(1 for key in self.store.list(prefix) if key.count("/") == prefix.count("/") + 1 and key.endswith("/manifest.json"))
+        return out
+
+    def tables(self) -> dict:
+        """{"<step id>/<file>": rows} of every table a predict step or a custom step committed
+        (batch scores, user code's declared outputs): values as JSON gives them, so rows compare
+        exactly across backends."""
+        import pyarrow.parquet as pq
+
+        out = {}
+        for s in self.steps:
+            if s["kind"] not in ("predict", "custom"):
+                continue
+            manifest = self.store.manifest(self.store.step_key(self.run_id, s["id"]))
+            for name in sorted((manifest or {}).get("files") or {}):
+                if name.endswith(".parquet"):
+                    rows = pq.read_table(self.store.file(manifest, name)).to_pylist()
+                    out[f"{s['id']}/{name}"] = json.loads(json.dumps(rows, default=str))
         return out
 
     def deployed(self) -> dict | None:

@@ -178,6 +178,7 @@ class AirflowAdapter(Adapter):
             rows=view.rows(),
             items=view.items(),
             deployed=view.deployed(),
+            tables=view.tables(),
             run_id=got["run_id"],
             run_date=got["run_date"],
             root=Path(handle["root"]),

@@ -57,7 +57,7 @@ from conformance.adapters import StoreView
 store, run_id, ir_file = sys.argv[2:5]
 view = StoreView(store, run_id, json.load(open(ir_file, encoding="utf-8")))
 print(json.dumps({"metrics": view.metrics(), "gates": view.gates(), "validation": view.validation(), "rows": view.rows(),
-                  "items": view.items(), "deployed": view.deployed(), "gate_passed": view.gate_passed()}))
+                  "items": view.items(), "deployed": view.deployed(), "tables": view.tables(), "gate_passed": view.gate_passed()}))
 """
 
 
@@ -217,6 +217,7 @@ class ArgoAdapter(Adapter):
             rows=view["rows"],
             items=view["items"],
             deployed=view["deployed"],
+            tables=view["tables"],
             run_id=result.name,
             run_date=result.created.date().isoformat(),
             root=Path(handle["root"]),

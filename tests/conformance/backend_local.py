@@ -63,6 +63,7 @@ class LocalAdapter(Adapter):
             rows=view.rows(),
             items={sid: record["steps"][sid].get("items", {}).get("done", 0) for sid in fanouts},
             deployed=view.deployed(),
+            tables=view.tables(),
             run_id=run_id,
             run_date=record["run_date"],
             root=spec.parent,

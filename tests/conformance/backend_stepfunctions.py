@@ -229,7 +229,7 @@ class Worker:
     def view(self, store: str, run_id: str, ir: dict) -> dict:
         view = StoreView(store, run_id, ir)
         return {"metrics": view.metrics(), "gates": view.gates(), "validation": view.validation(), "rows": view.rows(),
-                "items": view.items(), "deployed": view.deployed()}
+                "items": view.items(), "deployed": view.deployed(), "tables": view.tables()}
 
     def run(self, machine: str, execution_input: dict, name: str, timeout: float = 900) -> dict:
         return self.run_many(machine, [execution_input], [name], timeout)[0]
@@ -570,6 +570,7 @@ class StepFunctionsAdapter(Adapter):
             rows=view["rows"],
             items=view["items"],
             deployed=view["deployed"],
+            tables=view["tables"],
             run_id=summary["run_id"],
             run_date=summary["run_date"],
             root=Path(handle["root"]),
