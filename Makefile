@@ -44,7 +44,7 @@ $(VENV)/node/node_modules/.bin/asl-validator: $(BIN)/dagsmith
 	npm install --prefix $(VENV)/node --no-audit --no-fund --silent asl-validator@4
 
 test: $(BIN)/dagsmith $(VENV)/.horovod chromium $(VENV)/node/node_modules/.bin/asl-validator
-	DAGSMITH_FUZZ_EXAMPLES=2500 $(BIN)/python -m pytest -q -p no:cacheprovider
+	DAGSMITH_FUZZ_EXAMPLES=2500 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
 golden: $(BIN)/dagsmith
 	$(BIN)/python -m pytest -q tests/test_golden.py --update-golden
