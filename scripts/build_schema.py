@@ -252,10 +252,10 @@ DEFS = {
         {
             "metric": {"type": "string", "minLength": 1, "description": "A metric listed in evaluation.metrics (by its name)."},
             "op": {"enum": [">=", ">", "<=", "<", "=="], "description": "Comparison operator."},
-            "value": {"anyOf": [{"type": "number"}, PARAM_NUMBER], "description": "Absolute threshold: " + THRESHOLD + "."},
+            "value": {"anyOf": [{"type": "number"}, PARAM_NUMBER], "description": "The absolute threshold: " + THRESHOLD + "."},
             "compare_to": {"enum": ["production"], "description": "Compare with the model in production."},
-            "delta": {"anyOf": [{"type": "number"}, PARAM_NUMBER], "description": "Allowed difference from production (0.0: at least as "
-                      "good; -0.01 with >=: may be 0.01 worse): " + THRESHOLD + "."},
+            "delta": {"anyOf": [{"type": "number"}, PARAM_NUMBER], "description": "The allowed difference from production (0.0: at least as good; -0.01 "
+                      "with >=: may be 0.01 worse): " + THRESHOLD + "."},
         },
         ["metric", "op"],
     ),

@@ -347,15 +347,21 @@ class _Checker:
                 name = item["name"]
                 self._syntax(path + ("function",), item["function"], check_function_ref)
                 if metricnames.known(name):
-                    self.error(path + ("name",), f"'{name}' is the name of a dagsmith metric or scikit-learn scorer: name your function's metric differently")
+                    what = "a dagsmith metric" if name in metricnames.BUILTIN else "a scikit-learn scorer"
+                    self.error(path + ("name",), f"'{name}' is {what}: give your function's metric another name")
             else:
                 name = item
                 if metricnames.is_function(name):
                     self._syntax(path, name, check_function_ref)
                 elif not metricnames.known(name):
+                    hint = did_you_mean(name, metricnames.BUILTIN + metricnames.scorers())
+                    if hint is None and "." in name:  # pkg.metrics.mape: a function reference without its colon
+                        try:
+                            check_function_ref(name)
+                        except ValueError as exc:
+                            hint = getattr(exc, "hint", None)
                     self.error(path, f"unknown metric '{name}': neither a dagsmith metric nor a scikit-learn scorer "
-                               "(sklearn.metrics.get_scorer_names()); for your own, write package.module:function",
-                               did_you_mean(name, metricnames.BUILTIN + metricnames.scorers()))
+                               "(sklearn.metrics.get_scorer_names()); for your own, write package.module:function", hint)
             if name in names:
                 self.error(path, f"metric '{name}' is listed twice")
             names.append(name)
