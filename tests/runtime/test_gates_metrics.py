@@ -131,3 +131,116 @@ def test_dagsmith_step_gates_with_the_params_of_the_run(project, capsys, monkeyp
     capsys.readouterr()
     assert main(["step", "build/gate-params.ir.json", "gate", "--store", "store", "--skip-exit-code", "99"]) == 99
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["gates"][0]["threshold"] == 0.9999
+
+
+# --- scikit-learn scorers and user functions ----------------------------------------------------
+
+def regression_rows(n: int = 200) -> pd.DataFrame:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(n, 3))
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": 2 * x[:, 0] - x[:, 1] + rng.normal(scale=0.2, size=n)})
+
+
+def multiclass_rows(n: int = 240) -> pd.DataFrame:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(n, 3))
+    labels = np.array(["cat", "dog", "eel"])[np.argmax(x + rng.normal(scale=0.6, size=(n, 3)), axis=1)]
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": labels})
+
+
+RIDGE = ("sklearn.linear_model.LogisticRegression, params: {max_iter: 300}", "sklearn.linear_model.Ridge")
+
+
+def test_any_scikit_learn_scorer_is_a_metric_reported_as_the_scorer_gives_it(tmp_path):
+    text = spec(metrics="[mean_absolute_error, neg_mean_absolute_error, neg_root_mean_squared_error, r2]").replace(*RIDGE)
+    p = Pipeline(tmp_path, text, {"rows": regression_rows()})
+    p.run("train")
+    metrics = p.run("evaluate")["metrics"]
+    _, _, X_test, y_test, _ = training_frame(p.ctx("evaluate"))
+    pred = p.read("train", "model.joblib")["estimator"].predict(X_test)
+    mae = round(skm.mean_absolute_error(y_test, pred), 6)
+    assert metrics["mean_absolute_error"] == mae  # dagsmith's: the error itself
+    assert metrics["neg_mean_absolute_error"] == -mae  # the scorer's: negated, greater is better
+    assert metrics["neg_root_mean_squared_error"] == -round(skm.root_mean_squared_error(y_test, pred), 6)
+
+
+def test_multiclass_averaging_of_the_builtin_metrics_and_the_scorers(tmp_path):
+    names = "[roc_auc, f1, precision, recall, f1_macro, recall_micro, roc_auc_ovr_weighted, balanced_accuracy]"
+    p = Pipeline(tmp_path, spec(metrics=names), {"rows": multiclass_rows()})
+    p.run("train")
+    metrics = p.run("evaluate")["metrics"]
+    est = p.read("train", "model.joblib")["estimator"]
+    _, _, X_test, y_test, _ = training_frame(p.ctx("evaluate"))
+    pred, proba = est.predict(X_test), est.predict_proba(X_test)
+    expected = {  # docs/model-inputs.md "Multiclass": one-vs-rest macro roc_auc, weighted f1/precision/recall
+        "roc_auc": skm.roc_auc_score(y_test, proba, multi_class="ovr", average="macro"),
+        "f1": skm.f1_score(y_test, pred, average="weighted"),
+        "precision": skm.precision_score(y_test, pred, average="weighted", zero_division=0),
+        "recall": skm.recall_score(y_test, pred, average="weighted"),
+        "f1_macro": skm.f1_score(y_test, pred, average="macro"),
+        "recall_micro": skm.recall_score(y_test, pred, average="micro"),
+        "roc_auc_ovr_weighted": skm.roc_auc_score(y_test, proba, multi_class="ovr", average="weighted"),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_test, pred),
+    }
+    assert metrics == {k: round(float(v), 6) for k, v in expected.items()}
+
+
+USER_METRICS = '''
+import numpy as np
+
+def hits(y_true, y_pred):
+    return int(np.sum(np.asarray(y_true) == np.asarray(y_pred)))
+
+def mean_proba(y_true, y_proba, scale=1.0):
+    return float(np.mean(y_proba)) * scale
+
+def broken(y_true, y_pred):
+    raise ValueError("no good")
+
+def text(y_true, y_pred):
+    return "high"
+'''
+
+
+def test_user_metric_functions_with_predictions_or_probabilities_and_gates_on_them(tmp_path):
+    (tmp_path / "mymetrics.py").write_text(USER_METRICS)
+    metrics = '''
+    - roc_auc
+    - "mymetrics:hits"
+    - {name: mean_proba, function: "mymetrics:mean_proba", needs: proba, params: {scale: 2}}'''
+    gates = '''  gates:
+    - {metric: mean_proba, op: ">", value: 0}
+    - {metric: "mymetrics:hits", op: ">=", value: 1000000}'''
+    p = Pipeline(tmp_path, spec(metrics=metrics, gates=gates), {"rows": classification_rows()})
+    assert p.ir.step("evaluate").config["metric_functions"]["mean_proba"] == {
+        "function": "mymetrics:mean_proba", "needs": "proba", "params": {"scale": 2}}
+    p.run("train")
+    result = p.run("evaluate")["metrics"]
+    est = p.read("train", "model.joblib")["estimator"]
+    _, _, X_test, y_test, _ = training_frame(p.ctx("evaluate"))
+    assert result["mymetrics:hits"] == float(np.sum(est.predict(X_test) == y_test.to_numpy()))
+    assert result["mean_proba"] == round(2 * float(np.mean(est.predict_proba(X_test)[:, 1])), 6)  # the positive class's column
+    gate = p.run("gate")
+    assert [g["passed"] for g in gate["gates"]] == [True, False]
+
+    for name, message in (("broken", r"(?s)metric broken_m \(metrics_broken:broken\) raised ValueError: no good\n.*line 11, in broken"),
+                          ("text", r"metric text_m \(metrics_text:text\) returned str, not a number")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"metrics_{name}.py").write_text(USER_METRICS)
+        q = Pipeline(tmp_path / name, spec(metrics=f'[{{name: {name}_m, function: "metrics_{name}:{name}"}}]'), {"rows": classification_rows()})
+        with pytest.raises(StepFailed, match=message):
+            q.run("train")  # train scores its model on evaluation.metrics too
+
+
+def test_the_metric_module_is_part_of_trains_cache_key(tmp_path):
+    from dagsmith.runner.cache import cache_key
+
+    (tmp_path / "cachemetrics.py").write_text(USER_METRICS)
+    p = Pipeline(tmp_path, spec(metrics='[accuracy, "cachemetrics:hits"]'), {"rows": classification_rows()})
+    before = cache_key(p.ctx("train"), p.ir)
+    assert cache_key(p.ctx("train"), p.ir) == before
+    (tmp_path / "cachemetrics.py").write_text(USER_METRICS + "\n# changed\n")
+    assert cache_key(p.ctx("train"), p.ir) != before
+    # the metrics train scores on are part of it too (select reads them from the trials)
+    q = Pipeline(tmp_path, spec(metrics='[accuracy]'), {"rows": classification_rows()})
+    assert cache_key(q.ctx("train"), q.ir) != cache_key(p.ctx("train"), p.ir)
