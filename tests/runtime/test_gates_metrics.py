@@ -244,3 +244,53 @@ def test_the_metric_module_is_part_of_trains_cache_key(tmp_path):
     # the metrics train scores on are part of it too (select reads them from the trials)
     q = Pipeline(tmp_path, spec(metrics='[accuracy]'), {"rows": classification_rows()})
     assert cache_key(q.ctx("train"), q.ir) != cache_key(p.ctx("train"), p.ir)
+
+
+# --- compare_to: production, a challenger identical to production ------------------------------
+
+CHAMPION_SPEC = LOCAL_SPEC.replace("""  gates:
+    - {metric: roc_auc, op: ">=", value: "${params.min_auc}"}
+    - {metric: neg_log_loss, op: ">=", value: -5}""", """  gates:
+    - {metric: roc_auc, compare_to: production, op: ">=", delta: 0.0}
+    - {metric: balanced_accuracy, compare_to: production, op: ">=", delta: -0.01}
+    - {metric: neg_log_loss, compare_to: production, op: ">=", delta: -0.0}
+deployment: {model_name: churn, target: local}""")
+
+
+def test_a_challenger_identical_to_production_passes_and_prints_plainly(project, capsys):
+    (project / "pipeline.yaml").write_text(CHAMPION_SPEC)
+    first = _run_json(capsys)
+    assert first["status"] == "succeeded"
+    second = _run_json(capsys)  # same data: train is cached, the challenger IS production's model
+    assert second["status"] == "succeeded"
+    folder = project / "wd" / "runs" / second["run_id"] / "steps" / "gate"
+    decision = json.loads((folder / "decision.json").read_text())
+    result = json.loads((folder / "result.json").read_text())
+    for checks in (decision["gates"], result["gates"]):
+        roc, balanced, loss = checks
+        for check in checks:
+            assert check["passed"] is True and check["production_version"] == 1
+            assert check["observed"] == check["production_value"]
+            assert check["difference"] == 0.0 and str(check["difference"]) == "0.0"
+        assert roc["threshold"] == roc["observed"] and roc["delta"] == 0.0
+        assert balanced["threshold"] == round(balanced["production_value"] - 0.01, 6)
+        assert str(loss["delta"]) == "0.0"  # delta: -0.0 as written reads 0.0
+    text = (folder / "result.json").read_text() + (folder / "decision.json").read_text()
+    assert "e-1" not in text and "-0.0," not in text and "-0.0}" not in text
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    summary(second, console, workdir=project / "wd")
+    printed = console.file.getvalue()
+    row = next(line for line in printed.splitlines() if "roc_auc" in line and "production" in line)
+    value = f"{roc['observed']:.4f}"
+    assert f"{value} (production v1 {value}, delta 0.0000)" in row and row.rstrip(" │").endswith("yes"), row
+    assert "-0.0 " not in printed and "-0.0000" not in printed and "e-1" not in printed
+    assert "delta -0.0100)" in printed and "gates: passed (3/3 checks passed)" in printed
+
+
+def test_gate_comparisons_forgive_float_noise_only():
+    ops = evaluate.OPS
+    noisy = 0.1 + 0.2  # 0.30000000000000004
+    assert ops[">="](0.3, noisy) and ops["<="](noisy, 0.3) and not ops[">"](noisy, 0.3) and not ops["<"](0.3, noisy)
+    assert not ops[">="](0.3, 0.300001) and ops[">"](0.300001, 0.3)  # a real difference at the metrics' 6 decimals
+    assert ops[">="](-1e-17, 0.0) and not ops[">="](-1e-6, 0.0)
+    assert ops[">="](1e9 - 1e-2, 1e9) is False and ops[">="](1e9 - 1e-4, 1e9)  # relative to the magnitude (1e-12 x 1e9)
