@@ -31,7 +31,7 @@ GOALS = {name: "max" for name in ("accuracy", "balanced_accuracy", "f1", "precis
 GOALS.update({name: "min" for name in ("log_loss", "mean_absolute_error", "mean_squared_error",
                                        "root_mean_squared_error", "median_absolute_error")})
 
-# sklearn.metrics.get_scorer_names() of scikit-learn 1.9 (tests/test_metric_names.py compares it with
+# sklearn.metrics.get_scorer_names() of scikit-learn 1.9 (tests/test_compile.py compares it with
 # the installed one). A name not here is looked up in the installed scikit-learn (scorers()).
 SCORERS = (
     "accuracy", "adjusted_mutual_info_score", "adjusted_rand_score", "average_precision", "balanced_accuracy",
