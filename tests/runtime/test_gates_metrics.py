@@ -294,3 +294,22 @@ def test_gate_comparisons_forgive_float_noise_only():
     assert not ops[">="](0.3, 0.300001) and ops[">"](0.300001, 0.3)  # a real difference at the metrics' 6 decimals
     assert ops[">="](-1e-17, 0.0) and not ops[">="](-1e-6, 0.0)
     assert ops[">="](1e9 - 1e-2, 1e9) is False and ops[">="](1e9 - 1e-4, 1e9)  # relative to the magnitude (1e-12 x 1e9)
+
+
+def test_a_threshold_from_a_param_says_so_on_the_console_and_in_the_report():
+    from types import SimpleNamespace
+
+    from dagsmith.report import sections
+    from dagsmith.runner.progress import threshold_text
+
+    absolute = {"metric": "roc_auc", "op": ">=", "observed": 0.93, "threshold": 0.5, "passed": True,
+                "params": {"value": "${params.min_auc}"}}
+    relative = {"metric": "roc_auc", "op": ">=", "observed": 0.93, "threshold": 0.66, "passed": True, "compare_to": "production",
+                "delta": -0.25, "production_version": 1, "production_value": 0.91, "difference": 0.02,
+                "params": {"delta": "${params.max_drop}"}}
+    assert threshold_text(absolute) == "0.5000 (${params.min_auc})"
+    assert threshold_text(relative) == "0.6600 (production v1 0.9100, delta ${params.max_drop} = -0.2500)"
+    html = sections.gates_table(SimpleNamespace(decision={"gates": [absolute, relative]}, record={}, gates_passed=lambda: True))
+    assert "0.5 (${params.min_auc})" in html and "delta -0.25 (${params.max_drop})" in html
+    # a record from a store is not trusted: anything but a reference is not printed
+    assert threshold_text(dict(absolute, params={"value": "[red]x"})) == "0.5000"

@@ -146,9 +146,15 @@ def _regression(name: str, p: _Predictions):
 
 
 def _scorer(name: str, p: _Predictions):
+    import numpy as np
     from sklearn.metrics import get_scorer
 
-    return get_scorer(name)(p.estimator, p.X, p.y)
+    try:
+        return get_scorer(name)(p.estimator, p.X, p.y)
+    except ValueError:
+        if len(np.unique(np.asarray(p.y))) < 2:
+            return None  # e.g. roc_auc_ovr when the held-out rows hold one class: undefined, as roc_auc
+        raise
 
 
 def _user_function(name: str, definition: dict, p: _Predictions, root):
