@@ -313,3 +313,15 @@ def test_a_threshold_from_a_param_says_so_on_the_console_and_in_the_report():
     assert "0.5 (${params.min_auc})" in html and "delta -0.25 (${params.max_drop})" in html
     # a record from a store is not trusted: anything but a reference is not printed
     assert threshold_text(dict(absolute, params={"value": "[red]x"})) == "0.5000"
+
+
+def test_a_scorer_undefined_on_one_class_is_null_like_roc_auc():
+    from sklearn.linear_model import LogisticRegression
+
+    from dagsmith.runtime import metrics as M
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]})
+    model = LogisticRegression().fit(X, ["a", "a", "b", "b", "c", "c"])
+    one_class = pd.Series(["b", "b"])
+    assert M.compute(["roc_auc", "roc_auc_ovr", "accuracy"], model, X.iloc[2:4], one_class, "classifier") == {
+        "roc_auc": None, "roc_auc_ovr": None, "accuracy": 1.0}
