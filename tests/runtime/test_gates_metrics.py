@@ -199,6 +199,9 @@ def broken(y_true, y_pred):
 
 def text(y_true, y_pred):
     return "high"
+
+def yes(y_true, y_pred):
+    return np.bool_(True)
 '''
 
 
@@ -224,7 +227,8 @@ def test_user_metric_functions_with_predictions_or_probabilities_and_gates_on_th
     assert [g["passed"] for g in gate["gates"]] == [True, False]
 
     for name, message in (("broken", r"(?s)metric broken_m \(metrics_broken:broken\) raised ValueError: no good\n.*line 11, in broken"),
-                          ("text", r"metric text_m \(metrics_text:text\) returned str, not a number")):
+                          ("text", r"metric text_m \(metrics_text:text\) returned str, not a number"),
+                          ("yes", r"metric yes_m \(metrics_yes:yes\) returned bool_?, not a number")):
         (tmp_path / name).mkdir()
         (tmp_path / name / f"metrics_{name}.py").write_text(USER_METRICS)
         q = Pipeline(tmp_path / name, spec(metrics=f'[{{name: {name}_m, function: "metrics_{name}:{name}"}}]'), {"rows": classification_rows()})

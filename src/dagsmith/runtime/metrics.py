@@ -21,7 +21,6 @@ how each is reported: dagsmith/metricnames.py).
 from __future__ import annotations
 
 import math
-import numbers
 
 from ..metricnames import BUILTIN as NAMES, CLASSIFICATION, GOALS, REGRESSION  # noqa: F401 (GOALS: train.py)
 from ..metricnames import known
@@ -169,15 +168,17 @@ def _user_function(name: str, definition: dict, p: _Predictions, root):
     else:
         given = p.pred
     try:
-        value = function(np.asarray(p.y), given, **(definition.get("params") or {}))
+        returned = function(np.asarray(p.y), given, **(definition.get("params") or {}))
     except Exception as exc:
         raise user_code_error(f"metric {name} ({definition['function']})", exc) from None
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+    if returned is None:
+        return None  # undefined on this split
+    if not isinstance(returned, (bool, np.bool_, str, bytes)):
         try:
-            value = float(value)  # a numpy scalar, a 0-d array
+            return float(returned)  # a number, a numpy scalar, a 0-d array
         except (TypeError, ValueError):
-            raise StepFailed(f"metric {name} ({definition['function']}) returned {type(value).__name__}, not a number") from None
-    return value
+            pass
+    raise StepFailed(f"metric {name} ({definition['function']}) returned {type(returned).__name__}, not a number")
 
 
 def compute(names, estimator, X, y, task: str, functions=None, root=None) -> dict:
