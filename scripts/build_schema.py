@@ -23,8 +23,9 @@ METRIC_NAME = (
     "a neg_ scorer's value is negated, greater is better), or a user metric listed in evaluation.metrics."
 )
 METRIC = {
-    "description": "A metric to compute: a name (" + METRIC_NAME[len("A metric, by name: "):-1] + "), "
-    "`package.module:function` (called function(y_true, y_pred)), or {name, function, needs, params}.",
+    "description": "Metric to compute: a name (a dagsmith metric, e.g. roc_auc, or a scikit-learn scorer, e.g. "
+    "neg_mean_absolute_error), `package.module:function` (called function(y_true, y_pred)), or "
+    "{name, function, needs, params}.",
     "anyOf": [
         {"type": "string", "minLength": 1},
         {

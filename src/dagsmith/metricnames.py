@@ -16,7 +16,8 @@ that name:
 - a user function, `package.module:function` as a string, or `{name, function, needs, params}`:
   called `function(y_true, y_pred, **params)` (needs: prediction, the default) or
   `function(y_true, y_proba, **params)` (needs: proba: the positive class's probability for two
-  classes, the (rows x classes) matrix in `classes_` order otherwise). It returns a number.
+  classes, the (rows x classes) matrix in `classes_` order otherwise). It returns a number, or None
+  (undefined on these rows).
 """
 
 from __future__ import annotations
