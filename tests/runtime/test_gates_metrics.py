@@ -319,7 +319,7 @@ def test_a_threshold_from_a_param_says_so_on_the_console_and_in_the_report():
     assert threshold_text(dict(absolute, params={"value": "[red]x"})) == "0.5000"
 
 
-def test_a_scorer_undefined_on_one_class_is_null_like_roc_auc():
+def test_a_scorer_undefined_on_the_held_out_classes_is_null_like_roc_auc():
     from sklearn.linear_model import LogisticRegression
 
     from dagsmith.runtime import metrics as M
@@ -329,3 +329,7 @@ def test_a_scorer_undefined_on_one_class_is_null_like_roc_auc():
     one_class = pd.Series(["b", "b"])
     assert M.compute(["roc_auc", "roc_auc_ovr", "accuracy"], model, X.iloc[2:4], one_class, "classifier") == {
         "roc_auc": None, "roc_auc_ovr": None, "accuracy": 1.0}
+    # multiclass held-out rows that lack one of the model's classes (a rare class, a small partition)
+    two_of_three = pd.Series(["a", "b", "b"])
+    scores = M.compute(["roc_auc", "roc_auc_ovr", "f1_macro"], model, X.iloc[[0, 2, 3]], two_of_three, "classifier")
+    assert scores["roc_auc"] is None and scores["roc_auc_ovr"] is None and scores["f1_macro"] is not None

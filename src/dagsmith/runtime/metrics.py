@@ -151,8 +151,12 @@ def _scorer(name: str, p: _Predictions):
     try:
         return get_scorer(name)(p.estimator, p.X, p.y)
     except ValueError:
-        if len(np.unique(np.asarray(p.y))) < 2:
-            return None  # e.g. roc_auc_ovr when the held-out rows hold one class: undefined, as roc_auc
+        present = len(np.unique(np.asarray(p.y)))
+        known = getattr(p.estimator, "classes_", None)
+        if present < 2 or (known is not None and present < len(known)):
+            # e.g. roc_auc_ovr when the held-out rows lack a class the model knows: undefined on
+            # this split (None), as dagsmith's roc_auc
+            return None
         raise
 
 
