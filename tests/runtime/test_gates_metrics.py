@@ -20,7 +20,6 @@ from dagsmith.runner.progress import summary
 from dagsmith.runtime import evaluate
 from dagsmith.runtime.context import StepFailed
 from dagsmith.runtime.data import training_frame
-from dagsmith.runtime.store import LocalStore
 
 from runtime_testing import Pipeline  # noqa: E402
 from test_evaluate_deploy import classification_rows, spec  # noqa: E402
