@@ -332,3 +332,16 @@ def test_a_scorer_undefined_on_the_held_out_classes_is_null_like_roc_auc():
     two_of_three = pd.Series(["a", "b", "b"])
     scores = M.compute(["roc_auc", "roc_auc_ovr", "f1_macro"], model, X.iloc[[0, 2, 3]], two_of_three, "classifier")
     assert scores["roc_auc"] is None and scores["roc_auc_ovr"] is None and scores["f1_macro"] is not None
+
+
+def test_a_scorer_this_scikit_learn_lacks_fails_the_step_saying_so(monkeypatch):
+    import sklearn.metrics
+    from sklearn.linear_model import LogisticRegression
+
+    from dagsmith.runtime import metrics as M
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    model = LogisticRegression().fit(X, [0, 0, 1, 1])
+    monkeypatch.setattr(sklearn.metrics, "get_scorer_names", lambda: ["accuracy"])  # an older scikit-learn
+    with pytest.raises(StepFailed, match=r"metric f1_macro: scikit-learn .* here has no scorer 'f1_macro'"):
+        M.compute(["f1_macro"], model, X, pd.Series([0, 0, 1, 1]), "classifier")

@@ -146,8 +146,11 @@ def _regression(name: str, p: _Predictions):
 
 def _scorer(name: str, p: _Predictions):
     import numpy as np
-    from sklearn.metrics import get_scorer
+    import sklearn
+    from sklearn.metrics import get_scorer, get_scorer_names
 
+    if name not in get_scorer_names():  # a scorer of another scikit-learn version than this image's
+        raise StepFailed(f"metric {name}: scikit-learn {sklearn.__version__} here has no scorer {name!r}")
     try:
         return get_scorer(name)(p.estimator, p.X, p.y)
     except ValueError:
