@@ -22,29 +22,6 @@ METRIC_NAME = (
     "a scikit-learn scorer (sklearn.metrics.get_scorer_names(): neg_mean_absolute_error, f1_macro, roc_auc_ovr...; "
     "a neg_ scorer's value is negated, greater is better), or a user metric listed in evaluation.metrics."
 )
-METRIC = {
-    "description": "Metric to compute: a name (a dagsmith metric, e.g. roc_auc, or a scikit-learn scorer, e.g. "
-    "neg_mean_absolute_error), `package.module:function` (called function(y_true, y_pred)), or "
-    "{name, function, needs, params}.",
-    "anyOf": [
-        {"type": "string", "minLength": 1},
-        {
-            "type": "object",
-            "description": "A user metric function, called function(y_true, y_pred, **params), or with the "
-            "predicted probabilities instead of y_pred when needs: proba.",
-            "properties": {
-                "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": "The metric's name in results and gates."},
-                "function": {"type": "string", "description": "`package.module:function`, imported from the spec's folder."},
-                "needs": {"enum": ["prediction", "proba"], "description": "prediction (default): y_pred; proba: the positive "
-                          "class's probability (two classes) or the rows x classes matrix."},
-                "params": {"type": "object", "description": "Keyword arguments for the function."},
-            },
-            "patternProperties": {"^x-": {"description": "Extension key: ignored by dagsmith."}},
-            "additionalProperties": False,
-            "required": ["name", "function"],
-        },
-    ],
-}
 # A gate's value or delta: a number, or ${params.NAME} of a number or integer parameter.
 THRESHOLD = "a number, or ${params.NAME} of a number or integer parameter (each run's value)"
 PARAM_NUMBER = {"type": "string", "pattern": r"^\$\{params\.[A-Za-z_][A-Za-z0-9_]*\}$"}
@@ -83,6 +60,28 @@ def obj(description: str, properties: dict, required: list[str] | None = None, *
         out["required"] = required
     out.update(extra)
     return out
+
+
+METRIC = {
+    "description": "Metric to compute: a name (a dagsmith metric, e.g. roc_auc, or a scikit-learn scorer, e.g. "
+    "neg_mean_absolute_error), `package.module:function` (called function(y_true, y_pred)), or "
+    "{name, function, needs, params}.",
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        obj(
+            "A user metric function, called function(y_true, y_pred, **params), or with the predicted "
+            "probabilities instead of y_pred when needs: proba.",
+            {
+                "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": "The metric's name in results and gates."},
+                "function": {"type": "string", "description": "`package.module:function`, imported from the spec's folder."},
+                "needs": {"enum": ["prediction", "proba"], "description": "prediction (default): y_pred; proba: the positive "
+                          "class's probability (two classes) or the rows x classes matrix."},
+                "params": {"type": "object", "description": "Keyword arguments for the function."},
+            },
+            ["name", "function"],
+        ),
+    ],
+}
 
 
 def string(description: str, **extra) -> dict:
