@@ -16,10 +16,15 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "dagsmith" / "schema" / "pipeline.schema.json"
 
-METRICS = [
-    "accuracy", "f1", "log_loss", "mean_absolute_error", "mean_squared_error",
-    "precision", "r2", "recall", "roc_auc",
-]
+METRIC_NAME = (
+    "A metric, by name: one of dagsmith's (accuracy, balanced_accuracy, f1, precision, recall, roc_auc, log_loss; "
+    "r2, mean_absolute_error, mean_squared_error, root_mean_squared_error, median_absolute_error, explained_variance), "
+    "a scikit-learn scorer (sklearn.metrics.get_scorer_names(): neg_mean_absolute_error, f1_macro, roc_auc_ovr...; "
+    "a neg_ scorer's value is negated, greater is better), or a user metric listed in evaluation.metrics."
+)
+# A gate's value or delta: a number, or ${params.NAME} of a number or integer parameter.
+THRESHOLD = "a number, or ${params.NAME} of a number or integer parameter (each run's value)"
+PARAM_NUMBER = {"type": "string", "pattern": r"^\$\{params\.[A-Za-z_][A-Za-z0-9_]*\}$"}
 NAME = {
     "type": "string",
     "pattern": "^[A-Za-z][A-Za-z0-9_-]*$",
@@ -55,6 +60,28 @@ def obj(description: str, properties: dict, required: list[str] | None = None, *
         out["required"] = required
     out.update(extra)
     return out
+
+
+METRIC = {
+    "description": "Metric to compute: a name (a dagsmith metric, e.g. roc_auc, or a scikit-learn scorer, e.g. "
+    "neg_mean_absolute_error), `package.module:function` (called function(y_true, y_pred)), or "
+    "{name, function, needs, params}.",
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        obj(
+            "A user metric function, called function(y_true, y_pred, **params), or with the predicted "
+            "probabilities instead of y_pred when needs: proba.",
+            {
+                "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": "The metric's name in results and gates."},
+                "function": {"type": "string", "description": "`package.module:function`, imported from the spec's folder."},
+                "needs": {"enum": ["prediction", "proba"], "description": "prediction (default): y_pred; proba: the positive "
+                          "class's probability (two classes) or the rows x classes matrix."},
+                "params": {"type": "object", "description": "Keyword arguments for the function."},
+            },
+            ["name", "function"],
+        ),
+    ],
+}
 
 
 def string(description: str, **extra) -> dict:
@@ -210,7 +237,7 @@ DEFS = {
             "select": obj(
                 "How the best trial is chosen for evaluation.",
                 {
-                    "metric": {"enum": METRICS, "description": "Metric computed on the held-out split."},
+                    "metric": {"type": "string", "minLength": 1, "description": METRIC_NAME},
                     "goal": {"enum": ["max", "min"], "description": "max or min."},
                 },
                 ["metric", "goal"],
@@ -223,11 +250,12 @@ DEFS = {
         "{metric, compare_to: production, op, delta}: the new model's metric compared with the production "
         "model's plus delta.",
         {
-            "metric": {"enum": METRICS, "description": "A metric listed in evaluation.metrics."},
+            "metric": {"type": "string", "minLength": 1, "description": "A metric listed in evaluation.metrics (by its name)."},
             "op": {"enum": [">=", ">", "<=", "<", "=="], "description": "Comparison operator."},
-            "value": {"type": "number", "description": "Absolute threshold."},
+            "value": {"anyOf": [{"type": "number"}, PARAM_NUMBER], "description": "The absolute threshold: " + THRESHOLD + "."},
             "compare_to": {"enum": ["production"], "description": "Compare with the model in production."},
-            "delta": {"type": "number", "description": "Allowed difference from production (0.0: at least as good)."},
+            "delta": {"anyOf": [{"type": "number"}, PARAM_NUMBER], "description": "The allowed difference from production (0.0: at least as good; -0.01 "
+                      "with >=: may be 0.01 worse): " + THRESHOLD + "."},
         },
         ["metric", "op"],
     ),
@@ -323,7 +351,7 @@ SCHEMA = {
             "evaluation": step(
                 "Metrics on the held-out split, and the gates that decide whether the model is deployed.",
                 {
-                    "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": METRICS}, "description": "Metrics to compute."},
+                    "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": METRIC, "description": "Metrics to compute."},
                     "gates": {"type": "array", "items": {"$ref": "#/$defs/gate"}, "description": "ALL must pass, or nothing after evaluation runs."},
                 },
                 ["metrics"],

@@ -112,6 +112,53 @@ def test_gates_and_champion_challenger(in_repo):
     assert any(g.get("compare_to") == "production" and "delta" in g for g in gates)
 
 
+GATED = """
+dagsmith: 1
+pipeline: {name: gated}
+params:
+  min_auc: {type: number, default: 0.8}
+  max_drop: {type: integer, default: 0}
+sources:
+  rows: {type: csv, uri: rows.csv}
+training:
+  inputs: [rows]
+  target: y
+  model: {estimator: sklearn.linear_model.LogisticRegression}
+evaluation:
+  metrics: [roc_auc, f1_macro, "metrics:lift", {name: my_auc, function: "metrics:auc", needs: proba, params: {max_fpr: 0.1}}]
+  gates:
+    - {metric: roc_auc, op: ">=", value: "${params.min_auc}"}
+    - {metric: my_auc, compare_to: production, op: ">=", delta: "${params.max_drop}"}
+    - {metric: "metrics:lift", op: ">", value: 1}
+deployment: {model_name: churn}
+"""
+
+
+def test_metrics_and_param_thresholds_in_the_ir(write_spec):
+    ir = compile_path(write_spec(GATED))
+    evaluate = ir.step("evaluate").config
+    assert evaluate["metrics"] == ["roc_auc", "f1_macro", "metrics:lift", "my_auc"]
+    assert evaluate["metric_functions"] == {
+        "metrics:lift": {"function": "metrics:lift", "needs": "prediction", "params": {}},
+        "my_auc": {"function": "metrics:auc", "needs": "proba", "params": {"max_fpr": 0.1}},
+    }
+    gates = ir.step("gate").config["gates"]
+    assert gates[0]["value"] == "${params.min_auc}" and gates[1]["delta"] == "${params.max_drop}"  # filled in per run
+    assert IR.from_json(ir.to_json()) == ir
+    # without user metrics the IR is as before: no metric_functions key
+    plain = compile_path(write_spec(GATED.replace(', "metrics:lift", {name: my_auc, function: "metrics:auc", needs: proba, params: {max_fpr: 0.1}}', "")
+                                    .replace("my_auc", "roc_auc").replace('    - {metric: "metrics:lift", op: ">", value: 1}\n', ""), "plain.yaml"))
+    assert "metric_functions" not in plain.step("evaluate").config
+
+
+def test_the_scorer_names_are_the_installed_scikit_learns():
+    from sklearn.metrics import get_scorer_names
+
+    from dagsmith import metricnames
+
+    assert sorted(metricnames.SCORERS) == sorted(get_scorer_names())
+
+
 def test_triggers_and_params(in_repo):
     ir = compile_path(CHURN)
     assert ir.triggers["schedule"] == "0 3 * * 1"

@@ -133,6 +133,7 @@ SAMPLES = {
     "^[a-z]{2}(-[a-z]+)+-[0-9]+$": "eu-west-1",
     "^ml\\.[a-z0-9]+\\.[a-z0-9]+$": "ml.m5.large",
     "^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$": "arn:aws:iam::123456789012:role/sagemaker",
+    "^\\$\\{params\\.[A-Za-z_][A-Za-z0-9_]*\\}$": "${params.min_auc}",  # a gate's value or delta
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 
 SAMPLE_VALUES = 5  # failing values shown per expectation on the console
@@ -56,6 +57,14 @@ def signed(value, digits: int = 4, fixed: bool = False) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and not text.startswith("+"):
         return "+" + text
     return text
+
+
+def written_as(gate: dict, key: str) -> str | None:
+    """What a gate check's value or delta was written as, when it came from a parameter
+    (`${params.min_auc}`, the check's `params`), terminal-safe; else None."""
+    ref = gate["params"].get(key) if isinstance(gate.get("params"), dict) else None
+    # only a reference as the spec allows it (a record read from a store is not trusted)
+    return ref if isinstance(ref, str) and re.fullmatch(r"\$\{params\.[A-Za-z_][A-Za-z0-9_]{0,100}\}", ref) else None
 
 
 def terminal_text(value, limit: int | None = None) -> str:

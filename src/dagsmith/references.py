@@ -43,6 +43,16 @@ def references(text: str) -> Iterator[Reference]:
             yield Reference(match.start(), match.end(), match.group(1).strip())
 
 
+def whole(text) -> str | None:
+    """The name of the one reference `text` is made of (`${params.x}` -> "params.x"), or None
+    when it is anything else (a number, other text around it, an escape): a value that is only
+    a reference (a gate's threshold) takes the referenced value's type, not text."""
+    if not isinstance(text, str):
+        return None
+    match = PATTERN.fullmatch(text)
+    return match.group(1).strip() if match and match.group(1) is not None else None
+
+
 def substitute(text: str, value: Callable[[str], object]) -> str:
     """`text` with each reference replaced by str(value(name)) and each `$${` by `${`."""
     if "${" not in text:

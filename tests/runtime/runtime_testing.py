@@ -27,6 +27,7 @@ class Pipeline:
         self.ir = compile_spec(load_spec(path))
         self.store = store or LocalStore(tmp_path / "store")
         self.tables = tables
+        self.env: dict = {}  # more run environment for every step (DAGSMITH_PARAMS...)
         self.commit_tables(run)
 
     def commit_tables(self, run: str, tables: dict | None = None) -> None:
@@ -39,7 +40,7 @@ class Pipeline:
             self.store.commit(staging)
 
     def ctx(self, step_id: str, item: int | None = None, run: str = RUN):
-        env = {"DAGSMITH_RUN_ID": run, "DAGSMITH_RUN_DATE": "2024-06-03", "DAGSMITH_ROOT": str(self.root)}
+        env = {"DAGSMITH_RUN_ID": run, "DAGSMITH_RUN_DATE": "2024-06-03", "DAGSMITH_ROOT": str(self.root), **self.env}
         return make_context(self.ir, step_id, self.store, item, environ=env)
 
     def run(self, step_id: str, item: int | None = None, run: str = RUN) -> dict:

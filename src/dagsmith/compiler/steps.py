@@ -74,7 +74,7 @@ def expand(spec: Spec) -> list[Step]:
         model = f"model:{last}"
         steps.append(make_step(
             "evaluate", "evaluate", evaluation.options, depends_on=(last,), inputs=(model,) + training_tables,
-            outputs=("metrics:evaluate",), config={"metrics": list(evaluation.metrics)},
+            outputs=("metrics:evaluate",), config={"metrics": list(evaluation.metrics), **metric_functions(evaluation)},
         ))
         last = builtin["evaluate"] = "evaluate"
         if evaluation.gates:
@@ -111,3 +111,12 @@ def expand(spec: Spec) -> list[Step]:
         config = {"python": custom.python} if custom.python else {"command": list(custom.command)}
         steps.append(make_step(custom.name, "custom", custom.options, depends_on=after, config=config))
     return [replace(step, depends_on=tuple(sorted(set(step.depends_on)))) for step in steps]
+
+
+def metric_functions(evaluation) -> dict:
+    """The user metrics' definitions, {"metric_functions": {name: {function, needs, params}}},
+    for evaluate's config (train, gate and the cache read them there); {} when there are none."""
+    if not evaluation.functions:
+        return {}
+    return {"metric_functions": {f.name: {"function": f.function, "needs": f.needs, "params": dict(f.params)}
+                                 for f in evaluation.functions}}

@@ -76,12 +76,16 @@ def gates_table(data) -> str:
         if g.get("compare_to"):
             version = g.get("production_version")
             if g.get("production_value") is not None:
+                source = display.written_as(g, "delta")
                 compared = (f"{g['compare_to']}" + (f" v{version}" if version is not None else "")
-                            + f" = {num(g['production_value'])}, delta {display.signed(g.get('delta') or 0.0)}")
+                            + f" = {num(g['production_value'])}, delta {display.signed(g.get('delta') or 0.0)}"
+                            + (f" ({source})" if source else ""))
             else:
                 compared = f"{g['compare_to']}: {g.get('note') or 'nothing to compare with'}"
         threshold, observed = display.numbers(g.get("threshold"), g.get("observed"))
         threshold = threshold if g.get("threshold") is not None else (g.get("note") or "")
+        if g.get("threshold") is not None and not g.get("compare_to") and display.written_as(g, "value"):
+            threshold += f" ({display.written_as(g, 'value')})"
         cells = ([esc(num(g.get("partition")))] if partitioned else [])
         cells += [esc(num(g.get("metric"))), esc(num(g.get("op"))), esc(threshold), esc(observed), esc(compared),
                   _badge(bool(g.get("passed")))]

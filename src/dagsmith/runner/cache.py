@@ -3,7 +3,9 @@
 The key hashes: the step's IR entry (its config, SQL, options), the fingerprints of the outputs
 of the steps it depends on (so a changed input re-runs everything downstream), the parameter
 values, the run's values only when the step references them, the data fingerprint for file
-sources, and the code behind user functions (module file hash) or the library version.
+sources, and the code behind user functions (module file hash) or the library version; for
+train also the metrics it scores its models on (the select metric, evaluation.metrics and the
+user metric functions' code), which select reads from its trials.
 
 Never cached: steps with effects or whose result depends on the world (custom steps, deploy,
 evaluate and gate, which read the registry's production model) and SQL sources.
@@ -61,6 +63,15 @@ def cache_key(ctx: StepContext, ir: IR) -> str | None:
         from ..runtime.userscode import code_fingerprint
 
         parts["code"] = code_fingerprint(code, ctx.root)
+    if step.kind == "train":  # it scores each model on the select metric and evaluation.metrics
+        from ..runtime.metrics import functions_of
+        from ..runtime.userscode import code_fingerprint
+
+        parts["metrics"] = {s.kind: s.config.get("metrics") or s.config.get("metric") for s in ir.steps if s.kind in ("select", "evaluate")}
+        functions = functions_of(ir)
+        if functions:  # user metric functions: their definitions and their code
+            parts["metric_functions"] = functions
+            parts["metric_code"] = {name: code_fingerprint(f["function"], ctx.root) for name, f in functions.items()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 

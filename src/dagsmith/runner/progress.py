@@ -174,7 +174,11 @@ def threshold_text(gate: dict) -> str:
     if gate.get("compare_to") and gate.get("production_value") is not None:
         version = gate.get("production_version")
         production = f"production v{version}" if version is not None else "production"
-        text += f" ({production} {_num(gate['production_value'])}, delta {display.signed(gate.get('delta') or 0.0, fixed=True)})"
+        delta = display.signed(gate.get('delta') or 0.0, fixed=True)
+        source = display.written_as(gate, "delta")
+        text += f" ({production} {_num(gate['production_value'])}, delta {f'{source} = {delta}' if source else delta})"
+    elif display.written_as(gate, "value"):
+        text += f" ({display.written_as(gate, 'value')})"
     return text
 
 

@@ -12,9 +12,16 @@ gate      checks every gate for every partition's model:
                                                 (registry alias, gate config model_name) scored
                                                 on the SAME held-out rows. No production model
                                                 (or none for this partition): passes, with a note.
+          A value or delta written ${params.NAME} is this run's value of the parameter (an
+          overridden param gates with the overridden value); the check records what it was
+          written as in `params` ({"value": "${params.min_auc}"}).
+          Comparisons forgive float noise only (TOLERANCE, below): metrics are rounded to 6
+          decimals, and so is production's score + delta, so a challenger identical to
+          production passes `>=` with delta 0 exactly; `difference` is observed - production's
+          score at those 6 decimals (0.0, never -0.0 or -1.1e-16).
           Commits decision.json {passed, partitions_passed, partitions_failed, gates: [{metric,
-          op, threshold, observed, passed, partition?, compare_to?, production_version?,
-          production_value?, delta?, note?}]}; the result is the same. `passed`: unpartitioned,
+          op, threshold, observed, passed, partition?, params?, compare_to?, production_version?,
+          production_value?, delta?, difference?, note?}]}; the result is the same. `passed`: unpartitioned,
           every gate passed; partitioned, at least one partition passed every gate
           (partitions_passed lists them, deploy takes only those). A failed gate is not an
           error: the step exits 0 and the runner/backend skips what follows ("gated").
@@ -23,8 +30,8 @@ gate      checks every gate for every partition's model:
 from __future__ import annotations
 
 import math
-import operator
 
+from .. import references
 from . import metrics as M
 from . import registry
 from .context import StepContext, StepFailed
@@ -33,11 +40,22 @@ from .store import StoreError
 
 RESULT_LIMIT = 50
 
+# Metrics are rounded to 6 decimals (metrics.rounded) and a compare_to threshold is production's
+# rounded score + delta, rounded again, so a challenger identical to production meets `>= delta 0`
+# exactly. The comparison still forgives float noise of TOLERANCE relative to the larger of the two
+# magnitudes (and at least TOLERANCE): 0.9 >= 0.9000000000000001 passes, 0.9 >= 0.9000001 fails.
+TOLERANCE = 1e-12
+
+
+def _slack(a: float, b: float) -> float:
+    return TOLERANCE * max(1.0, abs(a), abs(b))
+
+
 OPS = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
+    ">=": lambda a, b: a >= b - _slack(a, b),
+    ">": lambda a, b: a > b + _slack(a, b),
+    "<=": lambda a, b: a <= b + _slack(a, b),
+    "<": lambda a, b: a < b - _slack(a, b),
     "==": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9),
 }
 
@@ -82,14 +100,14 @@ def score(ctx: StepContext, model: dict, partition, names) -> dict:
     """Metrics of one model dict on the held-out rows of a partition (its own encoding)."""
     prepared = prepare(ctx, partition)
     X = prepared.X_test if list(model["columns"]) == list(prepared.columns) else model_input(model, prepared.test_rows)
-    return M.compute(names, model["estimator"], X, prepared.y_test, model["task"])
+    return M.compute(names, model["estimator"], X, prepared.y_test, model["task"], M.functions_of(ctx.ir), ctx.root)
 
 
 # --- evaluate ---------------------------------------------------------------------------------
 
 def run_evaluate(ctx: StepContext) -> dict:
     names = list(ctx.step.config.get("metrics") or [])
-    M.check_names(names)
+    M.check_names(names, M.functions_of(ctx.ir))
     partitioned = is_partitioned(ctx)
     per_partition = {}
     for entry in selected(ctx):
@@ -196,23 +214,46 @@ def _check(ctx: StepContext, gate: dict, observed, partition, model_name, produc
     if op not in OPS:
         raise StepFailed(f"unknown gate operator {op!r} (known: {', '.join(OPS)})")
     record = {"metric": gate["metric"], "op": op, "observed": observed}
+    for key in ("value", "delta"):  # written as ${params.NAME}: this run's value
+        if references.whole(gate.get(key)) is not None:
+            record.setdefault("params", {})[key] = gate[key]
     if gate.get("compare_to"):
-        delta = float(gate.get("delta") or 0.0)
+        delta = _number(ctx, gate.get("delta") or 0.0, "delta") + 0.0  # + 0.0: -0.0 reads 0.0
         record.update(compare_to=gate["compare_to"], delta=delta, production_version=production)
         baseline, note = _production_score(ctx, gate["metric"], partition, model_name, production, production_store)
         if baseline is None:
             record.update(threshold=None, passed=True, note=note)
             return record
         record["production_value"] = baseline
+        if observed is not None:  # how much better (+) or worse (-) than production, at the metrics' 6 decimals
+            record["difference"] = M.rounded(observed - baseline)
         threshold = M.rounded(baseline + delta)
     else:
-        threshold = gate.get("value")
+        threshold = _number(ctx, gate.get("value"), "value")
     record["threshold"] = threshold
     if observed is None:
         record.update(passed=False, note=f"{gate['metric']} is undefined on this held-out split")
     else:
         record["passed"] = bool(OPS[op](observed, threshold))
     return record
+
+
+def _number(ctx: StepContext, value, key: str) -> float | int:
+    """A gate's value or delta: a number, or ${params.NAME} filled in with this run's value."""
+    ref = references.whole(value)
+    if ref is not None:
+        try:
+            value = ctx.values.lookup(ref)
+        except StepFailed:
+            raise StepFailed(f"gate {key} {value!r}: no such parameter in this run (known: {', '.join(sorted(ctx.values.params)) or 'none'})") from None
+        if isinstance(value, str):  # a value given as text (DAGSMITH_PARAMS from a caller): a number written out
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise StepFailed(f"gate {key} {value!r}{f' (from ${{{ref}}})' if ref else ''} is not a finite number")
+    return value
 
 
 def _production_score(ctx: StepContext, metric: str, partition, model_name, production, store=None):

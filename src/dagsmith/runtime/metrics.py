@@ -1,30 +1,38 @@
-"""Evaluation metrics by name, computed with sklearn.metrics on the held-out split.
+"""Evaluation metrics by name, computed on the held-out split (which names a spec may use, and
+how each is reported: dagsmith/metricnames.py).
 
-- roc_auc, log_loss use `predict_proba` (binary: the column of the positive class, the second
-  of `classes_`; multiclass: one-vs-rest roc_auc). roc_auc falls back to `decision_function`
-  for a binary model without probabilities.
-- f1, precision, recall: `average="binary"` (positive class = the second of the sorted
-  classes) for two classes, else `average="weighted"`; `zero_division=0`.
+- dagsmith's own metrics, with sklearn.metrics:
+  - roc_auc, log_loss use `predict_proba` (binary: the column of the positive class, the second
+    of `classes_`; multiclass: roc_auc is one-vs-rest, macro-averaged over the classes, i.e.
+    `roc_auc_score(multi_class="ovr", average="macro")`). roc_auc falls back to
+    `decision_function` for a binary model without probabilities.
+  - f1, precision, recall: `average="binary"` (positive class = the second of the sorted
+    classes) for two classes, else `average="weighted"` (each class's score weighted by its
+    number of true rows); `zero_division=0`. f1_macro, recall_micro... are scikit-learn's scorers.
+- any other scikit-learn scorer: `sklearn.metrics.get_scorer(name)(model, X, y)`, as it is (a
+  neg_ scorer is negative).
+- a user function (`metric_functions`, from evaluate's IR config): `function(y_true, y_pred,
+  **params)`, or `function(y_true, y_proba, **params)` with needs: proba (two classes: the
+  positive class's column; more: the rows x classes matrix in `classes_` order).
 - Every value is a float rounded to 6 decimals (stable JSON), or None when it is undefined on
-  this split (e.g. roc_auc when the test rows hold one class only).
+  this split (e.g. roc_auc when the test rows hold one class only, or a non-finite value).
 """
 
 from __future__ import annotations
 
 import math
 
+from ..metricnames import BUILTIN as NAMES, CLASSIFICATION, GOALS, REGRESSION  # noqa: F401 (GOALS: train.py)
+from ..metricnames import known
 from .context import StepFailed
 
-CLASSIFICATION = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "roc_auc", "log_loss")
-REGRESSION = ("r2", "mean_absolute_error", "mean_squared_error", "root_mean_squared_error",
-              "median_absolute_error", "explained_variance")
-# Which way is better (used when a caller needs a default goal).
-GOALS = {name: "max" for name in ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "roc_auc", "r2",
-                                  "explained_variance")}
-GOALS.update({name: "min" for name in ("log_loss", "mean_absolute_error", "mean_squared_error",
-                                       "root_mean_squared_error", "median_absolute_error")})
-NAMES = CLASSIFICATION + REGRESSION
 DEFAULTS = {"classifier": ["accuracy", "f1", "roc_auc"], "regressor": ["r2", "mean_absolute_error"]}
+
+
+def functions_of(ir) -> dict:
+    """{name: {function, needs, params}} of the spec's user metrics (evaluate's IR config)."""
+    evaluate = next((s for s in ir.steps if s.kind == "evaluate"), None)
+    return dict((evaluate.config.get("metric_functions") or {}) if evaluate is not None else {})
 
 
 def rounded(value) -> float | None:
@@ -33,13 +41,14 @@ def rounded(value) -> float | None:
     value = float(value)
     if not math.isfinite(value):
         return None
-    return round(value, 6)
+    return round(value, 6) + 0.0  # + 0.0: a -0.0 (e.g. -1e-9 rounded) is 0.0, never printed "-0.0"
 
 
-def check_names(names) -> None:
-    unknown = [n for n in names if n not in NAMES]
+def check_names(names, functions=None) -> None:
+    unknown = [n for n in names if n not in (functions or {}) and not known(n)]
     if unknown:
-        raise StepFailed(f"unknown metric(s) {', '.join(map(repr, unknown))} (known: {', '.join(NAMES)})")
+        raise StepFailed(f"unknown metric(s) {', '.join(map(repr, unknown))}: neither a dagsmith metric "
+                         f"({', '.join(NAMES)}), a scikit-learn scorer nor a user metric of evaluation.metrics")
 
 
 def model_task(estimator, fallback: str | None = None) -> str:
@@ -135,19 +144,72 @@ def _regression(name: str, p: _Predictions):
     raise AssertionError(name)
 
 
-def compute(names, estimator, X, y, task: str) -> dict:
-    """{metric: value} of a fitted model on (X, y); `task` is "classifier" or "regressor"."""
+def _scorer(name: str, p: _Predictions):
+    import numpy as np
+    import sklearn
+    from sklearn.metrics import get_scorer, get_scorer_names
+
+    if name not in get_scorer_names():  # a scorer of another scikit-learn version than this image's
+        raise StepFailed(f"metric {name}: scikit-learn {sklearn.__version__} here has no scorer {name!r}")
+    try:
+        return get_scorer(name)(p.estimator, p.X, p.y)
+    except ValueError:
+        present = len(np.unique(np.asarray(p.y)))
+        known = getattr(p.estimator, "classes_", None)
+        if present < 2 or (known is not None and present < len(known)):
+            # e.g. roc_auc_ovr when the held-out rows lack a class the model knows: undefined on
+            # this split (None), as dagsmith's roc_auc
+            return None
+        raise
+
+
+def _user_function(name: str, definition: dict, p: _Predictions, root):
+    import numpy as np
+
+    from .userscode import import_function, user_code_error
+
+    function = import_function(definition["function"], root or ".")
+    if definition.get("needs") == "proba":
+        proba = np.asarray(p.proba(name))
+        given = proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else proba
+    else:
+        given = p.pred
+    try:
+        returned = function(np.asarray(p.y), given, **(definition.get("params") or {}))
+    except Exception as exc:
+        raise user_code_error(f"metric {name} ({definition['function']})", exc) from None
+    if returned is None:
+        return None  # undefined on this split
+    if not isinstance(returned, (bool, np.bool_, str, bytes)):
+        try:
+            return float(returned)  # a number, a numpy scalar, a 0-d array
+        except (TypeError, ValueError):
+            pass
+    raise StepFailed(f"metric {name} ({definition['function']}) returned {type(returned).__name__}, not a number")
+
+
+def compute(names, estimator, X, y, task: str, functions=None, root=None) -> dict:
+    """{metric: value} of a fitted model on (X, y); `task` is "classifier" or "regressor";
+    `functions`: the user metrics' definitions (functions_of), imported from `root`."""
     names = list(dict.fromkeys(names))
-    check_names(names)
+    functions = functions or {}
+    check_names(names, functions)
     p = _Predictions(estimator, X, y)
     out = {}
     for name in names:
-        if name in CLASSIFICATION and task != "classifier":
+        if name in CLASSIFICATION and name not in functions and task != "classifier":
             raise StepFailed(f"metric {name} is for classifiers, and this model is a {task}")
-        if name in REGRESSION and task == "classifier":
+        if name in REGRESSION and name not in functions and task == "classifier":
             raise StepFailed(f"metric {name} is for regressors, and this model is a classifier")
         try:
-            value = _classification(name, p) if name in CLASSIFICATION else _regression(name, p)
+            if name in functions:
+                value = _user_function(name, functions[name], p, root)
+            elif name in CLASSIFICATION:
+                value = _classification(name, p)
+            elif name in REGRESSION:
+                value = _regression(name, p)
+            else:
+                value = _scorer(name, p)
         except StepFailed:
             raise
         except Exception as exc:  # a model that cannot predict these rows: the user's to fix

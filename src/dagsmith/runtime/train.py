@@ -202,7 +202,8 @@ def _train_single(ctx: StepContext) -> dict:
     staging = ctx.stage()
     output_dir = _output_dir(staging)
     fitted, task = fit(ctx, prepared, {}, None, None, output_dir)
-    scores = M.compute(scored_metrics(ctx.ir, task), fitted, prepared.X_test, prepared.y_test, task)
+    scores = M.compute(scored_metrics(ctx.ir, task), fitted, prepared.X_test, prepared.y_test, task,
+                       M.functions_of(ctx.ir), ctx.root)
     _save(staging, model_record(ctx, fitted, task, prepared, {}, None, None, None))
     staging.write_json("metrics.json", scores)
     _drop_empty_output(output_dir)
@@ -234,7 +235,8 @@ def train_item(ctx: StepContext) -> dict:
     staging = ctx.stage()
     output_dir = _output_dir(staging)
     fitted, task = fit(ctx, prepared, params, partition, trial, output_dir)
-    scores = M.compute(scored_metrics(ctx.ir, task), fitted, prepared.X_test, prepared.y_test, task)
+    scores = M.compute(scored_metrics(ctx.ir, task), fitted, prepared.X_test, prepared.y_test, task,
+                       M.functions_of(ctx.ir), ctx.root)
     _save(staging, model_record(ctx, fitted, task, prepared, params, partition, trial, ctx.item))
     record = {"index": ctx.item, "partition": partition, "trial": trial, "params": params, "metrics": scores}
     staging.write_json("trial.json", record)

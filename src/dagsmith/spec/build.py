@@ -7,7 +7,7 @@ import json
 
 from .. import references
 from .model import (
-    CustomStep, Deployment, Distributed, Evaluation, Expectation, Feature, Gate, NewDataTrigger,
+    CustomStep, Deployment, Distributed, Evaluation, Expectation, Feature, Gate, MetricFunction, NewDataTrigger,
     Param, Source, Spec, StepOptions, Sweep, Training, Validation,
 )
 from .values import GivenText, parse_duration
@@ -192,7 +192,16 @@ def _evaluation(e: dict, defaults: dict) -> Evaluation:
              delta=g.get("delta", 0.0) if "compare_to" in g else None)
         for g in e.get("gates", [])
     )
-    return Evaluation(metrics=tuple(e["metrics"]), gates=gates, options=_options(defaults, e))
+    names, functions = [], []
+    for item in e["metrics"]:
+        if isinstance(item, dict):  # {name, function, needs, params}: a user metric
+            names.append(item["name"])
+            functions.append(MetricFunction(item["name"], item["function"], item.get("needs", "prediction"), plain(item.get("params") or {})))
+        else:
+            names.append(item)
+            if ":" in item:  # package.module:function, named as written
+                functions.append(MetricFunction(item, item))
+    return Evaluation(metrics=tuple(names), gates=gates, options=_options(defaults, e), functions=tuple(functions))
 
 
 def _deployment(d: dict, defaults: dict) -> Deployment:

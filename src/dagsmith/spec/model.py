@@ -109,16 +109,27 @@ class Training:
 class Gate:
     metric: str
     op: str
-    value: float | None = None
+    value: float | str | None = None  # a number, or "${params.NAME}" (filled in when the gate runs)
     compare_to: str | None = None
-    delta: float | None = None
+    delta: float | str | None = None
+
+
+@dataclass(frozen=True)
+class MetricFunction:
+    """A user metric: `function(y_true, y_pred or y_proba, **params)` (dagsmith/metricnames.py)."""
+
+    name: str
+    function: str
+    needs: str = "prediction"
+    params: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    metrics: tuple[str, ...]
+    metrics: tuple[str, ...]  # names; a user metric's definition is in `functions`
     gates: tuple[Gate, ...]
     options: StepOptions
+    functions: tuple[MetricFunction, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,8 @@ def _pattern_problem(value, pattern: str, path: tuple) -> tuple[str, str | None]
     elif pattern == "^[A-Za-z][A-Za-z0-9_-]*$" and (len(path) == 2 or path[-1:] == ("name",)):
         kinds = {"sources": "source", "features": "feature", "steps": "step", "validation": "validation"}
         what = f"{kinds[path[0]]} name" if path[0] in kinds else what
+    elif pattern == "^[A-Za-z_][A-Za-z0-9_]*$" and path[:2] == ("evaluation", "metrics"):
+        what, rule = "metric name", "use letters, digits and '_', not starting with a digit (gates refer to it)"
     elif pattern == "^[A-Za-z_][A-Za-z0-9_]*$":
         what = "parameter name" if path[:1] == ("params",) and len(path) == 2 else "secret name" if "secrets" in path else "environment variable name"
     hint = _name_hint(value, full, fix) if fix and isinstance(value, str) else None
@@ -237,6 +239,11 @@ def _explain_choice(error: ValidationError, doc) -> list[Diagnostic]:
     deeper = [e for e in error.context if len(e.absolute_path) > len(path)]
     if deeper:
         return _explain(best_match(deeper), doc)
+    objects = [i for i, branch in enumerate(error.validator_value) if isinstance(branch, dict) and branch.get("type") == "object"]
+    if isinstance(error.instance, dict) and len(objects) == 1:  # a mapping where one kind of mapping goes: its problems
+        problems = [e for e in error.context if list(e.schema_path)[:1] == objects and e.validator != "type"]
+        if problems:
+            return [d for e in problems for d in _explain(e, doc)]
     description = error.schema.get("description") if isinstance(error.schema, dict) else None
     if description:
         if len(description) > 1 and description[1].islower():  # "CPU cores" stays, "A duration" -> "a duration"

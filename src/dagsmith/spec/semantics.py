@@ -10,7 +10,7 @@ from functools import lru_cache
 from importlib import resources
 
 
-from .. import naming, references
+from .. import metricnames, naming, references
 from ..graphs import CycleError, topological_order
 from ..storeuri import store_uri
 from ..errors import URL_PASSWORD, Diagnostic, did_you_mean, format_path
@@ -301,12 +301,15 @@ class _Checker:
         evaluation = doc.get("evaluation")
         if evaluation and "training" not in doc:
             self.error(("evaluation",), "evaluation needs a training section (it evaluates the trained model)", key=True)
+        self.check_select_metric(self.check_metrics(evaluation["metrics"]) if evaluation else [])
         if evaluation:
-            metrics = evaluation["metrics"]
+            metrics = [m["name"] if isinstance(m, dict) else m for m in evaluation["metrics"]]
             for index, gate in enumerate(evaluation.get("gates", [])):
                 path = ("evaluation", "gates", index)
                 if gate["metric"] not in metrics:
                     self.error(path + ("metric",), f"gate metric '{gate['metric']}' is not in evaluation.metrics ({', '.join(metrics)})", did_you_mean(gate["metric"], metrics))
+                for key in ("value", "delta"):
+                    self.check_number_param(path + (key,), gate.get(key))
                 if "compare_to" in gate:
                     if "value" in gate:
                         self.error(path, "a champion/challenger gate (compare_to) takes delta, not value")
@@ -333,6 +336,55 @@ class _Checker:
             if target == "sagemaker" and "sagemaker" not in deployment:
                 self.error(("deployment", "target"), "target: sagemaker needs sagemaker: {role_arn: ...} "
                            "(the IAM role SageMaker runs the endpoint with; instance_type and endpoint_name optional)")
+
+    def check_metrics(self, items: list) -> list[str]:
+        """evaluation.metrics: each a dagsmith metric, a scikit-learn scorer or a user function
+        (dagsmith/metricnames.py); returns their names."""
+        names: list[str] = []
+        for index, item in enumerate(items):
+            path = ("evaluation", "metrics", index)
+            if isinstance(item, dict):
+                name = item["name"]
+                self._syntax(path + ("function",), item["function"], check_function_ref)
+                if metricnames.known(name):
+                    what = "a dagsmith metric" if name in metricnames.BUILTIN else "a scikit-learn scorer"
+                    self.error(path + ("name",), f"'{name}' is {what}: give your function's metric another name")
+            else:
+                name = item
+                if metricnames.is_function(name):
+                    self._syntax(path, name, check_function_ref)
+                elif not metricnames.known(name):
+                    hint = did_you_mean(name, metricnames.BUILTIN + metricnames.scorers())
+                    if hint is None and "." in name:  # pkg.metrics.mape: a function reference without its colon
+                        try:
+                            check_function_ref(name)
+                        except ValueError as exc:
+                            hint = getattr(exc, "hint", None)
+                    self.error(path, f"unknown metric '{name}': neither a dagsmith metric nor a scikit-learn scorer "
+                               "(sklearn.metrics.get_scorer_names()); for your own, write package.module:function", hint)
+            if name in names:
+                self.error(path, f"metric '{name}' is listed twice")
+            names.append(name)
+        return names
+
+    def check_select_metric(self, names: list[str]) -> None:
+        """sweep.select.metric: a dagsmith metric, a scikit-learn scorer or a metric of evaluation.metrics."""
+        training = self.doc.get("training")
+        select = ((training.get("sweep") or {}).get("select") or {}) if isinstance(training, dict) else {}
+        metric = select.get("metric")
+        if isinstance(metric, str) and metric not in names and not metricnames.known(metric):
+            self.error(("training", "sweep", "select", "metric"), f"unknown metric '{metric}': neither a dagsmith metric, a scikit-learn "
+                       "scorer nor a metric of evaluation.metrics", did_you_mean(metric, names + list(metricnames.BUILTIN + metricnames.scorers())))
+
+    def check_number_param(self, path: tuple, value) -> None:
+        """A value written as ${params.NAME} (a gate's threshold): NAME is a number or integer
+        parameter (an unknown NAME is reported by check_params, like every reference)."""
+        ref = references.whole(value)
+        if ref is None or not ref.startswith("params."):
+            return
+        param = self.doc.get("params", {}).get(ref[len("params."):])
+        if isinstance(param, dict) and param.get("type") not in ("number", "integer"):
+            self.error(path, f"'${{{ref}}}' is a {param.get('type')} parameter: a threshold needs a number or integer parameter")
 
     def check_steps_and_features(self) -> None:
         for name, feature in self.doc.get("features", {}).items():
