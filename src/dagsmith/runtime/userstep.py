@@ -51,9 +51,9 @@ class UserStep:
         """Table `name` of this run as a pandas DataFrame (a declared input)."""
         if not isinstance(name, str) or f"table:{name}" not in self.ctx.step.inputs:
             raise self._refuse(f"reads table {name!r}", "inputs", self.declared_inputs())
-        from .data import _table_to_pandas
+        from .data import table_to_pandas
 
-        return _table_to_pandas(self.ctx.read_table(name))
+        return table_to_pandas(self.ctx.read_table(name))
 
     def write_table(self, name: str, frame) -> None:
         """Write output table `name` (a pandas DataFrame or a pyarrow Table); the step's runner
