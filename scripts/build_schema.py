@@ -419,6 +419,7 @@ SCHEMA = {
                         },
                         "inputs": {
                             "type": "array",
+                            "uniqueItems": True,
                             "description": "What the step reads through dagsmith.step: table names (sources, features, "
                             "other steps' outputs) and models ({model: trained | production | canary | a registry version}). "
                             "Reading anything else is an error; each input also orders the step after what makes it.",
