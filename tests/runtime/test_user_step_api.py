@@ -198,3 +198,18 @@ def test_a_registry_input_is_cached_by_the_version_its_alias_points_at(tmp_path)
         registry.write_aliases(p.store, "churn", {**registry.empty_aliases(), "production": version})
         keys.append(cache_key(p.ctx("prep"), p.ir))
     assert None not in keys and keys[0] != keys[1]  # production moved: the step runs again
+
+
+def test_a_step_without_declared_io_gets_the_store_ir_and_root_too(tmp_path):
+    """The issue's first symptom: a custom step's environment had no store (KeyError:
+    'DAGSMITH_STORE' locally; under Airflow not even DAGSMITH_ROOT)."""
+    import sys
+
+    program = ("import json, os; names = ('DAGSMITH_STORE', 'DAGSMITH_IR', 'DAGSMITH_ROOT', 'DAGSMITH_STEP'); "
+               "open('env.json', 'w').write(json.dumps({n: os.environ.get(n) for n in names}))")
+    spec = SPEC + "  plain: {run: {command: [%s, -c, %s]}}\n" % (json.dumps(sys.executable), json.dumps(program))
+    p = pipeline(tmp_path, "good", spec)
+    p.run("plain")
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["DAGSMITH_STORE"] == p.store.uri and env["DAGSMITH_ROOT"] == str(tmp_path.resolve())
+    assert env["DAGSMITH_STEP"] == "plain" and env["DAGSMITH_IR"].endswith("api.ir.json")
