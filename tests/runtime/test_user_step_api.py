@@ -213,3 +213,47 @@ def test_a_step_without_declared_io_gets_the_store_ir_and_root_too(tmp_path):
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["DAGSMITH_STORE"] == p.store.uri and env["DAGSMITH_ROOT"] == str(tmp_path.resolve())
     assert env["DAGSMITH_STEP"] == "plain" and env["DAGSMITH_IR"].endswith("api.ir.json")
+
+
+def test_load_model_calls_the_model_api_with_the_declared_reference(tmp_path, monkeypatch):
+    """dagsmith.step.load_model hands a declared reference to dagsmith.model (helper B's module:
+    load_trained(ctx) for this run's model, load_model(store, name, alias_or_version) for the
+    registry's); stood in here so this checks only what dagsmith.step passes it."""
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("dagsmith.model")
+    fake.load_trained = lambda ctx: calls.append(("trained", ctx.step.id)) or "this run's model"
+    fake.load_model = lambda store, name, ref: calls.append(("registry", store, name, ref)) or f"{name} {ref}"
+    monkeypatch.setitem(sys.modules, "dagsmith.model", fake)
+    (tmp_path / "usercode.py").write_text(CODE + '''
+
+def loads_models():
+    import pathlib
+    (pathlib.Path(os.environ["DAGSMITH_ROOT"]) / "models.json").write_text(json.dumps([step.load_model(), step.load_model("production"), step.load_model(3)]))
+    step.write_table("prepared", step.read_table("rows"))
+    step.write_table("extra", step.read_table("rows"))
+''')
+    spec = """
+dagsmith: 1
+pipeline: {name: api}
+sources:
+  rows: {type: csv, uri: rows.csv}
+training:
+  inputs: [rows]
+  target: y
+  model: {estimator: sklearn.linear_model.LogisticRegression}
+deployment: {model_name: churn}
+steps:
+  prep:
+    inputs: [rows, {model: trained}, model: production, model: 3]
+    outputs: [prepared, extra]
+    run: {python: "usercode:loads_models"}
+"""
+    p = Pipeline(tmp_path, spec, {"rows": ROWS})
+    assert p.ir.step("prep").inputs == ("table:rows", "model:train", "registry:production", "registry:3")
+    p.commit_tables(RUN, {"train": ROWS})  # stands for the trained model's manifest (prep waits for train)
+    p.run("prep")
+    assert json.loads((tmp_path / "models.json").read_text()) == ["this run's model", "churn production", "churn 3"]
+    assert calls == [("trained", "prep"), ("registry", p.store.uri, "churn", "production"), ("registry", p.store.uri, "churn", 3)]
