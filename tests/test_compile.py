@@ -244,6 +244,19 @@ steps:
     assert IR.loads(ir.dumps()) == ir
 
 
+def test_an_output_table_is_no_task_so_it_may_look_like_a_step_id(write_spec):
+    """Backends name tasks after steps (a-b and a_b are both `a-b` on Kubernetes); a step's output
+    table is no task, so only real ids are checked for that clash."""
+    path = write_spec("""
+dagsmith: 1
+pipeline: {name: p}
+sources: {people: {type: csv, uri: people.csv}}
+steps:
+  a-b: {inputs: [people], outputs: [a_b], run: {python: "m:f"}}
+""")
+    assert compile_path(path).step("a-b").outputs == ("table:a_b",)
+
+
 def test_secrets_and_connections_are_names(write_spec):
     path = write_spec("""
 dagsmith: 1

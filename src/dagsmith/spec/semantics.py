@@ -137,7 +137,9 @@ class _Checker:
             else:
                 self.names[name] = path
         clashes: dict[tuple[str, str], list[str]] = {}
-        for backend, ident, first, second in naming.collisions(list(self.names) + list(BUILTIN_STEPS)):
+        # backends name tasks after steps; a step's output table is no task
+        tasks = [name for name in self.names if self.kind_of(name) != "step output"]
+        for backend, ident, first, second in naming.collisions(tasks + list(BUILTIN_STEPS)):
             clashes.setdefault((first, second), []).append(f"'{ident}' on {backend}")
         for (first, second), where in clashes.items():
             builtin = first if first in BUILTIN_STEPS else second if second in BUILTIN_STEPS else None
