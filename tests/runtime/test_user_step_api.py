@@ -257,3 +257,11 @@ steps:
     p.run("prep")
     assert json.loads((tmp_path / "models.json").read_text()) == ["this run's model", "churn production", "churn 3"]
     assert calls == [("trained", "prep"), ("registry", p.store.uri, "churn", "production"), ("registry", p.store.uri, "churn", 3)]
+
+
+def test_a_module_may_use_the_api_when_it_is_imported(tmp_path):
+    (tmp_path / "atimport.py").write_text(
+        "from dagsmith import step\nROWS = step.read_table('rows')\n\n\ndef main():\n"
+        "    step.write_table('prepared', ROWS)\n    step.write_table('extra', ROWS)\n")
+    p = Pipeline(tmp_path, SPEC.replace("usercode:FUNCTION", "atimport:main"), {"rows": ROWS, "other": ROWS})
+    assert p.run("prep")["tables"] == {"prepared": 20, "extra": 20}

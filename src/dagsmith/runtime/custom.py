@@ -80,11 +80,11 @@ def run(ctx: StepContext) -> dict:
 
 
 def _python(ctx: StepContext, config: dict, env: dict, outputs: Path) -> dict:
-    function = import_function(config["python"], ctx.root)
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        with current_step(UserStep(ctx, outputs)):
+        with current_step(UserStep(ctx, outputs)):  # also for what the module does when imported
+            function = import_function(config["python"], ctx.root)
             value = function()
     finally:
         os.environ.clear()
