@@ -1,5 +1,5 @@
 """Issue 23 under real Airflow (python mode, dag.test()): a custom step reads a feature's table and
-writes an output that a later feature reads, through dagsmith.step; a command step's process gets
+writes an output that a validation and a later feature read, through dagsmith.step; a command step's process gets
 the whole environment contract (DAGSMITH_ROOT too, which an Airflow task did not get), with no
 DAGSMITH_* variable set in the worker."""
 
@@ -48,6 +48,8 @@ def test_a_custom_step_reads_a_feature_and_writes_a_table_a_later_feature_reads(
         "sources": {"people": {"type": "csv", "uri": "people.csv"}},
         "features": {"adults": {"inputs": ["people"], "sql": "SELECT * FROM people WHERE age >= 18"},
                      "per_decade": {"inputs": ["enriched"], "sql": "SELECT decade, count(*) AS n FROM enriched GROUP BY decade ORDER BY decade"}},
+        "validation": [{"name": "enriched_ok", "on": "enriched",
+                        "expectations": [{"expect_column_values_to_be_between": {"column": "decade", "min_value": 1}}]}],
         "steps": {"enrich": {"inputs": ["adults"], "outputs": ["enriched"], "run": {"python": "airflowcode:enrich"}},
                   "where": {"inputs": ["enriched"], "run": {"command": [sys.executable, "where.py"]}}},
         "backends": {"airflow": {"store": str(store)}},
@@ -57,8 +59,10 @@ def test_a_custom_step_reads_a_feature_and_writes_a_table_a_later_feature_reads(
     for task in dag.tasks:
         task.retries = 0
     got = states(dag.test())
-    assert got == {"people": "success", "adults": "success", "enrich": "success", "per_decade": "success", "where": "success"}, got
     (run,) = (store / "runs").iterdir()
+    assert got == {"people": "success", "adults": "success", "enrich": "success", "enriched_ok": "success",
+                   "per_decade": "success", "where": "success"}, got
+    assert json.loads((run / "steps" / "enriched_ok" / "result.json").read_text())["validation"]["rows"] == 2  # the step's table
     assert pq.read_table(run / "steps" / "per_decade" / "table.parquet").to_pydict() == {"decade": [3, 6], "n": [1, 1]}
     seen = json.loads((tmp_path / "seen.json").read_text())
     assert seen["DAGSMITH_STORE"] == str(store) and Path(seen["DAGSMITH_ROOT"]) == tmp_path
