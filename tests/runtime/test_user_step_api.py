@@ -51,6 +51,12 @@ def forgets_one():
     step.write_table("prepared", step.read_table("rows"))
 
 
+def strays():
+    step.write_table("prepared", step.read_table("rows"))
+    step.write_table("extra", step.read_table("rows"))
+    pathlib.Path(os.environ["DAGSMITH_OUTPUTS"], "notes.txt").write_text("not a declared table")
+
+
 def loads_production():
     step.load_model("production")
 
@@ -138,6 +144,8 @@ def test_the_ir_file_the_step_was_read_from_is_the_one_user_code_gets(tmp_path, 
     ("writes_a_list", "write_table('prepared', ...) takes a pandas DataFrame or a pyarrow Table, not list"),
     ("forgets_one", "step 'prep' declares the output table(s) 'extra' but did not write them: "
                     "call dagsmith.step.write_table(name, frame) for each"),
+    ("strays", "step 'prep' wrote notes.txt into its outputs folder (DAGSMITH_OUTPUTS): only its declared output "
+               "tables go there, through dagsmith.step.write_table"),
     ("loads_production", "step 'prep' loads model 'production', which it does not declare: add it to steps.prep.inputs "
                          "(declared inputs: rows)"),
     ("loads_trained", "step 'prep' loads model 'trained', which it does not declare"),
