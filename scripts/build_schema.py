@@ -445,6 +445,29 @@ SCHEMA = {
                             "items": {"type": "string"},
                             "description": "Steps this one runs after: names, or the built-ins train, evaluate, deploy.",
                         },
+                        "inputs": {
+                            "type": "array",
+                            "uniqueItems": True,
+                            "description": "What the step reads through dagsmith.step: table names (sources, features, "
+                            "other steps' outputs) and models ({model: trained | production | canary | a registry version}). "
+                            "Reading anything else is an error; each input also orders the step after what makes it.",
+                            "items": {
+                                "anyOf": [
+                                    {"$ref": "#/$defs/name"},
+                                    obj(
+                                        "A model: this run's (trained) or the registry's (deployment.model_name) by alias or version.",
+                                        {"model": {
+                                            "description": "trained (this run's model), production, canary, or a registry version number.",
+                                            "anyOf": [{"enum": ["trained", "production", "canary"]}, {"type": "integer", "minimum": 1}],
+                                        }},
+                                        ["model"],
+                                    ),
+                                ],
+                            },
+                        },
+                        "outputs": names("Tables the step writes (dagsmith.step.write_table): names in the one namespace of "
+                                         "sources, features, validations and steps, which later features, validations, "
+                                         "training and steps may read. A step with outputs is cached like a feature."),
                         "run": obj(
                             "What runs: a Python function or a command (argv, run without a shell).",
                             {

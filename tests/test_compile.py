@@ -244,6 +244,66 @@ steps:
     assert ir.step("first").config == {"command": ["echo", "$(touch /tmp/x)"]}
 
 
+def test_custom_steps_declare_what_they_read_and_write_and_edges_follow(write_spec):
+    """Issue 23: a custom step's inputs and outputs are IR artifacts; whoever reads its output
+    table waits for it (features, validations, training, other steps), `model: trained` waits
+    for the model step, a registry alias adds no edge; the order stays topological."""
+    path = write_spec("""
+dagsmith: 1
+pipeline: {name: p}
+sources: {people: {type: csv, uri: people.csv}}
+features:
+  wide: {inputs: [people], sql: SELECT * FROM people}
+  scored_plus: {inputs: [scores], sql: SELECT * FROM scores}
+validation:
+  - {name: scores_ok, on: scores, expectations: [{expect_table_row_count_to_be_between: {min_value: 1}}]}
+training:
+  inputs: [scored_plus]
+  target: y
+  model: {estimator: sklearn.linear_model.Ridge}
+  sweep: {method: grid, parameters: {alpha: [1, 2]}, select: {metric: r2, goal: max}}
+deployment: {model_name: m}
+steps:
+  report:
+    inputs: [scores, {model: trained}, model: production, {model: 3}]
+    outputs: [summary]
+    run: {command: [python, report.py]}
+  score:
+    inputs: [wide]
+    outputs: [scores, extra]
+    run: {python: "scoring:main"}
+""")
+    ir = compile_path(path)
+    score = ir.step("score")
+    assert (score.depends_on, score.inputs, score.outputs) == (("wide",), ("table:wide",), ("table:scores", "table:extra"))
+    assert ir.step("scores_ok").depends_on == ("score",)
+    assert ir.step("scored_plus").depends_on == ("score", "scores_ok")  # and the output's validation
+    report = ir.step("report")
+    assert report.inputs == ("table:scores", "model:select", "registry:production", "registry:3")
+    assert report.depends_on == ("score", "select")
+    assert report.outputs == ("table:summary",)
+    assert ir.producer("table:scores") == ir.producer("table:extra") == "score"
+    assert ir.producer("table:wide") == "wide" and ir.producer("registry:production") == "production"
+    # the deployed model's lineage reaches through the custom step to the source
+    assert "table:scores" in ir.step("deploy").inputs and "table:people" in ir.step("deploy").inputs
+    ids = [s.id for s in ir.steps]
+    assert ids.index("score") < ids.index("scores_ok") < ids.index("scored_plus") < ids.index("train")
+    assert IR.loads(ir.dumps()) == ir
+
+
+def test_an_output_table_is_no_task_so_it_may_look_like_a_step_id(write_spec):
+    """Backends name tasks after steps (a-b and a_b are both `a-b` on Kubernetes); a step's output
+    table is no task, so only real ids are checked for that clash."""
+    path = write_spec("""
+dagsmith: 1
+pipeline: {name: p}
+sources: {people: {type: csv, uri: people.csv}}
+steps:
+  a-b: {inputs: [people], outputs: [a_b], run: {python: "m:f"}}
+""")
+    assert compile_path(path).step("a-b").outputs == ("table:a_b",)
+
+
 def test_secrets_and_connections_are_names(write_spec):
     path = write_spec("""
 dagsmith: 1

@@ -15,7 +15,9 @@ Step kinds:
   gate      checks the gates; when any fails, every step downstream is skipped and the run
             ends "gated" (not failed)
   deploy    registers/deploys the model(s) that passed
-  custom    a user step: a Python function or an argv (run without a shell)
+  custom    a user step: a Python function or an argv (run without a shell); it reads its declared
+            inputs (tables, `model:<train|select>`, `registry:<alias|version>`) and writes its
+            declared `table:<name>` outputs (tables/<name>.parquet in its manifest)
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class Step:
     id: str
     kind: str
     depends_on: tuple[str, ...] = ()
-    inputs: tuple[str, ...] = ()  # artifacts read, "<kind>:<step-id>"
+    inputs: tuple[str, ...] = ()  # artifacts read, "<kind>:<name>" (IR.producer: the step writing it)
     outputs: tuple[str, ...] = ()  # artifacts written
     image: str | None = None
     resources: dict = field(default_factory=dict)
@@ -110,6 +112,16 @@ class IR:
     @property
     def name(self) -> str:
         return self.pipeline["name"]
+
+    @cached_property
+    def _producers(self) -> dict[str, str]:
+        return {artifact: step.id for step in self.steps for artifact in step.outputs}
+
+    def producer(self, artifact: str) -> str:
+        """The id of the step that writes `artifact` ("table:scores" -> the custom step that
+        declares it in its outputs); else the part after ':' (a source's or feature's table, a
+        registry alias, which no step of the run writes)."""
+        return self._producers.get(artifact) or artifact.partition(":")[2]
 
     def step(self, step_id: str) -> Step:
         return self._by_id[step_id]

@@ -411,6 +411,57 @@ def observe_runinfo(outcome: Outcome) -> dict:
     return {"argv": [a.replace(outcome.run_id, "<run.id>") for a in got["argv"]], "env": env, "feature env": feature}
 
 
+# --- 7b. user code reads and writes declared tables (issue 23) -----------------------------------
+
+USER_STEP = """from dagsmith import step
+
+
+def enrich():
+    rows = step.read_table("adults")
+    rows["decade"] = rows["x"] // 10
+    step.write_table("enriched", rows)
+"""
+# A command step's own process: the environment contract, and the step API built from it.
+USER_COMMAND = """import json, os
+from pathlib import Path
+
+from dagsmith import step
+
+names = ("DAGSMITH_STORE", "DAGSMITH_IR", "DAGSMITH_STEP", "DAGSMITH_RUN_ID", "DAGSMITH_RUN_DATE", "DAGSMITH_PARAMS", "DAGSMITH_ROOT")
+env = {name: os.environ.get(name) for name in names}
+facts = {"set": sorted(name for name, value in env.items() if value), "step": env["DAGSMITH_STEP"],
+         "ir is a local file": bool(env["DAGSMITH_IR"]) and Path(env["DAGSMITH_IR"]).is_file(),
+         "root has the spec": bool(env["DAGSMITH_ROOT"]) and (Path(env["DAGSMITH_ROOT"]) / "pipeline.yaml").is_file(),
+         "run id": env["DAGSMITH_RUN_ID"] == step.run_id, "enriched rows": len(step.read_table("enriched"))}
+Path("user_command.json").write_text(json.dumps(facts, sort_keys=True))
+"""
+
+
+def build_user_steps(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    (folder / "userstep.py").write_text(USER_STEP, encoding="utf-8")
+    (folder / "usercommand.py").write_text(USER_COMMAND, encoding="utf-8")
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-userstep"},
+        "sources": SOURCE,
+        "features": {"adults": {"inputs": ["people"], "sql": "SELECT id, x FROM people WHERE x >= 18"},
+                     "per_decade": {"inputs": ["enriched"], "sql": "SELECT decade, count(*) AS n FROM enriched GROUP BY decade"}},
+        "steps": {"enrich": {"inputs": ["adults"], "outputs": ["enriched"], "run": {"python": "userstep:enrich"}},
+                  "report": {"inputs": ["enriched"], "run": {"command": [PY, "usercommand.py"]}}},
+    })
+
+
+def check_user_steps(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    adults = sum(1 for r in people() if r["x"] >= 18)
+    assert outcome.rows["per_decade"] == len({r["x"] // 10 for r in people() if r["x"] >= 18})
+    got = read_json(outcome, "user_command.json")
+    assert got == {"set": sorted(["DAGSMITH_STORE", "DAGSMITH_IR", "DAGSMITH_STEP", "DAGSMITH_RUN_ID", "DAGSMITH_RUN_DATE",
+                                  "DAGSMITH_PARAMS", "DAGSMITH_ROOT"]),
+                   "step": "report", "ir is a local file": True, "root has the spec": True, "run id": True,
+                   "enriched rows": adults}, got
+
+
 # --- 8. hostile strings ------------------------------------------------------------------------
 
 # Everything a shell, Python, Jinja (Airflow templates), JSON or YAML could misread. A param's
@@ -482,5 +533,6 @@ SCENARIOS = [
     Scenario("partitions-at-run-time", build_partitions, check_partitions),
     Scenario("params-at-run-time", build_params, check_params, observe=observe_params, params=PARAMS),
     Scenario("run-id-and-date", build_runinfo, check_runinfo, observe=observe_runinfo, run_date=RUN_DATE),
+    Scenario("user-step-io", build_user_steps, check_user_steps, observe=lambda o: {"user_command.json": read_json(o, "user_command.json")}),
     Scenario("hostile-strings", build_hostile, check_hostile, observe=lambda o: {"hostile.out": hostile_bytes(o)}),
 ]

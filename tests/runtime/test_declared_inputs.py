@@ -29,7 +29,9 @@ def test_each_input_is_made_upstream_by_the_step_it_names(example, in_repo):
     ir = compile_path(f"examples/{example}/pipeline.yaml")
     for step in ir.steps:
         for artifact in step.inputs:
-            producer = artifact.partition(":")[2]
+            if artifact.startswith("registry:"):
+                continue  # a registry model: no step of the run makes it
+            producer = ir.producer(artifact)
             assert artifact in ir.step(producer).outputs, (step.id, artifact)
             assert step.id in ir.downstream(producer), (step.id, artifact)
 

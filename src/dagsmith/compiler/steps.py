@@ -14,6 +14,7 @@ def upstream_tables(spec: Spec, names) -> tuple[str, ...]:
     """The tables `names` and every table they are derived from through features, in spec order
     (sources, then features)."""
     derived_from = {feature.name: feature.inputs for feature in spec.features}
+    derived_from.update({output: custom.inputs for custom in spec.steps for output in custom.outputs})
     seen: set[str] = set()
     todo = list(names)
     while todo:
@@ -22,6 +23,7 @@ def upstream_tables(spec: Spec, names) -> tuple[str, ...]:
             seen.add(name)
             todo.extend(derived_from.get(name, ()))
     order = [source.name for source in spec.sources] + [feature.name for feature in spec.features]
+    order += [output for custom in spec.steps for output in custom.outputs]
     return tuple(table(name) for name in order if name in seen)
 
 
@@ -109,8 +111,18 @@ def expand(spec: Spec) -> list[Step]:
     for custom in spec.steps:
         after = tuple(builtin.get(name, name) for name in custom.after)
         config = {"python": custom.python} if custom.python else {"command": list(custom.command)}
-        steps.append(make_step(custom.name, "custom", custom.options, depends_on=after, config=config))
-    return [replace(step, depends_on=tuple(sorted(set(step.depends_on)))) for step in steps]
+        # What it reads: tables by name, this run's model (from the step that makes it, which it
+        # waits for), the registry's by alias or version (no edge: `after: [deploy]` orders it).
+        models = tuple(f"model:{builtin['train']}" if ref == "trained" else f"registry:{ref}" for ref in custom.models)
+        steps.append(make_step(
+            custom.name, "custom", custom.options,
+            depends_on=after + custom.inputs + ((builtin["train"],) if "trained" in custom.models else ()),
+            inputs=tuple(table(name) for name in custom.inputs) + models,
+            outputs=tuple(table(name) for name in custom.outputs), config=config,
+        ))
+    # A table a custom step writes is made by that step: whoever reads it waits for the step.
+    producer = {output: custom.name for custom in spec.steps for output in custom.outputs}
+    return [replace(step, depends_on=tuple(sorted({producer.get(d, d) for d in step.depends_on}))) for step in steps]
 
 
 def metric_functions(evaluation) -> dict:

@@ -7,8 +7,11 @@ sources, and the code behind user functions (module file hash) or the library ve
 train also the metrics it scores its models on (the select metric, evaluation.metrics and the
 user metric functions' code), which select reads from its trials.
 
-Never cached: steps with effects or whose result depends on the world (custom steps, deploy,
-evaluate and gate, which read the registry's production model) and SQL sources.
+Never cached: steps with effects or whose result depends on the world (deploy, evaluate and
+gate, which read the registry's production model; custom commands, and custom steps that declare
+no outputs), and SQL sources. A `python:` custom step that declares its outputs is a function of
+its declared inputs (a registry model by the version its alias points at now) and its module's
+code, so it is cached like a feature.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def _version(package: str) -> str:
 
 def cache_key(ctx: StepContext, ir: IR) -> str | None:
     step: Step = ctx.step
-    if step.kind not in CACHEABLE:
+    if step.kind not in CACHEABLE and not _cacheable_custom(step):
         return None
     step_json = _step_json(ir, step.id)
     text = json.dumps(step_json["config"], sort_keys=True)
@@ -58,7 +61,12 @@ def cache_key(ctx: StepContext, ir: IR) -> str | None:
         if data is None:
             return None
         parts["data"] = data
-    code = step.config.get("transform") or (step.config.get("model") or {}).get("entrypoint")
+    if step.kind == "custom":
+        registry = _registry_versions(ctx)
+        if registry is None:
+            return None
+        parts["registry"] = registry
+    code = step.config.get("transform") or (step.config.get("model") or {}).get("entrypoint") or step.config.get("python")
     if code:
         from ..runtime.userscode import code_fingerprint
 
@@ -73,6 +81,33 @@ def cache_key(ctx: StepContext, ir: IR) -> str | None:
             parts["metric_functions"] = functions
             parts["metric_code"] = {name: code_fingerprint(f["function"], ctx.root) for name, f in functions.items()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cacheable_custom(step: Step) -> bool:
+    return step.kind == "custom" and "python" in step.config and any(a.startswith("table:") for a in step.outputs)
+
+
+def _registry_versions(ctx: StepContext) -> dict | None:
+    """The registry models a custom step reads ({model: production}...), each as the version its
+    alias points at now and that version's fingerprint; None (not cached) when one cannot be
+    resolved (the step then fails saying why)."""
+    refs = [a.partition(":")[2] for a in ctx.step.inputs if a.startswith("registry:")]
+    if not refs:
+        return {}
+    from ..runtime import registry
+
+    deploy = next((s for s in ctx.ir.steps if s.kind == "deploy"), None)
+    if deploy is None:
+        return None
+    model = deploy.config["model_name"]
+    found = {}
+    try:
+        for ref in refs:
+            version = registry.resolve(ctx.store, model, ref)
+            found[ref] = [version, registry.version_manifest(ctx.store, model, version).get("fingerprint")]
+    except registry.RegistryError:
+        return None
+    return found
 
 
 def _step_json(ir: IR, step_id: str) -> dict:

@@ -380,7 +380,7 @@ def _worker(conn: Connection, ir_path: str, store_uri: str) -> None:
         os.environ.update(task.environ)
         saved = _redirect_output(task.log_path)
         try:
-            ctx = make_context(ir, task.step_id, store, task.item, os.environ)
+            ctx = make_context(ir, task.step_id, store, task.item, os.environ, ir_path=ir_path)
             result = run_step(ctx)
             done = Done(task.task_id, True, result, None, time.perf_counter() - started)
         except DagsmithError as exc:

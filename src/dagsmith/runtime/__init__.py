@@ -66,7 +66,10 @@ def load_ir(path: str | os.PathLike) -> IR:
         raise StepFailed(f"{path} is not a dagsmith IR file ({type(exc).__name__}: {exc})") from None
 
 
-def make_context(ir: IR, step_id: str, store: Store, item: int | None = None, environ=os.environ) -> StepContext:
+def make_context(ir: IR, step_id: str, store: Store, item: int | None = None, environ=os.environ,
+                 ir_path: str | os.PathLike | None = None) -> StepContext:
+    """The context a step runs in; `ir_path` (where the IR was read from) is what user code gets
+    as DAGSMITH_IR (a local copy when it is on S3 or unknown: runtime/custom.py)."""
     if not ir.has_step(step_id):
         from ..errors import did_you_mean
 
@@ -75,7 +78,8 @@ def make_context(ir: IR, step_id: str, store: Store, item: int | None = None, en
     step = ir.step(step_id)
     if item is not None and step.fanout is None:
         raise StepFailed(f"step {step_id!r} is not a fan-out: it takes no --item")
-    return StepContext(ir=ir, step=step, store=store, values=RunValues.from_env(ir, environ), root=default_root(ir, environ), item=item)
+    return StepContext(ir=ir, step=step, store=store, values=RunValues.from_env(ir, environ), root=default_root(ir, environ),
+                       item=item, ir_path=str(ir_path) if ir_path is not None else None)
 
 
 def run_step(ctx: StepContext) -> dict:

@@ -123,7 +123,7 @@ def main_step(ir_file: str, step_id: str, item: str | None, store_uri: str | Non
         ir = load_ir(ir_file)
         store = Store.open(store_uri or default_store_uri())
         for index in parse_items(item):
-            result = run_step(make_context(ir, step_id, store, index, os.environ))
+            result = run_step(make_context(ir, step_id, store, index, os.environ, ir_path=ir_file))
             results.append(result)
             print(json.dumps(result, sort_keys=True, default=str), file=sys.stdout)
             if result.get("passed") is False:

@@ -131,6 +131,7 @@ class StepContext:
     root: Path
     item: int | None = None
     notes: list = field(default_factory=list)  # lines for the run summary
+    ir_path: str | None = None  # where the IR was read from (a path or s3://...), for user code (DAGSMITH_IR)
 
     @property
     def key(self) -> str:
@@ -140,14 +141,29 @@ class StepContext:
         return self.store.step_key(self.values.run_id, step_id, item)
 
     def input_steps(self, kind: str | None = None) -> list[str]:
-        """The steps whose outputs this step reads, as its IR inputs declare them ("<kind>:<step
-        id>"), in their order; only those of one artifact kind when `kind` is given."""
-        return [ref.partition(":")[2] for ref in self.step.inputs if kind is None or ref.partition(":")[0] == kind]
+        """The steps whose outputs this step reads, as its IR inputs declare them ("<kind>:<name>",
+        made by IR.producer), in their order; only those of one artifact kind when `kind` is given.
+        A registry model (`registry:<alias>`) is no step of the run: it is not among them."""
+        return [self.ir.producer(ref) for ref in self.step.inputs
+                if (kind is None and not ref.startswith("registry:")) or ref.partition(":")[0] == kind]
+
+    def step_of(self, name: str) -> str:
+        """A step id, or a table name resolved to the step that writes it (a custom step's output)."""
+        return name if self.ir.has_step(name) else self.ir.producer(f"table:{name}")
+
+    def table_file(self, name: str) -> Path:
+        """The local path of table `name` of this run: a source's or feature's `table.parquet`, a
+        custom step's output `tables/<name>.parquet` in that step's manifest (which, on a cache
+        hit, points at the run that made it)."""
+        producer = self.step_of(name)
+        return self.input_file(producer, table_file_name(name, producer))
 
     def manifest_of(self, step_id: str, item: int | None = None, *, missing_ok: bool = False) -> dict | None:
         """Outputs of a step of this run (its manifest); with `missing_ok`, None when it has none.
-        Every read of another step's outputs comes through here, and only declared inputs are
-        readable, so the IR's inputs say exactly what each step reads, on every backend."""
+        `step_id` may be a table's name: the manifest of the step that writes it. Every read of
+        another step's outputs comes through here, and only declared inputs are readable, so the
+        IR's inputs say exactly what each step reads, on every backend."""
+        step_id = self.step_of(step_id)
         if step_id != self.step.id and step_id not in self.input_steps():
             declared = self.ir.step(step_id).outputs if self.ir.has_step(step_id) else ()
             artifact = ", ".join(declared) or f"the outputs of step {step_id!r}"
@@ -159,11 +175,12 @@ class StepContext:
     def input_file(self, step_id: str, name: str, item: int | None = None) -> Path:
         return self.store.file(self.manifest_of(step_id, item), name)
 
-    def read_table(self, step_id: str):
-        """The table a source or feature step produced in this run (pyarrow.Table)."""
+    def read_table(self, name: str):
+        """Table `name` of this run (pyarrow.Table): a source's, a feature's, or one a custom step
+        wrote (found through IR.producer)."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.input_file(step_id, "table.parquet"))
+        return pq.read_table(self.table_file(name))
 
     def read_json(self, step_id: str, name: str, item: int | None = None):
         return json.loads(self.input_file(step_id, name, item).read_text(encoding="utf-8"))
@@ -188,6 +205,15 @@ class StepContext:
         """A small report next to the outputs (metrics, gate outcomes, validation results).
         Written even when the step fails, so the run summary can say why."""
         self.store.write_json(f"{self.key}/result.json", data)
+
+
+TABLE_FILE = "table.parquet"  # a source's or feature's table in its step's manifest
+
+
+def table_file_name(name: str, producer: str) -> str:
+    """The file of table `name` in the manifest of `producer`, the step that writes it: a custom
+    step writes several, each `tables/<name>.parquet`."""
+    return TABLE_FILE if producer == name else f"tables/{name}.parquet"
 
 
 def default_root(ir: IR, environ=os.environ) -> Path:

@@ -126,7 +126,7 @@ def _lru_put(cache: OrderedDict, key, value) -> None:
 
 # --- loading ------------------------------------------------------------------------------------
 
-def _table_to_pandas(table):
+def table_to_pandas(table):
     import pyarrow as pa
 
     columns = []
@@ -147,7 +147,7 @@ def load_inputs(ctx: StepContext, inputs: list[str], sort_by: list[str] = ()):
         return cached
     frame = None
     for name in inputs:
-        df = _table_to_pandas(ctx.read_table(name))
+        df = table_to_pandas(ctx.read_table(name))
         if frame is None:
             frame = df
             continue

@@ -21,6 +21,16 @@ using these names.
                          folder as compiled, relative to the working directory)
     DAGSMITH_TRIGGER     on a run started by new data: JSON {"source": NAME, "at": ISO time}
                          (read by `dagsmith admit`; empty or unset on other runs)
+
+What user code gets (a custom step's function and its command's process: runtime/custom.py
+sets all of these whoever started the step; docs/user-code.md):
+
+    DAGSMITH_STORE, DAGSMITH_RUN_ID, DAGSMITH_RUN_DATE, DAGSMITH_PARAMS (the run's resolved
+                         values), DAGSMITH_ROOT (absolute)
+    DAGSMITH_IR          a local path of the run's IR file (a local copy when it was read from S3)
+    DAGSMITH_STEP        the step's id
+    DAGSMITH_OUTPUTS     the local folder dagsmith.step.write_table writes the step's declared
+                         output tables into; the step's runner commits them when it ends
 """
 
 from __future__ import annotations
@@ -44,6 +54,8 @@ STORE = "DAGSMITH_STORE"
 ROOT = "DAGSMITH_ROOT"
 TRIGGER = "DAGSMITH_TRIGGER"
 STEP = "DAGSMITH_STEP"  # set for a custom step's own process: the step's id
+IR = "DAGSMITH_IR"  # for a custom step: a local path of the run's IR file
+OUTPUTS = "DAGSMITH_OUTPUTS"  # for a custom step: where its declared output tables are written
 
 DEFAULT_STORE = ".dagsmith"
 DEFAULT_RUN_ID = "adhoc"

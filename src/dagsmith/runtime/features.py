@@ -29,7 +29,7 @@ def _sql(ctx: StepContext, config: dict):
     con = duckdb.connect()
     try:
         for name in config["inputs"]:
-            con.read_parquet(str(ctx.input_file(name, "table.parquet"))).create_view(name)
+            con.read_parquet(str(ctx.table_file(name))).create_view(name)
         query, bound = ctx.values.bind_sql(config["sql"])
         return con.sql(query, params=bound).to_arrow_table()
     except duckdb.Error as exc:

@@ -141,6 +141,9 @@ def build_spec(doc, spec_dir: str) -> Spec:
                 name=name, after=tuple(s.get("after", ())), python=s["run"].get("python"),
                 command=tuple(s["run"]["command"]) if "command" in s["run"] else None,
                 options=_options(defaults, s), description=s.get("description"),
+                inputs=tuple(i for i in s.get("inputs", ()) if isinstance(i, str)),
+                models=tuple(i["model"] for i in s.get("inputs", ()) if isinstance(i, dict)),
+                outputs=tuple(s.get("outputs", ())),
             )
             for name, s in doc.get("steps", {}).items()
         ),

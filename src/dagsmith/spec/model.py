@@ -158,6 +158,9 @@ class CustomStep:
     command: tuple[str, ...] | None
     options: StepOptions
     description: str | None = None
+    inputs: tuple[str, ...] = ()  # table names it reads (dagsmith.step.read_table)
+    models: tuple = ()  # models it reads: "trained", "production", "canary" or a registry version (int)
+    outputs: tuple[str, ...] = ()  # table names it writes (dagsmith.step.write_table)
 
 
 @dataclass(frozen=True)

@@ -118,36 +118,51 @@ class _Checker:
                 defined.append((name, (section, name), kind))
         for index, item in enumerate(doc.get("validation", [])):
             defined.append((item["name"], ("validation", index, "name"), "validation"))
+        for step_name, step in doc.get("steps", {}).items():  # a custom step's tables join the names
+            for index, output in enumerate(step.get("outputs", [])):
+                defined.append((output, ("steps", step_name, "outputs", index), "step output"))
         for name, path, kind in defined:
-            key = path[0] != "validation"
+            key = _is_key(path)
             if name in BUILTIN_STEPS:
                 self.error(path, f"'{name}' is a reserved step name (reserved: {', '.join(BUILTIN_STEPS)})", key=key)
             elif name.lower().startswith(RESERVED_PREFIX):
                 self.error(path, f"'{name}': names starting with '{RESERVED_PREFIX}' are reserved for the tasks dagsmith adds (fan-out listings, min_interval admission); rename it", key=key)
             elif name in self.names:
                 first_path = self.names[name]
-                first = locate(self.doc, first_path, key=first_path[0] != "validation")
+                first = locate(self.doc, first_path, key=_is_key(first_path))
                 here = locate(self.doc, path, key=key)
                 where = f"line {first.line}" if first.file == here.file else f"{first.file}:{first.line}"
-                self.error(path, f"name '{name}' is already used by the {self.kind_of(name)} at {where}; names are unique across sources, features, validations and steps", key=key)
+                self.error(path, f"name '{name}' is already used by the {self.kind_of(name)} at {where}; names are unique across sources, features, validations and steps"
+                                 + (" (and the tables steps write)" if "step output" in (kind, self.kind_of(name)) else ""), key=key)
             else:
                 self.names[name] = path
         clashes: dict[tuple[str, str], list[str]] = {}
-        for backend, ident, first, second in naming.collisions(list(self.names) + list(BUILTIN_STEPS)):
+        # backends name tasks after steps; a step's output table is no task
+        tasks = [name for name in self.names if self.kind_of(name) != "step output"]
+        for backend, ident, first, second in naming.collisions(tasks + list(BUILTIN_STEPS)):
             clashes.setdefault((first, second), []).append(f"'{ident}' on {backend}")
         for (first, second), where in clashes.items():
             builtin = first if first in BUILTIN_STEPS else second if second in BUILTIN_STEPS else None
             if builtin:
                 name = second if builtin == first else first
                 path = self.names[name]
-                self.error(path, f"name '{name}' becomes {' and '.join(where)}, the id of the built-in step '{builtin}'; rename it", key=path[0] != "validation")
+                self.error(path, f"name '{name}' becomes {' and '.join(where)}, the id of the built-in step '{builtin}'; rename it", key=_is_key(path))
             else:
                 path = self.names[second]
-                self.error(path, f"names '{first}' and '{second}' both become {' and '.join(where)}; rename one", key=path[0] != "validation")
+                self.error(path, f"names '{first}' and '{second}' both become {' and '.join(where)}; rename one", key=_is_key(path))
 
     def kind_of(self, name: str) -> str | None:
         path = self.names.get(name)
-        return None if path is None else {"sources": "source", "features": "feature", "steps": "step", "validation": "validation"}[path[0]]
+        if path is None:
+            return None
+        if path[0] == "steps" and len(path) == 4:
+            return "step output"  # ("steps", step, "outputs", index): a table a custom step writes
+        return {"sources": "source", "features": "feature", "steps": "step", "validation": "validation"}[path[0]]
+
+    def producer_of(self, name: str) -> str:
+        """The step id that makes table `name`: a custom step for its outputs, else the name."""
+        path = self.names.get(name)
+        return path[1] if path is not None and self.kind_of(name) == "step output" else name
 
     def reference(self, path: tuple, name: str, allowed: tuple[str, ...], what: str) -> None:
         kind = self.kind_of(name)
@@ -163,25 +178,39 @@ class _Checker:
 
     def check_references(self) -> None:
         doc = self.doc
-        tables = ("source", "feature")
+        tables = ("source", "feature", "step output")
+        # custom steps' outputs are tables too; the words stay as they were for specs without any
+        table = "source, feature or step output" if any(self.kind_of(n) == "step output" for n in self.names) else "source or feature"
         for name, feature in doc.get("features", {}).items():
             for index, ref in enumerate(feature.get("inputs", [])):
                 if ref != name:  # a self-reference is reported as a cycle
-                    self.reference(("features", name, "inputs", index), ref, tables, "source or feature")
+                    self.reference(("features", name, "inputs", index), ref, tables, table)
         for index, item in enumerate(doc.get("validation", [])):
-            self.reference(("validation", index, "on"), item["on"], tables, "source or feature")
+            self.reference(("validation", index, "on"), item["on"], tables, table)
         training = doc.get("training")
         if training:
             for index, ref in enumerate(training["inputs"]):
-                self.reference(("training", "inputs", index), ref, tables, "source or feature")
+                self.reference(("training", "inputs", index), ref, tables, table)
         for name, step in doc.get("steps", {}).items():
             for index, ref in enumerate(step.get("after", [])):
                 path = ("steps", name, "after", index)
                 if ref in AFTER_BUILTINS:
                     if AFTER_BUILTINS[ref] not in doc:
                         self.error(path, f"'{ref}' runs only when the spec has a '{AFTER_BUILTINS[ref]}' section")
+                elif self.kind_of(ref) == "step output":
+                    self.error(path, f"'{ref}' is a table step '{self.producer_of(ref)}' writes, not a step: "
+                                     f"put it in inputs (or write after: [{self.producer_of(ref)}])")
                 elif ref != name and ref not in self.names:
                     self.error(path, f"unknown step '{ref}'", did_you_mean(ref, list(self.names) + list(AFTER_BUILTINS)))
+            for index, ref in enumerate(step.get("inputs", [])):
+                path = ("steps", name, "inputs", index)
+                if isinstance(ref, str):
+                    if self.names.get(ref, ())[:3] == ("steps", name, "outputs"):
+                        self.error(path, f"'{ref}' is one of this step's own outputs: a step cannot read what it writes")
+                    else:
+                        self.reference(path, ref, tables, table)
+                elif isinstance(ref, dict) and "model" in ref:
+                    self.check_model_input(path + ("model",), ref["model"])
         for index, trigger in enumerate(doc.get("triggers", {}).get("on_new_data", [])):
             path = ("triggers", "on_new_data", index, "source")
             self.reference(path, trigger["source"], ("source",), "source")
@@ -199,6 +228,16 @@ class _Checker:
                 self.problems.append(Diagnostic(text_position(locate(self.doc, path), queue, found.start), format_path(path),
                                                 f"'{queue[found.start:found.end]}': the queue a trigger listens to is fixed when the "
                                                 "pipeline is deployed, before any run's values exist: write its URL"))
+
+    def check_model_input(self, path: tuple, model) -> None:
+        """`{model: trained}` is this run's model (needs training); an alias or version is the
+        registry's model named by deployment.model_name (needs a deployment section)."""
+        if model == "trained":
+            if "training" not in self.doc:
+                self.error(path, "model: trained is the model this run trains: the spec has no training section")
+        elif "deployment" not in self.doc:
+            self.error(path, f"model: {model} is a version of the registry's model named by deployment.model_name: "
+                             "the spec has no deployment section")
 
     def check_watched_uri(self, name: str, uri: str, index: int) -> None:
         """A watched source's location is fixed: each orchestrator's trigger (an EventBridge rule,
@@ -220,12 +259,33 @@ class _Checker:
     def check_cycles(self) -> None:
         """Edges point from a step to what it depends on, so a cycle reads "a needs b needs a"."""
         where: dict[tuple[str, str], tuple] = {}
-        for section, field in (("features", "inputs"), ("steps", "after")):
+        for section, field in (("features", "inputs"), ("steps", "after"), ("steps", "inputs")):
             for name, item in self.doc.get(section, {}).items():
                 if self.names.get(name) != (section, name):
                     continue  # a duplicate or reserved name, already reported
                 for index, ref in enumerate(item.get(field, [])):
+                    if isinstance(ref, dict):  # {model: trained} waits for training
+                        if ref.get("model") == "trained" and "training" in self.doc:
+                            where.setdefault((name, "train"), (section, name, field, index))
+                        continue
+                    if section == "steps" and field == "inputs" and (
+                            self.kind_of(ref) not in ("source", "feature", "step output") or self.producer_of(ref) == name):
+                        continue  # reported as a reference
                     where.setdefault((name, ref), (section, name, field, index))
+        # custom steps' outputs, and the built-in steps, where tables can lead back to a custom step
+        for output, path in self.names.items():
+            if self.kind_of(output) == "step output":
+                where.setdefault((output, path[1]), path)
+        training = self.doc.get("training")
+        if training and any(self.kind_of(n) == "step output" for n in self.names):
+            for index, ref in enumerate(training["inputs"]):
+                where.setdefault(("train", ref), ("training", "inputs", index))
+            for index, item in enumerate(self.doc.get("validation", [])):
+                where.setdefault((item["name"], item["on"]), ("validation", index, "on"))
+            if "evaluation" in self.doc:
+                where.setdefault(("evaluate", "train"), ("evaluation",))
+            if "deployment" in self.doc:
+                where.setdefault(("deploy", "evaluate" if "evaluation" in self.doc else "train"), ("deployment",))
         try:
             topological_order((), where)  # the common case: no cycle, and no networkx import
             return
@@ -535,6 +595,12 @@ class _Checker:
                     node = node[part]
                 mark = text_position(mark, node, offset)
             self.problems.append(Diagnostic(mark, format_path(path), message, hint, level))
+
+
+def _is_key(path: tuple) -> bool:
+    """Whether a name's definition is a mapping key (sources.x) rather than a value (a
+    validation's name, a custom step's outputs[i])."""
+    return path[0] != "validation" and len(path) == 2
 
 
 def _as_built(value):

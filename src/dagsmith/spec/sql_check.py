@@ -174,6 +174,7 @@ def check(doc) -> list[tuple[tuple, int | None, str, str | None, str]]:
     """Every SQL of a checked document: features' `sql`, sql sources' `query`."""
     params = {name: p.get("type") for name, p in doc.get("params", {}).items() if isinstance(p, dict)}
     names = list(doc.get("sources", {})) + list(doc.get("features", {}))
+    names += [o for step in doc.get("steps", {}).values() for o in step.get("outputs", []) if isinstance(o, str)]
     out: list[tuple[tuple, int | None, str, str | None, str]] = []
     for name, source in doc.get("sources", {}).items():
         if source.get("type") == "sql" and isinstance(source.get("query"), str):

@@ -44,7 +44,7 @@ def _context(ir_path: str, step_id: str, store: str, root: str, item, context):
     from ...runtime.store import Store
 
     ir = _load(ir_path)
-    return make_context(ir, step_id, Store.open(store), item, _environ(ir, context, store, root))
+    return make_context(ir, step_id, Store.open(store), item, _environ(ir, context, store, root), ir_path=ir_path)
 
 
 def _names_from_airflow(step) -> dict:
