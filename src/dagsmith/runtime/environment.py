@@ -21,6 +21,9 @@ using these names.
                          folder as compiled, relative to the working directory)
     DAGSMITH_TRIGGER     on a run started by new data: JSON {"source": NAME, "at": ISO time}
                          (read by `dagsmith admit`; empty or unset on other runs)
+    DAGSMITH_CODE        the code package (a path or s3://.../code/<sha256>.json) of the spec
+                         folder's modules, put first on sys.path before user code is imported
+                         (runtime/codepack.py); unset when the code is baked into the image
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ STORE = "DAGSMITH_STORE"
 ROOT = "DAGSMITH_ROOT"
 TRIGGER = "DAGSMITH_TRIGGER"
 STEP = "DAGSMITH_STEP"  # set for a custom step's own process: the step's id
+CODE = "DAGSMITH_CODE"  # the code package's URI (runtime/codepack.py)
 
 DEFAULT_STORE = ".dagsmith"
 DEFAULT_RUN_ID = "adhoc"
