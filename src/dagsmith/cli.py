@@ -57,7 +57,8 @@ def _for_target(backend, spec_path: str, env: str | None, params: tuple[str, ...
 
 def _for_targets(chosen: list, spec_path: str, env: str | None, params: tuple[str, ...]):
     """_for_target for several backends at once: the spec is compiled once, and every backend's
-    errors are reported together (each once, however many backends find it)."""
+    errors are reported together (each once, however many backends find it). A backend's
+    `check_code` looks at the spec's folder too (user code its pods would not get: backends/code.py)."""
     from .errors import SpecError
     from .spec import diagnostics_at
 
@@ -68,6 +69,9 @@ def _for_targets(chosen: list, spec_path: str, env: str | None, params: tuple[st
         check = getattr(backend, "check", None)
         if check:
             diagnostics += [d for d in diagnostics_at(doc, check(ir, options[backend.name])) if d not in diagnostics]
+        check_code = getattr(backend, "check_code", None)
+        if check_code and not any(d.level == "error" for d in diagnostics):
+            diagnostics += [d for d in diagnostics_at(doc, check_code(ir, options[backend.name], _spec_folder(spec_path))) if d not in diagnostics]
     errors = [d for d in diagnostics if d.level == "error"]
     if errors:
         raise SpecError(errors)

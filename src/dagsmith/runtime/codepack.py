@@ -18,7 +18,7 @@ sources give the same name on every machine, and a pod can verify what it fetche
 What is packaged (every rule here; docs/shipping-code.md repeats them): every `*.py` file under the
 spec folder, except in hidden folders (`.git`, `.venv`, the local store `.dagsmith`), hidden files,
 `__pycache__`, `node_modules`, `site-packages`, `build` and `dist` folders, virtualenvs (a folder
-with a `pyvenv.cfg`) and the folders a compile writes to. Symlinked folders are not followed; a
+with a `pyvenv.cfg`), the folder a compile writes to, and DAG files dagsmith generated. Symlinked folders are not followed; a
 `.py` symlink leaving the folder, a file that is not UTF-8, more than MAX_FILES files or a
 package over MAX_BYTES is an error.
 """
@@ -87,8 +87,9 @@ def in_folder(top: str, folder: str | os.PathLike) -> bool:
     return (base / f"{top}.py").is_file() or (base / top).is_dir() and not (base / top).is_symlink()
 
 
-def build(folder: str | os.PathLike, exclude: tuple = ()) -> Package:
-    """The package of `folder` (see the module's rules); `exclude`: folders left out (the outputs)."""
+def build(folder: str | os.PathLike, exclude: tuple = (), skip=None) -> Package:
+    """The package of `folder` (see the module's rules); `exclude`: folders left out (the outputs);
+    `skip(text)`: whether a file is left out for what it holds (a generated DAG file)."""
     base = Path(folder)
     root = base.resolve()
     excluded = {Path(path).resolve() for path in exclude if path}
@@ -114,6 +115,8 @@ def build(folder: str | os.PathLike, exclude: tuple = ()) -> Package:
                                        "Python sources as text") from None
             except OSError as exc:
                 raise CodePackageError(f"cannot read {relative}: {exc.strerror}") from None
+            if skip is not None and skip(source):
+                continue
             files[relative] = source
             total += len(source.encode("utf-8"))
             if len(files) > MAX_FILES:
