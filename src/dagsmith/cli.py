@@ -375,6 +375,21 @@ def deploy(spec: str, target: str, dry_run: bool, dags_folder, server, namespace
 
 
 @app.command(epilog="""\b
+Examples:
+  dagsmith image pipeline.yaml > Dockerfile && docker build -t ghcr.io/acme/churn:1 .
+  dagsmith image pipeline.yaml --env prod""")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_spec_option
+def image(spec: str, env: str | None):
+    """Print a Dockerfile for the image SPEC's tasks run in (Argo, Step Functions, Airflow's
+    kubernetes mode): dagsmith at this version with the extras the pipeline needs. The spec
+    folder's modules are shipped through the store, not baked in (docs/shipping-code.md)."""
+    from .imagerecipe import for_pipeline
+
+    click.echo(for_pipeline(_compile(spec, env, ())), nl=False)
+
+
+@app.command(epilog="""\b
 Example:
   dagsmith schema > pipeline.schema.json""")
 def schema():
