@@ -78,6 +78,8 @@ def test_top_module_and_in_folder(tmp_path):
     assert codepack.top_module("pkg.mod:main") == "pkg" and codepack.top_module("sklearn.linear_model.Ridge") == "sklearn"
     assert codepack.top_module("not a reference") is None
     assert codepack.in_folder("steps", tmp_path) and codepack.in_folder("pkg", tmp_path) and not codepack.in_folder("sklearn", tmp_path)
+    write(tmp_path, {"build/__init__.py": "", "venv/pyvenv.cfg": "", "venv/__init__.py": ""})
+    assert not codepack.in_folder("build", tmp_path) and not codepack.in_folder("venv", tmp_path)  # left out of the package
 
 
 @pytest.fixture

@@ -82,9 +82,12 @@ def top_module(reference: str) -> str | None:
 
 
 def in_folder(top: str, folder: str | os.PathLike) -> bool:
-    """Whether the top-level module `top` is a module or package of `folder`."""
+    """Whether the top-level module `top` is a module or package of `folder` that the package
+    holds (a package in a folder the rules leave out, e.g. `build/`, is not)."""
     base = Path(folder)
-    return (base / f"{top}.py").is_file() or (base / top).is_dir() and not (base / top).is_symlink()
+    if (base / f"{top}.py").is_file():
+        return not top.startswith(".")
+    return (base / top).is_dir() and _descend(base / top, top, set())
 
 
 def build(folder: str | os.PathLike, exclude: tuple = (), skip=None) -> Package:
