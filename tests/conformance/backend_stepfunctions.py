@@ -523,7 +523,7 @@ class StepFunctionsAdapter(Adapter):
         self.count += 1
         stack = f"conformance-{self.count}"
         deployed = self.moto.call("deploy", ir_file=str(ir_file), stack=stack, prefix=f"runs-{self.count}", root=str(Path(spec).parent),
-                                  options={"state_machine_name": stack})
+                                  options={"state_machine_name": stack}, spec_dir=str(Path(spec).parent))
         ir = read_ir(ir_file)
         states = all_states(json.loads(next(Path(ir_file).parent.glob("*.asl.json")).read_text(encoding="utf-8")))
         distributed = [s["id"] for s in ir["steps"] if s.get("fanout")
