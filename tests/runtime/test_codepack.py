@@ -187,3 +187,22 @@ def test_dagsmith_step_imports_a_custom_step_from_the_package_outside_the_spec_f
     broken = subprocess.run(argv, cwd=empty, env={**env, "DAGSMITH_CODE": str(code.with_name("0" * 64 + ".json"))},
                             capture_output=True, text=True)
     assert broken.returncode == 1 and "cannot read the code package" in broken.stderr and "Traceback" not in broken.stderr
+
+
+def test_the_deployed_package_wins_over_a_stale_copy_in_the_working_folder(package_file, tmp_path, monkeypatch):
+    from dagsmith.runtime.userscode import code_fingerprint
+
+    monkeypatch.setattr(codepack, "_active", {})
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    stale = write(tmp_path / "image-folder", {"shipped_mod_x.py": "VALUE = 1\n"})
+    monkeypatch.setenv("DAGSMITH_CODE", str(package_file))
+    assert code_fingerprint("shipped_mod_x:VALUE", stale) == hashlib.sha256(b"VALUE = 42\n").hexdigest()
+    monkeypatch.delenv("DAGSMITH_CODE")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not p.startswith(os.environ[codepack.CACHE_ENV])])
+    assert code_fingerprint("shipped_mod_x:VALUE", stale) == hashlib.sha256(b"VALUE = 1\n").hexdigest()
+
+
+def test_a_package_over_the_limit_is_not_read_whole(package_file, monkeypatch):
+    monkeypatch.setattr(codepack, "MAX_BYTES", 10)
+    with pytest.raises(StepFailed, match=f"the code package {package_file} is over"):
+        codepack.fetch(str(package_file))
