@@ -114,6 +114,8 @@ def test_a_tampered_or_misnamed_package_is_a_clean_step_failure(package_file, mo
         codepack.activate(str(package_file))
     with pytest.raises(StepFailed, match="is not a code package"):
         codepack.activate(str(package_file.with_name("x.json")))
+    with pytest.raises(StepFailed, match="is not a code package"):
+        codepack.activate(str(package_file) + "\n")
     with pytest.raises(StepFailed, match=r"cannot read the code package .*/code/0{64}\.json: No such file"):
         codepack.activate(str(package_file.with_name("0" * 64 + ".json")))
 

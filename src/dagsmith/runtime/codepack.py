@@ -45,7 +45,7 @@ MAX_FILES = 2000
 MAX_BYTES = 16 * 1024 * 1024  # the whole package (JSON text, UTF-8)
 SKIPPED_FOLDERS = frozenset({"__pycache__", "node_modules", "site-packages", "build", "dist"})
 CACHE_ENV = "DAGSMITH_CODE_CACHE"  # where pods unpack packages (default: <tmp>/dagsmith-code-<uid>)
-_NAME = re.compile(r"(?:^|/)([0-9a-f]{64})\.json$")
+_NAME = re.compile(r"(?:^|/)([0-9a-f]{64})\.json\Z")  # \Z: not before a final newline
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
