@@ -507,6 +507,10 @@ SCHEMA = {
                                 "type": "integer", "minimum": 1,
                                 "description": "Airflow's [core] max_map_length (default 1024): a larger fan-out maps over this many ranges of items.",
                             },
+                            "code": {"enum": ["store", "image"],
+                                     "description": "Where operator: kubernetes pods get the user's modules: store (default: the spec folder's *.py files are "
+                                                    "packaged, put in the store by deploy and fetched by each step; DAGSMITH_CODE) or image "
+                                                    "(baked into the image: nothing is packaged)."},
                         },
                     ),
                     "argo": obj(
@@ -536,6 +540,10 @@ SCHEMA = {
                             "server": string("dagsmith deploy: the Argo Server's URL (or --server)."),
                             "token_env": string("dagsmith deploy: the environment variable holding the Argo Server token (default ARGO_TOKEN).",
                                                 pattern="^[A-Za-z_][A-Za-z0-9_]*$"),
+                            "code": {"enum": ["store", "image"],
+                                     "description": "Where the pods get the user's modules: store (default: the spec folder's *.py files are "
+                                                    "packaged, put in the store by deploy and fetched by each step; DAGSMITH_CODE) or image "
+                                                    "(baked into the image: nothing is packaged)."},
                         },
                     ),
                     "stepfunctions": obj(
@@ -556,6 +564,10 @@ SCHEMA = {
                             "new_data_marker": {"type": ["string", "null"], "pattern": "^[^/\\s]+$",  # one object name: no folder, no space or newline
                                                 "description": "on_new_data: the object whose arrival under the source's prefix starts ONE run "
                                                 "(default _SUCCESS, written last by Spark, Hadoop, Glue); null: every object starts one."},
+                            "code": {"enum": ["store", "image"],
+                                     "description": "Where the tasks get the user's modules: store (default: the spec folder's *.py files are "
+                                                    "packaged, put in the store by deploy and fetched by each step; DAGSMITH_CODE) or image "
+                                                    "(baked into the image: nothing is packaged)."},
                         },
                     ),
                 },

@@ -57,7 +57,8 @@ def _for_target(backend, spec_path: str, env: str | None, params: tuple[str, ...
 
 def _for_targets(chosen: list, spec_path: str, env: str | None, params: tuple[str, ...]):
     """_for_target for several backends at once: the spec is compiled once, and every backend's
-    errors are reported together (each once, however many backends find it)."""
+    errors are reported together (each once, however many backends find it). A backend's
+    `check_code` looks at the spec's folder too (user code its pods would not get: backends/code.py)."""
     from .errors import SpecError
     from .spec import diagnostics_at
 
@@ -68,6 +69,9 @@ def _for_targets(chosen: list, spec_path: str, env: str | None, params: tuple[st
         check = getattr(backend, "check", None)
         if check:
             diagnostics += [d for d in diagnostics_at(doc, check(ir, options[backend.name])) if d not in diagnostics]
+        check_code = getattr(backend, "check_code", None)
+        if check_code and not any(d.level == "error" for d in diagnostics):
+            diagnostics += [d for d in diagnostics_at(doc, check_code(ir, options[backend.name], _spec_folder(spec_path))) if d not in diagnostics]
     errors = [d for d in diagnostics if d.level == "error"]
     if errors:
         raise SpecError(errors)
@@ -368,6 +372,21 @@ def deploy(spec: str, target: str, dry_run: bool, dags_folder, server, namespace
     ir, options = _for_target(backend, spec, env, params)
     for line in backend.deploy(ir, options, request, spec_dir=_spec_folder(spec)):
         click.echo(line, err=True)
+
+
+@app.command(epilog="""\b
+Examples:
+  dagsmith image pipeline.yaml > Dockerfile && docker build -t ghcr.io/acme/churn:1 .
+  dagsmith image pipeline.yaml --env prod""")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_spec_option
+def image(spec: str, env: str | None):
+    """Print a Dockerfile for the image SPEC's tasks run in (Argo, Step Functions, Airflow's
+    kubernetes mode): dagsmith at this version with the extras the pipeline needs. The spec
+    folder's modules are shipped through the store, not baked in (docs/shipping-code.md)."""
+    from .imagerecipe import for_pipeline
+
+    click.echo(for_pipeline(_compile(spec, env, ())), nl=False)
 
 
 @app.command(epilog="""\b

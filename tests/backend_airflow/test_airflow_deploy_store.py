@@ -55,3 +55,25 @@ def test_an_s3_store_out_of_reach_leaves_the_dags_folder_as_it_was(tmp_path, cap
     assert sorted(p.name for p in dags.iterdir()) == ["other.py"]
     assert not list(tmp_path.glob(".dagsmith-deploy-*"))
     assert elapsed < 6, elapsed
+
+
+def test_kubernetes_mode_puts_the_code_package_in_the_store_not_in_the_dags_folder(tmp_path, capsys, monkeypatch, aws_s3):
+    """The pods' DAGSMITH_CODE points into the store: deploy uploads the package there, beside the IR."""
+    from dagsmith.backends.airflow import backend
+
+    monkeypatch.setattr(backend, "dagbag_import_errors", lambda folder: {})
+    aws_s3.create_bucket(Bucket="acme-ml")
+    folder = tmp_path / "churn"
+    shutil.copytree(REPO / "examples" / "churn", folder, ignore=shutil.ignore_patterns("data", "build", ".dagsmith"))
+    (folder / "notify_steps.py").write_text("def main():\n    return 'sent'\n")
+    spec = folder / "pipeline.yaml"
+    text = spec.read_text().replace("airflow: {dag_id: churn_model, pool: ml, tags: [ml]}", K8S_OPTIONS)
+    spec.write_text(text.replace("""command: [python, -c, "print('churn model deployed')"]""", "python: notify_steps:main"))
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    assert main(["deploy", str(spec), "--target", "airflow", "--dags-folder", str(dags)]) in (0, None), capsys.readouterr().err
+    assert sorted(p.name for p in dags.iterdir()) == ["churn-model.ir.json", "churn_model.py"]
+    (key,) = [o["Key"] for o in aws_s3.list_objects_v2(Bucket="acme-ml", Prefix="dagsmith/code/")["Contents"]]
+    files = __import__("json").loads(aws_s3.get_object(Bucket="acme-ml", Key=key)["Body"].read())["files"]
+    assert "notify_steps.py" in files and "make_data.py" in files
+    assert f'"DAGSMITH_CODE": literal("s3://acme-ml/{key}")' in (dags / "churn_model.py").read_text()

@@ -9,7 +9,8 @@ emits (tests/backend_argo/interpreter.py: containers as local processes), agains
 - run(): the WorkflowTemplate submitted (`argo submit --from workflowtemplate/NAME -p ...`) with
   the run's params as workflow arguments, a fresh store prefix per run through the workflow
   parameter `dagsmith-store`, the IR put where the pods read it under that store (the emitted
-  args: `{{workflow.parameters.dagsmith-store}}/ir/<pipeline>-<hash>.ir.json`), the run date as the
+  args: `{{workflow.parameters.dagsmith-store}}/ir/<pipeline>-<hash>.ir.json`) and the code package
+  beside it when the spec folder's modules are shipped (`.../code/<sha256>.json`), the run date as the
   workflow's creationTimestamp, the controller's time zone not UTC (so a run date read in the
   controller's zone would differ from the local run's), retries off (the suite's contract, as the Airflow
   adapter sets retries=0: the templates' `retryStrategy` is removed). The pods' environment: PATH
@@ -146,7 +147,8 @@ class ArgoAdapter(Adapter):
             schemas.check(document)
         template = documents[template_file.name]
         (ir_file,) = out.glob("*.ir.json")
-        return {"template": template, "ir_key": self.ir_key(template), "ir": read_ir(ir_file), "ir_file": ir_file, "root": spec.parent, "documents": documents}
+        return {"template": template, "ir_key": self.ir_key(template), "ir": read_ir(ir_file), "ir_file": ir_file, "root": spec.parent, "documents": documents,
+                "code": sorted(out.glob("code/*.json"))}
 
     @staticmethod
     def ir_key(template: dict) -> str:
@@ -173,6 +175,8 @@ class ArgoAdapter(Adapter):
         created = (dt.datetime.fromisoformat(run_date).replace(tzinfo=dt.timezone.utc) if run_date
                    else dt.datetime.now(dt.timezone.utc))
         self.s3().upload_file(str(handle["ir_file"]), BUCKET, f"runs/{Path(workdir).name}/{handle['ir_key']}")
+        for package in handle["code"]:  # the spec folder's code, where the pods' DAGSMITH_CODE points (as deploy puts it)
+            self.s3().upload_file(str(package), BUCKET, f"runs/{Path(workdir).name}/code/{package.name}")
         scratch = Path(workdir) / "argo-pods"
         scratch.mkdir(exist_ok=True)
         interpreter = Interpreter(base_env=self.environ(), cwd=handle["root"], max_pods=2, scratch=scratch,

@@ -197,7 +197,9 @@ class Worker:
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
         boto3.client("ecs", region_name=REGION).create_cluster(clusterName=PARAMETERS["Cluster"])
 
-    def deploy(self, ir_file: str, stack: str, prefix: str, root: str, options: dict | None = None) -> dict:
+    def deploy(self, ir_file: str, stack: str, prefix: str, root: str, options: dict | None = None, spec_dir: str | None = None) -> dict:
+        """Deploy the compiled IR as `dagsmith deploy` does (`spec_dir`: the spec's folder, whose code
+        deploy packages and puts in the store); the tasks run in `root` (the image's working folder)."""
         from dagsmith.backends import DeployRequest
         from dagsmith.backends.stepfunctions.backend import StepFunctionsBackend
         from dagsmith.ir import IR
@@ -210,7 +212,7 @@ class Worker:
         import dagsmith.backends.stepfunctions.deploy as deploy_module
 
         backend = StepFunctionsBackend()
-        lines = deploy_module.deploy(backend, ir, base, DeployRequest(stack_name=stack, region=REGION), poll=0.05)
+        lines = deploy_module.deploy(backend, ir, base, DeployRequest(stack_name=stack, region=REGION), poll=0.05, spec_dir=spec_dir)
         import boto3
 
         machines = boto3.client("stepfunctions", region_name=REGION).list_state_machines()["stateMachines"]
@@ -521,7 +523,7 @@ class StepFunctionsAdapter(Adapter):
         self.count += 1
         stack = f"conformance-{self.count}"
         deployed = self.moto.call("deploy", ir_file=str(ir_file), stack=stack, prefix=f"runs-{self.count}", root=str(Path(spec).parent),
-                                  options={"state_machine_name": stack})
+                                  options={"state_machine_name": stack}, spec_dir=str(Path(spec).parent))
         ir = read_ir(ir_file)
         states = all_states(json.loads(next(Path(ir_file).parent.glob("*.asl.json")).read_text(encoding="utf-8")))
         distributed = [s["id"] for s in ir["steps"] if s.get("fanout")

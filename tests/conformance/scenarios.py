@@ -368,7 +368,10 @@ from pathlib import Path
 
 def record(frames):
     names = %r
-    Path(__file__).with_name("feature_env.json").write_text(json.dumps({name: os.environ.get(name) for name in names}))
+    # the spec's folder: this module's, except on a pod backend, where the module comes from the code
+    # package (DAGSMITH_CODE) and the pod's working folder is the spec's (the adapters' image folder)
+    folder = Path.cwd() if os.environ.get("DAGSMITH_CODE") else Path(__file__).parent
+    (folder / "feature_env.json").write_text(json.dumps({name: os.environ.get(name) for name in names}))
     return frames["daily"]
 """ % (tuple(STEP_ENV),)
 

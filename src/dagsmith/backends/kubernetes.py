@@ -66,14 +66,14 @@ def scale(quantity: str, factor: int) -> str:
     return f"{int(value) if value.is_integer() else round(value, 6)}{unit}"
 
 
-def pod_env(step: Step, writable=lambda value: True) -> dict[str, str]:
+def pod_env(step: Step, writable=lambda value: True, code: str | None = None) -> dict[str, str]:
     """The step's `env` values a pod's container gets in its spec (plan.container_env): those
     without a `$`, since Kubernetes expands `$(NAME)` in an env value and reads `$$` as `$`
     (core/v1 EnvVar.value: "Variable references $(VAR_NAME) are expanded using the previously
     defined environment variables in the container ... Double $$ are reduced to a single $",
     https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#environment-variables).
-    The others are set by the runtime when the step starts, as everywhere."""
-    return container_env(step, lambda value: "$" not in value and writable(value))
+    The others are set by the runtime when the step starts, as everywhere. `code`: Plan.code."""
+    return container_env(step, lambda value: "$" not in value and writable(value), code)
 
 
 def secret_refs(step: Step) -> list[SecretRef]:

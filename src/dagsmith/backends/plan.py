@@ -11,7 +11,9 @@ fan-out", "a gate's scope" or "the command a container runs" means is decided he
 - the command each task runs (`Command.argv`: the one place a `dagsmith` command line is
   built), with the run-environment contract of runtime/environment.py;
 - where the run keeps its data (`store`) and where tasks read the IR, resolved at compile
-  time from `backends.<name>` options: the runtime never looks them up.
+  time from `backends.<name>` options: the runtime never looks them up;
+- where tasks fetch the user's code (`code`: the code package under the store, backends/code.py),
+  given to every step's container as DAGSMITH_CODE through `container_env`.
 
 A backend turns tasks into its own objects (operators, templates, states); the shared checks
 of `capabilities` report what it cannot express.
@@ -28,6 +30,7 @@ from urllib.parse import quote_plus
 from .. import cron, naming, references
 from ..errors import DagsmithError
 from ..ir import IR, Step, ir_filename
+from ..runtime import environment as E
 from ..runtime.environment import SKIP_EXIT_CODE
 
 SYNTHETIC_PREFIX = "dagsmith-"
@@ -136,6 +139,7 @@ class Plan:
     admission: Admission | None
     max_ranges: int
     root: str | None = None  # the spec's folder relative to the generated files' (None: unknown)
+    code: str | None = None  # the code package's URI under the run's store (None: the code is in the image)
     _by_id: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -213,10 +217,11 @@ def new_object(uri: str | None) -> NewObject:
 
 
 def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_uri: str | None = None,
-               output_dir: str | None = None, spec_dir: str | None = None) -> Plan:
+               output_dir: str | None = None, spec_dir: str | None = None, code_key: str | None = None) -> Plan:
     """The plan of `ir` for a backend that maps at most `max_ranges` instances per fan-out and
     keeps run data in `store` (None: the backend supplies its default at run time), writing its
-    files to `output_dir` (relative paths of the spec resolve from there to the spec's folder)."""
+    files to `output_dir` (relative paths of the spec resolve from there to the spec's folder);
+    `code_key`: the code package's name (`code/<sha256>.json`), which tasks read under the store."""
     if max_ranges < 1:
         raise PlanBug(f"internal error (please report): max_ranges must be >= 1, got {max_ranges}")
     intervals = {t["source"]: int(t.get("min_interval") or 0) for t in ir.triggers.get("on_new_data") or []}
@@ -244,20 +249,23 @@ def build_plan(ir: IR, *, store: str | None = None, max_ranges: int = 1024, ir_u
         params=tuple(Param(name, p["type"], p["default"], p["required"], p.get("description"), tuple(p["enum"]) if p.get("enum") else None)
                      for name, p in ir.params.items()),
         admission=admission, max_ranges=max_ranges, root=spec_folder_from(spec_dir, output_dir),
+        code=f"{store.rstrip('/')}/{code_key}" if code_key and store else None,
     )
     _check(plan)
     return plan
 
 
-def container_env(step: Step, writable=lambda value: True) -> dict[str, str]:
+def container_env(step: Step, writable=lambda value: True, code: str | None = None) -> dict[str, str]:
     """The step's `env` a container backend writes into the container's own environment: each
     value with no run-time reference, as the step gets it (`$${` written `${`), that the backend
     can write literally (`writable`: e.g. Argo substitutes every '{{' of a pod's spec). Then it is
     there from the process's start (a proxy or an S3 endpoint the IR is read through, a PYTHON*
     variable). The runtime sets EVERY `env` value when the step starts, references filled in with
     the run's values (runtime: step_variables), on every backend: what a container gets here is
-    the same value, earlier; a value with `${run.id}` exists only once the run does."""
-    out = {}
+    the same value, earlier; a value with `${run.id}` exists only once the run does.
+    `code`: the plan's code package (Plan.code), as DAGSMITH_CODE: the backend's own expression of
+    a location under the run's store, never spec text (a spec cannot set DAGSMITH_* variables)."""
+    out = {E.CODE: code} if code else {}
     for name, value in sorted(step.env.items()):
         if next(references.references(value), None) is None:
             text = references.substitute(value, lambda _name: "")  # no reference: only `$${` -> `${`

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..ir import IR
+from . import environment as E
 from . import s3  # noqa: F401 - registers the s3:// artifact store (Store.open)
 from .context import RunValues, StepContext, StepFailed, default_root, default_store_uri
 from .store import Store
@@ -86,6 +87,11 @@ def run_step(ctx: StepContext) -> dict:
     """Run one step (or one item of a fan-out) and return its result."""
     import importlib
 
+    code = os.environ.get(E.CODE)
+    if code:  # the shipped user code, first on sys.path before anything imports user code
+        from .codepack import activate
+
+        activate(code)
     module_name, function_name = _KINDS[ctx.step.kind]
     function = getattr(importlib.import_module(module_name), function_name)
     started = time.time()

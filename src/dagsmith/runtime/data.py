@@ -193,13 +193,11 @@ def distinct_partitions(frame, column: str) -> list:
 # --- task -------------------------------------------------------------------------------------
 
 def user_path(root) -> None:
-    """Put the spec's folder on sys.path, so user modules (entrypoints, their models) import."""
-    import sys
-    from pathlib import Path
+    """Put the spec's folder (and the shipped code package, first) on sys.path, so user modules
+    (entrypoints, their models) import: userscode.user_path."""
+    from .userscode import user_path as add
 
-    folder = str(Path(root).resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    add(root)
 
 
 def import_object(path: str, what: str = "estimator"):

@@ -21,6 +21,9 @@ using these names.
                          folder as compiled, relative to the working directory)
     DAGSMITH_TRIGGER     on a run started by new data: JSON {"source": NAME, "at": ISO time}
                          (read by `dagsmith admit`; empty or unset on other runs)
+    DAGSMITH_CODE        the code package (a path or s3://.../code/<sha256>.json) of the spec
+                         folder's modules, put first on sys.path before user code is imported
+                         (runtime/codepack.py); unset when the code is baked into the image
 
 What user code gets (a custom step's function and its command's process: runtime/custom.py
 sets all of these whoever started the step; docs/user-code.md):
@@ -56,6 +59,7 @@ TRIGGER = "DAGSMITH_TRIGGER"
 STEP = "DAGSMITH_STEP"  # set for a custom step's own process: the step's id
 IR = "DAGSMITH_IR"  # for a custom step: a local path of the run's IR file
 OUTPUTS = "DAGSMITH_OUTPUTS"  # for a custom step: where its declared output tables are written
+CODE = "DAGSMITH_CODE"  # the code package's URI (runtime/codepack.py)
 
 DEFAULT_STORE = ".dagsmith"
 DEFAULT_RUN_ID = "adhoc"

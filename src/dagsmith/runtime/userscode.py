@@ -7,11 +7,13 @@ import dataclasses
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from .context import StepFailed
+from .environment import CODE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +41,19 @@ def user_code_error(what: str, exc: BaseException) -> StepFailed:
 
 
 def _with_root(root: Path) -> None:
+    """The folders user modules import from: the code package of DAGSMITH_CODE first (what was
+    deployed wins over whatever the image's folder holds), then the spec's folder."""
     folder = str(Path(root).resolve())
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    code = os.environ.get(CODE)
+    if code:
+        from .codepack import activate
+
+        activate(code)  # first on sys.path
+
+
+user_path = _with_root
 
 
 def import_function(reference: str, root: Path):

@@ -29,7 +29,8 @@ from ... import naming
 from ...errors import UsageError, format_path
 from ...ir import IR
 from ...runtime import environment as E
-from .. import kubernetes
+from .. import code, kubernetes
+from ..code import code_files
 from ..plan import Plan, Task, build_plan, new_object
 from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors
 
@@ -79,19 +80,29 @@ class AirflowBackend:
     name = "airflow"
     default_output = "build/airflow"
 
-    def plan(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> Plan:
+    def plan(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None, package=None) -> Plan:
         operator = options.get("operator", "python")
         ir_uri = self.ir_uri(ir, options) if operator == "kubernetes" else None
         return build_plan(ir, store=options.get("store"), max_ranges=int(options.get("max_map_length", DEFAULT_MAX_MAP_LENGTH)),
-                          ir_uri=ir_uri, output_dir=output_dir, spec_dir=spec_dir)
+                          ir_uri=ir_uri, output_dir=output_dir, spec_dir=spec_dir, code_key=package.key if package else None)
 
     def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]:
         problems = self.check(ir, options)
         raise_errors(self.name, problems)
-        plan = self.plan(ir, options, output_dir, spec_dir)
+        # kubernetes mode: the pods get the spec folder's code from the store (backends/code.py)
+        package = code.package(ir, MODES[options.get("operator", "python")], options, spec_dir, output_dir)
+        plan = self.plan(ir, options, output_dir, spec_dir, package)
         dag_id = options.get("dag_id") or naming.airflow_id(ir.name)
         text = _environment().get_template("airflow_dag.py.j2").render(**self.context(plan, options, dag_id, problems))
-        return {f"{dag_id}.py": text, plan.ir_file: ir.dumps()}
+        files = {f"{dag_id}.py": text, plan.ir_file: ir.dumps()}
+        if package:
+            files[package.key] = package.text
+        return files
+
+    def check_code(self, ir: IR, options: dict, spec_dir: str | None) -> list[Problem]:
+        """kubernetes mode: referenced user code the pods will not get (backends/code.py): warnings."""
+        operator = options.get("operator", "python")
+        return code.problems(ir, MODES[operator], options, spec_dir) if operator in MODES else []
 
     def deploy(self, ir: IR, options: dict, request, spec_dir: str | None = None) -> list[str]:
         """Compile into a staging folder beside --dags-folder, prove Airflow loads it (DagBag,
@@ -112,6 +123,7 @@ class AirflowBackend:
             raise UsageError(f"--dags-folder {dags_folder}: no such folder")
         plan = self.plan(ir, options, str(dags_folder), spec_dir)
         files = self.emit(ir, options, output_dir=str(dags_folder), spec_dir=spec_dir)
+        shipped = {name: files.pop(name) for name in code_files(files)}  # into the store, not the dags folder
         staging = Path(tempfile.mkdtemp(prefix=".dagsmith-deploy-", dir=dags_folder.parent))
         try:
             write_files(staging, files)
@@ -126,6 +138,8 @@ class AirflowBackend:
                 from ..aws import put_text
 
                 put_text(plan.ir_uri, files[plan.ir_file], "the IR")
+                for name, text in shipped.items():  # where the pods' DAGSMITH_CODE points
+                    put_text(f"{options['store'].rstrip('/')}/{name}", text, "the code package")
             done = {"create": "created", "update": "updated", "keep": "unchanged"}
             lines = [f"{done[_change(dags_folder / name, files[name])]} {dags_folder / name}" for name in ordered]
             for name in ordered:
@@ -142,6 +156,7 @@ class AirflowBackend:
         if operator not in MODES:
             return [error(OPTIONS + ("operator",), f"{operator!r} is not an Airflow operator mode (supported: {', '.join(MODES)})")]
         problems = check_capabilities(ir, MODES[operator], options.get("store"))
+        problems += code.option_problems(MODES[operator], options)
         dag_id = options.get("dag_id") or naming.airflow_id(ir.name)
         if len(dag_id) > 250:
             problems.append(error(OPTIONS + ("dag_id",), f"{dag_id[:40]!r}... is longer than Airflow's 250 characters"))
@@ -250,7 +265,7 @@ class AirflowBackend:
         out.update(
             pod_name=naming.k8s_name(step.id),
             image=step.image,
-            env=kubernetes.pod_env(step) if operator == "kubernetes" else {},  # the other modes: the runtime sets it
+            env=kubernetes.pod_env(step, code=plan.code) if operator == "kubernetes" else {},  # the other modes: the runtime sets it
             resources=kubernetes.pod_resources(step),
             secrets=[{"name": ref.env, "secret": ref.secret, "key": ref.key} for ref in kubernetes.secret_refs(step)],
             comment=comment + (": a failed gate skips what follows" if gate else ""),

@@ -7,6 +7,8 @@
     <name>.prerequisites.yaml       what a cluster admin applies first (access.py): service
                                     accounts, Roles, RoleBindings (least privilege), the EventBus
     <name>.ir.json                  the IR, which pods read from the store (`dagsmith deploy` puts it there)
+    code/<sha256>.json              the spec folder's Python modules, when steps name them (backends/code.py;
+                                    `dagsmith deploy` puts it in the store, pods get it as DAGSMITH_CODE)
 
 How the plan maps to Argo is in workflow.py, the triggers in events.py, the deploy
 through the Argo Server in deploy.py; this module checks what Argo cannot take (every
@@ -18,7 +20,7 @@ from __future__ import annotations
 import yaml
 
 from ...ir import IR
-from .. import kubernetes
+from .. import code, kubernetes
 from . import access, events, workflow
 from .workflow import Settings
 from ..plan import Plan, build_plan
@@ -37,16 +39,24 @@ class ArgoBackend:
     name = "argo"
     default_output = "build/argo"
 
-    def plan(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> Plan:
+    def plan(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None, package=None) -> Plan:
         settings = Settings.of(options)
         return build_plan(ir, store=f"{{{{workflow.parameters.{workflow.STORE_PARAM}}}}}", max_ranges=settings.max_fanout_pods,
-                          ir_uri=workflow.ir_location(settings, ir), output_dir=output_dir, spec_dir=spec_dir)
+                          ir_uri=workflow.ir_location(settings, ir), output_dir=output_dir, spec_dir=spec_dir,
+                          code_key=package.key if package else None)
 
     def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]:
         raise_errors(self.name, self.check(ir, options))
-        files = self.files(self.plan(ir, options, output_dir, spec_dir), Settings.of(options))
+        package = code.package(ir, CAPABILITIES, options, spec_dir, output_dir)
+        files = self.files(self.plan(ir, options, output_dir, spec_dir, package), Settings.of(options))
         self.check_size(files)
+        if package:
+            files[package.key] = package.text
         return files
+
+    def check_code(self, ir: IR, options: dict, spec_dir: str | None) -> list[Problem]:
+        """Referenced user code the pods will not get (backends/code.py): warnings."""
+        return code.problems(ir, CAPABILITIES, options, spec_dir)
 
     def files(self, plan: Plan, settings: Settings) -> dict[str, str]:
         out = {f"{plan.name}.workflow-template.yaml": to_yaml(workflow.dump(workflow.workflow_template(plan, settings)))}
@@ -73,13 +83,14 @@ class ArgoBackend:
     def deploy(self, ir: IR, options: dict, request, spec_dir: str | None = None) -> list[str]:
         from .deploy import deploy
 
-        return deploy(self, ir, options, request)
+        return deploy(self, ir, options, request, spec_dir)
 
     # --- what Argo cannot take ------------------------------------------------------------
 
     def check(self, ir: IR, options: dict) -> list[Problem]:
         settings = Settings.of(options)
         problems = check_capabilities(ir, CAPABILITIES, options.get("store"))
+        problems += code.option_problems(CAPABILITIES, options)
         problems += kubernetes.check(ir, settings.namespace, OPTIONS)
         for key in ("service_account", "sensor_service_account", "event_source_service_account", "webhook_secret"):
             value = options.get(key)

@@ -3,7 +3,8 @@ REST API, all or nothing.
 
   1. compile and check (sizes, names): nothing is sent when anything is wrong;
   2. lint the WorkflowTemplate and the CronWorkflow on the server (its own validation);
-  3. put the IR where pods read it (the store; content-addressed by the spec's hash);
+  3. put the IR where pods read it (the store; content-addressed by the spec's hash), and the code
+     package when the spec folder's code is shipped (`<store>/code/<sha256>.json`);
   4. create or update each resource (WorkflowTemplate, CronWorkflow, EventSource, Sensor): GET
      decides create (404) or update (200, with the server's resourceVersion);
   5. when a write fails, the ones already made are put back as they were (created: deleted;
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from ...errors import DagsmithError, DeployFailed, DeployIncomplete, UsageError
 from .. import remote
 from ..aws import put_text
+from ..code import code_files
+from .workflow import Settings
 
 DEFAULT_TOKEN_ENV = "ARGO_TOKEN"
 # The Argo Server's REST API is a gRPC gateway: a missing resource is HTTP 404 with the gRPC status
@@ -120,7 +123,7 @@ def _port(parsed) -> int | None:
         return None
 
 
-def deploy(backend, ir, options: dict, request) -> list[str]:
+def deploy(backend, ir, options: dict, request, spec_dir: str | None = None) -> list[str]:
     request.refuse_others("argo", ("server", "namespace", "token_env"))
     server_url = request.server or options.get("server")
     if not server_url:
@@ -129,7 +132,7 @@ def deploy(backend, ir, options: dict, request) -> list[str]:
     token_env = request.token_env or options.get("token_env") or DEFAULT_TOKEN_ENV
     token = os.environ.get(token_env)
     server = ArgoServer(server_url, token)
-    files = backend.emit(ir, {**options, "namespace": namespace})  # checked, sizes included
+    files = backend.emit(ir, {**options, "namespace": namespace}, spec_dir=spec_dir)  # checked, sizes included
     docs = backend.documents(files)
     lines = [] if token else [f"note: ${token_env} is not set: calling the Argo Server without a token"]
     for doc in docs:  # the server's own validation, before anything changes
@@ -154,6 +157,9 @@ def deploy(backend, ir, options: dict, request) -> list[str]:
     plan = backend.plan(ir, {**options, "namespace": namespace})
     put_text(plan.ir_uri, files[plan.ir_file], "the IR")
     lines.append(f"uploaded the IR to {plan.ir_uri}")
+    for name in code_files(files):  # the spec folder's code: where DAGSMITH_CODE points, under the store
+        put_text(f"{Settings.of(options).store}/{name}", files[name], "the code package")
+        lines.append(f"uploaded the code package to {Settings.of(options).store}/{name}")
     done: list[tuple[dict, dict | None, bool]] = []  # (resource, as it was, whether the write may not have happened)
     for doc in docs:
         before = current[_id(doc)]

@@ -22,7 +22,8 @@ Mapping of the plan (docs/backends/argo.md):
                            formats creationTimestamp.* in its own time zone), workflow parameters
                            (DAGSMITH_PARAM_<NAME>: Argo parameters are text, typed by the runtime)
   store                 -> the workflow parameter `dagsmith-store`; pods read the IR under it too, so
-                           `-p dagsmith-store=...` moves the run's data and the IR it reads
+                           `-p dagsmith-store=...` moves the run's data and the IR it reads (and the
+                           code package, DAGSMITH_CODE, when the spec folder's code is shipped)
 """
 
 from __future__ import annotations
@@ -377,7 +378,7 @@ def _env(plan: Plan, task: Task) -> list[m.EnvVar]:
     if task.step is not None and task.kind == "step":
         # the step's `env`: what Argo would not substitute ('{{') and Kubernetes would not expand
         # ('$') is in the spec; the runtime sets every value (references filled in) as the step starts
-        env += [m.EnvVar(name=name, value=value) for name, value in kubernetes.pod_env(task.step, lambda value: "{{" not in value).items()]
+        env += [m.EnvVar(name=name, value=value) for name, value in kubernetes.pod_env(task.step, lambda value: "{{" not in value, plan.code).items()]
         env += [m.EnvVar(name=ref.env, value_from=m.EnvVarSource(secret_key_ref=m.SecretKeySelector(name=ref.secret, key=ref.key)))
                 for ref in kubernetes.secret_refs(task.step)]
     return env

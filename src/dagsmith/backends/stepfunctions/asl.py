@@ -92,6 +92,7 @@ class Settings:
     image_param: dict  # task id -> the template parameter holding its image (SageMaker)
     locking: bool = True  # admission behind a DynamoDB lock (the template has the table)
     lease_seconds: int = LOCK_LEASE_SECONDS  # the admission lock's lease
+    code: str | None = None  # Plan.code: the code package under the store (DAGSMITH_CODE)
     names: dict = field(default_factory=dict)  # state name -> who took it (collision check)
 
 
@@ -236,11 +237,12 @@ def container_task(task: Task, settings: Settings, *, item: bool = False, ranges
     return state
 
 
-def static_env(step: Step | None) -> dict[str, str]:
+def static_env(step: Step | None, code: str | None = None) -> dict[str, str]:
     """The step's `env` values written into its container's definition (plan.container_env): those
     without '${' (the definition is embedded with Fn::Sub). The runtime sets every value,
-    references filled in with the run's values, when the step starts."""
-    return container_env(step, lambda value: "${" not in value) if step is not None else {}
+    references filled in with the run's values, when the step starts. `code`: Plan.code, the code
+    package under the store (`s3://${ArtifactBucket}/${StorePrefix}/code/...`, filled in by Fn::Sub)."""
+    return container_env(step, lambda value: "${" not in value, code) if step is not None else {}
 
 
 def secret_refs(step: Step) -> dict:
@@ -250,13 +252,13 @@ def secret_refs(step: Step) -> dict:
     return dict(sorted(refs.items()))
 
 
-def training_environment(task: Task) -> dict:
+def training_environment(task: Task, code: str | None = None) -> dict:
     """The training job's Environment: the run's values (from the state's input), the step's own
     `env`, and its secrets and connections BY NAME in DAGSMITH_SECRET_REFS (SageMaker has no
     secret references in Environment: the callback wrapper fetches them from Secrets Manager when
     the container starts, so no secret value is ever written into the job's description)."""
     env = {item["Name"] + ".$": item["Value.$"] for item in environment(task, token=False, item=False)}
-    env.update(static_env(task.step))
+    env.update(static_env(task.step, code))
     refs = secret_refs(task.step)
     if refs:
         env[SECRET_REFS_ENV] = json.dumps(refs, sort_keys=True, separators=(",", ":"))
@@ -269,7 +271,7 @@ def training_job(task: Task, settings: Settings) -> dict:
     cluster environment); `.sync` waits for the job, its status is the result."""
     step = task.step
     workers = int(step.config["distributed"].get("workers") or 1)
-    env = training_environment(task)
+    env = training_environment(task, settings.code)
     state = {
         "Type": "Task",
         "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",

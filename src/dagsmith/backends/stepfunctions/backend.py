@@ -7,13 +7,16 @@ template that deploys it with its compute, roles, schedule and new-data rules; t
                            an EventBridge Scheduler schedule, EventBridge rules on S3 Object
                            Created, the admission lock table
     <name>.ir.json         the IR (deploy uploads it to the store, where tasks read it)
+    code/<sha256>.json     the spec folder's Python modules, when steps name them (backends/code.py;
+                           deploy uploads it beside the IR, tasks get it as DAGSMITH_CODE)
 
 Options (`backends.stepfunctions`): compute (ecs | batch), store (s3://bucket/prefix), role_arn
 (use this role instead of creating one), region, state_machine_name, max_map_length (task
 instances per fan-out, default 10,000), inline_map_limit (Map items up to which an inline Map
 runs, at most 40; more go to a Distributed Map), admission_lease_seconds (min_interval's lock
 lease, default 1800), parameters (template parameter values), new_data_marker (the object whose
-arrival starts a run for on_new_data, default _SUCCESS; null: every object).
+arrival starts a run for on_new_data, default _SUCCESS; null: every object), code (store | image:
+where tasks get the user's modules, backends/code.py).
 docs/backends/stepfunctions.md has the mapping and the reasons.
 """
 
@@ -24,6 +27,7 @@ import re
 from ... import naming
 from ...errors import UsageError
 from ...ir import IR
+from .. import code
 from . import asl, limits
 from ..plan import Plan, build_plan
 from ..problems import Capabilities, Problem, check_capabilities, error, raise_errors, step_path, warning
@@ -47,11 +51,12 @@ class StepFunctionsBackend:
 
     # --- the plan -------------------------------------------------------------------------
 
-    def plan(self, ir: IR, options: dict) -> Plan:
+    def plan(self, ir: IR, options: dict, package=None) -> Plan:
         """The store is the template's bucket and prefix (Fn::Sub), filled in at deploy time;
-        tasks read the IR from the store, named by the spec's hash."""
+        tasks read the IR from the store, named by the spec's hash, and the code `package` (when
+        the spec folder's code is shipped: backends/code.py) under it too."""
         return build_plan(ir, store=STORE_PLACEHOLDER, max_ranges=int(options.get("max_map_length", DEFAULT_MAX_MAP_LENGTH)),
-                          ir_uri=self.ir_uri(ir, STORE_PLACEHOLDER))
+                          ir_uri=self.ir_uri(ir, STORE_PLACEHOLDER), code_key=package.key if package else None)
 
     @staticmethod
     def ir_key(ir: IR) -> str:
@@ -69,6 +74,7 @@ class StepFunctionsBackend:
             image_param={t.id: image_param(t.step.image if t.step else None) for t in plan.tasks},
             locking=True,
             lease_seconds=int(options.get("admission_lease_seconds", asl.LOCK_LEASE_SECONDS)),
+            code=plan.code,
         )
 
     # --- capabilities ---------------------------------------------------------------------
@@ -76,6 +82,7 @@ class StepFunctionsBackend:
     def check(self, ir: IR, options: dict) -> list[Problem]:
         store = options.get("store")
         problems = check_capabilities(ir, CAPABILITIES, store or STORE_PLACEHOLDER)
+        problems += code.option_problems(CAPABILITIES, options)
         imageless = [step for step in ir.steps if not step.image]
         if imageless and len(imageless) == len(ir.steps):  # once, not once per step
             problems.append(warning(OPTIONS, "no step has an image: the template's DefaultImage parameter must be given when it "
@@ -156,10 +163,10 @@ class StepFunctionsBackend:
 
     # --- files ----------------------------------------------------------------------------
 
-    def build(self, ir: IR, options: dict) -> tuple[Plan, dict, dict]:
+    def build(self, ir: IR, options: dict, package=None) -> tuple[Plan, dict, dict]:
         """(plan, definition, template), or a BackendProblems naming what cannot be built."""
         raise_errors(self.name, self.check(ir, options))
-        plan = self.plan(ir, options)
+        plan = self.plan(ir, options, package)
         settings = self.settings(plan, options)
         try:
             definition = asl.build(plan, settings)
@@ -180,9 +187,24 @@ class StepFunctionsBackend:
         return plan, definition, template
 
     def emit(self, ir: IR, options: dict, output_dir: str | None = None, spec_dir: str | None = None) -> dict[str, str]:
-        plan, definition, template = self.build(ir, options)
+        package = self.package(ir, options, spec_dir, output_dir)
+        plan, definition, template = self.build(ir, options, package)
         name = machine_name(ir, options)
-        return {f"{name}.asl.json": asl.dumps(definition), f"{name}.template.yaml": dump_yaml(template), plan.ir_file: ir.dumps()}
+        files = {f"{name}.asl.json": asl.dumps(definition), f"{name}.template.yaml": dump_yaml(template), plan.ir_file: ir.dumps()}
+        if package:
+            files[package.key] = package.text
+        return files
+
+    @staticmethod
+    def package(ir: IR, options: dict, spec_dir: str | None, output_dir: str | None = None):
+        """The code package of the spec folder, when its modules are shipped (backends/code.py)."""
+        if code.option_problems(CAPABILITIES, options):
+            return None  # reported by check
+        return code.package(ir, CAPABILITIES, options, spec_dir, output_dir)
+
+    def check_code(self, ir: IR, options: dict, spec_dir: str | None) -> list[Problem]:
+        """Referenced user code the tasks will not get (backends/code.py): warnings."""
+        return code.problems(ir, CAPABILITIES, options, spec_dir)
 
     machine_name = staticmethod(machine_name)
 
@@ -193,7 +215,7 @@ class StepFunctionsBackend:
     def deploy(self, ir: IR, options: dict, request, spec_dir: str | None = None) -> list[str]:
         from .deploy import deploy
 
-        return deploy(self, ir, options, request)
+        return deploy(self, ir, options, request, spec_dir=spec_dir)
 
 
 def known_names(settings: asl.Settings, options: dict) -> set[str]:

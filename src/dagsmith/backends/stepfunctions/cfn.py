@@ -373,7 +373,10 @@ class TemplateBuilder:
         """The step's `env` in its container's definition (asl.static_env: references are filled
         in by the runtime when the step starts)."""
         step = task.step if task.kind == "step" else None
-        return [{"Name": name, "Value": value} for name, value in static_env(step).items()]
+        # a value with '${' is the plan's code package under the store (asl.static_env keeps no
+        # spec value holding one): CloudFormation fills in its bucket and prefix
+        return [{"Name": name, "Value": {"Fn::Sub": value} if "${" in value else value}
+                for name, value in static_env(step, self.plan.code).items()]
 
     def logging(self, task: Task) -> dict:
         return {"LogDriver": "awslogs", "Options": {"awslogs-group": {"Ref": "LogGroup"}, "awslogs-region": {"Ref": "AWS::Region"},

@@ -1,7 +1,8 @@
 """`dagsmith deploy --target stepfunctions`: the template through a CloudFormation change set.
 
 1. compile (every problem reported before anything changes) and upload the IR to the store,
-   under a name of its spec's hash (the running version keeps reading its own);
+   under a name of its spec's hash (the running version keeps reading its own), and the code
+   package of the spec folder when its modules are shipped (`code/<sha256>.json`, by its hash);
 2. create a change set (CREATE for a new stack, UPDATE otherwise) and wait for it; no changes
    -> "unchanged"; --dry-run -> print the changes, delete the change set, change nothing;
 3. execute it and wait. A failed update is rolled back by CloudFormation: the previous version
@@ -32,14 +33,15 @@ TEMPLATE_BODY_LIMIT = 51_200  # larger templates go through S3 (TemplateURL)
 DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
 
 
-def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: float = 3600.0) -> list[str]:
+def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: float = 3600.0, spec_dir: str | None = None) -> list[str]:
     request.refuse_others("stepfunctions", ("stack_name", "region"))
     try:
         import boto3
     except ImportError:
         raise UsageError("deploying to Step Functions needs boto3: pip install 'dagsmith[aws]'") from None
 
-    plan, definition, template = backend.build(ir, options)
+    package = backend.package(ir, options, spec_dir)  # the spec folder's code, when shipped (backends/code.py)
+    plan, definition, template = backend.build(ir, options, package)
     body = backend.template_text(template)
     stack = request.stack_name or backend.machine_name(ir, options)
     region = request.region or options.get("region")
@@ -94,6 +96,8 @@ def deploy(backend, ir, options: dict, request, *, poll: float = 2.0, timeout: f
             _discard(cfn, stack, name, kind)
             return [f"dry run: stack {stack} ({kind.lower()}), change set:"] + ["  " + line for line in lines]
         s3.put_object(Bucket=bucket, Key=ir_key, Body=ir.dumps().encode("utf-8"))
+        if package:  # where the tasks' DAGSMITH_CODE points: beside the IR, before the stack names it
+            s3.put_object(Bucket=bucket, Key="/".join(p for p in (prefix.strip("/"), package.key) if p), Body=package.text.encode("utf-8"))
         since = len(_events(cfn, stack))
     except (AwsUnavailable, ClientError, UsageError) as exc:  # nothing executed: the stack is as it was
         reason = str(exc) if not isinstance(exc, ClientError) else aws.message(exc)
