@@ -177,6 +177,44 @@ def load_version(store, model: str, version: int) -> VersionModels:
     return VersionModels(version, partition_by, index.get("task"), models, plans)
 
 
+def trained_version(ctx) -> VersionModels:
+    """This run's trained model(s) (select's choice per partition, or train's model), version
+    None, for a step that declares `model:<train or select step>` among its inputs."""
+    from .evaluate import is_partitioned, load_selected, selected
+
+    partitioned = is_partitioned(ctx)
+    models = {}
+    for entry in selected(ctx):
+        models[partition_key(entry["partition"]) if partitioned else None] = load_selected(ctx, entry)
+    sample = next(iter(models.values()))
+    plans = {key: ModelPlan(model) for key, model in models.items()}
+    return VersionModels(None, sample.get("partition_by") if partitioned else None, sample.get("task"), models, plans)
+
+
+def rows_of(frame) -> list[dict]:
+    """A DataFrame's rows as the JSON values a request would carry for them: missing (NaN, NaT,
+    None, NA) -> None, numpy numbers -> Python int/float/bool, datetimes and dates -> ISO text,
+    durations -> seconds (float), Decimal -> float. Every column is kept."""
+    import pandas as pd
+
+    columns = []
+    for name in frame.columns:
+        series = frame[name]
+        dtype = series.dtype
+        if dtype.kind in "iub":  # numpy ints, unsigned, bools: no missing values
+            values = series.tolist()
+        elif dtype.kind == "f":
+            values = [None if v != v else v for v in series.tolist()]
+        elif dtype.kind == "m":
+            values = [None if v != v else v for v in series.dt.total_seconds().tolist()]
+        else:  # datetimes, text, objects, pandas' nullable types
+            values = [json_scalar(v) for v in series.astype(object).tolist()] if not isinstance(dtype, pd.DatetimeTZDtype) \
+                else [json_scalar(v) for v in series.tolist()]
+        columns.append(values)
+    names = [str(c) for c in frame.columns]
+    return [dict(zip(names, line)) for line in zip(*columns)] if columns else [{} for _ in range(len(frame))]
+
+
 def predict_version(version: VersionModels, rows: list[dict], offset: int = 0):
     """(predictions, probabilities or None) of the rows: each row answered by its partition's
     model (the partition column's value; RequestError 422 when a row lacks it or no model has
