@@ -16,6 +16,9 @@ Step kinds:
             ends "gated" (not failed)
   deploy    registers/deploys the model(s) that passed
   custom    a user step: a Python function or an argv (run without a shell)
+  predict   batch scoring: a table scored by this run's model (input `model:<train or select
+            step>`) or a registry version (`registry:<production|canary|N>`), written as the
+            table of its id (the input rows + prediction, probability, model_version)
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ IR_VERSION = 2
 def ir_filename(pipeline_name: str) -> str:
     """The IR file's name wherever it is written (build folder, run folder, beside a DAG)."""
     return f"{pipeline_name}.ir.json"
-STEP_KINDS = ("source", "feature", "validate", "plan", "train", "select", "evaluate", "gate", "deploy", "custom")
+STEP_KINDS = ("source", "feature", "validate", "plan", "train", "select", "evaluate", "gate", "deploy", "custom", "predict")
 
 
 @dataclass(frozen=True)

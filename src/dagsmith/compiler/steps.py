@@ -110,4 +110,30 @@ def expand(spec: Spec) -> list[Step]:
         after = tuple(builtin.get(name, name) for name in custom.after)
         config = {"python": custom.python} if custom.python else {"command": list(custom.command)}
         steps.append(make_step(custom.name, "custom", custom.options, depends_on=after, config=config))
+    steps.extend(predict_steps(spec, builtin))
     return [replace(step, depends_on=tuple(sorted(set(step.depends_on)))) for step in steps]
+
+
+def predict_steps(spec: Spec, builtin: dict) -> list[Step]:
+    """Batch scoring: each `predict:` entry is one step writing the table of its name. `model:
+    trained` reads this run's model (after the train/select step); a registry alias waits for this
+    run's deploy when the spec has one (so `production` is the model as this run left it); a
+    version number reads that version as it is."""
+    out = []
+    model_name = spec.deployment.model_name if spec.deployment else None
+    for predict in spec.predict:
+        depends_on = [predict.input]
+        if predict.model == "trained":
+            depends_on.append(builtin["train"])
+            model = f"model:{builtin['train']}"
+        else:
+            model = f"registry:{predict.model}"
+            if not isinstance(predict.model, int) and "deploy" in builtin:
+                depends_on.append(builtin["deploy"])
+        out.append(make_step(
+            predict.name, "predict", predict.options, depends_on=tuple(depends_on),
+            inputs=(table(predict.input), model), outputs=(table(predict.name),),
+            config={"model": predict.model, "model_name": model_name, "input": predict.input,
+                    "output_columns": list(predict.output_columns), "batch_rows": predict.batch_rows},
+        ))
+    return out

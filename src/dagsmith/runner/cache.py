@@ -6,7 +6,9 @@ values, the run's values only when the step references them, the data fingerprin
 sources, and the code behind user functions (module file hash) or the library version.
 
 Never cached: steps with effects or whose result depends on the world (custom steps, deploy,
-evaluate and gate, which read the registry's production model) and SQL sources.
+evaluate and gate, which read the registry's production model) and SQL sources. A predict step
+that scores with a registry alias or version is cached with the version it resolves to now and
+that version's fingerprint in the key.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from ..ir import IR, Step
 from ..runtime.context import StepContext
 from ..runtime.store import Store
 
-CACHEABLE = ("source", "feature", "validate", "plan", "train", "select")
-_LIBRARIES = {"validate": "great-expectations", "train": "scikit-learn", "feature": "duckdb", "source": "duckdb"}
+CACHEABLE = ("source", "feature", "validate", "plan", "train", "select", "predict")
+_LIBRARIES = {"validate": "great-expectations", "train": "scikit-learn", "feature": "duckdb", "source": "duckdb",
+              "predict": "scikit-learn"}
 
 
 def _version(package: str) -> str:
@@ -42,7 +45,8 @@ def cache_key(ctx: StepContext, ir: IR) -> str | None:
         "dagsmith": __version__,
         "step": step_json,
         "params": ctx.values.params,
-        "inputs": {dep: ctx.store.require(ctx.key_of(dep)).get("fingerprint") for dep in step.depends_on},
+        "inputs": {dep: ctx.store.require(ctx.key_of(dep)).get("fingerprint") for dep in step.depends_on
+                   if not _waited_for_only(ir, step, dep)},
         "library": _version(_LIBRARIES[step.kind]) if step.kind in _LIBRARIES else None,
     }
     if "${run.date}" in text:
@@ -56,12 +60,27 @@ def cache_key(ctx: StepContext, ir: IR) -> str | None:
         if data is None:
             return None
         parts["data"] = data
-    code = step.config.get("transform") or (step.config.get("model") or {}).get("entrypoint")
+    if step.kind == "predict":
+        from ..runtime.predict import model_fingerprint
+
+        model = model_fingerprint(ctx)  # a registry version: its number and files, as resolved now
+        if model is None:
+            return None
+        parts["model"] = model
+    model_config = step.config.get("model") if step.kind == "train" else None  # predict's `model` is a name
+    code = step.config.get("transform") or (model_config or {}).get("entrypoint")
     if code:
         from ..runtime.userscode import code_fingerprint
 
         parts["code"] = code_fingerprint(code, ctx.root)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _waited_for_only(ir: IR, step: Step, dep: str) -> bool:
+    """A predict scoring with a registry alias waits for deploy, but reads the version the alias
+    names (in the key as the model's fingerprint), not deploy's outputs: an unchanged deploy
+    ("unchanged, version N") writes another result, and must not make the scores run again."""
+    return step.kind == "predict" and ir.step(dep).kind == "deploy"
 
 
 def _step_json(ir: IR, step_id: str) -> dict:

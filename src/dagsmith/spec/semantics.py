@@ -100,6 +100,7 @@ class _Checker:
         self.check_cycles()
         self.check_training()
         self.check_evaluation_and_deployment()
+        self.check_predict()
         self.check_steps_and_features()
         self.check_validations()
         self.check_values()
@@ -113,7 +114,7 @@ class _Checker:
     def collect_names(self) -> None:
         doc = self.doc
         defined: list[tuple[str, tuple, str]] = []
-        for section, kind in (("sources", "source"), ("features", "feature"), ("steps", "step")):
+        for section, kind in (("sources", "source"), ("features", "feature"), ("steps", "step"), ("predict", "predict")):
             for name in doc.get(section, {}):
                 defined.append((name, (section, name), kind))
         for index, item in enumerate(doc.get("validation", [])):
@@ -129,7 +130,7 @@ class _Checker:
                 first = locate(self.doc, first_path, key=first_path[0] != "validation")
                 here = locate(self.doc, path, key=key)
                 where = f"line {first.line}" if first.file == here.file else f"{first.file}:{first.line}"
-                self.error(path, f"name '{name}' is already used by the {self.kind_of(name)} at {where}; names are unique across sources, features, validations and steps", key=key)
+                self.error(path, f"name '{name}' is already used by the {self.kind_of(name)} at {where}; names are unique across sources, features, validations, steps and predict", key=key)
             else:
                 self.names[name] = path
         clashes: dict[tuple[str, str], list[str]] = {}
@@ -147,7 +148,8 @@ class _Checker:
 
     def kind_of(self, name: str) -> str | None:
         path = self.names.get(name)
-        return None if path is None else {"sources": "source", "features": "feature", "steps": "step", "validation": "validation"}[path[0]]
+        return None if path is None else {"sources": "source", "features": "feature", "steps": "step", "validation": "validation",
+                                          "predict": "predict"}[path[0]]
 
     def reference(self, path: tuple, name: str, allowed: tuple[str, ...], what: str) -> None:
         kind = self.kind_of(name)
@@ -164,12 +166,16 @@ class _Checker:
     def check_references(self) -> None:
         doc = self.doc
         tables = ("source", "feature")
+        scored = tables + ("predict",)  # a predict's output table is read like a feature's
         for name, feature in doc.get("features", {}).items():
             for index, ref in enumerate(feature.get("inputs", [])):
                 if ref != name:  # a self-reference is reported as a cycle
-                    self.reference(("features", name, "inputs", index), ref, tables, "source or feature")
+                    self.reference(("features", name, "inputs", index), ref, scored, "source, feature or predict table")
         for index, item in enumerate(doc.get("validation", [])):
-            self.reference(("validation", index, "on"), item["on"], tables, "source or feature")
+            self.reference(("validation", index, "on"), item["on"], scored, "source, feature or predict table")
+        for name, item in doc.get("predict", {}).items():
+            if item["input"] != name:
+                self.reference(("predict", name, "input"), item["input"], scored, "source, feature or predict table")
         training = doc.get("training")
         if training:
             for index, ref in enumerate(training["inputs"]):
@@ -226,6 +232,9 @@ class _Checker:
                     continue  # a duplicate or reserved name, already reported
                 for index, ref in enumerate(item.get(field, [])):
                     where.setdefault((name, ref), (section, name, field, index))
+        for name, item in self.doc.get("predict", {}).items():
+            if self.names.get(name) == ("predict", name):
+                where.setdefault((name, item["input"]), ("predict", name, "input"))
         try:
             topological_order((), where)  # the common case: no cycle, and no networkx import
             return
@@ -239,7 +248,8 @@ class _Checker:
                 (name,) = component
                 if graph.has_edge(name, name):
                     path = where[(name, name)]
-                    self.error(path, f"'{name}' depends on itself: remove it from its own {path[2]}")
+                    self.error(path, f"'{name}' depends on itself: remove it from its own {path[2]}" if len(path) > 3
+                               else f"'{name}' cannot score its own output: input names another table")
                 continue
             members = sorted(component)
             start = members[0]
@@ -334,6 +344,43 @@ class _Checker:
                 self.error(("deployment", "target"), "target: sagemaker needs sagemaker: {role_arn: ...} "
                            "(the IAM role SageMaker runs the endpoint with; instance_type and endpoint_name optional)")
 
+    def check_predict(self) -> None:
+        """A predict's model must exist when it runs: `trained` needs training; a registry alias or
+        version needs deployment (its model_name). A predict that waits for the model (trained, or
+        an alias after deploy) cannot feed the training data: that would be a cycle."""
+        doc = self.doc
+        waits = set()
+        for name, item in doc.get("predict", {}).items():
+            model = item["model"]
+            path = ("predict", name, "model")
+            if model == "trained":
+                if "training" not in doc:
+                    self.error(path, "model: trained needs a training section (it scores with this run's trained model)")
+                waits.add(name)
+            elif "deployment" not in doc:
+                what = f"a registry version ({model})" if isinstance(model, int) else f"the registry alias {model!r}"
+                self.error(path, f"model: {model} needs a deployment section: {what} is of the model deployment.model_name names")
+            elif not isinstance(model, int):
+                waits.add(name)
+        training = doc.get("training")
+        if not waits or not training:
+            return
+        derived = {name: list(f.get("inputs", [])) for name, f in doc.get("features", {}).items()}
+        derived.update({name: [p["input"]] for name, p in doc.get("predict", {}).items()})
+        for index, table in enumerate(training["inputs"]):
+            seen, todo = set(), [table]
+            while todo:
+                current = todo.pop()
+                if current in seen:
+                    continue
+                seen.add(current)
+                if current in waits:
+                    self.error(("training", "inputs", index),
+                               f"'{table}' is derived from predict '{current}', which scores with a model this training "
+                               "makes (or deploys): a cycle; score with a registry version number instead")
+                    break
+                todo.extend(derived.get(current, []))
+
     def check_steps_and_features(self) -> None:
         for name, feature in self.doc.get("features", {}).items():
             has = [k for k in ("sql", "transform") if k in feature]
@@ -416,7 +463,7 @@ class _Checker:
         doc = self.doc
         if "defaults" in doc:
             yield ("defaults",), doc["defaults"]
-        for section in ("sources", "features", "steps"):
+        for section in ("sources", "features", "steps", "predict"):
             for name, item in doc.get(section, {}).items():
                 yield (section, name), item
         for index, item in enumerate(doc.get("validation", [])):
