@@ -130,7 +130,7 @@ class _Checker:
                 first = locate(self.doc, first_path, key=first_path[0] != "validation")
                 here = locate(self.doc, path, key=key)
                 where = f"line {first.line}" if first.file == here.file else f"{first.file}:{first.line}"
-                self.error(path, f"name '{name}' is already used by the {self.kind_of(name)} at {where}; names are unique across sources, features, validations, steps and predict", key=key)
+                self.error(path, f"name '{name}' is already used by the {self.kind_of(name)} at {where}; names are unique across sources, features, validations and steps", key=key)
             else:
                 self.names[name] = path
         clashes: dict[tuple[str, str], list[str]] = {}
@@ -170,9 +170,9 @@ class _Checker:
         for name, feature in doc.get("features", {}).items():
             for index, ref in enumerate(feature.get("inputs", [])):
                 if ref != name:  # a self-reference is reported as a cycle
-                    self.reference(("features", name, "inputs", index), ref, scored, "source, feature or predict table")
+                    self.reference(("features", name, "inputs", index), ref, scored, "source or feature")
         for index, item in enumerate(doc.get("validation", [])):
-            self.reference(("validation", index, "on"), item["on"], scored, "source, feature or predict table")
+            self.reference(("validation", index, "on"), item["on"], scored, "source or feature")
         for name, item in doc.get("predict", {}).items():
             if item["input"] != name:
                 self.reference(("predict", name, "input"), item["input"], scored, "source, feature or predict table")
@@ -358,8 +358,8 @@ class _Checker:
                     self.error(path, "model: trained needs a training section (it scores with this run's trained model)")
                 waits.add(name)
             elif "deployment" not in doc:
-                what = f"a registry version ({model})" if isinstance(model, int) else f"the registry alias {model!r}"
-                self.error(path, f"model: {model} needs a deployment section: {what} is of the model deployment.model_name names")
+                self.error(path, f"model: {model} reads the model registry of deployment.model_name: it needs a deployment "
+                                 "section (or model: trained, this run's model)")
             elif not isinstance(model, int):
                 waits.add(name)
         training = doc.get("training")
