@@ -67,7 +67,7 @@ def run(ctx: StepContext) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .data import _table_to_pandas, user_path
+    from .data import user_path
 
     config = ctx.step.config
     wanted = [c for c in ("prediction", "probability") if c in config.get("output_columns", ("prediction", "probability"))]
@@ -88,7 +88,7 @@ def run(ctx: StepContext) -> dict:
     try:
         for batch in parquet.iter_batches(batch_size=batch_rows):
             table = pa.Table.from_batches([batch])
-            rows = rows_of(_table_to_pandas(table))
+            rows = rows_of(_frame(table))
             try:
                 predictions, probabilities = predict_version(models, rows, offset)
             except RequestError as exc:
@@ -124,6 +124,15 @@ def run(ctx: StepContext) -> dict:
     if models.partition_by:
         result["partition_by"] = models.partition_by
     return result
+
+
+def _frame(table):
+    """A record batch as pandas, decimals as floats and dates as datetimes, as training reads
+    its tables (data.load_inputs)."""
+    import pyarrow as pa
+
+    columns = [c.cast(pa.float64()) if pa.types.is_decimal(c.type) else c for c in table.columns]
+    return pa.table(columns, names=table.column_names).to_pandas(date_as_object=False)
 
 
 def _of_predicted(predictions: list, probabilities: list | None) -> list:

@@ -230,7 +230,7 @@ def predict_version(version: VersionModels, rows: list[dict], offset: int = 0):
                                         "it selects which partition's model answers")
             value = check_value(row[column], f"rows[{offset + i}].{column}")
             if isinstance(value, (dict, list)):
-                raise RequestError(400, f"rows[{offset + i}].{column}: expected a scalar, got a JSON {_json_type(value)}")
+                raise RequestError(400, f"rows[{offset + i}].{column}: expected a scalar, got a JSON {json_type(value)}")
             key = partition_key(json_scalar(value))
             if version.model_for(key) is None:
                 known = sorted(version.models)
@@ -276,7 +276,7 @@ def predict_group(plan: ModelPlan, rows: list[dict], positions: list[int]):
             if kind is int or kind is str or value is None:
                 continue
             if isinstance(value, (dict, list)):
-                raise RequestError(400, f"rows[{positions[n]}].{c}: expected a scalar, got a JSON {_json_type(value)}")
+                raise RequestError(400, f"rows[{positions[n]}].{c}: expected a scalar, got a JSON {json_type(value)}")
             if isinstance(value, (float, BadNumber)):
                 check_value(value, f"rows[{positions[n]}].{c}")
     X = None
@@ -394,7 +394,7 @@ def _finite(value):
     return value if math.isfinite(value) else None
 
 
-def _json_type(value) -> str:
+def json_type(value) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -33,7 +33,7 @@ from ..errors import DagsmithError
 from ..runtime import registry
 # The row -> model input -> prediction path, shared with dagsmith.load_model and the predict step.
 from ..runtime.scoring import (  # noqa: F401 - PredictionFailed, RequestError: serving's API
-    PredictionFailed, RequestError, VersionModels, _json_type, load_version, predict_version,
+    PredictionFailed, RequestError, VersionModels, json_type, load_version, predict_version,
 )
 from ..runtime.store import LocalStore, Store
 from .jsonbody import loads
@@ -216,12 +216,12 @@ class ServingApp:
             rows = data
         else:
             raise RequestError(400, 'expected {"rows": [{column: value, ...}, ...]} or a list of rows, '
-                                    f"got a JSON {_json_type(data)}")
+                                    f"got a JSON {json_type(data)}")
         if not isinstance(rows, list):
-            raise RequestError(400, f'"rows" must be a list of objects, got a JSON {_json_type(rows)}')
+            raise RequestError(400, f'"rows" must be a list of objects, got a JSON {json_type(rows)}')
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise RequestError(400, f"rows[{i}] must be an object {{column: value}}, got a JSON {_json_type(row)}")
+                raise RequestError(400, f"rows[{i}] must be an object {{column: value}}, got a JSON {json_type(row)}")
         return rows
 
     def predict(self, version: VersionModels, rows: list[dict]) -> dict:
