@@ -128,3 +128,22 @@ def test_a_column_the_scores_would_overwrite_is_refused(tmp_path):
     p.run_through("train")
     with pytest.raises(StepFailed, match="already has the column\\(s\\) 'prediction'"):
         p.run("s")
+
+
+def test_the_cache_key_follows_the_registry_version_not_deploys_result(tmp_path):
+    """A predict of `production` is cached with the version the alias resolves to and that
+    version's files: a new production version changes the key; an unchanged deploy (another
+    deployment.json, the same production) does not."""
+    from dagsmith.runner.cache import cache_key
+
+    p = Pipeline(tmp_path, spec(deployment=DEPLOY) + "predict:\n  scores: {model: production, input: rows}\n",
+                 {"rows": classification_rows(n=80)})
+    assert cache_key(p.ctx("scores"), p.ir) is None  # no production version yet: not cached (the step will fail)
+    p.run_through("deploy")
+    first = cache_key(p.ctx("scores"), p.ir)
+    other = {"rows": classification_rows(n=80, seed=1)}
+    assert p.run_through("deploy", run="r2", tables=other)["deploy"]["version"] == 2
+    assert cache_key(p.ctx("scores"), p.ir) != first  # run r1's rows, now with production v2
+    second = cache_key(p.ctx("scores", run="r2"), p.ir)
+    assert p.run_through("deploy", run="r3", tables=other)["deploy"]["unchanged"] is True
+    assert cache_key(p.ctx("scores", run="r3"), p.ir) == second
