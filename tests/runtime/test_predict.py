@@ -147,3 +147,15 @@ def test_the_cache_key_follows_the_registry_version_not_deploys_result(tmp_path)
     second = cache_key(p.ctx("scores", run="r2"), p.ir)
     assert p.run_through("deploy", run="r3", tables=other)["deploy"]["unchanged"] is True
     assert cache_key(p.ctx("scores", run="r3"), p.ir) == second
+
+
+def test_an_empty_input_gives_an_empty_table_with_the_score_columns(tmp_path):
+    rows = classification_rows(n=60)
+    text = spec().replace("  rows: {type: csv, uri: data/rows.csv}", "  rows: {type: csv, uri: data/rows.csv}\n  empty: {type: csv, uri: e.csv}")
+    p = Pipeline(tmp_path, text + "predict:\n  s: {model: trained, input: empty}\n", {"rows": rows, "empty": rows.head(0)})
+    p.run_through("train")
+    assert p.run("s")["rows"] == 0
+    manifest = p.store.manifest(p.store.step_key("r1", "s"))
+    schema = pq.read_schema(p.store.file(manifest, "table.parquet"))
+    assert schema.names == [*rows.columns, "prediction", "probability", "model_version"]
+    assert str(schema.field("prediction").type) == "int64"  # the classes' type

@@ -110,6 +110,7 @@ def run(ctx: StepContext) -> dict:
             writer.write_table(table.cast(writer.schema))
             offset += len(rows)
         if writer is None:  # an empty input: an empty table of the same columns
+            prediction_type = prediction_type or _class_type(models)
             empty = parquet.schema_arrow.empty_table()
             for name in (*wanted, "model_version"):
                 empty = empty.append_column(name, pa.array([], type=pa.float64() if name == "probability" else
@@ -124,6 +125,18 @@ def run(ctx: StepContext) -> dict:
     if models.partition_by:
         result["partition_by"] = models.partition_by
     return result
+
+
+def _class_type(models: VersionModels):
+    """The arrow type of a classifier's predictions (its classes'), for an empty table."""
+    import pyarrow as pa
+
+    model = next(iter(models.models.values()))
+    classes = model.get("classes")
+    try:
+        return pa.array([json_scalar(c) for c in classes]).type if classes else None
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
 
 
 def _frame(table):
