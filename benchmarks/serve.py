@@ -63,8 +63,10 @@ def churn_registry(tmp: Path, runs: int = 2) -> Path:
         shutil.copy(REPO / "examples" / "churn" / name, example / name)
     subprocess.run([sys.executable, "make_data.py"], cwd=example, check=True, capture_output=True)
     workdir = tmp / "work"
-    for _ in range(runs):
-        result = subprocess.run([DAGSMITH, "run", "pipeline.yaml", "--workdir", str(workdir)], cwd=example,
+    for n in range(runs):
+        # the second run with another lookback: another model (the same one would deploy nothing: "unchanged")
+        extra = ["--param", f"lookback_days={30 - n}"] if n else []
+        result = subprocess.run([DAGSMITH, "run", "pipeline.yaml", "--workdir", str(workdir), *extra], cwd=example,
                                 capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(f"dagsmith run failed:\n{result.stderr[-3000:]}")

@@ -483,6 +483,35 @@ SCHEMA = {
                     ["run"],
                 ),
             },
+            "predict": {
+                "type": "object",
+                "description": "Batch scoring: each entry scores a table with a model and writes the table of its NAME "
+                               "(the input rows, then prediction, probability and model_version). See docs/spec.md.",
+                "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": step(
+                    "A batch-scoring step.",
+                    {
+                        "model": {
+                            "anyOf": [
+                                {"type": "string", "enum": ["trained", "production", "canary"]},
+                                {"type": "integer", "minimum": 1},
+                            ],
+                            "description": "trained (this run's trained/selected model), production or canary (the registry "
+                                           "alias of deployment.model_name, after deploy), or a registry version number.",
+                        },
+                        "input": {"$ref": "#/$defs/name", "description": "The table to score: a source, a feature or another predict's output."},
+                        "output_columns": {
+                            "type": "array", "minItems": 1, "uniqueItems": True,
+                            "items": {"type": "string", "enum": ["prediction", "probability"]},
+                            "description": "Which columns to add (default both); model_version is always added.",
+                        },
+                        "batch_rows": {"type": "integer", "minimum": 1, "maximum": 1000000,
+                                       "description": "Rows scored at once (default 10000): bounds the memory a step needs."},
+                        "description": string("What the scores are for."),
+                    },
+                    ["model", "input"],
+                ),
+            },
             "environments": {
                 "type": "object",
                 "description": "Overlays deep-merged onto the spec by --env NAME (mappings merge, other values replace, null deletes).",

@@ -338,3 +338,44 @@ def test_ir_bytes_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
         monkeypatch.chdir(cwd)
         texts.append(compile_path(str(Path(os.path.relpath(REPO / CHURN, cwd)))).dumps())
     assert texts[0] == texts[1]
+
+
+def test_predict_steps_read_their_model_after_it_exists(write_spec):
+    """predict: `trained` after select (the model it reads), an alias after deploy (so
+    `production` is the model as this run left it), a version number with no wait; the input
+    table's validations guard it like any reader of the table; scores may be validated and read."""
+    path = write_spec("""
+dagsmith: 1
+pipeline: {name: p}
+sources: {rows: {type: csv, uri: r.csv}, fresh: {type: csv, uri: f.csv}}
+validation:
+  - {name: fresh_ok, on: fresh, expectations: [{expect_column_to_exist: {column: x}}]}
+  - {name: scores_ok, on: scores, expectations: [{expect_column_to_exist: {column: prediction}}]}
+training:
+  inputs: [rows]
+  target: y
+  model: {estimator: sklearn.linear_model.LogisticRegression}
+  sweep: {method: grid, parameters: {C: [0.1, 1]}, select: {metric: accuracy, goal: max}}
+evaluation: {metrics: [accuracy]}
+deployment: {model_name: m}
+predict:
+  scores: {model: production, input: fresh}
+  mine: {model: trained, input: fresh, output_columns: [prediction], batch_rows: 500}
+  old: {model: 3, input: scores}
+steps:
+  notify: {after: [scores], run: {python: "a.b:c"}}
+""")
+    ir = compile_path(path)
+    graph = deps(ir)
+    assert graph["scores"] == ("deploy", "fresh", "fresh_ok")
+    assert graph["mine"] == ("fresh", "fresh_ok", "select")
+    assert graph["old"] == ("scores", "scores_ok")
+    assert graph["scores_ok"] == ("scores",) and graph["notify"] == ("scores",)
+    scores, mine, old = ir.step("scores"), ir.step("mine"), ir.step("old")
+    assert scores.kind == "predict" and scores.inputs == ("table:fresh", "registry:production")
+    assert scores.outputs == ("table:scores",) and scores.origin == ("predict", "scores")
+    assert scores.config == {"model": "production", "model_name": "m", "input": "fresh",
+                             "output_columns": ["prediction", "probability"], "batch_rows": 10000}
+    assert mine.inputs == ("table:fresh", "model:select") and mine.config["output_columns"] == ["prediction"]
+    assert old.inputs == ("table:scores", "registry:3") and old.config["batch_rows"] == 10000
+    assert IR.from_json(ir.to_json()) == ir

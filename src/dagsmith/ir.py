@@ -18,6 +18,9 @@ Step kinds:
   custom    a user step: a Python function or an argv (run without a shell); it reads its declared
             inputs (tables, `model:<train|select>`, `registry:<alias|version>`) and writes its
             declared `table:<name>` outputs (tables/<name>.parquet in its manifest)
+  predict   batch scoring: a table scored by this run's model (input `model:<train or select
+            step>`) or a registry version (`registry:<production|canary|N>`), written as the
+            table of its id (the input rows + prediction, probability, model_version)
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ IR_VERSION = 2
 def ir_filename(pipeline_name: str) -> str:
     """The IR file's name wherever it is written (build folder, run folder, beside a DAG)."""
     return f"{pipeline_name}.ir.json"
-STEP_KINDS = ("source", "feature", "validate", "plan", "train", "select", "evaluate", "gate", "deploy", "custom")
+STEP_KINDS = ("source", "feature", "validate", "plan", "train", "select", "evaluate", "gate", "deploy", "custom", "predict")
 
 
 @dataclass(frozen=True)

@@ -525,6 +525,28 @@ def check_hostile(outcome: Outcome, adapter: Adapter) -> None:
 
 # --- the table ---------------------------------------------------------------------------------
 
+# --- batch scoring (predict) ----------------------------------------------------------------
+
+
+def build_scoring(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-scoring"},
+        "sources": SOURCE,
+        "training": {"inputs": ["people"], "target": "y", "partition_by": "region", "partitions": ["a", "b", "c"], "model": MODEL},
+        "evaluation": {"metrics": ["accuracy"]},
+        "deployment": {"model_name": "conf-scoring"},
+        "predict": {"scores": {"model": "production", "input": "people"},
+                    "mine": {"model": "trained", "input": "people", "output_columns": ["probability"], "batch_rows": 40}},
+    })
+
+
+def check_scoring(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    assert outcome.rows["scores"] == outcome.rows["mine"] == N_PEOPLE
+    assert list(outcome.deployed or {}) == ["conf-scoring"]
+
+
 SCENARIOS = [
     Scenario("minimal", example("minimal"), check_minimal),
     Scenario("churn", example("churn"), check_churn, slow=True),
@@ -537,5 +559,6 @@ SCENARIOS = [
     Scenario("params-at-run-time", build_params, check_params, observe=observe_params, params=PARAMS),
     Scenario("run-id-and-date", build_runinfo, check_runinfo, observe=observe_runinfo, run_date=RUN_DATE),
     Scenario("user-step-io", build_user_steps, check_user_steps, observe=lambda o: {"user_command.json": read_json(o, "user_command.json")}),
+    Scenario("batch-scoring", build_scoring, check_scoring),
     Scenario("hostile-strings", build_hostile, check_hostile, observe=lambda o: {"hostile.out": hostile_bytes(o)}),
 ]

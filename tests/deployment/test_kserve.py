@@ -163,7 +163,7 @@ def test_deploy_creates_then_canaries_promotes_rolls_back_and_a_refused_patch_ke
     assert not list(validator.iter_errors(post[3]))
 
     kube.requests.clear()
-    second = p.run_through("deploy", run="r2")["deploy"]
+    second = p.run_through("deploy", run="r2", tables={"rows": rows(seed=1)})["deploy"]
     assert second["kserve"]["action"] == "canary"
     (get, patch) = kube.requests
     assert patch[:3] == ("PATCH", f"{PATH}/churn", "application/merge-patch+json")
@@ -171,6 +171,12 @@ def test_deploy_creates_then_canaries_promotes_rolls_back_and_a_refused_patch_ke
     assert patch[3]["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert patch[3]["spec"]["predictor"]["containers"][0]["env"] == [{"name": "STORAGE_URI", "value": uri(2)}]
     assert not list(validator.iter_errors(kube.objects["churn"]))
+
+    # the same model again (an unchanged re-run): "unchanged", KServe is not called at all
+    kube.requests.clear()
+    same = p.run_through("deploy", run="r2b", tables={"rows": rows(seed=1)})["deploy"]
+    assert same["unchanged"] is True and same["version"] == 2 and "kserve" not in same
+    assert kube.requests == []
 
     kube.requests.clear()
     assert main(["promote", "churn", "--workdir", str(p.store.uri), "--target", "kserve"]) == 0
@@ -188,7 +194,7 @@ def test_deploy_creates_then_canaries_promotes_rolls_back_and_a_refused_patch_ke
     kube.refuse_patch = True
     before, aliases = json.loads(json.dumps(kube.objects["churn"])), registry.read_aliases(p.store, "churn")
     with pytest.raises(StepFailed, match="refused the update .*admission webhook denied.*keeps serving its previous revision"):
-        p.run_through("deploy", run="r3")
+        p.run_through("deploy", run="r3", tables={"rows": rows(seed=2)})
     assert kube.objects["churn"] == before and registry.read_aliases(p.store, "churn") == aliases
     assert main(["promote", "churn", "--workdir", str(p.store.uri), "--target", "kserve"]) == 2  # no canary: refused locally
     assert all("kube-token-never-logged" not in json.dumps(r[3]) for r in kube.requests)

@@ -53,14 +53,16 @@ def test_trials_runs_registry_aliases_and_the_champion_gate(tmp_path, monkeypatc
     assert set(mv.tags["dagsmith.trial_runs"].split(",")) == {r.info.run_id for r in by_item.values()}
 
     # the second run: the gate reads the champion from MLflow; the new version is the challenger
-    second = p.run_through("deploy", run="r2")
+    second = p.run_through("deploy", run="r2", tables={"rows": rows(seed=1)})
     gate = second["gate"]["gates"][0]
     assert gate["production_version"] == 1 and gate["production_value"] is not None
     assert second["deploy"]["mlflow"]["aliases"] == {"champion": 1, "challenger": 2}
     assert client.get_model_version_by_alias("churn", "challenger").tags["dagsmith.version"] == "2"
-    # a retry of the deploy registers nothing twice
+    # a retry of the deploy registers nothing twice: the same model as the canary, "unchanged",
+    # and MLflow is not called again
     again = p.run("deploy", run="r2")
-    assert again["mlflow"]["version"] == 2 and len(client.search_model_versions("name='churn'")) == 2
+    assert again["unchanged"] is True and again["version"] == 2 and "mlflow" not in again
+    assert len(client.search_model_versions("name='churn'")) == 2
 
     # promote and rollback move MLflow's aliases as they move the local ones
     from dagsmith.cli import main
@@ -83,7 +85,7 @@ def test_missing_connection_is_named_not_echoed(tmp_path, monkeypatch):
         p.run_through("deploy")
     monkeypatch.setenv("DAGSMITH_CONN_TRACKING", "http://user:hunter2@127.0.0.1:9/")
     with pytest.raises(StepFailed) as caught:
-        p.run_through("deploy", run="r2")
+        p.run_through("deploy", run="r2", tables={"rows": rows(seed=1)})
     assert "hunter2" not in str(caught.value) and "$DAGSMITH_CONN_TRACKING" in str(caught.value)
 
 
@@ -116,9 +118,9 @@ def test_the_churn_examples_sweep_in_mlflow(tmp_path):
     env = {**os.environ, "DAGSMITH_CONN_TRACKING": uri, "GX_ANALYTICS_ENABLED": "false"}
     dagsmith = str(Path(sys.executable).with_name("dagsmith"))
 
-    def run() -> dict:
+    def run(*extra: str) -> dict:
         done = subprocess.run([dagsmith, "run", str(example / "pipeline.yaml"), "--workdir", str(tmp_path / "work"), "--no-cache",
-                               "--format", "json"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+                               "--format", "json", *extra], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout)
 
@@ -134,7 +136,7 @@ def test_the_churn_examples_sweep_in_mlflow(tmp_path):
     assert champion.tags["dagsmith.run_id"] == first["run_id"] and champion.tags["dagsmith.version"] == "1"
     assert set(champion.tags["dagsmith.trial_runs"].split(",")) == {r.info.run_id for r in trials}
 
-    second = run()
+    second = run("--param", "lookback_days=29")  # another model: the same one would be "unchanged"
     gate = next(g for g in second["gates"] if g.get("compare_to") == "production" or "production_version" in g)
     assert gate["production_version"] == 1 and gate["passed"]
     challenger = client.get_model_version_by_alias("churn", "challenger")

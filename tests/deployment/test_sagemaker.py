@@ -84,7 +84,7 @@ def test_deploy_canary_promote_rollback_and_a_failed_update(tmp_path, aws):
     boto3.client("s3").head_object(Bucket=BUCKET, Key="dagsmith/deployments/churn_model.v2/1/model.tar.gz")
 
     # the second run: a canary at 20 %, a new config with both variants
-    second = p.run_through("deploy", run="r2")["deploy"]
+    second = p.run_through("deploy", run="r2", tables={"rows": rows(seed=1)})["deploy"]
     assert second["canary"] == {"version": 2, "traffic_percent": 20}
     assert second["sagemaker"]["action"] == "updated"
     assert weights(sm, endpoint) == {"v1": 80.0, "v2": 20.0}
@@ -114,7 +114,7 @@ def test_deploy_canary_promote_rollback_and_a_failed_update(tmp_path, aws):
     from dagsmith.runtime.context import StepFailed
 
     with pytest.raises(StepFailed, match="UpdateEndpoint .* failed: ValidationException: refused; the endpoint keeps"):
-        p.run_through("deploy", run="r3")
+        p.run_through("deploy", run="r3", tables={"rows": rows(seed=2)})
     assert sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"] == config_before
     assert weights(sm, endpoint) == {"v1": 100.0, "v2": 0.0}
     assert registry.read_aliases(store, "churn_model.v2") == aliases_before

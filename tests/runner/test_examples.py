@@ -51,12 +51,21 @@ def test_churn_example_then_champion_challenger(tmp_path, example_copy):
     lineage = json.loads((registry / "1" / "lineage.json").read_text())
     assert lineage["run_id"] == record["run_id"] and set(lineage["inputs"]) >= {"customers", "events", "plans"}
 
-    # The second run compares with the model now in production, and deploys a canary.
+    # The second run compares with the model now in production: the same model, so "unchanged":
+    # nothing registered, the aliases stay.
     result, second = run(churn, tmp_path)
     assert second["status"] == "succeeded", result.stderr
     assert states(second)["train"] == "cached" and states(second)["evaluate"] == "succeeded"
     challenger = next(g for g in second["gates"] if g.get("compare_to") == "production")
     assert challenger["production_version"] == 1 and challenger["threshold"] == pytest.approx(challenger["observed"] - 0.01, abs=1e-6)
+    assert second["deployment"]["unchanged"] is True and second["deployment"]["version"] == 1
+    assert sorted(p.name for p in registry.iterdir() if p.name.isdigit()) == ["1"]
+    aliases = json.loads((registry / "aliases.json").read_text())
+    assert aliases["production"] == 1 and aliases["canary"] is None
+
+    # Another lookback window: another model, deployed as a canary.
+    result, third = run(churn, tmp_path, "--param", "lookback_days=29")
+    assert third["status"] == "succeeded", result.stderr
     aliases = json.loads((registry / "aliases.json").read_text())
     assert aliases["production"] == 1 and aliases["canary"] == {"version": 2, "traffic_percent": 10}
 

@@ -192,7 +192,7 @@ def test_deploy_replace_versions_aliases_lineage(tmp_path):
     first = p.run_through("deploy")["deploy"]
     assert first["deployed"] is True and first["version"] == 1 and first["production"] == 1
     assert registry.read_aliases(p.store, "churn") == {"production": 1, "canary": None, "history": []}
-    second = p.run_through("deploy", run="r2")["deploy"]
+    second = p.run_through("deploy", run="r2", tables={"rows": classification_rows(seed=1)})["deploy"]
     assert second["version"] == 2 and second["previous_production"] == 1
     assert registry.read_aliases(p.store, "churn") == {"production": 2, "canary": None, "history": [1]}
     assert registry.versions(p.store, "churn") == [1, 2]
@@ -219,13 +219,44 @@ def test_deploy_canary_and_remote_targets(tmp_path):
     first = p.run_through("deploy")["deploy"]
     assert first["production"] == 1 and first["canary"] is None
     assert any("became production directly" in n for n in first["notes"])
-    second = p.run_through("deploy", run="r2")["deploy"]
+    second = p.run_through("deploy", run="r2", tables={"rows": classification_rows(seed=1)})["deploy"]
     assert second["version"] == 2 and second["production"] == 1
     assert second["canary"] == {"version": 2, "traffic_percent": 15}
     assert registry.read_aliases(p.store, "churn") == {
         "production": 1, "canary": {"version": 2, "traffic_percent": 15}, "history": []}
     assert registry.resolve(p.store, "churn", "canary") == 2
     assert registry.resolve(p.store, "churn", "latest") == 2
+
+
+def test_an_unchanged_model_registers_nothing_and_keeps_the_aliases(tmp_path):
+    """Re-running an unchanged pipeline: the model's fingerprint is production's (or, canary,
+    the canary's): "unchanged, version N", no new version, no claim, the aliases as they were."""
+    p = Pipeline(tmp_path, spec(deployment=DEPLOY), {"rows": classification_rows()})
+    assert p.run_through("deploy")["deploy"]["version"] == 1
+    aliases = registry.read_aliases(p.store, "churn")
+    again = p.run_through("deploy", run="r2")["deploy"]  # the same rows: the same model files
+    assert again["unchanged"] is True and again["deployed"] is False and again["version"] == 1
+    assert again["reason"].startswith("unchanged, version 1")
+    assert registry.versions(p.store, "churn") == [1] and registry.claimed(p.store, "churn") == [1]
+    assert registry.read_aliases(p.store, "churn") == aliases
+    assert p.read("deploy", "deployment.json", run="r2")["unchanged"] is True
+    from dagsmith.runner.progress import deployment_line
+
+    assert deployment_line(again) == "churn: unchanged, version 1 (the same model: nothing registered)"
+    # other data: a new version as before
+    assert p.run_through("deploy", run="r3", tables={"rows": classification_rows(seed=1)})["deploy"]["version"] == 2
+
+    # canary: the same model as the canary is unchanged too (and as production, with no canary)
+    canary = "deployment: {model_name: churn, target: local, strategy: canary, canary: {traffic_percent: 15}}"
+    (tmp_path / "c").mkdir()
+    q = Pipeline(tmp_path / "c", spec(deployment=canary), {"rows": classification_rows()})
+    q.run_through("deploy")
+    assert q.run_through("deploy", run="r2")["deploy"]["unchanged"] is True
+    assert q.run_through("deploy", run="r3", tables={"rows": classification_rows(seed=1)})["deploy"]["canary"] == {
+        "version": 2, "traffic_percent": 15}
+    same = q.run_through("deploy", run="r4", tables={"rows": classification_rows(seed=1)})["deploy"]
+    assert same["unchanged"] is True and same["version"] == 2 and registry.versions(q.store, "churn") == [1, 2]
+    assert registry.read_aliases(q.store, "churn")["canary"] == {"version": 2, "traffic_percent": 15}
 
 
 def test_partitioned_gates_deploy_passing_partitions_and_keep_the_rest(tmp_path):
@@ -277,7 +308,7 @@ def test_registry_on_an_s3_store(tmp_path, aws_s3):
     text = spec(gates=gates, deployment=DEPLOY.replace("replace", "canary, canary: {traffic_percent: 5}"))
     p = Pipeline(tmp_path, text, {"rows": classification_rows()}, store=Store.open("s3://models/ml"))
     assert p.run_through("deploy")["deploy"]["production"] == 1
-    second = p.run_through("deploy", run="r2")
+    second = p.run_through("deploy", run="r2", tables={"rows": classification_rows(seed=1)})
     assert second["gate"]["gates"][0]["production_version"] == 1 and second["gate"]["passed"] is True
     assert second["deploy"]["canary"] == {"version": 2, "traffic_percent": 5}
     fresh = Store.open("s3://models/ml")  # another process: nothing cached

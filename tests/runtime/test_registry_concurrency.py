@@ -63,8 +63,8 @@ def _check(store: Store, results: dict, runs: list[str]) -> None:
 def _prepared(tmp_path, store=None, racers: int = RACERS) -> tuple[Pipeline, list[str]]:
     p = Pipeline(tmp_path, spec(deployment=DEPLOY), {"rows": classification_rows()}, store=store)
     runs = [f"r{n}" for n in range(1, racers + 1)]
-    for run in runs:
-        p.run_through("evaluate", run=run)
+    for n, run in enumerate(runs):  # each run its own data: an identical model would be "unchanged"
+        p.run_through("evaluate", run=run, tables={"rows": classification_rows(seed=n)})
     return p, runs
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from dagsmith.runtime import registry
 from dagsmith.runtime.store import LocalStore
-from dagsmith.serving.app import ModelPlan, ServingApp, _numeric_array
+from dagsmith.runtime.scoring import ModelPlan, _numeric_array
+from dagsmith.serving.app import ServingApp
 
 from serving_testing import Sleepy, write_version  # noqa: E402
 
@@ -138,7 +139,7 @@ def test_numeric_array():
 
 def test_predictions_become_json_values_as_json_scalar_makes_them():
     from dagsmith.runtime.data import json_scalar
-    from dagsmith.serving.app import _json_list
+    from dagsmith.runtime.scoring import _json_list
 
     for raw in (np.array([1, 2], dtype=np.int64), np.array([True, False]), np.array([0.5, np.nan, np.inf]),
                 np.array(["a", "b"], dtype=object), np.array([3, 4], dtype=np.uint8)):

@@ -409,7 +409,7 @@ def test_the_numeric_fast_path_builds_the_same_model_input_as_the_general_path()
     from pandas.testing import assert_frame_equal
 
     from dagsmith.runtime.data import model_input
-    from dagsmith.serving.app import _coerce, _numeric_input
+    from dagsmith.runtime.scoring import _coerce, _numeric_input
 
     features = ["a", "b", "c"]
     model = {"encoding": {"features": features, "categorical": [], "boolean": [], "duration": []}, "columns": features}

@@ -99,8 +99,9 @@ def test_churn_example_end_to_end(tmp_path):
         shutil.copy(REPO / "examples" / "churn" / name, example / name)
     subprocess.run([sys.executable, "make_data.py"], cwd=example, check=True, capture_output=True)
     workdir = tmp_path / "work"
-    for _ in range(2):
-        result = subprocess.run([DAGSMITH, "run", "pipeline.yaml", "--workdir", str(workdir), "--format", "json"],
+    for n in range(2):  # the second with another lookback: another model (the same one is "unchanged")
+        extra = ["--param", "lookback_days=29"] if n else []
+        result = subprocess.run([DAGSMITH, "run", "pipeline.yaml", "--workdir", str(workdir), "--format", "json", *extra],
                                 cwd=example, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
     store = LocalStore(workdir)

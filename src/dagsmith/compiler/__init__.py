@@ -61,7 +61,7 @@ _SECTION_OF_KIND = {"plan": "training", "train": "training", "select": "training
 def with_origins(steps: list[Step], spec: Spec) -> list[Step]:
     """Each step's place in the spec, so a backend's message about it can point at the line."""
     validations = {check.name: index for index, check in enumerate(spec.validations)}
-    named = {"source": "sources", "feature": "features", "custom": "steps"}
+    named = {"source": "sources", "feature": "features", "custom": "steps", "predict": "predict"}
 
     def origin(step: Step) -> tuple:
         if step.kind == "validate":

@@ -120,6 +120,7 @@ def expand(spec: Spec) -> list[Step]:
             inputs=tuple(table(name) for name in custom.inputs) + models,
             outputs=tuple(table(name) for name in custom.outputs), config=config,
         ))
+    steps.extend(predict_steps(spec, builtin))
     # A table a custom step writes is made by that step: whoever reads it waits for the step.
     producer = {output: custom.name for custom in spec.steps for output in custom.outputs}
     return [replace(step, depends_on=tuple(sorted({producer.get(d, d) for d in step.depends_on}))) for step in steps]
@@ -132,3 +133,28 @@ def metric_functions(evaluation) -> dict:
         return {}
     return {"metric_functions": {f.name: {"function": f.function, "needs": f.needs, "params": dict(f.params)}
                                  for f in evaluation.functions}}
+
+
+def predict_steps(spec: Spec, builtin: dict) -> list[Step]:
+    """Batch scoring: each `predict:` entry is one step writing the table of its name. `model:
+    trained` reads this run's model (after the train/select step); a registry alias waits for this
+    run's deploy when the spec has one (so `production` is the model as this run left it); a
+    version number reads that version as it is."""
+    out = []
+    model_name = spec.deployment.model_name if spec.deployment else None
+    for predict in spec.predict:
+        depends_on = [predict.input]
+        if predict.model == "trained":
+            depends_on.append(builtin["train"])
+            model = f"model:{builtin['train']}"
+        else:
+            model = f"registry:{predict.model}"
+            if not isinstance(predict.model, int) and "deploy" in builtin:
+                depends_on.append(builtin["deploy"])
+        out.append(make_step(
+            predict.name, "predict", predict.options, depends_on=tuple(depends_on),
+            inputs=(table(predict.input), model), outputs=(table(predict.name),),
+            config={"model": predict.model, "model_name": model_name, "input": predict.input,
+                    "output_columns": list(predict.output_columns), "batch_rows": predict.batch_rows},
+        ))
+    return out

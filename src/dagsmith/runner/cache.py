@@ -10,8 +10,9 @@ user metric functions' code), which select reads from its trials.
 Never cached: steps with effects or whose result depends on the world (deploy, evaluate and
 gate, which read the registry's production model; custom commands, and custom steps that declare
 no outputs), and SQL sources. A `python:` custom step that declares its outputs is a function of
-its declared inputs (a registry model by the version its alias points at now) and its module's
-code, so it is cached like a feature.
+its declared inputs and its module's code, so it is cached like a feature. A predict or custom
+step that reads a registry alias or version is cached with the version it resolves to now and
+that version's fingerprint in the key.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from ..ir import IR, Step
 from ..runtime.context import StepContext
 from ..runtime.store import Store
 
-CACHEABLE = ("source", "feature", "validate", "plan", "train", "select")
-_LIBRARIES = {"validate": "great-expectations", "train": "scikit-learn", "feature": "duckdb", "source": "duckdb"}
+CACHEABLE = ("source", "feature", "validate", "plan", "train", "select", "predict")
+_LIBRARIES = {"validate": "great-expectations", "train": "scikit-learn", "feature": "duckdb", "source": "duckdb",
+              "predict": "scikit-learn"}
 
 
 def _version(package: str) -> str:
@@ -47,7 +49,8 @@ def cache_key(ctx: StepContext, ir: IR) -> str | None:
         "dagsmith": __version__,
         "step": step_json,
         "params": ctx.values.params,
-        "inputs": {dep: ctx.store.require(ctx.key_of(dep)).get("fingerprint") for dep in step.depends_on},
+        "inputs": {dep: ctx.store.require(ctx.key_of(dep)).get("fingerprint") for dep in step.depends_on
+                   if not _waited_for_only(ir, step, dep)},
         "library": _version(_LIBRARIES[step.kind]) if step.kind in _LIBRARIES else None,
     }
     if "${run.date}" in text:
@@ -66,7 +69,15 @@ def cache_key(ctx: StepContext, ir: IR) -> str | None:
         if registry is None:
             return None
         parts["registry"] = registry
-    code = step.config.get("transform") or (step.config.get("model") or {}).get("entrypoint") or step.config.get("python")
+    if step.kind == "predict":
+        from ..runtime.predict import model_fingerprint
+
+        model = model_fingerprint(ctx)  # a registry version: its number and files, as resolved now
+        if model is None:
+            return None
+        parts["model"] = model
+    model_config = step.config.get("model") if step.kind == "train" else None  # predict's `model` is a name
+    code = step.config.get("transform") or (model_config or {}).get("entrypoint") or step.config.get("python")
     if code:
         from ..runtime.userscode import code_fingerprint
 
@@ -108,6 +119,13 @@ def _registry_versions(ctx: StepContext) -> dict | None:
     except registry.RegistryError:
         return None
     return found
+
+
+def _waited_for_only(ir: IR, step: Step, dep: str) -> bool:
+    """A predict or custom step reading a registry alias waits for deploy, but reads the version
+    the alias names (in the key as the model's fingerprint), not deploy's outputs: an unchanged
+    deploy ("unchanged, version N") writes another result, and must not make it run again."""
+    return ir.step(dep).kind == "deploy" and any(a.startswith("registry:") for a in step.inputs)
 
 
 def _step_json(ir: IR, step_id: str) -> dict:

@@ -68,6 +68,7 @@ KIND_MODULES: dict[str, tuple[str, ...]] = {
     "gate": _TRAINING,
     "deploy": ("dagsmith.runtime.deploy", "joblib", "networkx"),
     "custom": ("dagsmith.runtime.custom",),
+    "predict": ("dagsmith.runtime.predict", "dagsmith.runtime.scoring", *_TABLES, "joblib", "sklearn"),
 }
 
 # What a bridge worker runs while the fork server imports: the steps that need none of the slow
@@ -102,7 +103,7 @@ def preload_modules(ir) -> list[str]:
 # A spec's top-level sections -> the kinds of the steps they make (for `guess_preload`).
 SECTION_KINDS = {"sources": ("source",), "features": ("feature",), "validation": ("validate",),
                  "training": ("train",), "evaluation": ("evaluate", "gate"), "deployment": ("deploy",),
-                 "steps": ("custom",)}
+                 "steps": ("custom",), "predict": ("predict",)}
 
 
 def guess_preload(spec_text: str) -> list[str]:

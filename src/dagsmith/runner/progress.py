@@ -243,6 +243,8 @@ def deployment_line(deployment: dict | None) -> str | None:
     if not deployment:
         return None
     model = deployment.get("model", "the model")
+    if deployment.get("unchanged"):
+        return f"{model}: unchanged, version {deployment.get('version')} (the same model: nothing registered)"
     if not deployment.get("deployed"):
         return f"{model}: nothing deployed" + (f" ({deployment['reason']})" if deployment.get("reason") else "")
     version = deployment.get("version")

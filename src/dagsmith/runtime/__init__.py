@@ -32,6 +32,7 @@ _KINDS = {
     "gate": ("dagsmith.runtime.evaluate", "run_gate"),
     "deploy": ("dagsmith.runtime.deploy", "run"),
     "custom": ("dagsmith.runtime.custom", "run"),
+    "predict": ("dagsmith.runtime.predict", "run"),
 }
 
 

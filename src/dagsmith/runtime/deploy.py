@@ -29,6 +29,7 @@ claim), and publishes it if it had not yet; another run never takes it.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import shutil
 
 from . import registry
@@ -90,6 +91,23 @@ def run(ctx: StepContext) -> dict:
     evaluated = _read(ctx, evaluate_id, "metrics.json") if evaluate_id else None
     model_step = model_step_id(ctx)
     model_fingerprint = ctx.manifest_of(model_step).get("fingerprint")
+
+    same = _unchanged(ctx, model_name, strategy, model_fingerprint, entries, partitioned)
+    if same is not None:
+        version, alias = same
+        aliases = registry.read_aliases(ctx.store, model_name)
+        location = f"{ctx.store.uri.rstrip('/')}/{registry.version_key(model_name, version)}"
+        result = {
+            "deployed": False, "unchanged": True, "model": model_name, "version": version, "target": target,
+            "strategy": strategy, "registry": location, "production": aliases["production"], "canary": aliases["canary"],
+            "reason": f"unchanged, version {version}: the model is the {alias} version's (the same model fingerprint); "
+                      "nothing registered, the aliases stay",
+        }
+        if partitioned:
+            result["partitions"] = [e["partition"] for e in entries]
+        ctx.notes.append(f"{model_name}: unchanged, version {version} ({alias}): nothing registered")
+        _commit_result(ctx, result)
+        return result
 
     previous = registry.production_version(ctx.store, model_name)  # whose models partitions inherit
     version, published = _reusable(ctx, model_name, model_fingerprint)
@@ -190,6 +208,36 @@ def _commit_result(ctx: StepContext, result: dict) -> None:
     staging = ctx.stage()
     staging.write_json("deployment.json", result)
     ctx.store.commit(staging)
+
+
+def _unchanged(ctx: StepContext, model_name: str, strategy: str, model_fingerprint, entries: list, partitioned: bool):
+    """(version, alias) when the model(s) to deploy are exactly those of the version serving as
+    production (strategy canary: the canary's, else production's): the same model step
+    fingerprint (a hash of the model files) and, partitioned, the same partitions from this run.
+    Re-running an unchanged pipeline then registers nothing and calls no remote target. None:
+    deploy as usual."""
+    if not model_fingerprint:
+        return None
+    aliases = registry.read_aliases(ctx.store, model_name)
+    candidates = []
+    if strategy == "canary" and aliases.get("canary") and aliases["canary"].get("version") is not None:
+        candidates.append((aliases["canary"]["version"], "canary"))
+    if aliases.get("production") is not None:
+        candidates.append((aliases["production"], "production"))
+    partitions = sorted((json.dumps(e["partition"], sort_keys=True, default=str) for e in entries)) if partitioned else None
+    for version, alias in candidates:
+        try:
+            lineage = registry.read_version_json(ctx.store, model_name, int(version), "lineage.json")
+        except (StepFailed, StoreError, OSError, ValueError):
+            continue  # a version without lineage (or unreadable): never "the same"
+        if not isinstance(lineage, dict) or lineage.get("model_fingerprint") != model_fingerprint:
+            continue
+        if partitioned:
+            had = sorted(json.dumps(p, sort_keys=True, default=str) for p in (lineage.get("partitions") or []))
+            if had != partitions:
+                continue
+        return int(version), alias
+    return None
 
 
 RETRY_LOOKBACK = 20  # latest versions searched for this run's own (a retry comes soon after)

@@ -19,35 +19,13 @@ import json
 import math
 import re
 
+# The row values' checks are the scoring path's (shared with dagsmith.load_model); re-exported here.
+from ..runtime.scoring import BadNumber, RequestError, check_value  # noqa: F401
+
 MAX_DEPTH = 64
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # A JSON string (brackets inside one do not nest anything); unrolled so a long string is one match.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-
-
-class RequestError(Exception):
-    """A client mistake: answered with `status` and {"error": reason}."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-class BadNumber:
-    """A number of the body that no model can take; reported where a row uses it."""
-
-    __slots__ = ("text", "status", "why")
-
-    def __init__(self, text: str, status: int, why: str):
-        self.text, self.status, self.why = text, status, why
-
-    def describe(self) -> str:
-        shown = self.text if len(self.text) <= 40 else f"{self.text[:20]}... ({len(self.text)} characters)"
-        return f"{shown} {self.why}"
-
-    def __repr__(self) -> str:
-        return f"BadNumber({self.text[:40]!r})"
 
 
 def _constant(text: str) -> BadNumber:
@@ -95,14 +73,3 @@ def loads(body: bytes, max_depth_allowed: int = MAX_DEPTH):
         raise RequestError(400, "the JSON nests arrays and objects too deeply") from None
     except ValueError as exc:
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
-
-
-def check_value(value, where: str):
-    """A row's value as parsed -> RequestError when no model can take it (non-finite, too large)."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise RequestError(422, f"{where}: the number is out of range: a number must fit a 64-bit float "
-                                    "(at most about ±1.8e308)")
-    elif isinstance(value, BadNumber):
-        raise RequestError(value.status, f"{where}: {value.describe()}")
-    return value

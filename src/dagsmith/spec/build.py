@@ -8,10 +8,11 @@ import json
 from .. import references
 from .model import (
     CustomStep, Deployment, Distributed, Evaluation, Expectation, Feature, Gate, MetricFunction, NewDataTrigger,
-    Param, Source, Spec, StepOptions, Sweep, Training, Validation,
+    Param, Predict, Source, Spec, StepOptions, Sweep, Training, Validation,
 )
 from .values import GivenText, parse_duration
 
+DEFAULT_BATCH_ROWS = 10_000  # predict: rows scored at once
 _OPTION_KEYS = ("image", "retries", "retry_delay", "timeout", "resources", "secrets", "env")
 
 
@@ -33,6 +34,7 @@ _FILLED_IN = (
     ("steps", None, "run", "command", None),
     *((section, "env", None) for section in ("defaults", "training", "evaluation", "deployment")),
     *((section, None, "env", None) for section in ("sources", "features", "validation", "steps")),
+    ("predict", None, "env", None),
 )
 
 
@@ -150,6 +152,15 @@ def build_spec(doc, spec_dir: str) -> Spec:
         backends={k: v for k, v in doc.get("backends", {}).items() if not k.startswith("x-")},
         spec_dir=spec_dir,
         spec_hash=hashed,
+        predict=tuple(
+            Predict(
+                name=name, model=p["model"], input=p["input"],
+                output_columns=tuple(p.get("output_columns", ("prediction", "probability"))),
+                batch_rows=p.get("batch_rows", DEFAULT_BATCH_ROWS), options=_options(defaults, p),
+                description=p.get("description"),
+            )
+            for name, p in doc.get("predict", {}).items()
+        ),
     )
 
 

@@ -15,7 +15,7 @@ MAX_STEPS = 10_000  # sources + features + validations + custom steps
 MAX_TEXT_LENGTH = 1_000_000  # characters in one text value or key
 MAX_TOTAL_TEXT = 20_000_000  # characters in all text values and keys, after expanding aliases
 
-STEP_SECTIONS = ("sources", "features", "validation", "steps")
+STEP_SECTIONS = ("sources", "features", "validation", "steps", "predict")
 
 
 def too_many_steps(total: int) -> str:

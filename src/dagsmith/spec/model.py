@@ -164,6 +164,19 @@ class CustomStep:
 
 
 @dataclass(frozen=True)
+class Predict:
+    """A batch-scoring step: score the table `input` with `model` into the table `name`."""
+
+    name: str
+    model: str | int  # "trained" | "production" | "canary" | a registry version
+    input: str
+    output_columns: tuple[str, ...]  # of ("prediction", "probability")
+    batch_rows: int
+    options: StepOptions
+    description: str | None = None
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     description: str | None
@@ -182,3 +195,4 @@ class Spec:
     backends: dict
     spec_dir: str  # the spec file's folder, relative paths in the spec are relative to it
     spec_hash: str  # sha256 of the merged, validated spec (lineage)
+    predict: tuple[Predict, ...] = ()  # batch scoring (the spec's `predict:` section)

@@ -144,7 +144,7 @@ def _pattern_problem(value, pattern: str, path: tuple) -> tuple[str, str | None]
     if last == "connection":
         what, rule = "connection", "a connection is a NAME (a letter, then letters, digits, '_' or '-'), never a URL; each backend looks up its address and credentials"
     elif pattern == "^[A-Za-z][A-Za-z0-9_-]*$" and (len(path) == 2 or path[-1:] == ("name",)):
-        kinds = {"sources": "source", "features": "feature", "steps": "step", "validation": "validation"}
+        kinds = {"sources": "source", "features": "feature", "steps": "step", "validation": "validation", "predict": "predict"}
         what = f"{kinds[path[0]]} name" if path[0] in kinds else what
     elif pattern == "^[A-Za-z_][A-Za-z0-9_]*$" and path[:2] == ("evaluation", "metrics"):
         what, rule = "metric name", "use letters, digits and '_', not starting with a digit (gates refer to it)"

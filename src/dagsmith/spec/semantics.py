@@ -100,6 +100,7 @@ class _Checker:
         self.check_cycles()
         self.check_training()
         self.check_evaluation_and_deployment()
+        self.check_predict()
         self.check_steps_and_features()
         self.check_validations()
         self.check_values()
@@ -113,7 +114,7 @@ class _Checker:
     def collect_names(self) -> None:
         doc = self.doc
         defined: list[tuple[str, tuple, str]] = []
-        for section, kind in (("sources", "source"), ("features", "feature"), ("steps", "step")):
+        for section, kind in (("sources", "source"), ("features", "feature"), ("steps", "step"), ("predict", "predict")):
             for name in doc.get(section, {}):
                 defined.append((name, (section, name), kind))
         for index, item in enumerate(doc.get("validation", [])):
@@ -157,7 +158,8 @@ class _Checker:
             return None
         if path[0] == "steps" and len(path) == 4:
             return "step output"  # ("steps", step, "outputs", index): a table a custom step writes
-        return {"sources": "source", "features": "feature", "steps": "step", "validation": "validation"}[path[0]]
+        return {"sources": "source", "features": "feature", "steps": "step", "validation": "validation",
+                "predict": "predict"}[path[0]]
 
     def producer_of(self, name: str) -> str:
         """The step id that makes table `name`: a custom step for its outputs, else the name."""
@@ -178,7 +180,7 @@ class _Checker:
 
     def check_references(self) -> None:
         doc = self.doc
-        tables = ("source", "feature", "step output")
+        tables = ("source", "feature", "step output", "predict")  # a predict's output table is read like a feature's
         # custom steps' outputs are tables too; the words stay as they were for specs without any
         table = "source, feature or step output" if any(self.kind_of(n) == "step output" for n in self.names) else "source or feature"
         for name, feature in doc.get("features", {}).items():
@@ -187,6 +189,11 @@ class _Checker:
                     self.reference(("features", name, "inputs", index), ref, tables, table)
         for index, item in enumerate(doc.get("validation", [])):
             self.reference(("validation", index, "on"), item["on"], tables, table)
+        for name, item in doc.get("predict", {}).items():
+            if item["input"] != name:
+                self.reference(("predict", name, "input"), item["input"], tables,
+                               "source, feature, step output or predict table" if "step output" in table
+                               else "source, feature or predict table")
         training = doc.get("training")
         if training:
             for index, ref in enumerate(training["inputs"]):
@@ -269,7 +276,7 @@ class _Checker:
                             where.setdefault((name, "train"), (section, name, field, index))
                         continue
                     if section == "steps" and field == "inputs" and (
-                            self.kind_of(ref) not in ("source", "feature", "step output") or self.producer_of(ref) == name):
+                            self.kind_of(ref) not in ("source", "feature", "step output", "predict") or self.producer_of(ref) == name):
                         continue  # reported as a reference
                     where.setdefault((name, ref), (section, name, field, index))
         # custom steps' outputs, and the built-in steps, where tables can lead back to a custom step
@@ -286,6 +293,9 @@ class _Checker:
                 where.setdefault(("evaluate", "train"), ("evaluation",))
             if "deployment" in self.doc:
                 where.setdefault(("deploy", "evaluate" if "evaluation" in self.doc else "train"), ("deployment",))
+        for name, item in self.doc.get("predict", {}).items():
+            if self.names.get(name) == ("predict", name):
+                where.setdefault((name, item["input"]), ("predict", name, "input"))
         try:
             topological_order((), where)  # the common case: no cycle, and no networkx import
             return
@@ -299,7 +309,8 @@ class _Checker:
                 (name,) = component
                 if graph.has_edge(name, name):
                     path = where[(name, name)]
-                    self.error(path, f"'{name}' depends on itself: remove it from its own {path[2]}")
+                    self.error(path, f"'{name}' depends on itself: remove it from its own {path[2]}" if len(path) > 3
+                               else f"'{name}' cannot score its own output: input names another table")
                 continue
             members = sorted(component)
             start = members[0]
@@ -446,6 +457,43 @@ class _Checker:
         if isinstance(param, dict) and param.get("type") not in ("number", "integer"):
             self.error(path, f"'${{{ref}}}' is a {param.get('type')} parameter: a threshold needs a number or integer parameter")
 
+    def check_predict(self) -> None:
+        """A predict's model must exist when it runs: `trained` needs training; a registry alias or
+        version needs deployment (its model_name). A predict that waits for the model (trained, or
+        an alias after deploy) cannot feed the training data: that would be a cycle."""
+        doc = self.doc
+        waits = set()
+        for name, item in doc.get("predict", {}).items():
+            model = item["model"]
+            path = ("predict", name, "model")
+            if model == "trained":
+                if "training" not in doc:
+                    self.error(path, "model: trained needs a training section (it scores with this run's trained model)")
+                waits.add(name)
+            elif "deployment" not in doc:
+                self.error(path, f"model: {model} reads the model registry of deployment.model_name: it needs a deployment "
+                                 "section (or model: trained, this run's model)")
+            elif not isinstance(model, int):
+                waits.add(name)
+        training = doc.get("training")
+        if not waits or not training:
+            return
+        derived = {name: list(f.get("inputs", [])) for name, f in doc.get("features", {}).items()}
+        derived.update({name: [p["input"]] for name, p in doc.get("predict", {}).items()})
+        for index, table in enumerate(training["inputs"]):
+            seen, todo = set(), [table]
+            while todo:
+                current = todo.pop()
+                if current in seen:
+                    continue
+                seen.add(current)
+                if current in waits:
+                    self.error(("training", "inputs", index),
+                               f"'{table}' is derived from predict '{current}', which scores with a model this training "
+                               "makes (or deploys): a cycle; score with a registry version number instead")
+                    break
+                todo.extend(derived.get(current, []))
+
     def check_steps_and_features(self) -> None:
         for name, feature in self.doc.get("features", {}).items():
             has = [k for k in ("sql", "transform") if k in feature]
@@ -528,7 +576,7 @@ class _Checker:
         doc = self.doc
         if "defaults" in doc:
             yield ("defaults",), doc["defaults"]
-        for section in ("sources", "features", "steps"):
+        for section in ("sources", "features", "steps", "predict"):
             for name, item in doc.get(section, {}).items():
                 yield (section, name), item
         for index, item in enumerate(doc.get("validation", [])):
