@@ -167,6 +167,31 @@ def check_forecast(outcome: Outcome, adapter: Adapter) -> None:
     assert list(outcome.deployed or {}) == ["demand-forecast"]
 
 
+def check_spaceflights(outcome: Outcome, adapter: Adapter) -> None:
+    """The Kedro port: user code's declared output table, written through dagsmith.step, is
+    validated; the regression is gated by a threshold from params, and deployed."""
+    all_succeeded(outcome)
+    assert set(outcome.metrics) == {"r2", "mean_absolute_error"} and outcome.metrics["r2"] > 0.7, outcome.metrics
+    assert outcome.gate == "passed"
+    report = outcome.tables["capacity_report/tables/passenger_capacity_by_type.parquet"]
+    assert [r["shuttle_type"] for r in report] == ["Type A1", "Type F5", "Type V5"], report
+    assert outcome.validation["capacity_report_ok"]["success"]
+    assert list(outcome.deployed or {}) == ["spaceflights-price"]
+
+
+def check_penguins(outcome: Outcome, adapter: Adapter) -> None:
+    """The TFX port: a shipped transform and trainer module, TFX's two gates, and BulkInferrer:
+    every new penguin scored by the production model just deployed (the test compares the scores
+    row by row with the local run's: equal on every backend)."""
+    all_succeeded(outcome)
+    assert outcome.metrics["accuracy"] > 0.9 and outcome.gate == "passed" and len(outcome.gates) == 2
+    scores = outcome.tables["penguin_scores/table.parquet"]
+    assert len(scores) == 60 and {r["model_version"] for r in scores} == {1}
+    assert {r["prediction"] for r in scores} == {"Adelie", "Chinstrap", "Gentoo"}
+    assert all(0.3 < r["probability"] <= 1.0 for r in scores)
+    assert list(outcome.deployed or {}) == ["penguin"]
+
+
 # --- 2. a failing gate -------------------------------------------------------------------------
 
 
@@ -551,6 +576,8 @@ SCENARIOS = [
     Scenario("minimal", example("minimal"), check_minimal),
     Scenario("churn", example("churn"), check_churn, slow=True),
     Scenario("forecast-dev", example("forecast", narrow=first_regions), check_forecast, env="dev", slow=True),
+    Scenario("spaceflights", example("spaceflights"), check_spaceflights, slow=True),
+    Scenario("penguins", example("penguins"), check_penguins, slow=True),
     Scenario("gate-fails", build_gate, check_gate),
     Scenario("validation-fails", build_validation, check_validation, slow=True),
     Scenario("branch-fails", build_branch, check_branch),

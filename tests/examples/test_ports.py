@@ -65,7 +65,7 @@ def test_spaceflights_runs_and_reruns_cached(example_copy, tmp_path):
     workdir = tmp_path / "work"
     first = run(folder, workdir)
     assert first["status"] == "succeeded", first
-    assert first["metrics"]["r2"] > 0.8 and first["metrics"]["mean_absolute_error"] < 400, first["metrics"]
+    assert first["metrics"]["r2"] > 0.7 and first["metrics"]["mean_absolute_error"] < 400, first["metrics"]
     report = table_rows(workdir, first["run_id"], "capacity_report", "tables/passenger_capacity_by_type.parquet")
     assert [r["shuttle_type"] for r in report] == ["Type A1", "Type F5", "Type V5"]
     assert all(1 <= r["mean_passenger_capacity"] <= 8 for r in report)
