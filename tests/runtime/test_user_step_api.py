@@ -273,3 +273,48 @@ def test_a_module_may_use_the_api_when_it_is_imported(tmp_path):
         "    step.write_table('prepared', ROWS)\n    step.write_table('extra', ROWS)\n")
     p = Pipeline(tmp_path, SPEC.replace("usercode:FUNCTION", "atimport:main"), {"rows": ROWS, "other": ROWS})
     assert p.run("prep")["tables"] == {"prepared": 20, "extra": 20}
+
+
+def test_load_model_gives_the_real_trained_and_deployed_models(tmp_path):
+    """dagsmith.step.load_model with the real dagsmith.model: this run's model and the registry's
+    production (the version deploy just registered) predict the same on raw rows, and equal
+    dagsmith.load_model's answers outside any step."""
+    (tmp_path / "usercode.py").write_text(CODE + '''
+
+def scores():
+    rows = step.read_table("rows")
+    features = rows[["x"]]
+    trained, production = step.load_model("trained"), step.load_model("production")
+    out = rows.assign(trained=list(trained.predict(features)), production=list(production.predict(features)),
+                      version=production.version)
+    step.write_table("scored", out)
+''')
+    spec = """
+dagsmith: 1
+pipeline: {name: api}
+sources:
+  rows: {type: csv, uri: rows.csv}
+training:
+  inputs: [rows]
+  target: y
+  split: {test_size: 0.25, seed: 1}
+  model: {estimator: sklearn.linear_model.LogisticRegression}
+deployment: {model_name: api-model}
+steps:
+  score:
+    after: [deploy]
+    inputs: [rows, {model: trained}, model: production]
+    outputs: [scored]
+    run: {python: "usercode:scores"}
+"""
+    rows = pd.DataFrame({"x": [float(i) for i in range(20)], "y": [int(i >= 10) for i in range(20)]})
+    p = Pipeline(tmp_path, spec, {"rows": rows})
+    for step_id in ("train", "deploy", "score"):  # the source table is given (Pipeline)
+        p.run(step_id)
+    scored = p.ctx("score").read_table("scored").to_pandas()
+    assert list(scored["trained"]) == list(scored["production"]) and set(scored["version"]) == {1}
+    import dagsmith
+
+    outside = dagsmith.load_model(p.store.uri, "api-model", "production")
+    assert list(outside.predict(rows[["x"]])) == list(scored["production"])
+    assert list(scored["production"]) == [int(x >= 10) for x in range(20)]  # a separable toy: the model got it
