@@ -318,3 +318,17 @@ steps:
     outside = dagsmith.load_model(p.store.uri, "api-model", "production")
     assert list(outside.predict(rows[["x"]])) == list(scored["production"])
     assert list(scored["production"]) == [int(x >= 10) for x in range(20)]  # a separable toy: the model got it
+
+
+def test_a_versions_lineage_names_the_user_step_whose_table_the_model_was_trained_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEEN", str(tmp_path / "seen.json"))
+    (tmp_path / "usercode.py").write_text(CODE)
+    spec = SPEC.replace("FUNCTION", "good") + "deployment: {model_name: api-model}\n"
+    p = Pipeline(tmp_path, spec, {"rows": ROWS, "other": ROWS})
+    for step_id in ("prep", "train", "deploy"):
+        p.run(step_id)
+    from dagsmith.runtime import registry
+
+    lineage = registry.read_version_json(p.store, "api-model", 1, "lineage.json")
+    prep = p.store.manifest(Store.step_key(RUN, "prep"))
+    assert lineage["steps"] == {"prep": prep["fingerprint"]}

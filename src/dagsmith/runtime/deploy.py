@@ -50,16 +50,16 @@ def _read(ctx: StepContext, step_id: str, name: str):
         raise StepFailed(f"step {step_id!r} has no {name} in run {ctx.values.run_id!r} (did it run?)") from None
 
 
-def lineage_inputs(ctx: StepContext, kind: str) -> dict:
-    """{step id: manifest fingerprint} of this run's steps of a kind that training depends on
-    (the compiler declares their tables as deploy's inputs)."""
+def lineage_inputs(ctx: StepContext, *kinds: str) -> dict:
+    """{step id: manifest fingerprint} of this run's steps of these kinds that training depends on
+    and that write tables (the compiler declares those tables as deploy's inputs)."""
     import networkx as nx
 
     model_step = model_step_id(ctx)
     upstream = nx.ancestors(ctx.ir.graph, model_step)
     out = {}
     for step in ctx.ir.steps:
-        if step.kind == kind and step.id in upstream:
+        if step.kind in kinds and step.id in upstream and any(o.startswith("table:") for o in step.outputs):
             manifest = ctx.manifest_of(step.id, missing_ok=True)
             out[step.id] = manifest.get("fingerprint") if manifest else None
     return out
@@ -296,6 +296,7 @@ def _publish(ctx, model_name, version, entries, evaluated, partitioned, previous
         "params": ctx.values.params,
         "inputs": lineage_inputs(ctx, "source"),
         "features": lineage_inputs(ctx, "feature"),
+        "steps": lineage_inputs(ctx, "custom", "predict") or None,  # user code's tables the model comes from
         "partitions": [e["partition"] for e in entries] if partitioned else None,
         "inherited": inherited or None,
         "model_step": model_step,
