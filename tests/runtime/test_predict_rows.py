@@ -91,3 +91,22 @@ def test_an_empty_input_is_one_empty_item(tmp_path):
     assert p.run("fanned", item=0)["rows"] == 0
     table = p.ctx("seen").read_table("fanned")
     assert table.num_rows == 0 and table.column_names[-3:] == ["prediction", "probability", "model_version"]
+
+
+def test_batches_of_a_row_range_over_parts_and_row_groups(tmp_path):
+    """The reader of a range: rows [start, stop) of a table in several files of several row
+    groups, in order, in batches of at most batch_rows, whatever the boundaries."""
+    from dagsmith.runtime.predict import batches
+
+    sizes, group_rows = (7, 0, 13, 5), (3, 1, 4, 2)
+    files, whole = [], []
+    for index, (size, groups) in enumerate(zip(sizes, group_rows)):
+        values = list(range(sum(sizes[:index]), sum(sizes[:index]) + size))
+        path = tmp_path / f"{index}.parquet"
+        pq.write_table(pa.table({"v": pa.array(values, type=pa.int64())}), path, row_group_size=groups)
+        files.append(path)
+        whole += values
+    for start, stop in [(0, None), (0, 25), (2, 9), (7, 8), (6, 21), (20, 25), (24, 25), (3, 3), (25, None)]:
+        got = list(batches(files, 4, start, stop))
+        assert all(0 < len(b) <= 4 for b in got)
+        assert [v for b in got for v in b.column("v").to_pylist()] == whole[start:stop], (start, stop)

@@ -91,7 +91,7 @@ def item_count(ctx_or_ir, step=None, store=None, run_id=None) -> int:
 
 def rows_items(rows: int, rows_per_item: int) -> int:
     """Items of a row fan-out over `rows` input rows: an empty input is one (empty) item."""
-    return max(1, math.ceil(rows / rows_per_item))
+    return max(1, -(-rows // rows_per_item))  # integer ceiling: exact for any row count
 
 
 def row_range(ctx: StepContext) -> tuple[int, int, int]:
