@@ -507,6 +507,10 @@ SCHEMA = {
                         },
                         "batch_rows": {"type": "integer", "minimum": 1, "maximum": 1000000,
                                        "description": "Rows scored at once (default 10000): bounds the memory a step needs."},
+                        "rows_per_task": {"type": "integer", "minimum": 1000,
+                                          "description": "Fan the scoring out over row ranges: task i scores rows "
+                                                         "[i*N, (i+1)*N) of the input table (the task count is found at "
+                                                         "run time from its row count). Default: one task."},
                         "description": string("What the scores are for."),
                     },
                     ["model", "input"],

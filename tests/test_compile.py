@@ -11,7 +11,7 @@ import pytest
 
 from dagsmith_testing import EXAMPLES, REPO, compile_path
 from dagsmith.errors import SpecError
-from dagsmith.ir import IR
+from dagsmith.ir import IR, FanOut
 
 CHURN = "examples/churn/pipeline.yaml"
 
@@ -379,3 +379,52 @@ steps:
     assert mine.inputs == ("table:fresh", "model:select") and mine.config["output_columns"] == ["prediction"]
     assert old.inputs == ("table:scores", "registry:3") and old.config["batch_rows"] == 10000
     assert IR.from_json(ir.to_json()) == ir
+
+
+ROWS_SPEC = """
+dagsmith: 1
+pipeline: {name: p}
+sources: {rows: {type: csv, uri: r.csv}, fresh: {type: csv, uri: f.csv}}
+training:
+  inputs: [rows]
+  target: y
+  model: {estimator: sklearn.linear_model.LogisticRegression}
+  sweep: {method: grid, parameters: {C: [0.1, 1]}, select: {metric: accuracy, goal: max}}
+deployment: {model_name: m}
+predict:
+  scores: {model: production, input: fresh, rows_per_task: ROWS}
+  plain: {model: trained, input: fresh}
+"""
+
+
+def test_predict_rows_per_task_is_a_row_fanout_whose_ranges_task_reads_the_input(write_spec):
+    """rows_per_task: the predict step is ONE fan-out (method rows, size found at run time from
+    the input's row count), the ranges task of the plan waits for what the step reads (its input,
+    and deploy for `production`); without it nothing changes (no fanout, no new JSON key)."""
+    from dagsmith.backends.plan import build_plan, ranges_task_id
+
+    ir = compile_path(write_spec(ROWS_SPEC.replace("ROWS", "5000")))
+    scores = ir.step("scores")
+    assert scores.fanout == FanOut(method="rows", parameters={}, trials=1, size=None, rows_per_item=5000)
+    assert deps(ir)["scores"] == ("deploy", "fresh") and scores.inputs == ("table:fresh", "registry:production")
+    assert ir.step("plain").fanout is None
+    data = ir.to_json()
+    steps = {s["id"]: s for s in data["steps"]}
+    assert steps["scores"]["fanout"]["rows_per_item"] == 5000 and steps["scores"]["fanout"]["method"] == "rows"
+    assert "rows_per_item" not in steps["train"]["fanout"]  # other fan-outs' JSON is as it was
+    assert IR.from_json(data) == ir
+    plan = build_plan(ir, max_ranges=50)
+    listing = plan.task(ranges_task_id("scores"))
+    assert listing.upstream == ("deploy", "fresh") and plan.task("scores").maps_over == listing.id
+    assert plan.task("scores").upstream == (listing.id,) and plan.task("scores").command.takes_item
+    from dagsmith.graphviz import label
+    from dagsmith.report.graph import fanout_text
+
+    assert label(scores) == "scores (predict) x 1 per 5000 rows" and fanout_text(scores) == "x1 per 5000 rows"
+
+
+@pytest.mark.parametrize("value", ["999", "0", "1000.5", "'2000'"])
+def test_rows_per_task_is_an_integer_of_at_least_1000(write_spec, value):
+    with pytest.raises(SpecError) as info:
+        compile_path(write_spec(ROWS_SPEC.replace("ROWS", value)))
+    assert "predict.scores.rows_per_task" in str(info.value) and "pipeline.yaml:12:" in str(info.value)

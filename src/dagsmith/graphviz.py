@@ -12,7 +12,8 @@ _MERMAID_SHAPES = {"source": ('[("', '")]'), "gate": ('{"', '"}'), "validate": (
 def label(step: Step) -> str:
     text = f"{step.id} ({step.kind})"
     if step.fanout is not None:
-        size = step.fanout.size if step.fanout.size is not None else f"{step.fanout.trials} per partition"
+        size = step.fanout.size if step.fanout.size is not None else (
+            f"1 per {step.fanout.rows_per_item} rows" if step.fanout.method == "rows" else f"{step.fanout.trials} per partition")
         text += f" x{size}" if isinstance(size, int) else f" x {size}"
     return text
 

@@ -46,15 +46,22 @@ STEP_KINDS = ("source", "feature", "validate", "plan", "train", "select", "evalu
 
 @dataclass(frozen=True)
 class FanOut:
-    """One step that runs as many items: trials of a sweep, partitions, or partitions x trials.
+    """One step that runs as many items: trials of a sweep, partitions, or partitions x trials;
+    or (method "rows") row ranges of a predict step's input table.
 
     Items are numbered 0..size-1; item i is partition i // trials and trial i % trials, and the
     runtime decodes the trial's parameters from `parameters` (grid: mixed-radix over the lists in
     key order; random: draw i of a generator seeded with `seed`). So a 20,000-trial sweep is a few
     lines of IR, and a backend can map over index ranges instead of pushing 20,000 values.
+
+    Method "rows" (a predict step with `rows_per_task`): item i scores rows
+    [i * rows_per_item, (i + 1) * rows_per_item) of the input table; `size` is None, the count is
+    ceil(input rows / rows_per_item) (at least 1: an empty input is one empty item), found at run
+    time from the input table's parquet metadata (runtime/fanout.item_count). Each item commits its
+    part of the output table; a reader reads the parts in item order as one table.
     """
 
-    method: str  # "grid" | "random" | "single" (partitions only, one trial each)
+    method: str  # "grid" | "random" | "single" (partitions only, one trial each) | "rows"
     parameters: dict  # grid: name -> [values]; random: name -> [values] or {low, high, log, type}
     trials: int  # trials per partition
     seed: int = 0
@@ -64,6 +71,7 @@ class FanOut:
     items_from: str | None = None  # the plan step that writes the items when not static
     size: int | None = None  # total items when known at compile time
     max_parallel: int | None = None
+    rows_per_item: int | None = None  # method "rows": input rows per item (written in the JSON only when set)
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,8 @@ def _step_json(step: Step) -> dict:
         fan = {name: getattr(step.fanout, name) for name in _FANOUT_FIELDS}
         if fan["partitions"] is not None:
             fan["partitions"] = list(fan["partitions"])
+        if fan["rows_per_item"] is None:  # only a row fan-out has it: every other IR stays as it was
+            del fan["rows_per_item"]
         out["fanout"] = fan
     return out
 

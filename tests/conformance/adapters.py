@@ -189,11 +189,23 @@ class StoreView:
         for s in self.steps:
             if s["kind"] not in ("predict", "custom"):
                 continue
+            if (s.get("fanout") or {}).get("method") == "rows":  # a predict over row ranges: its items' parts in order
+                parts = self.item_manifests(s["id"])
+                rows = [row for manifest in parts for row in pq.read_table(self.store.file(manifest, "table.parquet")).to_pylist()]
+                out[f"{s['id']}/table.parquet"] = json.loads(json.dumps(rows, default=str))
+                continue
             manifest = self.store.manifest(self.store.step_key(self.run_id, s["id"]))
             for name in sorted((manifest or {}).get("files") or {}):
                 if name.endswith(".parquet"):
                     rows = pq.read_table(self.store.file(manifest, name)).to_pylist()
                     out[f"{s['id']}/{name}"] = json.loads(json.dumps(rows, default=str))
+        return out
+
+    def item_manifests(self, step_id: str) -> list[dict]:
+        """The manifests of a fan-out's items 0, 1, ... as far as they go."""
+        out = []
+        while (manifest := self.store.manifest(self.store.step_key(self.run_id, step_id, len(out)))) is not None:
+            out.append(manifest)
         return out
 
     def deployed(self) -> dict | None:

@@ -572,6 +572,35 @@ def check_scoring(outcome: Outcome, adapter: Adapter) -> None:
     assert list(outcome.deployed or {}) == ["conf-scoring"]
 
 
+# --- batch scoring over row ranges (predict rows_per_task) -------------------------------------
+
+N_CROWD = 2400  # rows scored: 3 items of rows_per_task 1000, the last one short
+
+
+def build_rows_scoring(folder: Path, backends: dict, shared: Path) -> Path:
+    write_people(folder)
+    rng = random.Random(7)
+    lines = ["id,x,region,noise"] + [f"{i + 1},{rng.randrange(50)},{'abc'[i % 3]},{round(rng.random(), 4)}" for i in range(N_CROWD)]
+    (folder / "crowd.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return write_spec(folder, {
+        "pipeline": {"name": "conf-rows"},
+        "sources": {**SOURCE, "crowd": {"type": "csv", "uri": "crowd.csv"}},
+        "training": {"inputs": ["people"], "target": "y", "model": MODEL},
+        "predict": {"parts": {"model": "trained", "input": "crowd", "rows_per_task": 1000, "batch_rows": 300},
+                    "whole": {"model": "trained", "input": "crowd"}},
+        "features": {"counted": {"inputs": ["parts"], "sql": "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM parts"}},
+    })
+
+
+def check_rows_scoring(outcome: Outcome, adapter: Adapter) -> None:
+    all_succeeded(outcome)
+    assert outcome.items == {"parts": 3}  # ceil(2400 / 1000) tasks
+    parts, whole = outcome.tables["parts/table.parquet"], outcome.tables["whole/table.parquet"]
+    assert len(parts) == N_CROWD and parts == whole  # the parts in order are the one-task table
+    assert [row["id"] for row in parts] == list(range(1, N_CROWD + 1))
+    assert outcome.rows["counted"] == 1 and outcome.rows["crowd"] == N_CROWD
+
+
 SCENARIOS = [
     Scenario("minimal", example("minimal"), check_minimal),
     Scenario("churn", example("churn"), check_churn, slow=True),
@@ -587,5 +616,6 @@ SCENARIOS = [
     Scenario("run-id-and-date", build_runinfo, check_runinfo, observe=observe_runinfo, run_date=RUN_DATE),
     Scenario("user-step-io", build_user_steps, check_user_steps, observe=lambda o: {"user_command.json": read_json(o, "user_command.json")}),
     Scenario("batch-scoring", build_scoring, check_scoring),
+    Scenario("batch-scoring-rows", build_rows_scoring, check_rows_scoring),
     Scenario("hostile-strings", build_hostile, check_hostile, observe=lambda o: {"hostile.out": hostile_bytes(o)}),
 ]

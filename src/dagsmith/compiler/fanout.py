@@ -4,6 +4,9 @@ training            -> train
 training + sweep    -> train (fan-out over trials) -> select
 partition_by static -> train (fan-out over partitions x trials) -> select
 partition_by found at run time -> plan -> train (fan-out, items from plan) -> select
+
+Batch scoring with `rows_per_task` is one predict step with a fan-out over row ranges of its
+input table (method "rows"): the item count comes from the table's row count at run time.
 """
 
 from __future__ import annotations
@@ -87,3 +90,11 @@ def lower_training(training: Training, evaluation: Evaluation | None, key_column
             config={"metric": metric, "goal": sweep.select_goal if sweep else None, "per_partition": training.partition_by is not None},
         ))
     return steps
+
+
+def rows_fanout(rows_per_task: int | None) -> FanOut | None:
+    """A predict step's fan-out over row ranges (None: one task). No plan step: the ranges task
+    and every item read the row count from the input table's parquet metadata."""
+    if rows_per_task is None:
+        return None
+    return FanOut(method="rows", parameters={}, trials=1, size=None, rows_per_item=rows_per_task)

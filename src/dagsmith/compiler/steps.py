@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from ..ir import Step
 from ..spec.model import Spec
-from .fanout import lower_training
+from .fanout import lower_training, rows_fanout
 from .make import make_step, table
 
 
@@ -139,7 +139,8 @@ def predict_steps(spec: Spec, builtin: dict) -> list[Step]:
     """Batch scoring: each `predict:` entry is one step writing the table of its name. `model:
     trained` reads this run's model (after the train/select step); a registry alias waits for this
     run's deploy when the spec has one (so `production` is the model as this run left it); a
-    version number reads that version as it is."""
+    version number reads that version as it is. With `rows_per_task`, the step is a fan-out over
+    row ranges of its input (compiler/fanout.rows_fanout)."""
     out = []
     model_name = spec.deployment.model_name if spec.deployment else None
     for predict in spec.predict:
@@ -156,5 +157,6 @@ def predict_steps(spec: Spec, builtin: dict) -> list[Step]:
             inputs=(table(predict.input), model), outputs=(table(predict.name),),
             config={"model": predict.model, "model_name": model_name, "input": predict.input,
                     "output_columns": list(predict.output_columns), "batch_rows": predict.batch_rows},
+            fanout=rows_fanout(predict.rows_per_task),
         ))
     return out

@@ -32,6 +32,8 @@ def fanout_text(step) -> str | None:
         return None
     if step.fanout.size is not None:
         return f"x{step.fanout.size} items"
+    if step.fanout.method == "rows":
+        return f"x1 per {step.fanout.rows_per_item} rows"
     return f"x{step.fanout.trials} per partition"
 
 

@@ -151,12 +151,44 @@ class StepContext:
         """A step id, or a table name resolved to the step that writes it (a custom step's output)."""
         return name if self.ir.has_step(name) else self.ir.producer(f"table:{name}")
 
-    def table_file(self, name: str) -> Path:
-        """The local path of table `name` of this run: a source's or feature's `table.parquet`, a
-        custom step's output `tables/<name>.parquet` in that step's manifest (which, on a cache
-        hit, points at the run that made it)."""
+    def table_parts(self, name: str) -> list[tuple[dict, str]]:
+        """Where table `name` of this run is: (manifest, file name) of each part, in order. One
+        part: a source's or feature's `table.parquet`, a custom step's output `tables/<name>.parquet`
+        in that step's manifest (which, on a cache hit, points at the run that made it). A predict
+        fanned out over row ranges (fanout method "rows") wrote one part per item,
+        `items/<step>/<i>/table.parquet`; item 0's manifest says how many (`items`)."""
         producer = self.step_of(name)
-        return self.input_file(producer, table_file_name(name, producer))
+        file = table_file_name(name, producer)
+        step = self.ir.step(producer) if self.ir.has_step(producer) else None
+        if step is None or step.fanout is None or step.fanout.method != "rows":
+            return [(self.manifest_of(producer), file)]
+        first = self.manifest_of(producer, 0)
+        count = first.get("items")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise StepFailed(f"table {name!r}: item 0 of step {producer!r} does not say how many parts the table has "
+                             f"(run {self.values.run_id!r})")
+        return [(first, file)] + [(self.manifest_of(producer, index), file) for index in range(1, count)]
+
+    def table_files(self, name: str) -> list[Path]:
+        """The local paths of table `name`'s parts, in order (one but for a row fan-out's)."""
+        return [self.store.file(manifest, file) for manifest, file in self.table_parts(name)]
+
+    def table_file(self, name: str) -> Path:
+        """The local path of table `name` when it is ONE file; a table in parts (a predict fanned
+        out over row ranges) is read with `table_files` or `read_table`."""
+        files = self.table_files(name)
+        if len(files) != 1:
+            raise StepFailed(f"table {name!r} is in {len(files)} parts: read it with table_files or read_table (a dagsmith bug)")
+        return files[0]
+
+    def table_fingerprint(self, name: str) -> str | None:
+        """What identifies table `name`'s content: its manifest's fingerprint, or its parts' in order."""
+        parts = self.table_parts(name)
+        if len(parts) == 1:
+            return parts[0][0].get("fingerprint")
+        import hashlib
+
+        return hashlib.sha256(json.dumps([m.get("fingerprint") for m, _ in parts]).encode()).hexdigest()
 
     def manifest_of(self, step_id: str, item: int | None = None, *, missing_ok: bool = False) -> dict | None:
         """Outputs of a step of this run (its manifest); with `missing_ok`, None when it has none.
@@ -176,11 +208,16 @@ class StepContext:
         return self.store.file(self.manifest_of(step_id, item), name)
 
     def read_table(self, name: str):
-        """Table `name` of this run (pyarrow.Table): a source's, a feature's, or one a custom step
-        wrote (found through IR.producer)."""
+        """Table `name` of this run (pyarrow.Table): a source's, a feature's, one a custom step
+        wrote (found through IR.producer), or a predict's (its parts in item order, as one table)."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.table_file(name))
+        files = self.table_files(name)
+        if len(files) == 1:
+            return pq.read_table(files[0])
+        import pyarrow as pa
+
+        return pa.concat_tables([pq.read_table(path) for path in files], promote_options="default")
 
     def read_json(self, step_id: str, name: str, item: int | None = None):
         return json.loads(self.input_file(step_id, name, item).read_text(encoding="utf-8"))

@@ -140,7 +140,7 @@ def table_to_pandas(table):
 
 def load_inputs(ctx: StepContext, inputs: list[str], sort_by: list[str] = ()):
     """The input tables of this run as one pandas DataFrame (joined on common columns)."""
-    fingerprints = tuple((name, ctx.manifest_of(name).get("fingerprint")) for name in inputs)
+    fingerprints = tuple((name, ctx.table_fingerprint(name)) for name in inputs)
     key = (ctx.store.uri, ctx.values.run_id, fingerprints, tuple(sort_by))
     cached = _lru_get(_tables, key)
     if cached is not None:
@@ -364,7 +364,7 @@ def prepare(ctx: StepContext, partition=_ITEM) -> Prepared:
     partition_by = config.get("partition_by")
     inputs = list(config["inputs"])
     exclude = list(config.get("exclude") or [])
-    fingerprints = tuple((name, ctx.manifest_of(name).get("fingerprint")) for name in inputs)
+    fingerprints = tuple((name, ctx.table_fingerprint(name)) for name in inputs)
     key = (ctx.store.uri, ctx.values.run_id, fingerprints, json.dumps(config, sort_keys=True, default=str),
            json.dumps(partition, default=str))
     cached = _lru_get(_prepared, key)

@@ -13,10 +13,14 @@ and every task finds its own work:
 
 Partitions come from the IR when static (``FanOut.partitions``) or from the plan step's
 ``items.json`` ({"partitions": [...], "trials": n, "count": n * len}) when found at run time.
+
+- rows (a predict step's ``rows_per_task``): item i is rows [i * N, (i + 1) * N) of the step's
+  input table; the count, ceil(rows / N) and at least 1, comes from the input's parquet metadata.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -80,7 +84,46 @@ def item_count(ctx_or_ir, step=None, store=None, run_id=None) -> int:
         return 0
     if fanout.size is not None:
         return fanout.size
+    if fanout.method == "rows":
+        return rows_items(input_rows(_context_of(ctx_or_ir, step, store, run_id)), fanout.rows_per_item)
     return len(_partitions(step, read_items) or [None]) * fanout.trials
+
+
+def rows_items(rows: int, rows_per_item: int) -> int:
+    """Items of a row fan-out over `rows` input rows: an empty input is one (empty) item."""
+    return max(1, -(-rows // rows_per_item))  # integer ceiling: exact for any row count
+
+
+def row_range(ctx: StepContext) -> tuple[int, int, int]:
+    """(start, stop, count): the input rows item `ctx.item` of a row fan-out scores, and the
+    fan-out's item count."""
+    fanout = ctx.step.fanout
+    rows = input_rows(ctx)
+    count = rows_items(rows, fanout.rows_per_item)
+    index = ctx.item
+    if not isinstance(index, int) or index < 0 or index >= count:
+        raise StepFailed(f"item {index} is out of range: step {ctx.step.id!r} has {count} items (0..{count - 1}) "
+                         f"for the {rows} rows of its input")
+    start = index * fanout.rows_per_item
+    return start, min(start + fanout.rows_per_item, rows), count
+
+
+def input_rows(ctx: StepContext) -> int:
+    """The row count of a row fan-out's input table, from its parquet metadata (every part's)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in ctx.table_files(ctx.step.config["input"]))
+
+
+def _context_of(ctx_or_ir, step: Step, store, run_id) -> StepContext:
+    """A StepContext for reading the step's declared inputs, from a caller outside any step."""
+    if isinstance(ctx_or_ir, StepContext):
+        return ctx_or_ir if ctx_or_ir.step.id == step.id else dataclasses.replace(ctx_or_ir, step=step, item=None)
+    from pathlib import Path
+
+    from .context import RunValues
+
+    return StepContext(ir=ctx_or_ir, step=step, store=store, values=RunValues(run_id, "", {}), root=Path("."))
 
 
 def decode(fanout: FanOut, index: int, partitions: list | tuple | None = None) -> tuple[Any, int, dict]:

@@ -29,13 +29,20 @@ def _sql(ctx: StepContext, config: dict):
     con = duckdb.connect()
     try:
         for name in config["inputs"]:
-            con.read_parquet(str(ctx.table_file(name))).create_view(name)
+            con.read_parquet(_parquet_files(ctx, name)).create_view(name)
         query, bound = ctx.values.bind_sql(config["sql"])
         return con.sql(query, params=bound).to_arrow_table()
     except duckdb.Error as exc:
         raise StepFailed(f"feature {ctx.step.id!r}: SQL failed: {exc}") from None
     finally:
         con.close()
+
+
+def _parquet_files(ctx: StepContext, name: str):
+    """What DuckDB's read_parquet reads for table `name`: its file, or its parts in order (a
+    predict fanned out over row ranges; DuckDB keeps the files' order, preserve_insertion_order)."""
+    files = [str(path) for path in ctx.table_files(name)]
+    return files[0] if len(files) == 1 else files
 
 
 def _transform(ctx: StepContext, config: dict):

@@ -157,7 +157,7 @@ def build_spec(doc, spec_dir: str) -> Spec:
                 name=name, model=p["model"], input=p["input"],
                 output_columns=tuple(p.get("output_columns", ("prediction", "probability"))),
                 batch_rows=p.get("batch_rows", DEFAULT_BATCH_ROWS), options=_options(defaults, p),
-                description=p.get("description"),
+                description=p.get("description"), rows_per_task=p.get("rows_per_task"),
             )
             for name, p in doc.get("predict", {}).items()
         ),

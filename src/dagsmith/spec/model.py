@@ -174,6 +174,7 @@ class Predict:
     batch_rows: int
     options: StepOptions
     description: str | None = None
+    rows_per_task: int | None = None  # fan out over row ranges of the input (None: one task)
 
 
 @dataclass(frozen=True)

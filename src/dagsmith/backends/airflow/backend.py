@@ -257,7 +257,9 @@ class AirflowBackend:
         comment = f"{step.kind} step {step.id}"
         if step.fanout:
             fan = step.fanout
-            size = f"{fan.size} items" if fan.size is not None else f"{fan.trials} trials per partition found at run time"
+            size = (f"{fan.size} items" if fan.size is not None else
+                    f"one item per {fan.rows_per_item} input rows, found at run time" if fan.method == "rows" else
+                    f"{fan.trials} trials per partition found at run time")
             comment = f"{step.kind} fan-out: {size}, one mapped task"
             if fan.max_parallel:
                 task_options.append(("max_active_tis_per_dagrun", str(int(fan.max_parallel))))
