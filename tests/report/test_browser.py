@@ -40,7 +40,7 @@ def dagsmith(*args, cwd) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def churn(example_copy, tmp_path_factory):
     """Four runs of a copy of examples/churn in one workdir: first, second (cached, compared to
-    the first's production model), gated (gate threshold 0.99), failed (a row count validation
+    the first's production model, which it equals: its deploy is "unchanged"), gated (gate threshold 0.99), failed (a row count validation
     that cannot pass)."""
     folder = tmp_path_factory.mktemp("report") / "churn"
     shutil.copytree(example_copy("churn"), folder)
@@ -102,7 +102,8 @@ def test_churn_reports(browser, churn, tmp_path):
             assert rows[0][0] == str(chosen)
         assert browser.evaluate("document.querySelectorAll('svg.scatter circle.sel').length") == 2  # learning_rate, max_depth
         assert browser.evaluate("document.querySelector('.gate-outcome').dataset.outcome") == "passed"
-        assert browser.evaluate("document.querySelector('#deployment [data-deployed]').dataset.deployed") == "true"
+        deployed = browser.evaluate("document.querySelector('#deployment [data-deployed]').dataset.deployed")
+        assert deployed == ("true" if name == "first" else "unchanged")
     first, second = runs["first"][1], runs["second"][1]
     assert "cached" in {e["state"] for e in second["steps"].values()}
     # the first run's timeline has the sweep's items; the second compares with the first's production model
@@ -112,7 +113,7 @@ def test_churn_reports(browser, churn, tmp_path):
     browser.open(runs["second"][0].as_uri())
     gates = browser.evaluate("[...document.querySelectorAll('tr.gate-check')].map(r => r.innerText)")
     assert any("production v1 = " in g for g in gates), gates
-    assert "canary" in browser.evaluate("document.getElementById('deployment').innerText")
+    assert "unchanged, version 1" in browser.evaluate("document.getElementById('deployment').innerText")
 
 
 def test_gated_report(browser, churn, tmp_path):

@@ -191,3 +191,17 @@ def test_a_manifest_cannot_point_the_report_outside_the_workdir(tmp_path):
         manifest_path.write_text(json.dumps(manifest))
         html = write_report(workdir, run_id).read_text(encoding="utf-8")
         assert "OUTSIDE-MARKER" not in html and '<tr data-index="0"' in html  # the item's own file, beside its manifest
+
+
+def test_an_unchanged_deploy_says_so(tmp_path):
+    """A re-run whose model is production's registers nothing (runtime/deploy.py: "unchanged"):
+    the report says so, not "nothing deployed"."""
+    run_id = make_run(tmp_path, sweep_spec(GRID, None))
+    record_path = tmp_path / "runs" / run_id / "run.json"
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    record["deployment"] = {"deployed": False, "unchanged": True, "model": "fake", "version": 3, "target": "local",
+                            "reason": "unchanged, version 3: the model is the production version's"}
+    record_path.write_text(json.dumps(record), encoding="utf-8")
+    html = write_report(tmp_path, run_id).read_text(encoding="utf-8")
+    assert 'data-deployed="unchanged">fake: unchanged, version 3 (the same model fingerprint' in html
+    assert "nothing deployed" not in html

@@ -136,6 +136,10 @@ def deployment_section(data) -> str:
     deployment = data.record.get("deployment")
     if not isinstance(deployment, dict):
         return '<p class="muted">nothing deployed (the deploy step did not run)</p>'
+    if deployment.get("unchanged"):  # the same model as the version the aliases name: nothing registered
+        return (f'<p class="deploy" data-deployed="unchanged">{esc(num(deployment.get("model")))}: unchanged, '
+                f'version {esc(num(deployment.get("version")))} (the same model fingerprint: nothing registered, '
+                'the aliases stay)</p>')
     if not deployment.get("deployed"):
         return (f'<p class="deploy" data-deployed="false">{esc(num(deployment.get("model")))}: nothing deployed'
                 + (f" ({esc(num(deployment.get('reason')))})" if deployment.get("reason") else "") + "</p>")
