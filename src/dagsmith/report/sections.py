@@ -79,7 +79,8 @@ def gates_table(data) -> str:
                 source = display.written_as(g, "delta")
                 compared = (f"{g['compare_to']}" + (f" v{version}" if version is not None else "")
                             + f" = {num(g['production_value'])}, delta {display.signed(g.get('delta') or 0.0)}"
-                            + (f" ({source})" if source else ""))
+                            + (f" ({source})" if source else "")
+                            + (f"; {g['compared_on']}" if isinstance(g.get("compared_on"), str) else ""))
             else:
                 compared = f"{g['compare_to']}: {g.get('note') or 'nothing to compare with'}"
         threshold, observed = display.numbers(g.get("threshold"), g.get("observed"))

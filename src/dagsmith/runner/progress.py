@@ -205,6 +205,8 @@ def _print_gates(gates: list, console: Console, known: list[str]) -> None:
                       display.numbers(gate.get("threshold"), gate.get("observed"), fixed=True)[1]]
             table.add_row(*cells, Text("yes" if gate.get("passed") else "no", style="green" if gate.get("passed") else "red"))
         console.print(table)
+        for rows in dict.fromkeys(g["compared_on"] for g in shown if isinstance(g.get("compared_on"), str)):
+            console.print(f"champion/challenger: {rows}", highlight=False, soft_wrap=True, markup=False)
         if len(shown) < len(failed):
             console.print(f"... and {len(failed) - len(shown)} more failed checks (all of them: the gate step's decision.json in the run folder)",
                           highlight=False, soft_wrap=True, markup=False)
