@@ -24,7 +24,9 @@ the same split of exactly the same rows. The rules (all deterministic):
    columns are one-hot encoded (`pandas.get_dummies`, columns named `col=value`) from the
    train rows, and the test rows are reindexed onto the train columns (unseen values -> all 0).
    A text column with more than MAX_CATEGORIES distinct values is dropped (an identifier, not
-   a category). Dropped columns are listed in the result's notes and in the model file.
+   a category). Dropped columns are in the model file, and in the train result's `warnings`
+   with the other guard rails (guards.py: text columns that are mostly numbers, wide one-hot
+   encodings).
 
 The encoding is saved in the model file (`encoding`, `columns`), and `model_input(model,
 frame)` applies it to new rows, e.g. when serving.
@@ -70,6 +72,7 @@ class Prepared:
     encoding: dict
     dropped: dict = field(default_factory=dict)  # column -> reason
     test_rows: Any = None  # the raw held-out rows (to score a model with another encoding)
+    warnings: list = field(default_factory=list)  # guard rails (guards.py): where inference may be wrong
 
     def frames(self) -> TrainingFrame:
         return TrainingFrame(self.X_train, self.y_train, self.X_test, self.y_test, self.columns)
@@ -406,13 +409,27 @@ def prepare(ctx: StepContext, partition=_ITEM) -> Prepared:
     X_train = encode(train_rows, encoding)
     columns = list(X_train.columns)
     X_test = encode(test_rows, encoding, columns)
+    from .guards import guard_warnings
+
+    warnings = guard_warnings(train_rows, encoding, dropped, columns, _declare_hint(ctx.ir, inputs))
     prepared = Prepared(
         X_train=X_train.reset_index(drop=True), y_train=train_rows[target].reset_index(drop=True),
         X_test=X_test.reset_index(drop=True), y_test=test_rows[target].reset_index(drop=True),
         columns=columns, task=task, encoding=encoding, dropped=dropped, test_rows=test_rows.reset_index(drop=True),
+        warnings=warnings,
     )
     _lru_put(_prepared, key, prepared)
     return prepared
+
+
+def _declare_hint(ir, inputs: list[str]) -> str:
+    """Where a training column's type can be declared: its source's `columns` / `null_values`,
+    or, for a feature, a CAST in its query."""
+    sources = [name for name in inputs if ir.has_step(name) and ir.step(name).kind == "source"]
+    hint = " or ".join(f"sources.{name}.columns / null_values" for name in sources)
+    if len(sources) < len(inputs):
+        hint = (hint + ", or " if hint else "the source's columns / null_values, or ") + "a CAST in the feature that makes it"
+    return hint
 
 
 def _split(frame, split: dict, target: str, task: str, partition):
