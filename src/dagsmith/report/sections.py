@@ -1,4 +1,4 @@
-"""The report's tables: run facts, evaluation metrics, gates, validation, deployment and
+"""The report's tables: run facts, model inputs and their warnings, evaluation metrics, gates, validation, deployment and
 lineage, step errors. Each function takes the collected RunData and returns HTML (every value
 escaped)."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from .. import display
+from ..runtime import guards
 from .svg import esc, num, parse_time, seconds_text
 
 
@@ -48,6 +49,21 @@ def errors(data) -> str:
     if data.record.get("error"):
         rows.append(f'<div class="error"><b>run</b><pre>{esc(data.record["error"])}</pre></div>')
     return "".join(rows)
+
+
+def model_inputs_section(data) -> str:
+    """How many columns the model takes, and the warnings about how they were inferred
+    (runtime/guards.py): text columns that are mostly numbers, wide one-hot encodings, dropped
+    columns."""
+    line = guards.model_inputs_text(data.model_inputs)
+    html = f'<p class="model-inputs">{esc(line)}</p>' if line else ""
+    if data.warnings:
+        html += '<ul class="warnings">' + "".join(
+            f'<li class="warning" data-step="{esc(num(step))}"><span class="badge warn">warning</span> {esc(message)}</li>'
+            for step, message in data.warnings) + "</ul>"
+    elif line:
+        html += '<p class="muted">no warnings about the model inputs</p>'
+    return html
 
 
 def metrics_table(data) -> str:
