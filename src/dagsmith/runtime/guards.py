@@ -51,10 +51,9 @@ def numeric_text_warning(series, column: str, declare_hint: str) -> str | None:
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
         return None
     values = series.dropna()
-    values = values[values.map(lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool))]
     if values.empty:
         return None
-    text = values.astype(str).str.strip()
+    text = values.astype(str).str.strip()  # a mixed column's numbers count as numbers; True, b"1" do not
     numbers = pd.to_numeric(text, errors="coerce").notna()
     share = float(numbers.mean())
     if share < MOSTLY_NUMERIC:
