@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from dagsmith.runtime.context import StepFailed
-from dagsmith.runtime.data import key_fraction, key_text, prepare
+from dagsmith.runtime.data import _key_texts, hash_test_mask, key_fraction, key_text, prepare
 
 from runtime_testing import Pipeline  # noqa: E402
 
@@ -68,6 +68,15 @@ def test_the_key_text_is_canonical():
     assert key_text([np.int64(7)]) == key_text([7.0]) == key_text([np.float64(7.0)]) == "[7]"  # an int column that became float
     assert key_text([pd.Timestamp("2024-01-02")]) == '["2024-01-02T00:00:00"]'
     assert key_fraction([7]) == int.from_bytes(hashlib.sha256(b"[7]").digest()[:8], "big") / 2**64
+    # the column-at-a-time path writes the same text as key_text, whatever the column types
+    frame = pd.DataFrame({"i": [1, -2, 3], "f": [1.0, 2.5, -0.0], "s": ["a", "é\"", "7"], "b": [True, False, True],
+                          "d": pd.to_datetime(["2024-01-02 00:00", "2024-02-03 04:05", "1999-12-31 00:00"]),
+                          "o": pd.Series([1, "x", 2.0], dtype=object)})
+    columns = list(frame.columns)
+    by_row = [key_fraction(row) < 0.5 for row in frame.itertuples(index=False, name=None)]
+    assert hash_test_mask(frame, columns, 0.5).tolist() == by_row
+    for column in columns:
+        assert _key_texts(frame[column]) == [key_text([v])[1:-1] for v in frame[column]]
 
 
 def test_each_partition_is_split_by_the_same_hash(tmp_path):

@@ -502,5 +502,22 @@ def hash_test_mask(frame, columns: list[str], test_fraction: float, where: str =
         if nulls:
             raise StepFailed(f"split hash_of column {column!r} has {nulls} null value(s){where}: a row without a key "
                              "has no stable side; fill or filter them in a feature step")
-    keys = frame[columns].itertuples(index=False, name=None)
-    return pd.Series([key_fraction(key) < test_fraction for key in keys], index=frame.index, dtype=bool)
+    texts = [_key_texts(frame[column]) for column in columns]
+    sha256 = hashlib.sha256
+    scale = 2.0**64
+    held_out = [int.from_bytes(sha256(("[" + ",".join(parts) + "]").encode("utf-8")).digest()[:8], "big") / scale < test_fraction
+                for parts in zip(*texts)]
+    return pd.Series(held_out, index=frame.index, dtype=bool)
+
+
+def _key_texts(series) -> list[str]:
+    """Each value's part of key_text, a column at a time (the same text key_text writes, faster:
+    integers and plain text without a per-value json_scalar)."""
+    import pandas as pd
+
+    if pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return [str(int(v)) for v in series.tolist()]
+    if series.dtype == object or pd.api.types.is_string_dtype(series):
+        dumps = json.dumps
+        return [dumps(v, ensure_ascii=False) if isinstance(v, str) else key_text([v])[1:-1] for v in series.tolist()]
+    return [key_text([v])[1:-1] for v in series.tolist()]
