@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from dagsmith.runtime.context import StepFailed
-from dagsmith.runtime.data import _key_texts, hash_test_mask, key_fraction, key_text, prepare
+from dagsmith.runtime.data import column_key_texts, hash_test_mask, key_fraction, key_text, prepare
 
 from runtime_testing import Pipeline  # noqa: E402
 
@@ -76,7 +76,7 @@ def test_the_key_text_is_canonical():
     by_row = [key_fraction(row) < 0.5 for row in frame.itertuples(index=False, name=None)]
     assert hash_test_mask(frame, columns, 0.5).tolist() == by_row
     for column in columns:
-        assert _key_texts(frame[column]) == [key_text([v])[1:-1] for v in frame[column]]
+        assert column_key_texts(frame[column]) == [key_text([v])[1:-1] for v in frame[column]]
 
 
 def test_each_partition_is_split_by_the_same_hash(tmp_path):

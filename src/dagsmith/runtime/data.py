@@ -502,7 +502,7 @@ def hash_test_mask(frame, columns: list[str], test_fraction: float, where: str =
         if nulls:
             raise StepFailed(f"split hash_of column {column!r} has {nulls} null value(s){where}: a row without a key "
                              "has no stable side; fill or filter them in a feature step")
-    texts = [_key_texts(frame[column]) for column in columns]
+    texts = [column_key_texts(frame[column]) for column in columns]
     sha256 = hashlib.sha256
     scale = 2.0**64
     held_out = [int.from_bytes(sha256(("[" + ",".join(parts) + "]").encode("utf-8")).digest()[:8], "big") / scale < test_fraction
@@ -510,7 +510,7 @@ def hash_test_mask(frame, columns: list[str], test_fraction: float, where: str =
     return pd.Series(held_out, index=frame.index, dtype=bool)
 
 
-def _key_texts(series) -> list[str]:
+def column_key_texts(series) -> list[str]:
     """Each value's part of key_text, a column at a time (the same text key_text writes, faster:
     integers and plain text without a per-value json_scalar)."""
     import pandas as pd
