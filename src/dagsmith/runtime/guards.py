@@ -48,7 +48,8 @@ def numeric_text_warning(series, column: str, declare_hint: str) -> str | None:
     """A warning when a text column's non-null values are mostly numbers, else None."""
     import pandas as pd
 
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+    if (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+            or pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series)):
         return None
     values = series.dropna()
     if values.empty:
