@@ -68,3 +68,21 @@ def test_a_run_with_numbers_read_as_text_warns_in_the_summary_and_the_report(tmp
     path.write_text(json.dumps(stored))
     again = render(collect(tmp_path / "wd", record["run_id"]))
     assert again.count('class="warning"') == len(messages) and all(esc(m) in again for m in messages)
+
+
+def test_many_warnings_are_counted_past_a_limit():
+    from dagsmith.report.collect import RunData
+    from dagsmith.report.sections import MAX_WARNINGS, model_inputs_section
+    from dagsmith.runner.progress import MAX_WARNING_LINES
+
+    lines = [f"partition {i}: column 'v' dropped (not a model input): datetime column" for i in range(MAX_WARNINGS + 5)]
+    record = {"run_id": "r", "pipeline": "p", "status": "succeeded", "steps": {}, "model_inputs": [3, 4],
+              "warnings": [{"step": "train", "message": line} for line in lines]}
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    summary(record, console)
+    printed = console.file.getvalue()
+    assert "model inputs: 3 to 4 columns (the partitions' models differ)" in printed
+    assert printed.count("warning: train: ") == MAX_WARNING_LINES
+    assert f"... and {len(lines) - MAX_WARNING_LINES} more warnings (all of them: run.json, and the report)" in printed
+    html = model_inputs_section(RunData(record=record, ir=None, warnings=[("train", line) for line in lines], model_inputs=[3, 4]))
+    assert html.count('class="warning"') == MAX_WARNINGS and "... and 5 more" in html

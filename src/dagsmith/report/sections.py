@@ -51,6 +51,9 @@ def errors(data) -> str:
     return "".join(rows)
 
 
+MAX_WARNINGS = 200  # warning lines the report lists (many partitions: each has its own)
+
+
 def model_inputs_section(data) -> str:
     """How many columns the model takes, and the warnings about how they were inferred
     (runtime/guards.py): text columns that are mostly numbers, wide one-hot encodings, dropped
@@ -60,7 +63,9 @@ def model_inputs_section(data) -> str:
     if data.warnings:
         html += '<ul class="warnings">' + "".join(
             f'<li class="warning" data-step="{esc(num(step))}"><span class="badge warn">warning</span> {esc(message)}</li>'
-            for step, message in data.warnings) + "</ul>"
+            for step, message in data.warnings[:MAX_WARNINGS]) + "</ul>"
+        if len(data.warnings) > MAX_WARNINGS:
+            html += f'<p class="muted">... and {len(data.warnings) - MAX_WARNINGS} more (every one: the result.json files of the train step)</p>'
     elif line:
         html += '<p class="muted">no warnings about the model inputs</p>'
     return html

@@ -93,6 +93,7 @@ def _seconds(entry: dict) -> str:
 # the gate checks that failed; totals are always printed.
 MANY_PARTITIONS = 10
 MAX_FAILED_ROWS = 20  # failed gate checks listed past MANY_PARTITIONS (the rest are counted)
+MAX_WARNING_LINES = 20  # training warnings printed (the rest are counted)
 
 
 def summary(record: dict, console: Console, *, workdir: Path | str | None = None, validation: str = "failures") -> None:
@@ -134,11 +135,14 @@ def _print_guard_rails(record: dict, console: Console) -> None:
     line = guards.model_inputs_text(record.get("model_inputs") or [])
     if line:
         console.print(line, highlight=False, soft_wrap=True, markup=False)
-    for warning in record.get("warnings") or []:
-        if isinstance(warning, dict) and isinstance(warning.get("message"), str):
-            text = Text("warning", style="yellow")
-            text.append(display.terminal_text(f": {warning.get('step')}: {warning['message']}"))
-            console.print(text, highlight=False, soft_wrap=True)
+    warnings = [w for w in record.get("warnings") or [] if isinstance(w, dict) and isinstance(w.get("message"), str)]
+    for warning in warnings[:MAX_WARNING_LINES]:
+        text = Text("warning", style="yellow")
+        text.append(display.terminal_text(f": {warning.get('step')}: {warning['message']}"))
+        console.print(text, highlight=False, soft_wrap=True)
+    if len(warnings) > MAX_WARNING_LINES:
+        console.print(f"... and {len(warnings) - MAX_WARNING_LINES} more warnings (all of them: run.json, and the report)",
+                      highlight=False, soft_wrap=True, markup=False)
 
 
 def _stored(workdir, record: dict, step_id: str, name: str):
