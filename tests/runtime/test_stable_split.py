@@ -143,3 +143,16 @@ def test_champion_and_challenger_are_scored_on_this_runs_test_rows_and_the_gate_
     summary(record, Console(file=out, width=300))
     assert f"champion/challenger: {check['compared_on']}" in out.getvalue()
     assert esc(check["compared_on"]) in gates_table(RunData(record=record, ir=None))
+
+
+def test_a_random_split_says_its_rows_are_redrawn_and_a_partition_says_which(tmp_path):
+    text = spec("  partition_by: region\n  partitions: [a, b]", GATED).replace(
+        "split: {hash_of: [customer_id], test_fraction: 0.2}", "split: {test_size: 0.25, seed: 1}")
+    p = Pipeline(tmp_path, text, {"rows": rows(400)})
+    p.run_through("deploy")
+    checks = p.run_through("gate", run="r2", tables={"rows": rows(500)})["gate"]["gates"]
+    assert [c["partition"] for c in checks] == ["a", "b"]
+    for check in checks:
+        n = len(prepare(p.ctx("gate", run="r2"), check["partition"]).y_test)
+        assert check["compared_on"] == (f"both on this run's {n} test rows of partition {check['partition']!r} (a random split "
+                                        "of this run's rows: other rows than earlier runs' when the data changed)")
