@@ -311,12 +311,21 @@ SCHEMA = {
                     "inputs": names("Sources or features joined into the training table (usually one feature)."),
                     "target": string("The label column."),
                     "split": obj(
-                        "How rows are held out for evaluation: {test_size, seed} at random, or {column} precomputed.",
+                        "How rows are held out for evaluation: {test_size, seed} at random, {column} precomputed, or "
+                        "{hash_of, test_fraction} by a hash of key columns (stable as data grows).",
                         {
                             "test_size": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "description": "Share of rows held out."},
                             "seed": {"type": "integer", "description": "Seed of the random split."},
                             "column": string("A column whose value says which rows are held out."),
                             "test_value": {"type": ["string", "integer", "boolean"], "description": "With column: the value that marks held-out rows (default 'test')."},
+                            "hash_of": {
+                                "type": "array",
+                                "minItems": 1,
+                                "uniqueItems": True,
+                                "items": {"type": "string", "minLength": 1},
+                                "description": "Key columns: a row is held out when the SHA-256 of its key values falls below test_fraction, so adding rows never moves a row between train and test.",
+                            },
+                            "test_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "description": "With hash_of: the share of keys held out (default 0.2)."},
                         },
                     ),
                     "partition_by": string("Train one model per distinct value of this column."),

@@ -157,7 +157,8 @@ def test_single_train_commits_model_and_metrics(tmp_path):
     assert [c for c in model["columns"] if c.startswith("plan=")] == ["plan=basic", "plan=pro", "plan=team"]
     assert "y" not in model["columns"] and "signup" not in model["columns"]
     assert p.read("train", "metrics.json") == result["metrics"]
-    assert any("signup" in note for note in result["notes"])
+    assert "column 'signup' dropped (not a model input): datetime column" in " ".join(result["warnings"])
+    assert result["model_inputs"] == len(model["columns"])
 
 
 def test_sweep_item_by_item_then_select(tmp_path):

@@ -87,6 +87,8 @@ def render(data: RunData) -> str:
         parts.append(section("timeline", "timeline", f'<p class="caption">{esc(caption)}</p><div class="figure">{gantt}</div>'))
     if data.trials:
         parts.append(section("sweep", "sweep", sweep.plots(data) + sweep.trials_table(data)))
+    if data.model_inputs or data.warnings:
+        parts.append(section("inputs", "model inputs", sections.model_inputs_section(data)))
     parts.append(section("evaluation", "evaluation", sections.metrics_table(data)))
     parts.append(section("gates", "gates", sections.gates_table(data)))
     parts.append(section("validation", "validation", sections.validation_tables(data)))
@@ -94,7 +96,7 @@ def render(data: RunData) -> str:
     subtitle = (f'<span class="badge status-{esc(status)}" id="run-status" data-status="{esc(status)}">{esc(status)}</span>'
                 + sections.run_facts(data))
     nav = [(a, t) for a, t in (("errors", "errors"), ("graph", "graph"), ("timeline", "timeline"), ("sweep", "sweep"),
-                               ("evaluation", "evaluation"), ("gates", "gates"), ("validation", "validation"), ("deployment", "deployment"))
+                               ("inputs", "model inputs"), ("evaluation", "evaluation"), ("gates", "gates"), ("validation", "validation"), ("deployment", "deployment"))
            if f'id="{a}"' in "".join(parts)]
     summary = {"run_id": record.get("run_id"), "pipeline": record.get("pipeline"), "status": status,
                "steps": {sid: {"state": i["state"], "seconds": i["seconds"]} for sid, i in states.items()},

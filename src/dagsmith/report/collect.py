@@ -1,5 +1,6 @@
 """Everything the report shows, read from one run's folder: the run record, the IR that ran, the
-steps' outputs (sweep trials, selection, gate decision, metrics), the fan-out items' times
+steps' outputs (sweep trials, selection, gate decision, metrics, the train step's results:
+warnings and model input counts), the fan-out items' times
 (timeline.json) and the deployed version's lineage in the local registry.
 
 Only reads; a file that is missing (a step that never ran, an older run) leaves its part empty.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from ..ir import IR
 from ..runner import list_runs, load_record, run_dir
+from ..runtime import guards
 
 
 @dataclass
@@ -28,6 +30,8 @@ class RunData:
     item_times: dict = field(default_factory=dict)  # step id -> [[item, started, ended, ok], ...]
     lineage: dict | None = None  # registry/<model>/<version>/lineage.json of what was deployed
     aliases: dict | None = None  # registry/<model>/aliases.json now
+    warnings: list = field(default_factory=list)  # [(step id, line)]: the train step's guard rails (runtime/guards.py)
+    model_inputs: list = field(default_factory=list)  # the distinct numbers of model input columns
 
     def state_of(self, step_id: str) -> str:
         """The step's state as the report shows it: the record's, except that a gate that did
@@ -102,10 +106,32 @@ def collect(workdir: Path, run_id: str) -> RunData:
         if evaluate is not None:
             metrics = out.output(evaluate.id, "metrics.json")
             data.metrics = metrics if isinstance(metrics, dict) else {}
+        _guard_rails(data, ir, out)
+    if not data.warnings and isinstance(record.get("warnings"), list):  # a record without the step files
+        data.warnings = [(w.get("step"), w["message"]) for w in record["warnings"]
+                         if isinstance(w, dict) and isinstance(w.get("message"), str)]
+    if not data.model_inputs and isinstance(record.get("model_inputs"), list):
+        data.model_inputs = [n for n in record["model_inputs"] if isinstance(n, int)]
     if not data.metrics and isinstance(record.get("metrics"), dict):
         data.metrics = record["metrics"]
     _deployment(data, workdir)
     return data
+
+
+def _guard_rails(data: RunData, ir: IR, out: _Folder) -> None:
+    """The train step's warnings and model input counts, from its result.json (or each item's,
+    for a fan-out): what any backend's task wrote to the store."""
+    train = next((s for s in ir.steps if s.kind == "train"), None)
+    if train is None:
+        return
+    if train.fanout is None:
+        results = [out.output(train.id, "result.json")]
+    else:
+        items = (data.record.get("steps", {}).get(train.id) or {}).get("items") or {}
+        total = items.get("total") if isinstance(items.get("total"), int) else (train.fanout.size or 0)
+        results = [out.output(train.id, "result.json", index) for index in range(total)]
+    warnings, data.model_inputs = guards.summarize(results)
+    data.warnings = [(train.id, line) for line in warnings]
 
 
 def _sweep(data: RunData, ir: IR, out: _Folder) -> None:

@@ -26,7 +26,8 @@ table{border-collapse:collapse;font-size:13px}th,td{padding:3px 9px;text-align:l
 th{position:sticky;top:0;background:var(--soft)}td{font-variant-numeric:tabular-nums}
 tr.selected td{background:#fff4d6;font-weight:600}.mark{color:#b86e00}th.sel-metric{color:#b86e00}
 .badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:12px;font-weight:600;color:#fff}
-.badge.ok{background:var(--ok)}.badge.bad{background:var(--bad)}
+.badge.ok{background:var(--ok)}.badge.bad{background:var(--bad)}.badge.warn{background:var(--gated)}
+ul.warnings{padding-left:18px}li.warning{margin:3px 0}
 .status-succeeded{background:var(--ok)}.status-failed{background:var(--bad)}.status-gated{background:var(--gated)}.status-running{background:var(--run)}
 pre{white-space:pre-wrap;word-break:break-word;background:#fff3f1;border:1px solid #f3c5bd;padding:6px 9px;border-radius:4px;margin:4px 0 10px}
 .figure{overflow:auto;border:1px solid var(--line);border-radius:4px;padding:6px;background:#fff}

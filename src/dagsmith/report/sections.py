@@ -1,4 +1,4 @@
-"""The report's tables: run facts, evaluation metrics, gates, validation, deployment and
+"""The report's tables: run facts, model inputs and their warnings, evaluation metrics, gates, validation, deployment and
 lineage, step errors. Each function takes the collected RunData and returns HTML (every value
 escaped)."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from .. import display
+from ..runtime import guards
 from .svg import esc, num, parse_time, seconds_text
 
 
@@ -50,6 +51,26 @@ def errors(data) -> str:
     return "".join(rows)
 
 
+MAX_WARNINGS = 200  # warning lines the report lists (many partitions: each has its own)
+
+
+def model_inputs_section(data) -> str:
+    """How many columns the model takes, and the warnings about how they were inferred
+    (runtime/guards.py): text columns that are mostly numbers, wide one-hot encodings, dropped
+    columns."""
+    line = guards.model_inputs_text(data.model_inputs)
+    html = f'<p class="model-inputs">{esc(line)}</p>' if line else ""
+    if data.warnings:
+        html += '<ul class="warnings">' + "".join(
+            f'<li class="warning" data-step="{esc(num(step))}"><span class="badge warn">warning</span> {esc(message)}</li>'
+            for step, message in data.warnings[:MAX_WARNINGS]) + "</ul>"
+        if len(data.warnings) > MAX_WARNINGS:
+            html += f'<p class="muted">... and {len(data.warnings) - MAX_WARNINGS} more (every one: the result.json files of the train step)</p>'
+    elif line:
+        html += '<p class="muted">no warnings about the model inputs</p>'
+    return html
+
+
 def metrics_table(data) -> str:
     metrics = data.metrics
     if not metrics:
@@ -79,7 +100,8 @@ def gates_table(data) -> str:
                 source = display.written_as(g, "delta")
                 compared = (f"{g['compare_to']}" + (f" v{version}" if version is not None else "")
                             + f" = {num(g['production_value'])}, delta {display.signed(g.get('delta') or 0.0)}"
-                            + (f" ({source})" if source else ""))
+                            + (f" ({source})" if source else "")
+                            + (f"; {g['compared_on']}" if isinstance(g.get("compared_on"), str) else ""))
             else:
                 compared = f"{g['compare_to']}: {g.get('note') or 'nothing to compare with'}"
         threshold, observed = display.numbers(g.get("threshold"), g.get("observed"))

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..errors import hide_connections
 from ..ir import IR, Step
+from ..runtime import guards
 from ..runtime.context import RunValues, StepContext
 from ..runtime.environment import run_environment
 from ..runtime.store import LocalStore, Store
@@ -512,6 +513,19 @@ class Executor:
             data["gates"] = result["gates"]
         if step.kind == "deploy" and "deployed" in result:
             data["deployment"] = {k: v for k, v in result.items() if k != "seconds"}
+        if step.kind == "train":
+            self.collect_guard_rails(step, result)
+
+    def collect_guard_rails(self, step: Step, result: dict) -> None:
+        """The train step's warnings and model input counts (runtime/guards.py) into the record:
+        from its result, or from its items' results (each item's result.json) for a fan-out."""
+        results = [result]
+        if step.fanout is not None and isinstance(result.get("items"), int):
+            results = [self.store.read_json(f"{self.store.step_key(self.values.run_id, step.id, index)}/result.json") or {}
+                       for index in range(result["items"])]
+        warnings, counts = guards.summarize(results)
+        self.record.data["warnings"] = [{"step": step.id, "message": line} for line in warnings]
+        self.record.data["model_inputs"] = counts
 
     # --- caching and resume -------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """What a person sees while a run goes: a live table on a terminal, plain lines otherwise,
-and a summary at the end (steps, durations, metrics, gates with totals, what deploy did,
-validation)."""
+and a summary at the end (steps, durations, the number of model input columns and the
+training warnings, metrics, gates with totals, what deploy did, validation)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import display
+from ..runtime import guards
 
 _STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "skipped": "yellow", "running": "bold blue", "pending": "dim"}
 
@@ -92,6 +93,7 @@ def _seconds(entry: dict) -> str:
 # the gate checks that failed; totals are always printed.
 MANY_PARTITIONS = 10
 MAX_FAILED_ROWS = 20  # failed gate checks listed past MANY_PARTITIONS (the rest are counted)
+MAX_WARNING_LINES = 20  # training warnings printed (the rest are counted)
 
 
 def summary(record: dict, console: Console, *, workdir: Path | str | None = None, validation: str = "failures") -> None:
@@ -112,6 +114,7 @@ def summary(record: dict, console: Console, *, workdir: Path | str | None = None
             note = (note + " " if note else "") + entry["error"].splitlines()[0][:100]
         steps.add_row(step_id, Text(entry["state"], style=_STYLE.get(entry["state"], "")), _seconds(entry), str(entry.get("attempts", 0)), note)
     console.print(steps)
+    _print_guard_rails(record, console)
     metrics = _stored(workdir, record, "evaluate", "metrics.json") or record.get("metrics") or {}
     _print_metrics(metrics, console)
     decision = _stored(workdir, record, "gate", "decision.json")
@@ -124,6 +127,22 @@ def summary(record: dict, console: Console, *, workdir: Path | str | None = None
     if line:
         console.print(f"deploy: {line}", highlight=False, soft_wrap=True, markup=False)
     _print_validation(record.get("validation") or {}, console, every=validation == "all")
+
+
+def _print_guard_rails(record: dict, console: Console) -> None:
+    """How many columns the model takes, and the warnings about how they were inferred
+    (runtime/guards.py): one logical line each, never cut."""
+    line = guards.model_inputs_text(record.get("model_inputs") or [])
+    if line:
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    warnings = [w for w in record.get("warnings") or [] if isinstance(w, dict) and isinstance(w.get("message"), str)]
+    for warning in warnings[:MAX_WARNING_LINES]:
+        text = Text("warning", style="yellow")
+        text.append(display.terminal_text(f": {warning.get('step')}: {warning['message']}"))
+        console.print(text, highlight=False, soft_wrap=True)
+    if len(warnings) > MAX_WARNING_LINES:
+        console.print(f"... and {len(warnings) - MAX_WARNING_LINES} more warnings (all of them: run.json, and the report)",
+                      highlight=False, soft_wrap=True, markup=False)
 
 
 def _stored(workdir, record: dict, step_id: str, name: str):
@@ -205,6 +224,8 @@ def _print_gates(gates: list, console: Console, known: list[str]) -> None:
                       display.numbers(gate.get("threshold"), gate.get("observed"), fixed=True)[1]]
             table.add_row(*cells, Text("yes" if gate.get("passed") else "no", style="green" if gate.get("passed") else "red"))
         console.print(table)
+        for rows in dict.fromkeys(g["compared_on"] for g in shown if isinstance(g.get("compared_on"), str)):
+            console.print(f"champion/challenger: {rows}", highlight=False, soft_wrap=True, markup=False)
         if len(shown) < len(failed):
             console.print(f"... and {len(failed) - len(shown)} more failed checks (all of them: the gate step's decision.json in the run folder)",
                           highlight=False, soft_wrap=True, markup=False)

@@ -3,12 +3,13 @@
     {"run_id", "pipeline", "status": "running|succeeded|gated|failed", "started", "ended",
      "spec_hash", "params", "run_date", "steps": {id: {"state", "started", "ended", "attempts",
      "error"?, "items"?: {"total", "done", "failed"}}}, "metrics", "gates", "validation",
-     "deployment"?}
+     "deployment"?, "warnings"?: [{"step", "message"}], "model_inputs"?: [n, ...]}
 
 "metrics", "gates" and "deployment" are the evaluate, gate and deploy steps' results
 (runtime/evaluate.py, runtime/deploy.py: {"deployed", "model", "version", "strategy",
 "production", "canary": {"version", "traffic_percent"} | null, "previous_production",
-"partitions"?, ...}). Past 50 partitions the record keeps a digest (the first 50 partitions'
+"partitions"?, ...}). "warnings" and "model_inputs" come from the train step's result (or its
+items'): the guard rails of runtime/guards.py and the distinct numbers of model input columns. Past 50 partitions the record keeps a digest (the first 50 partitions'
 metrics, only the failed gate checks); the steps' files in the run folder have everything
 (runner/progress.py reads them for the summary).
 

@@ -12,15 +12,21 @@ the same split of exactly the same rows. The rules (all deterministic):
    scalars, so a date partition is its ISO string). Rows with a null partition are never used.
 3. Split: `{test_size, seed}` -> sklearn `train_test_split(random_state=seed)`, stratified on
    the target for classifiers when every class can be split (else plain); `{column,
-   test_value}` -> rows whose column equals test_value are held out.
-4. Features: every column except the target, the split column, the partition column and
-   `config["exclude"]`. Numbers stay as they are; booleans become 0/1; durations become
+   test_value}` -> rows whose column equals test_value are held out; `{hash_of, test_fraction}`
+   -> a row is held out when key_fraction(its key values) < test_fraction: the first 8 bytes of
+   the SHA-256 of key_text (a canonical JSON array of the values) over 2**64, so a row's side
+   depends on its key alone and adding rows moves no row (a null key is an error naming the
+   column).
+4. Features: every column except the target, the split column, the hash_of key columns, the
+   partition column and `config["exclude"]`. Numbers stay as they are; booleans become 0/1; durations become
    seconds; **datetime columns are dropped** (a timestamp is rarely a feature a model can
    generalize from: derive day-of-week, age, ... in a feature step instead); text/categorical
    columns are one-hot encoded (`pandas.get_dummies`, columns named `col=value`) from the
    train rows, and the test rows are reindexed onto the train columns (unseen values -> all 0).
    A text column with more than MAX_CATEGORIES distinct values is dropped (an identifier, not
-   a category). Dropped columns are listed in the result's notes and in the model file.
+   a category). Dropped columns are in the model file, and in the train result's `warnings`
+   with the other guard rails (guards.py: text columns that are mostly numbers, wide one-hot
+   encodings).
 
 The encoding is saved in the model file (`encoding`, `columns`), and `model_input(model,
 frame)` applies it to new rows, e.g. when serving.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import hashlib
 import json
 import math
 from collections import OrderedDict
@@ -65,6 +72,7 @@ class Prepared:
     encoding: dict
     dropped: dict = field(default_factory=dict)  # column -> reason
     test_rows: Any = None  # the raw held-out rows (to score a model with another encoding)
+    warnings: list = field(default_factory=list)  # guard rails (guards.py): where inference may be wrong
 
     def frames(self) -> TrainingFrame:
         return TrainingFrame(self.X_train, self.y_train, self.X_test, self.y_test, self.columns)
@@ -392,7 +400,7 @@ def prepare(ctx: StepContext, partition=_ITEM) -> Prepared:
     train_rows, test_rows = _split(frame, split, target, task, partition)
 
     split_column = split.get("column")
-    skip = {target, split_column, partition_by, *exclude} - {None}
+    skip = {target, split_column, partition_by, *exclude, *(split.get("hash_of") or ())} - {None}
     features = [c for c in frame.columns if c not in skip]
     encoding, dropped = plan_encoding(train_rows, features)
     if not encoding["features"]:
@@ -401,13 +409,27 @@ def prepare(ctx: StepContext, partition=_ITEM) -> Prepared:
     X_train = encode(train_rows, encoding)
     columns = list(X_train.columns)
     X_test = encode(test_rows, encoding, columns)
+    from .guards import guard_warnings
+
+    warnings = guard_warnings(train_rows, encoding, dropped, columns, _declare_hint(ctx.ir, inputs))
     prepared = Prepared(
         X_train=X_train.reset_index(drop=True), y_train=train_rows[target].reset_index(drop=True),
         X_test=X_test.reset_index(drop=True), y_test=test_rows[target].reset_index(drop=True),
         columns=columns, task=task, encoding=encoding, dropped=dropped, test_rows=test_rows.reset_index(drop=True),
+        warnings=warnings,
     )
     _lru_put(_prepared, key, prepared)
     return prepared
+
+
+def _declare_hint(ir, inputs: list[str]) -> str:
+    """Where a training column's type can be declared: its source's `columns` / `null_values`,
+    or, for a feature, a CAST in its query."""
+    sources = [name for name in inputs if ir.has_step(name) and ir.step(name).kind == "source"]
+    hint = " or ".join(f"sources.{name}.columns / null_values" for name in sources)
+    if len(sources) < len(inputs):
+        hint = (hint + ", or " if hint else "the source's columns / null_values, or ") + "a CAST in the feature that makes it"
+    return hint
 
 
 def _split(frame, split: dict, target: str, task: str, partition):
@@ -419,6 +441,9 @@ def _split(frame, split: dict, target: str, task: str, partition):
         mask = frame[column] == test_value
         if not mask.any():
             mask = frame[column].astype(str) == str(test_value)
+        test, train = frame[mask], frame[~mask]
+    elif "hash_of" in split:
+        mask = hash_test_mask(frame, list(split["hash_of"]), split.get("test_fraction", 0.2), where)
         test, train = frame[mask], frame[~mask]
     else:
         from sklearn.model_selection import train_test_split
@@ -439,3 +464,60 @@ def _split(frame, split: dict, target: str, task: str, partition):
     if train.empty or test.empty:
         raise StepFailed(f"the split leaves {len(train)} train and {len(test)} test rows{where}: both need rows")
     return train, test
+
+
+def key_text(values) -> str:
+    """The canonical text of one row's key values, what the split hashes: a compact JSON array
+    (UTF-8, no spaces) of the values as JSON-safe scalars (json_scalar: dates and times as ISO
+    text, Decimals as numbers), where a whole float is written as an integer, so `7` and `7.0`
+    (an integer column that became float) are the same key."""
+    out = []
+    for value in values:
+        value = json_scalar(value)
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+            value = int(value)
+        out.append(value)
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+def key_fraction(values) -> float:
+    """Where a row's key falls in [0, 1): the first 8 bytes of the SHA-256 of key_text, as a
+    big-endian integer, over 2**64. The same key gives the same number on every machine, Python
+    version and run (never Python's hash(), which is salted per process)."""
+    digest = hashlib.sha256(key_text(values).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def hash_test_mask(frame, columns: list[str], test_fraction: float, where: str = ""):
+    """The held-out rows of a hash split: key_fraction(row's key values) < test_fraction. A row's
+    side depends on its key alone, never on the other rows, so adding rows moves none."""
+    import pandas as pd
+
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise StepFailed(f"split hash_of column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+                         f"not in the training data (columns: {', '.join(map(str, frame.columns))})")
+    for column in columns:
+        nulls = int(frame[column].isna().sum())
+        if nulls:
+            raise StepFailed(f"split hash_of column {column!r} has {nulls} null value(s){where}: a row without a key "
+                             "has no stable side; fill or filter them in a feature step")
+    texts = [column_key_texts(frame[column]) for column in columns]
+    sha256 = hashlib.sha256
+    scale = 2.0**64
+    held_out = [int.from_bytes(sha256(("[" + ",".join(parts) + "]").encode("utf-8")).digest()[:8], "big") / scale < test_fraction
+                for parts in zip(*texts)]
+    return pd.Series(held_out, index=frame.index, dtype=bool)
+
+
+def column_key_texts(series) -> list[str]:
+    """Each value's part of key_text, a column at a time (the same text key_text writes, faster:
+    integers and plain text without a per-value json_scalar)."""
+    import pandas as pd
+
+    if pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return [str(int(v)) for v in series.tolist()]
+    if series.dtype == object or pd.api.types.is_string_dtype(series):
+        dumps = json.dumps
+        return [dumps(v, ensure_ascii=False) if isinstance(v, str) else key_text([v])[1:-1] for v in series.tolist()]
+    return [key_text([v])[1:-1] for v in series.tolist()]

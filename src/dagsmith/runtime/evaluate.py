@@ -10,7 +10,9 @@ gate      checks every gate for every partition's model:
                                                 observed op (production's score + delta), where
                                                 production's score is the model in production
                                                 (registry alias, gate config model_name) scored
-                                                on the SAME held-out rows. No production model
+                                                on the SAME held-out rows (this run's; the check's
+                                                `compared_on` says how many and how they were
+                                                chosen). No production model
                                                 (or none for this partition): passes, with a note.
           A value or delta written ${params.NAME} is this run's value of the parameter (an
           overridden param gates with the overridden value); the check records what it was
@@ -21,8 +23,8 @@ gate      checks every gate for every partition's model:
           score at those 6 decimals (0.0, never -0.0 or -1.1e-16).
           Commits decision.json {passed, partitions_passed, partitions_failed, gates: [{metric,
           op, threshold, observed, passed, partition?, params?, compare_to?, production_version?,
-          production_value?, delta?, difference?, note?}]}; the result is the same. `passed`: unpartitioned,
-          every gate passed; partitioned, at least one partition passed every gate
+          production_value?, compared_on?, delta?, difference?, note?}]}; the result is the
+          same. `passed`: unpartitioned, every gate passed; partitioned, at least one partition passed every gate
           (partitions_passed lists them, deploy takes only those). A failed gate is not an
           error: the step exits 0 and the runner/backend skips what follows ("gated").
 """
@@ -205,7 +207,8 @@ def run_gate(ctx: StepContext) -> dict:
 
 def _describe(record: dict) -> str:
     where = f"[{record['partition']}] " if "partition" in record else ""
-    against = " (production + delta)" if record.get("compare_to") else ""
+    against = " (production + delta" + (f", {record['compared_on']}" if record.get("compared_on") else "") + ")" \
+        if record.get("compare_to") else ""
     return f"{where}{record['metric']} {record['observed']} {record['op']} {record['threshold']}{against}: failed"
 
 
@@ -225,6 +228,7 @@ def _check(ctx: StepContext, gate: dict, observed, partition, model_name, produc
             record.update(threshold=None, passed=True, note=note)
             return record
         record["production_value"] = baseline
+        record["compared_on"] = compared_on(ctx, partition)
         if observed is not None:  # how much better (+) or worse (-) than production, at the metrics' 6 decimals
             record["difference"] = M.rounded(observed - baseline)
         threshold = M.rounded(baseline + delta)
@@ -236,6 +240,21 @@ def _check(ctx: StepContext, gate: dict, observed, partition, model_name, produc
     else:
         record["passed"] = bool(OPS[op](observed, threshold))
     return record
+
+
+def compared_on(ctx: StepContext, partition) -> str:
+    """Which rows a champion/challenger check scored both models on: this run's held-out rows
+    (data.prepare: the same rows evaluate used), and how they were chosen."""
+    prepared = prepare(ctx, partition)
+    split = train_step(ctx.ir).config.get("split") or {}
+    if "hash_of" in split:
+        how = f"split by a hash of {', '.join(split['hash_of'])}: a row stays on its side as data grows"
+    elif "column" in split:
+        how = f"the rows whose {split['column']} is {split.get('test_value', 'test')!r}"
+    else:
+        how = "a random split of this run's rows: other rows than earlier runs' when the data changed"
+    where = f" of partition {partition!r}" if partition is not None else ""
+    return f"both on this run's {len(prepared.y_test)} test rows{where} ({how})"
 
 
 def _number(ctx: StepContext, value, key: str) -> float | int:

@@ -5,7 +5,7 @@ plan     finds the partition values at run time: commits items.json
 train    without a fan-out: fits once, commits model.joblib + metrics.json.
          one item (--item N): fits trial N (model.params merged with the trial's parameters) on
          its partition, scores it on the held-out split, commits the item's model.joblib +
-         trial.json {index, partition, trial, params, metrics}.
+         trial.json {index, partition, trial, params, metrics, model_inputs, warnings?}.
          a fan-out without --item: runs every item in turn, in this process.
 select   per partition, the best trial by the select metric and goal (ties: lowest index);
          commits models/<n>.joblib (n = the partition's position) + selection.json
@@ -15,6 +15,10 @@ A model file (joblib) holds a dict: estimator (the fitted model), columns (its i
 encoding (how raw rows become those columns, see data.py), target, task ("classifier" |
 "regressor"), partition, partition_by, params, trial, index, source (estimator path or
 entrypoint), dropped (feature columns left out, with why).
+
+The result of train (and of each item) has `model_inputs` (how many columns the model takes)
+and, when there are any, `warnings`: the guard rails of guards.py (a text column that is mostly
+numbers, a one-hot encoding wider than guards.MAX_ONE_HOT columns, a dropped column).
 
 An entrypoint `package.module:function` is called as
 ``function(train, test, params, context) -> fitted model``: train and test are DataFrames of the
@@ -32,6 +36,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+from . import guards
 from . import metrics as M
 from .context import StepContext, StepFailed
 from .data import (
@@ -142,11 +147,14 @@ def model_record(ctx: StepContext, fitted, task: str, prepared, params: dict, pa
     }
 
 
-def _note_dropped(ctx: StepContext, prepared) -> None:
-    for column, reason in prepared.dropped.items():
-        note = f"feature column {column!r} not used: {reason}"
-        if note not in ctx.notes:
-            ctx.notes.append(note)
+def _guard_rails(prepared, partition) -> dict:
+    """The result's `warnings` (guards.py: where the encoding may be wrong; a partition's are
+    prefixed with it) and `model_inputs` (how many columns the model takes)."""
+    where = f"partition {partition!r}: " if partition is not None else ""
+    out = {"model_inputs": len(prepared.columns)}
+    if prepared.warnings:
+        out["warnings"] = [where + line for line in prepared.warnings]
+    return out
 
 
 def _save(staging, record: dict) -> None:
@@ -185,13 +193,19 @@ def run_train(ctx: StepContext) -> dict:
     if ctx.item is not None:
         return train_item(ctx)
     count = item_count(ctx)
-    summary = []
+    summary, results = [], []
     for index in range(count):
         item_ctx = dataclasses.replace(ctx, item=index)  # shares ctx.notes
         result = train_item(item_ctx)
         item_ctx.write_result(result)
+        results.append(result)
         summary.append({k: result[k] for k in ("index", "partition", "trial", "metrics")})
     out = {"items": count, "trials": summary[:RESULT_LIMIT]}
+    warnings, counts = guards.summarize(results)
+    if warnings:
+        out["warnings"] = warnings[:RESULT_LIMIT * 5]
+    if counts:
+        out["model_inputs"] = counts[-1] if len(counts) == 1 else counts
     if ctx.notes:
         out["notes"] = list(ctx.notes)
     return out
@@ -208,9 +222,8 @@ def _train_single(ctx: StepContext) -> dict:
     staging.write_json("metrics.json", scores)
     _drop_empty_output(output_dir)
     ctx.store.commit(staging)
-    _note_dropped(ctx, prepared)
     result = {"metrics": scores, "rows": {"train": len(prepared.y_train), "test": len(prepared.y_test)},
-              "features": len(prepared.columns)}
+              "features": len(prepared.columns), **_guard_rails(prepared, None)}
     if ctx.notes:
         result["notes"] = list(ctx.notes)
     return result
@@ -238,11 +251,11 @@ def train_item(ctx: StepContext) -> dict:
     scores = M.compute(scored_metrics(ctx.ir, task), fitted, prepared.X_test, prepared.y_test, task,
                        M.functions_of(ctx.ir), ctx.root)
     _save(staging, model_record(ctx, fitted, task, prepared, params, partition, trial, ctx.item))
-    record = {"index": ctx.item, "partition": partition, "trial": trial, "params": params, "metrics": scores}
+    record = {"index": ctx.item, "partition": partition, "trial": trial, "params": params, "metrics": scores,
+              **_guard_rails(prepared, partition)}
     staging.write_json("trial.json", record)
     _drop_empty_output(output_dir)
     ctx.store.commit(staging)
-    _note_dropped(ctx, prepared)
     return dict(record)
 
 

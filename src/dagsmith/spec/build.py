@@ -168,6 +168,8 @@ def _training(t: dict, defaults: dict) -> Training:
     split = t.get("split", {})
     if "column" in split:
         split = {"column": split["column"], "test_value": split.get("test_value", "test")}
+    elif "hash_of" in split:
+        split = {"hash_of": list(split["hash_of"]), "test_fraction": split.get("test_fraction", 0.2)}
     else:
         split = {"test_size": split.get("test_size", 0.2), "seed": split.get("seed", 0)}
     sweep = t.get("sweep")

@@ -18,6 +18,14 @@ from .document import locate
 from .values import GivenText, check_class_path, check_cron, check_function_ref, parse_duration, parse_quantity
 from .yamlpos import SURROGATE_MESSAGE, YMap, has_lone_surrogate
 
+
+# The keys of each kind of training.split (a split uses the keys of exactly one kind).
+_SPLIT_KINDS = {
+    "{test_size, seed}": ("test_size", "seed"),
+    "{column, test_value}": ("column", "test_value"),
+    "{hash_of, test_fraction}": ("hash_of", "test_fraction"),
+}
+
 BUILTIN_STEPS = ("train", "select", "evaluate", "gate", "deploy", "plan")  # reserved step ids
 # Tasks that backends add (fan-out range listings, min_interval admission) have ids starting with
 # "dagsmith-" (backends/plan.py); no name may start so on any backend.
@@ -335,10 +343,21 @@ class _Checker:
         if "entrypoint" in model:
             self._syntax(("training", "model", "entrypoint"), model["entrypoint"], check_function_ref)
         split = training.get("split", {})
-        if "column" in split and ("test_size" in split or "seed" in split):
-            self.error(("training", "split"), "a split is either {test_size, seed} or {column}, not both")
+        kinds = [kind for kind, keys in _SPLIT_KINDS.items() if any(k in split for k in keys)]
+        if len(kinds) > 1:
+            self.error(("training", "split"), "a split is one of {test_size, seed}, {column, test_value} or "
+                       f"{{hash_of, test_fraction}}; this one mixes {' and '.join(kinds)}")
         if "test_value" in split and "column" not in split:
             self.error(("training", "split", "test_value"), "test_value goes with column", key=True)
+        if "test_fraction" in split and "hash_of" not in split:
+            self.error(("training", "split", "test_fraction"), "test_fraction goes with hash_of (the key columns to hash)", key=True)
+        for index, column in enumerate(split.get("hash_of") or []):
+            if column == training["target"]:
+                self.error(("training", "split", "hash_of", index), f"'{column}' is the target column: a split key "
+                           "must not depend on the label (hash a row identifier, e.g. a customer id)")
+            elif column == training.get("partition_by") and len(split["hash_of"]) == 1:
+                self.error(("training", "split", "hash_of", index), f"'{column}' is the partition_by column: every row "
+                           "of a partition has the same key, so a partition would be all train or all test; hash a row identifier")
         if "partitions" in training and "partition_by" not in training:
             self.error(("training", "partitions"), "partitions needs partition_by (the column they are values of)", key=True)
         for column in ("partition_by", "split"):
