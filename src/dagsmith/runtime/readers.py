@@ -1,0 +1,210 @@
+"""How a source's files become a table: csv, json, jsonl and xlsx with their spec options, and
+declared column types enforced (docs/spec.md, "How a CSV is read").
+
+CSV, JSON and JSONL are read by DuckDB with the dialect set explicitly (never sniffed: a sniffer
+guesses wrong on a file whose rows were appended with other line endings); xlsx by openpyxl (the
+`xlsx` extra). A declared column is read as text and converted here, so a value that does not
+convert is reported with its file, line and column, or becomes null with `on_bad_value: null`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .context import StepFailed
+
+# What counts as null in a csv (and in an xlsx text cell) unless `null_values` says otherwise:
+# pandas' default list (pandas._libs.parsers.STR_NA_VALUES, pandas 2.x), written out so that it
+# does not change with the installed pandas. docs/spec.md lists it.
+DEFAULT_NULL_VALUES = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+
+# A declared type -> the DuckDB type its values convert to.
+COLUMN_TYPES = {
+    "string": "VARCHAR", "integer": "BIGINT", "double": "DOUBLE", "number": "DOUBLE",
+    "boolean": "BOOLEAN", "date": "DATE", "timestamp": "TIMESTAMP",
+}
+
+HINT = ("hint: set the source's delimiter, quote, escape, encoding, header or skip_rows in the spec "
+        "(docs/spec.md, \"How a CSV is read\")")
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _convert(expression: str, kind: str) -> str:
+    """SQL converting a text value to a declared type; NULL when it does not convert. An integer
+    must be whole: TRY_CAST('3.5' AS BIGINT) would round it to 4."""
+    if kind == "string":
+        return expression
+    if kind == "integer":
+        return (f"CASE WHEN TRY_CAST({expression} AS DOUBLE) = TRY_CAST({expression} AS BIGINT) "
+                f"THEN TRY_CAST({expression} AS BIGINT) END")
+    return f"TRY_CAST({expression} AS {COLUMN_TYPES[kind]})"
+
+
+def read(con, fmt: str, files: list[Path], config: dict, label: str):
+    """The files of one source as a pyarrow table. `label`: how messages name the source."""
+    import duckdb
+
+    declared = dict(config.get("columns") or {})
+    try:
+        views = [_load(con, fmt, path, config, declared, index) for index, path in enumerate(files)]
+    except duckdb.Error as exc:
+        raise StepFailed(_reader_error(label, fmt, exc)) from None
+    present = list(dict.fromkeys(c for view, _ in views for c in con.table(view).columns))
+    missing = [c for c in declared if c not in present]
+    if missing:
+        raise StepFailed(f"{label}: declared column(s) {', '.join(map(repr, missing))} not in the {fmt} data "
+                         f"(its columns: {', '.join(present)})")
+    if config.get("on_bad_value", "fail") == "fail":
+        for (view, path) in views:
+            _check(con, view, path, fmt, config, declared, label)
+    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {view}" for view, _ in views)
+    select = ", ".join(
+        (f"{_convert(_quoted(c), declared[c])} AS {_quoted(c)}" if c in declared else _quoted(c)) for c in present
+    )
+    try:
+        return con.sql(f"SELECT {select} FROM ({union})").to_arrow_table()
+    except duckdb.Error as exc:
+        raise StepFailed(_reader_error(label, fmt, exc)) from None
+
+
+def _reader_error(label: str, fmt: str, exc: Exception) -> str:
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    head = f"{label}: cannot read {fmt}: {lines[0]}"
+    return "\n".join([head, HINT] + lines[1:]) if fmt == "csv" else "\n".join([head] + lines[1:])
+
+
+def _load(con, fmt: str, path: Path, config: dict, declared: dict, index: int) -> tuple[str, Path]:
+    """A view of one file, its declared columns as text; returns (view name, path)."""
+    view = f"dagsmith_file_{index}"
+    if fmt == "xlsx":
+        frame = _xlsx_frame(path, config)
+        con.register(view + "_frame", frame)
+        relation = con.sql(f"SELECT * FROM {view}_frame")
+    elif fmt == "csv":
+        relation = _csv(con, path, config, types=None)
+        text = {c: "VARCHAR" for c in declared if c in relation.columns}
+        if text:
+            relation = _csv(con, path, config, types=text)
+    else:
+        relation = con.sql("SELECT * FROM read_json($f, format=$format)",
+                           params={"f": str(path), "format": "array" if fmt == "json" else "newline_delimited"})
+    as_text = {c: t for c, t in zip(relation.columns, relation.types)}
+    select = []
+    for column in relation.columns:
+        if column in declared and str(as_text[column]) != "VARCHAR":
+            # JSON values of mixed kinds arrive as the JSON type: its text without the quotes
+            expression = (f"json_extract_string({_quoted(column)}, '$')" if str(as_text[column]) == "JSON"
+                          else f"CAST({_quoted(column)} AS VARCHAR)")
+            select.append(f"{expression} AS {_quoted(column)}")
+        else:
+            select.append(_quoted(column))
+    relation.create_view(view + "_raw")
+    # row_number() over a plain scan is the file's order (DuckDB keeps insertion order by default)
+    con.sql(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {', '.join(select)} FROM {view}_raw")
+    con.sql(f"CREATE OR REPLACE TEMP VIEW {view}_numbered AS SELECT row_number() OVER () AS dagsmith_row, * FROM {view}")
+    return view, path
+
+
+def _csv(con, path: Path, config: dict, types: dict | None):
+    """DuckDB's read_csv with every dialect option explicit. strict_mode=false: rows ending in
+    \\r\\n and in \\n may be mixed in one file (Python's csv module appends \\r\\n rows)."""
+    params = {
+        "f": str(path),
+        "delim": config.get("delimiter", ","),
+        "quote": config.get("quote", '"'),
+        "escape": config.get("escape", config.get("quote", '"')),
+        "header": bool(config.get("header", True)),
+        "nullstr": list(config.get("null_values", DEFAULT_NULL_VALUES)),
+        "skip": int(config.get("skip_rows", 0)),
+        "encoding": config.get("encoding", "utf-8"),
+    }
+    args = ", ".join(f"{key}=${key}" for key in params if key != "f")
+    if types:
+        params["types"] = types
+        args += ", types=$types"
+    return con.sql(f"SELECT * FROM read_csv($f, {args}, strict_mode=false)", params=params)
+
+
+def _line(row: int, fmt: str, config: dict) -> str:
+    """Where a data row is in its file, as a person finds it."""
+    if fmt == "json":
+        return f"object {row} of the array"
+    if fmt == "jsonl":
+        return f"line {row}"
+    line = row + int(config.get("skip_rows", 0)) + (1 if config.get("header", True) else 0)
+    return f"{'row' if fmt == 'xlsx' else 'line'} {line}"
+
+
+def _check(con, view: str, path: Path, fmt: str, config: dict, declared: dict, label: str) -> None:
+    """Every declared column's values convert, or a StepFailed naming the first that does not
+    in each column (file, line or row, column, value)."""
+    problems = []
+    columns = [c for c in declared if c in con.table(view).columns]
+    for column in columns:
+        name = _quoted(column)
+        bad = f"{name} IS NOT NULL AND ({_convert(name, declared[column])}) IS NULL"
+        found = con.sql(f"SELECT dagsmith_row, {name}, count(*) OVER () FROM {view}_numbered WHERE {bad} "
+                        f"ORDER BY dagsmith_row LIMIT 1").fetchall()
+        if found:
+            row, value, count = found[0]
+            more = f" ({count} values of this column do not)" if count > 1 else ""
+            problems.append(f"{_line(row, fmt, config)} of {path.name}, column {column!r}: {value!r} is not "
+                            f"{'an' if declared[column] == 'integer' else 'a'} {declared[column]}{more}")
+    if problems:
+        raise StepFailed(f"{label}: {'; '.join(problems)}\nfix the data, change the declared type, or set "
+                         f"`on_bad_value: null` to read such values as nulls")
+
+
+def _xlsx_frame(path: Path, config: dict):
+    """One sheet as a pandas frame: the header row's names, cells as openpyxl gives them (numbers,
+    text, dates); text cells in the null list are nulls; a column of mixed kinds becomes text."""
+    try:
+        import openpyxl
+    except ImportError:
+        raise StepFailed("an xlsx source needs openpyxl: pip install 'dagsmith[xlsx]' (in the environment "
+                         "that runs dagsmith)") from None
+    import pandas as pd
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises zipfile, KeyError, InvalidFileException...
+        raise StepFailed(f"cannot open {path.name} as an xlsx workbook: {type(exc).__name__}: {exc}") from None
+    try:
+        sheet = config.get("sheet", 0)
+        if isinstance(sheet, int):
+            if sheet >= len(book.sheetnames):
+                raise StepFailed(f"{path.name} has {len(book.sheetnames)} sheet(s): no sheet {sheet} (0 is the first); "
+                                 f"sheets: {', '.join(book.sheetnames)}")
+            sheet = book.sheetnames[sheet]
+        elif sheet not in book.sheetnames:
+            raise StepFailed(f"{path.name} has no sheet {sheet!r}; sheets: {', '.join(book.sheetnames)}")
+        rows = [list(r) for r in book[sheet].iter_rows(values_only=True)]
+    finally:
+        book.close()
+    rows = rows[int(config.get("skip_rows", 0)):]
+    nulls = set(config.get("null_values", DEFAULT_NULL_VALUES))
+    rows = [[None if isinstance(v, str) and v in nulls else v for v in r] for r in rows]
+    while rows and all(v is None for v in rows[-1]):  # openpyxl may report formatted empty rows
+        rows.pop()
+    width = max((len(r) for r in rows), default=0)
+    rows = [r + [None] * (width - len(r)) for r in rows]
+    if config.get("header", True) and rows:
+        names = [str(v) if v is not None else f"column{i}" for i, v in enumerate(rows[0])]
+        rows = rows[1:]
+    else:
+        names = [f"column{i}" for i in range(width)]
+    frame = pd.DataFrame(rows, columns=names, dtype=object)
+    for name in names:
+        values = frame[name].dropna()
+        kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else type(v) for v in values}
+        if len(kinds) > 1:
+            frame[name] = frame[name].map(lambda v: None if v is None else str(v))
+        else:
+            frame[name] = frame[name].infer_objects()
+    return frame
