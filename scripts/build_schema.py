@@ -176,8 +176,8 @@ DEFS = {
                         "on_bad_value: null). Columns not declared keep the reader's inferred type.",
                         "propertyNames": {"minLength": 1},
                         "additionalProperties": {"enum": ["string", "integer", "double", "number", "boolean", "date", "timestamp"]}},
-            "on_bad_value": {"enum": ["fail", "null"], "description": "A declared column's value that does not convert: "
-                             "fail the step (default) or read it as null."},
+            "on_bad_value": {"enum": ["fail", "null", None], "description": "A declared column's value that does not convert: "
+                             "fail the step (default) or read it as null (`on_bad_value: null`, YAML's null or the text)."},
             "connection": string(
                 "For type sql: the NAME of a connection (Airflow connection id; locally the environment "
                 "variable DAGSMITH_CONN_<NAME>). Never a URL or a password.",

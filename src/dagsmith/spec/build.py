@@ -97,7 +97,7 @@ def build_spec(doc, spec_dir: str) -> Spec:
             name=name, type=s["type"], options=_options(defaults, s), uri=s.get("uri"),
             format=s.get("format", "parquet") if s["type"] == "s3" else None,
             connection=s.get("connection"), query=s.get("query"), description=s.get("description"),
-            read={k: s[k] for k in ALL_READ_OPTIONS if k in s},
+            read={k: ("null" if k == "on_bad_value" and s[k] is None else s[k]) for k in ALL_READ_OPTIONS if k in s},
         )
         for name, s in doc.get("sources", {}).items()
     )
