@@ -97,11 +97,11 @@ def _load(con, fmt: str, path: Path, config: dict, declared: dict, index: int) -
     as_text = {c: t for c, t in zip(relation.columns, relation.types)}
     select = []
     for column in relation.columns:
-        if column in declared and str(as_text[column]) != "VARCHAR":
-            # JSON values of mixed kinds arrive as the JSON type: its text without the quotes
-            expression = (f"json_extract_string({_quoted(column)}, '$')" if str(as_text[column]) == "JSON"
-                          else f"CAST({_quoted(column)} AS VARCHAR)")
-            select.append(f"{expression} AS {_quoted(column)}")
+        kind = str(as_text[column])
+        if kind == "JSON":  # JSON values of mixed kinds (2.5 and "3"): their text, without quotes
+            select.append(f"json_extract_string({_quoted(column)}, '$') AS {_quoted(column)}")
+        elif column in declared and kind != "VARCHAR":
+            select.append(f"CAST({_quoted(column)} AS VARCHAR) AS {_quoted(column)}")
         else:
             select.append(_quoted(column))
     relation.create_view(view + "_raw")
