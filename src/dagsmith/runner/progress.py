@@ -94,18 +94,6 @@ MANY_PARTITIONS = 10
 MAX_FAILED_ROWS = 20  # failed gate checks listed past MANY_PARTITIONS (the rest are counted)
 
 
-NOTE_CHARS = 600  # an error's first line past this is cut (the whole text is in run.json)
-
-
-def error_note(error: str) -> str:
-    """A failed step's note: the error's whole first line (the table wraps it) and the reader's
-    `hint:` line when there is one; the rest of the text is in run.json."""
-    lines = error.splitlines() or [""]
-    first = lines[0] if len(lines[0]) <= NOTE_CHARS else lines[0][:NOTE_CHARS] + "..."
-    hints = [line for line in lines[1:] if line.startswith("hint: ")][:1]
-    return "\n".join([first] + hints)
-
-
 def summary(record: dict, console: Console, *, workdir: Path | str | None = None, validation: str = "failures") -> None:
     """The run record as a person reads it: steps, metrics, gates (with totals), what deploy did,
     validation. `workdir`: where the run is, to read the full gate decision and metrics when the
@@ -121,7 +109,7 @@ def summary(record: dict, console: Console, *, workdir: Path | str | None = None
         items = entry.get("items")
         note = f"{items['done']}/{items['total']} items" if items else ""
         if entry.get("error"):
-            note = (note + " " if note else "") + error_note(entry["error"])
+            note = (note + " " if note else "") + display.error_note(entry["error"])
         steps.add_row(step_id, Text(entry["state"], style=_STYLE.get(entry["state"], "")), _seconds(entry), str(entry.get("attempts", 0)), Text(note))
     console.print(steps)
     metrics = _stored(workdir, record, "evaluate", "metrics.json") or record.get("metrics") or {}
