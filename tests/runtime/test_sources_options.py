@@ -183,7 +183,7 @@ def test_xlsx_source_by_sheet_name_and_index_with_declared_types(tmp_path):
     (tmp_path / "m").mkdir()
     book.save(tmp_path / "m" / "book.xlsx")
     _, read = _source(tmp_path / "m", "{type: xlsx, uri: book.xlsx, sheet: prices}")
-    with pytest.raises(StepFailed, match=r"book.xlsx has no sheet 'prices'; sheets: notes, shuttles"):
+    with pytest.raises(StepFailed, match=r"^source 'shuttles' \(book.xlsx\): book.xlsx has no sheet 'prices'; sheets: notes, shuttles"):
         read()
 
 
@@ -191,7 +191,7 @@ def test_xlsx_without_openpyxl_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "book.xlsx").write_bytes(b"PK")
     monkeypatch.setitem(sys.modules, "openpyxl", None)
     _, read = _source(tmp_path, "{type: xlsx, uri: book.xlsx}")
-    with pytest.raises(StepFailed, match=r"an xlsx source needs openpyxl: pip install 'dagsmith\[xlsx\]'"):
+    with pytest.raises(StepFailed, match=r"^source 'shuttles' \(book.xlsx\): an xlsx source needs openpyxl: pip install 'dagsmith\[xlsx\]'"):
         read()
 
 
@@ -223,3 +223,26 @@ def test_reader_options_are_in_the_step_config_and_the_cache_key(tmp_path):
     second, _ = _source(tmp_path, "{type: csv, uri: shuttles.csv, null_values: ['']}")
     assert second.ir.step("shuttles").config["null_values"] == [""]
     assert cache_key(first.ctx("shuttles"), first.ir) != cache_key(second.ctx("shuttles"), second.ir)
+
+
+def test_xlsx_cells_keep_their_kinds_and_a_glob_of_csv_files_reads_with_the_same_options(tmp_path):
+    import datetime as dt
+
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    for row in (["day", "ok", "n"], [dt.datetime(2024, 1, 2), True, 1], [None, None, "NA"], [dt.datetime(2024, 1, 3), False, 2]):
+        book.active.append(row)
+    book.save(tmp_path / "book.xlsx")
+    _, read = _source(tmp_path, "{type: xlsx, uri: book.xlsx}")
+    table = read()
+    assert table.column("ok").to_pylist() == [True, None, False] and table.column("n").to_pylist() == [1, None, 2]
+    assert table.column("day").to_pylist()[0] == dt.datetime(2024, 1, 2)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "a.csv").write_bytes(b"id;price\n1;NA\n")
+    (tmp_path / "g" / "b.csv").write_bytes(b"id;price;extra\r\n2;x;e\r\n3;4.5;f\n")
+    _, read = _source(tmp_path / "g", "{type: csv, uri: '*.csv', delimiter: ';', columns: {price: double}}")
+    with pytest.raises(StepFailed, match=r"line 2 of b.csv, column 'price': 'x' is not a double"):
+        read()
+    (tmp_path / "g" / "b.csv").write_bytes(b"id;price;extra\r\n2;3;e\r\n3;4.5;f\n")
+    assert _rows(read()) == [{"id": 1, "price": None, "extra": None}, {"id": 2, "price": 3.0, "extra": "e"},
+                             {"id": 3, "price": 4.5, "extra": "f"}]

@@ -55,6 +55,8 @@ def read(con, fmt: str, files: list[Path], config: dict, label: str):
         views = [_load(con, fmt, path, config, declared, index) for index, path in enumerate(files)]
     except duckdb.Error as exc:
         raise StepFailed(_reader_error(label, fmt, exc)) from None
+    except StepFailed as exc:  # the xlsx reader's: which source it was
+        raise StepFailed(f"{label}: {exc}") from None
     present = list(dict.fromkeys(c for view, _ in views for c in con.table(view).columns))
     missing = [c for c in declared if c not in present]
     if missing:
