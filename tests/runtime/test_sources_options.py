@@ -246,3 +246,26 @@ def test_xlsx_cells_keep_their_kinds_and_a_glob_of_csv_files_reads_with_the_same
     (tmp_path / "g" / "b.csv").write_bytes(b"id;price;extra\r\n2;3;e\r\n3;4.5;f\n")
     assert _rows(read()) == [{"id": 1, "price": None, "extra": None}, {"id": 2, "price": 3.0, "extra": "e"},
                              {"id": 3, "price": 4.5, "extra": "f"}]
+
+
+def test_a_row_with_extra_values_or_an_open_quote_is_an_error_with_its_line_never_a_dropped_value(tmp_path):
+    """DuckDB's lenient mode would drop the third value of `3,4,5` and read an unclosed quote to
+    the end of the file: the reader stays strict, and says which line."""
+    for folder, text, expected in (("extra", "a,b\n1,2\n3,4,5\n8,9\n", r"(?s)Line: 3.*Expected Number of Columns: 2 Found: 3"),
+                                   ("quote", 'a,b\n1,2\n7,"x\n8,9\n', r"(?s)Line: 3.*7,\"x")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "shuttles.csv").write_text(text)
+        _, read = _source(tmp_path / folder, "{type: csv, uri: shuttles.csv}")
+        with pytest.raises(StepFailed, match=expected) as failed:
+            read()
+        assert str(failed.value).startswith("source 'shuttles' (shuttles.csv): cannot read csv: ")
+
+
+def test_crlf_rows_appended_past_the_sniffer_sample_and_in_a_quoted_value(tmp_path):
+    """The sniffer reads the first rows only: CRLF rows after 25,000 LF rows still read."""
+    body = "".join(f"{i},{i * 0.5}\n" for i in range(25_000))
+    (tmp_path / "big.csv").write_bytes(("id,price\n" + body).encode() + b'25000,1.5\r\n25001,"2.5"\r\n')
+    _, read = _source(tmp_path, "{type: csv, uri: big.csv, columns: {price: double}}")
+    table = read()
+    assert table.num_rows == 25_002 and table.column("price").to_pylist()[-2:] == [1.5, 2.5]
+    assert (tmp_path / "big.csv").read_bytes().endswith(b'"2.5"\r\n')  # the user's file is left as it is

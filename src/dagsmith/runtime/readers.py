@@ -2,8 +2,8 @@
 declared column types enforced (docs/spec.md, "How a CSV is read").
 
 CSV, JSON and JSONL are read by DuckDB with the dialect set explicitly (never sniffed: a sniffer
-guesses wrong on a file whose rows were appended with other line endings); xlsx by openpyxl (the
-`xlsx` extra). A declared column is read as text and converted here, so a value that does not
+guesses wrong on a file whose rows were appended with other line endings, and such a file is read
+from a copy with one line ending); xlsx by openpyxl (the `xlsx` extra). A declared column is read as text and converted here, so a value that does not
 convert is reported with its file, line and column, or becomes null with `on_bad_value: null`.
 """
 
@@ -46,13 +46,14 @@ def _convert(expression: str, kind: str) -> str:
     return f"TRY_CAST({expression} AS {COLUMN_TYPES[kind]})"
 
 
-def read(con, fmt: str, files: list[Path], config: dict, label: str):
-    """The files of one source as a pyarrow table. `label`: how messages name the source."""
+def read(con, fmt: str, files: list[Path], config: dict, label: str, scratch: Path):
+    """The files of one source as a pyarrow table. `label`: how messages name the source;
+    `scratch`: a folder for a file's normalized copy (mixed line endings)."""
     import duckdb
 
     declared = dict(config.get("columns") or {})
     try:
-        views = [_load(con, fmt, path, config, declared, index) for index, path in enumerate(files)]
+        views = [_load(con, fmt, path, config, declared, index, scratch) for index, path in enumerate(files)]
     except duckdb.Error as exc:
         raise StepFailed(_reader_error(label, fmt, exc)) from None
     except StepFailed as exc:  # the xlsx reader's: which source it was
@@ -81,7 +82,7 @@ def _reader_error(label: str, fmt: str, exc: Exception) -> str:
     return "\n".join([head, HINT] + lines[1:]) if fmt == "csv" else "\n".join([head] + lines[1:])
 
 
-def _load(con, fmt: str, path: Path, config: dict, declared: dict, index: int) -> tuple[str, Path]:
+def _load(con, fmt: str, path: Path, config: dict, declared: dict, index: int, scratch: Path) -> tuple[str, Path]:
     """A view of one file, its declared columns as text; returns (view name, path)."""
     view = f"dagsmith_file_{index}"
     if fmt == "xlsx":
@@ -89,10 +90,11 @@ def _load(con, fmt: str, path: Path, config: dict, declared: dict, index: int) -
         con.register(view + "_frame", frame)
         relation = con.sql(f"SELECT * FROM {view}_frame")
     elif fmt == "csv":
-        relation = _csv(con, path, config, types=None)
+        source = _one_line_ending(path, scratch / f"{index}-{path.name}")
+        relation = _csv(con, source, path, config, types=None)
         text = {c: "VARCHAR" for c in declared if c in relation.columns}
         if text:
-            relation = _csv(con, path, config, types=text)
+            relation = _csv(con, source, path, config, types=text)
     else:
         relation = con.sql("SELECT * FROM read_json($f, format=$format)",
                            params={"f": str(path), "format": "array" if fmt == "json" else "newline_delimited"})
@@ -113,9 +115,12 @@ def _load(con, fmt: str, path: Path, config: dict, declared: dict, index: int) -
     return view, path
 
 
-def _csv(con, path: Path, config: dict, types: dict | None):
-    """DuckDB's read_csv with every dialect option explicit. strict_mode=false: rows ending in
-    \\r\\n and in \\n may be mixed in one file (Python's csv module appends \\r\\n rows)."""
+def _csv(con, path: Path, original: Path, config: dict, types: dict | None):
+    """DuckDB's read_csv with every dialect option explicit, in strict mode: a row with more or
+    fewer values than the header, or a quote never closed, is an error (with its line), never a
+    dropped value. `original`: the user's file, when `path` is its normalized copy."""
+    import duckdb
+
     params = {
         "f": str(path),
         "delim": config.get("delimiter", ","),
@@ -130,7 +135,73 @@ def _csv(con, path: Path, config: dict, types: dict | None):
     if types:
         params["types"] = types
         args += ", types=$types"
-    return con.sql(f"SELECT * FROM read_csv($f, {args}, strict_mode=false)", params=params)
+    try:
+        return con.sql(f"SELECT * FROM read_csv($f, {args})", params=params)
+    except duckdb.Error as exc:
+        if "sniffing file" not in str(exc):
+            raise
+        # DuckDB's sniffer (it still infers the types) says only that it found no dialect; read
+        # every value as text with the header's names to find the row that breaks the dialect.
+        found = _first_bad_row(con, path, config, params, args)
+        if found:
+            raise duckdb.InvalidInputException(found.replace(str(path), str(original))) from None
+        raise
+
+
+def _first_bad_row(con, path: Path, config: dict, params: dict, args: str) -> str | None:
+    import csv
+
+    import duckdb
+
+    escape = params["escape"]
+    try:
+        with open(path, encoding=params["encoding"].replace("latin-1", "latin_1"), newline="") as handle:
+            rows = csv.reader(handle, delimiter=params["delim"], quotechar=params["quote"],
+                              escapechar=None if escape == params["quote"] else escape, doublequote=escape == params["quote"])
+            for _ in range(params["skip"]):
+                next(handle, None)
+            first = next(rows, None)
+    except (OSError, UnicodeError, csv.Error):
+        return None
+    if not first:
+        return None
+    names = first if params["header"] else [f"column{i}" for i in range(len(first))]
+    text = {name: "VARCHAR" for name in dict.fromkeys(names)}
+    given = {k: v for k, v in params.items() if k != "types"}
+    try:
+        con.sql(f"SELECT count(*) FROM read_csv($f, {args.replace(', types=$types', '')}, auto_detect=false, "
+                f"columns=$columns)", params={**given, "columns": text}).fetchall()
+    except duckdb.Error as exc:
+        return str(exc)
+    return None
+
+
+def _one_line_ending(path: Path, copy: Path) -> Path:
+    """`path`, or a copy of it with every \r\n made \n when its rows end both ways (Python's csv
+    module appends \r\n rows to a \n file): DuckDB's strict mode takes one line ending per file,
+    and its lenient mode would drop a row's extra values without a word. One pass over the bytes."""
+    chunk_size = 1 << 24
+    crlf = lf = 0
+    with open(path, "rb") as handle:
+        carry = b""
+        while block := handle.read(chunk_size):
+            block = carry + block
+            carry = b"\r" if block.endswith(b"\r") else b""
+            block = block[:-1] if carry else block
+            crlf += block.count(b"\r\n")
+            lf += block.count(b"\n")
+            if crlf and lf > crlf:
+                break
+    if not crlf or lf == crlf:
+        return path
+    with open(path, "rb") as source, open(copy, "wb") as target:
+        carry = b""
+        while block := source.read(chunk_size):
+            block = carry + block
+            carry = b"\r" if block.endswith(b"\r") else b""
+            target.write((block[:-1] if carry else block).replace(b"\r\n", b"\n"))
+        target.write(carry)
+    return copy
 
 
 def _line(row: int, fmt: str, config: dict) -> str:

@@ -101,7 +101,7 @@ def _read_files(ctx: StepContext, config: dict):
             if fmt != "parquet":
                 from .readers import read
 
-                return read(con, fmt, [Path(p) for p in paths], config, f"source {ctx.step.id!r} ({config['uri']})")
+                return read(con, fmt, [Path(p) for p in paths], config, f"source {ctx.step.id!r} ({config['uri']})", Path(tmp))
             return con.read_parquet(paths, union_by_name=True).to_arrow_table()
         except duckdb.Error as exc:
             raise StepFailed(f"source {ctx.step.id!r}: cannot read {fmt} from {config['uri']!r}: {exc}") from None
