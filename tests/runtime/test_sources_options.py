@@ -269,3 +269,11 @@ def test_crlf_rows_appended_past_the_sniffer_sample_and_in_a_quoted_value(tmp_pa
     table = read()
     assert table.num_rows == 25_002 and table.column("price").to_pylist()[-2:] == [1.5, 2.5]
     assert (tmp_path / "big.csv").read_bytes().endswith(b'"2.5"\r\n')  # the user's file is left as it is
+
+
+def test_a_row_past_the_sniffer_sample_that_breaks_the_dialect_names_its_line(tmp_path):
+    body = "".join(f"{i},{i * 0.5}\n" for i in range(25_000))
+    (tmp_path / "big.csv").write_text("id,price\n" + body + "25000,1.5,extra\n")
+    _, read = _source(tmp_path, "{type: csv, uri: big.csv, columns: {price: double}}")
+    with pytest.raises(StepFailed, match=r"(?s)^source 'shuttles' \(big.csv\): cannot read csv: .*Line: 25002\nhint: "):
+        read()

@@ -63,14 +63,14 @@ def read(con, fmt: str, files: list[Path], config: dict, label: str, scratch: Pa
     if missing:
         raise StepFailed(f"{label}: declared column(s) {', '.join(map(repr, missing))} not in the {fmt} data "
                          f"(its columns: {', '.join(present)})")
-    if config.get("on_bad_value", "fail") == "fail":
-        for (view, path) in views:
-            _check(con, view, path, fmt, config, declared, label)
     union = " UNION ALL BY NAME ".join(f"SELECT * FROM {view}" for view, _ in views)
     select = ", ".join(
         (f"{_convert(_quoted(c), declared[c])} AS {_quoted(c)}" if c in declared else _quoted(c)) for c in present
     )
-    try:
+    try:  # a row past the sniffer's sample that breaks the dialect fails here, in a query
+        if config.get("on_bad_value", "fail") == "fail":
+            for (view, path) in views:
+                _check(con, view, path, fmt, config, declared, label)
         return con.sql(f"SELECT {select} FROM ({union})").to_arrow_table()
     except duckdb.Error as exc:
         raise StepFailed(_reader_error(label, fmt, exc)) from None
@@ -111,7 +111,7 @@ def _load(con, fmt: str, path: Path, config: dict, declared: dict, index: int, s
     relation.create_view(view + "_raw")
     # row_number() over a plain scan is the file's order (DuckDB keeps insertion order by default)
     con.sql(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {', '.join(select)} FROM {view}_raw")
-    con.sql(f"CREATE OR REPLACE TEMP VIEW {view}_numbered AS SELECT row_number() OVER () AS dagsmith_row, * FROM {view}")
+    con.sql(f"CREATE OR REPLACE TEMP VIEW {view}_numbered AS SELECT row_number() OVER () AS __dagsmith_row, * FROM {view}")
     return view, path
 
 
@@ -222,8 +222,8 @@ def _check(con, view: str, path: Path, fmt: str, config: dict, declared: dict, l
     for column in columns:
         name = _quoted(column)
         bad = f"{name} IS NOT NULL AND ({_convert(name, declared[column])}) IS NULL"
-        found = con.sql(f"SELECT dagsmith_row, {name}, count(*) OVER () FROM {view}_numbered WHERE {bad} "
-                        f"ORDER BY dagsmith_row LIMIT 1").fetchall()
+        found = con.sql(f"SELECT __dagsmith_row, {name}, count(*) OVER () FROM {view}_numbered WHERE {bad} "
+                        f"ORDER BY __dagsmith_row LIMIT 1").fetchall()
         if found:
             row, value, count = found[0]
             more = f" ({count} values of this column do not)" if count > 1 else ""
