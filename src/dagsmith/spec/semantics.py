@@ -512,6 +512,7 @@ class _Checker:
             if "on_bad_value" in source and "columns" not in source and "on_bad_value" in allowed:
                 self.error(path + ("on_bad_value",), "on_bad_value applies to declared columns: add `columns: "
                            "{name: type}` or remove it", key=True)
+            self.check_source_extension(path, source, fmt)
             characters = {k: source[k] for k in ("delimiter", "quote", "escape") if k in allowed and k in source}
             for key, value in characters.items():
                 if value in ("\n", "\r"):
@@ -520,6 +521,21 @@ class _Checker:
             if "delimiter" in allowed and delimiter == quote and ("delimiter" in source or "quote" in source):
                 self.error(path + ("quote" if "quote" in source else "delimiter",),
                            f"the delimiter and the quote are both {delimiter!r}: a reader cannot tell them apart")
+
+    def check_source_extension(self, path: tuple, source: dict, fmt: str) -> None:
+        """A uri whose extension names another format (data.xlsx read as csv) fails at run time
+        with a parser's confusion: said here instead. json and jsonl files are often named
+        either way, and a uri holding a reference or naming a folder is not judged."""
+        uri = source.get("uri")
+        if not isinstance(uri, str) or "${" in uri or uri.endswith("/"):
+            return
+        extension = uri.rsplit("/", 1)[-1].rpartition(".")[2].lower() if "." in uri.rsplit("/", 1)[-1] else ""
+        if extension == "xls":
+            self.error(path + ("uri",), "an .xls workbook (Excel 97-2003) is not read: save it as .xlsx and use type: xlsx")
+        elif extension in READ_OPTIONS and extension != fmt and {extension, fmt} != {"json", "jsonl"} and extension != "sql":
+            field = "format" if source["type"] == "s3" else "type"
+            self.error(path + ("uri",), f"the file is {extension} by its name but the source reads {fmt}: "
+                       f"set {field}: {extension}")
 
     def check_steps_and_features(self) -> None:
         for name, feature in self.doc.get("features", {}).items():
