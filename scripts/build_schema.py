@@ -159,7 +159,7 @@ DEFS = {
                        "description": "For type s3: the format of the objects (default parquet)."},
             "delimiter": string("csv: the character between values (default ',').", minLength=1, maxLength=1),
             "header": {"type": "boolean", "description": "csv, xlsx: the first row (after skip_rows) names the columns "
-                       "(default true). Without one, columns are named column0, column1, ..."},
+                       "(default true). Without one, columns are named column0, column1, ... (zero-padded: column00 ... for 10 or more)"},
             "quote": string("csv: the character quoting a value (default '\"').", minLength=1, maxLength=1),
             "escape": string("csv: the character escaping a quote inside a quoted value (default: the quote, "
                              "i.e. a doubled quote as in RFC 4180).", minLength=1, maxLength=1),

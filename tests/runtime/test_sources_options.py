@@ -277,3 +277,17 @@ def test_a_row_past_the_sniffer_sample_that_breaks_the_dialect_names_its_line(tm
     _, read = _source(tmp_path, "{type: csv, uri: big.csv, columns: {price: double}}")
     with pytest.raises(StepFailed, match=r"(?s)^source 'shuttles' \(big.csv\): cannot read csv: .*Line: 25002\nhint: "):
         read()
+
+
+def test_without_a_header_xlsx_and_csv_name_columns_alike(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    book.active.append(list(range(12)))
+    book.save(tmp_path / "wide.xlsx")
+    _, read = _source(tmp_path, "{type: xlsx, uri: wide.xlsx, header: false, columns: {column11: string}}")
+    xlsx = read()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "wide.csv").write_text(",".join(map(str, range(12))) + "\n")
+    _, read = _source(tmp_path / "c", "{type: csv, uri: wide.csv, header: false, columns: {column11: string}}")
+    assert read().column_names == xlsx.column_names == [f"column{i:02d}" for i in range(12)]
+    assert xlsx.column("column11").to_pylist() == ["11"]

@@ -267,11 +267,12 @@ def _xlsx_frame(path: Path, config: dict):
         rows.pop()
     width = max((len(r) for r in rows), default=0)
     rows = [r + [None] * (width - len(r)) for r in rows]
+    digits = len(str(max(width - 1, 0)))  # DuckDB's names for a csv without a header: column00..column11
     if config.get("header", True) and rows:
-        names = [str(v) if v is not None else f"column{i}" for i, v in enumerate(rows[0])]
+        names = [str(v) if v is not None else f"column{i:0{digits}d}" for i, v in enumerate(rows[0])]
         rows = rows[1:]
     else:
-        names = [f"column{i}" for i in range(width)]
+        names = [f"column{i:0{digits}d}" for i in range(width)]
     frame = pd.DataFrame(rows, columns=names, dtype=object)
     for name in names:
         values = frame[name].dropna()

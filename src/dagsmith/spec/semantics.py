@@ -513,6 +513,11 @@ class _Checker:
                 self.error(path + ("on_bad_value",), "on_bad_value applies to declared columns: add `columns: "
                            "{name: type}` or remove it", key=True)
             self.check_source_extension(path, source, fmt)
+            if source.get("header") is False and "header" in allowed:
+                for column in source.get("columns", {}):
+                    if not (column.startswith("column") and column[6:].isdigit() and column[6:].isascii()):
+                        self.error(path + ("columns", column), f"with header: false the columns are named column0, "
+                                   f"column1, ... (in file order): '{column}' is none of them", key=True)
             characters = {k: source[k] for k in ("delimiter", "quote", "escape") if k in allowed and k in source}
             for key, value in characters.items():
                 if value in ("\n", "\r"):
