@@ -142,13 +142,15 @@ def _csv(con, path: Path, original: Path, config: dict, types: dict | None):
             raise
         # DuckDB's sniffer (it still infers the types) says only that it found no dialect; read
         # every value as text with the header's names to find the row that breaks the dialect.
-        found = _first_bad_row(con, path, config, params, args)
+        found = _first_bad_row(con, path, params, args)
         if found:
             raise duckdb.InvalidInputException(found.replace(str(path), str(original))) from None
         raise
 
 
-def _first_bad_row(con, path: Path, config: dict, params: dict, args: str) -> str | None:
+def _first_bad_row(con, path: Path, params: dict, args: str) -> str | None:
+    """DuckDB's own error for the first row that breaks the dialect, read with the header's names
+    and every column as text (no sniffing); None when it reads (the sniffer failed for another reason)."""
     import csv
 
     import duckdb
@@ -177,7 +179,7 @@ def _first_bad_row(con, path: Path, config: dict, params: dict, args: str) -> st
 
 
 def _one_line_ending(path: Path, copy: Path) -> Path:
-    """`path`, or a copy of it with every \r\n made \n when its rows end both ways (Python's csv
+    r"""`path`, or a copy of it with every \r\n made \n when its rows end both ways (Python's csv
     module appends \r\n rows to a \n file): DuckDB's strict mode takes one line ending per file,
     and its lenient mode would drop a row's extra values without a word. One pass over the bytes."""
     chunk_size = 1 << 24
