@@ -76,9 +76,16 @@ def read(con, fmt: str, files: list[Path], config: dict, label: str, scratch: Pa
         raise StepFailed(_reader_error(label, fmt, exc)) from None
 
 
+# Lines of a DuckDB reader error that say what is wrong on the line it names: kept on the first
+# line of the message (the one the run table shows).
+_DETAIL = ("Original Line:", "Expected Number of Columns", "Error when converting column")
+
+
 def _reader_error(label: str, fmt: str, exc: Exception) -> str:
     lines = str(exc).splitlines() or [type(exc).__name__]
-    head = f"{label}: cannot read {fmt}: {lines[0]}"
+    details = [line.strip() for line in lines[1:6] if line.startswith(_DETAIL)]
+    lines = [lines[0]] + [line for line in lines[1:] if line.strip() not in details]
+    head = f"{label}: cannot read {fmt}: {'; '.join([lines[0]] + details)}"
     return "\n".join([head, HINT] + lines[1:]) if fmt == "csv" else "\n".join([head] + lines[1:])
 
 
