@@ -148,11 +148,36 @@ DEFS = {
         ["type"],
     ),
     "source": step(
-        "Where data comes from. csv/parquet/s3 read `uri`; sql runs `query` on `connection`.",
+        "Where data comes from. csv/parquet/json/jsonl/xlsx/s3 read `uri`; sql runs `query` on `connection`. "
+        "How files are read, and which options apply to which type: docs/spec.md, \"How a CSV is read\".",
         {
-            "type": {"enum": ["csv", "parquet", "sql", "s3"], "description": "csv | parquet | sql | s3 (objects under a prefix)."},
+            "type": {"enum": ["csv", "parquet", "json", "jsonl", "xlsx", "sql", "s3"],
+                     "description": "csv | parquet | json (an array of objects) | jsonl (one object per line) | xlsx (a sheet; "
+                     "needs the xlsx extra) | sql | s3 (objects under a prefix)."},
             "uri": string("A file path, glob or folder (relative to the spec's folder), or an s3:// URI. " + REFERENCES),
-            "format": {"enum": ["csv", "parquet"], "description": "For type s3: the format of the objects (default parquet)."},
+            "format": {"enum": ["csv", "parquet", "json", "jsonl", "xlsx"],
+                       "description": "For type s3: the format of the objects (default parquet)."},
+            "delimiter": string("csv: the character between values (default ',').", minLength=1, maxLength=1),
+            "header": {"type": "boolean", "description": "csv, xlsx: the first row (after skip_rows) names the columns "
+                       "(default true). Without one, columns are named column0, column1, ... (zero-padded: column00 ... for 10 or more)"},
+            "quote": string("csv: the character quoting a value (default '\"').", minLength=1, maxLength=1),
+            "escape": string("csv: the character escaping a quote inside a quoted value (default: the quote, "
+                             "i.e. a doubled quote as in RFC 4180).", minLength=1, maxLength=1),
+            "encoding": {"enum": ["utf-8", "utf-16", "latin-1"], "description": "csv: the file's text encoding (default utf-8)."},
+            "null_values": {"type": "array", "items": {"type": "string"}, "uniqueItems": True,
+                            "description": "csv, xlsx: the texts read as null, exactly (case matters). Default: pandas' "
+                            "list: '', #N/A, #N/A N/A, #NA, -1.#IND, -1.#QNAN, -NaN, -nan, 1.#IND, 1.#QNAN, <NA>, N/A, "
+                            "NA, NULL, NaN, None, n/a, nan, null. [] reads every text as a value."},
+            "skip_rows": {"type": "integer", "minimum": 0, "description": "csv, xlsx: lines (rows) skipped before the header (default 0)."},
+            "sheet": {"description": "xlsx: the sheet, by name or by index (0 is the first; default 0).",
+                      "anyOf": [{"type": "string", "minLength": 1}, {"type": "integer", "minimum": 0}]},
+            "columns": {"type": "object", "description": "csv, json, jsonl, xlsx: declared column types, enforced: "
+                        "a value that does not convert fails the step naming its line and column (or is null with "
+                        "on_bad_value: null). Columns not declared keep the reader's inferred type.",
+                        "propertyNames": {"minLength": 1},
+                        "additionalProperties": {"enum": ["string", "integer", "double", "number", "boolean", "date", "timestamp"]}},
+            "on_bad_value": {"enum": ["fail", "null", None], "description": "A declared column's value that does not convert: "
+                             "fail the step (default) or read it as null (`on_bad_value: null`, YAML's null or the text)."},
             "connection": string(
                 "For type sql: the NAME of a connection (Airflow connection id; locally the environment "
                 "variable DAGSMITH_CONN_<NAME>). Never a URL or a password.",

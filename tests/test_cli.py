@@ -33,7 +33,7 @@ def test_validate_ok_and_bad(capsys, in_repo, tmp_path):
     lines = err.splitlines()
     assert lines == [
         f"{bad}:3:1: error: trainig: unknown key 'trainig'; did you mean 'training'?",
-        f"{bad}:4:21: error: sources.a.type: must be one of: csv, parquet, sql, s3; got text 'csvv'; did you mean 'csv'?",
+        f"{bad}:4:21: error: sources.a.type: must be one of: csv, parquet, json, jsonl, xlsx, sql, s3; got text 'csvv'; did you mean 'csv'?",
     ]
 
 

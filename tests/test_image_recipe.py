@@ -34,6 +34,8 @@ def extras_of(text: str) -> str:
     ({"training": {**BASE["training"], "distributed": {"framework": "torch", "workers": 2}}}, "run,aws,train"),
     ({"training": {**BASE["training"], "model": {"estimator": "dagsmith.estimators.TorchMLPClassifier"}}}, "run,aws,train"),
     ({"deployment": {"model_name": "m", "mlflow": {"connection": "tracking"}}}, "run,aws,mlflow"),
+    ({"sources": {"raw": {"type": "xlsx", "uri": "raw.xlsx", "sheet": "data"}}}, "run,aws,xlsx"),
+    ({"sources": {"raw": {"type": "s3", "uri": "s3://b/raw/", "format": "xlsx"}}}, "run,aws,xlsx"),
 ])
 def test_the_extras_follow_what_the_pipeline_does(tmp_path, capsys, sections, extras):
     text = image(tmp_path, capsys, **sections)

@@ -85,6 +85,18 @@ def terminal_text(value, limit: int | None = None) -> str:
     return text
 
 
+NOTE_CHARS = 600  # an error's first line past this is cut (the whole text is in run.json)
+
+
+def error_note(error: str) -> str:
+    """A failed step's note (the run table, the report): the error's whole first line and the
+    reader's `hint:` line when there is one; the rest of the text is in run.json."""
+    lines = error.strip().splitlines() or [""]
+    first = lines[0] if len(lines[0]) <= NOTE_CHARS else lines[0][:NOTE_CHARS] + "..."
+    hints = [line for line in lines[1:] if line.startswith("hint: ")][:1]
+    return "\n".join([first] + hints)
+
+
 def sample(values, count: int = SAMPLE_VALUES, length: int = SAMPLE_LENGTH) -> str:
     """At most `count` values, each at most `length` characters, terminal-safe, quoted when text:
     `'x', None, 3 and 12 more`."""

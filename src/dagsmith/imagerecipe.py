@@ -11,6 +11,7 @@ Extras (pyproject.toml's optional dependencies), from what the compiled pipeline
   validation    a validation step (Great Expectations)
   train         torch: distributed training with framework torch, or a dagsmith.estimators Torch model
   mlflow        deployment.mlflow (MLflow tracking and Model Registry)
+  xlsx          an xlsx source (openpyxl)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .ir import IR
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "Dockerfile.in"
 
 BASE_EXTRAS = ("run", "aws")
-_ORDER = ("run", "aws", "validation", "train", "mlflow")
+_ORDER = ("run", "aws", "validation", "train", "mlflow", "xlsx")
 
 
 def extras(ir: IR) -> tuple[str, ...]:
@@ -32,6 +33,8 @@ def extras(ir: IR) -> tuple[str, ...]:
         config = step.config or {}
         if step.kind == "validate":
             chosen.add("validation")
+        if step.kind == "source" and "xlsx" in (config.get("type"), config.get("format")):
+            chosen.add("xlsx")
         if step.kind == "train":
             model = config.get("model") or {}
             distributed = config.get("distributed") or {}

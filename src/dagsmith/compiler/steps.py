@@ -35,6 +35,7 @@ def expand(spec: Spec) -> list[Step]:
         for key in ("uri", "format", "query", "connection"):
             if getattr(source, key) is not None:
                 config[key] = getattr(source, key)
+        config.update(source.read)  # in the step's config, hence in its cache key
         steps.append(make_step(
             source.name, "source", source.options, outputs=(table(source.name),), config=config,
             connections=(source.connection,) if source.connection else (),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import display
 from ..errors import DagsmithError
 from ..ir import IR
 from ..runner import list_runs, run_dir
@@ -66,7 +67,7 @@ def step_states(data: RunData) -> dict[str, dict]:
         if isinstance(entry.get("items"), dict):
             info["items"] = entry["items"]
         if isinstance(entry.get("error"), str):
-            info["note"] = entry["error"].strip().splitlines()[0][:200] if entry["error"].strip() else None
+            info["note"] = display.error_note(entry["error"]) if entry["error"].strip() else None
         out[sid] = info
     return out
 

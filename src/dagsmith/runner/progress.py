@@ -111,8 +111,8 @@ def summary(record: dict, console: Console, *, workdir: Path | str | None = None
         items = entry.get("items")
         note = f"{items['done']}/{items['total']} items" if items else ""
         if entry.get("error"):
-            note = (note + " " if note else "") + entry["error"].splitlines()[0][:100]
-        steps.add_row(step_id, Text(entry["state"], style=_STYLE.get(entry["state"], "")), _seconds(entry), str(entry.get("attempts", 0)), note)
+            note = (note + " " if note else "") + display.error_note(entry["error"])
+        steps.add_row(step_id, Text(entry["state"], style=_STYLE.get(entry["state"], "")), _seconds(entry), str(entry.get("attempts", 0)), Text(note))
     console.print(steps)
     _print_guard_rails(record, console)
     metrics = _stored(workdir, record, "evaluate", "metrics.json") or record.get("metrics") or {}

@@ -1,4 +1,4 @@
-"""Source steps: csv / parquet files (a file, a glob, a folder; local or s3://), s3 prefixes,
+"""Source steps: csv / parquet / json / jsonl / xlsx files (a file, a glob, a folder; local or s3://), s3 prefixes,
 and SQL queries on a named connection. Output: table.parquet.
 
 Connections are names: `connection: warehouse` reads DAGSMITH_CONN_WAREHOUSE from the
@@ -26,7 +26,7 @@ def connection_env(name: str) -> str:
 
 
 def source_format(config: dict) -> str:
-    """The file format of a source step's config: csv | parquet."""
+    """The file format of a source step's config: csv | parquet | json | jsonl | xlsx."""
     return config.get("format") or ("parquet" if config["type"] == "s3" else config["type"])
 
 
@@ -98,8 +98,11 @@ def _read_files(ctx: StepContext, config: dict):
         paths = [str(p) for p in files]
         con = duckdb.connect()
         try:
-            relation = con.read_parquet(paths, union_by_name=True) if fmt == "parquet" else con.read_csv(paths, union_by_name=True)
-            return relation.to_arrow_table()
+            if fmt != "parquet":
+                from .readers import read
+
+                return read(con, fmt, [Path(p) for p in paths], config, f"source {ctx.step.id!r} ({config['uri']})", Path(tmp))
+            return con.read_parquet(paths, union_by_name=True).to_arrow_table()
         except duckdb.Error as exc:
             raise StepFailed(f"source {ctx.step.id!r}: cannot read {fmt} from {config['uri']!r}: {exc}") from None
         finally:

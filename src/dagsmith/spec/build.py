@@ -7,8 +7,8 @@ import json
 
 from .. import references
 from .model import (
-    CustomStep, Deployment, Distributed, Evaluation, Expectation, Feature, Gate, MetricFunction, NewDataTrigger,
-    Param, Predict, Source, Spec, StepOptions, Sweep, Training, Validation,
+    ALL_READ_OPTIONS, CustomStep, Deployment, Distributed, Evaluation, Expectation, Feature, Gate, MetricFunction,
+    NewDataTrigger, Param, Predict, Source, Spec, StepOptions, Sweep, Training, Validation,
 )
 from .values import GivenText, parse_duration
 
@@ -97,6 +97,7 @@ def build_spec(doc, spec_dir: str) -> Spec:
             name=name, type=s["type"], options=_options(defaults, s), uri=s.get("uri"),
             format=s.get("format", "parquet") if s["type"] == "s3" else None,
             connection=s.get("connection"), query=s.get("query"), description=s.get("description"),
+            read={k: ("null" if k == "on_bad_value" and s[k] is None else s[k]) for k in ALL_READ_OPTIONS if k in s},
         )
         for name, s in doc.get("sources", {}).items()
     )

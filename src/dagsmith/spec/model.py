@@ -43,6 +43,19 @@ class Source:
     connection: str | None = None
     query: str | None = None
     description: str | None = None
+    read: dict = field(default_factory=dict)  # the reader's options as written (delimiter, columns...)
+
+
+# A file source's reader options (docs/spec.md, "How a CSV is read"): which apply to which format.
+READ_OPTIONS = {
+    "csv": ("delimiter", "header", "quote", "escape", "encoding", "null_values", "skip_rows", "columns", "on_bad_value"),
+    "xlsx": ("sheet", "header", "null_values", "skip_rows", "columns", "on_bad_value"),
+    "json": ("columns", "on_bad_value"),
+    "jsonl": ("columns", "on_bad_value"),
+    "parquet": (),
+    "sql": (),
+}
+ALL_READ_OPTIONS = tuple(dict.fromkeys(o for options in READ_OPTIONS.values() for o in options))
 
 
 @dataclass(frozen=True)

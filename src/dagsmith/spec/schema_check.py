@@ -187,7 +187,8 @@ def _explain(error: ValidationError, doc) -> list[Diagnostic]:
         wanted = " or ".join(_EXPECTED.get(t, t) for t in expected)
         return [Diagnostic(locate(doc, path), where, f"expected {wanted}, got {_describe(error.instance)}")]
     if kind == "enum":
-        options = [o for o in error.validator_value]
+        # YAML's null is one option where `null` means "none" (sources' on_bad_value: null): shown once
+        options = list(dict.fromkeys("null" if o is None else o for o in error.validator_value))
         hint = _enum_hint(error.instance, options)
         listing = ", ".join(str(o) for o in options)
         return [Diagnostic(locate(doc, path), where, f"must be one of: {listing}; got {_describe(error.instance)}", hint)]

@@ -15,6 +15,7 @@ from ..graphs import CycleError, topological_order
 from ..storeuri import store_uri
 from ..errors import URL_PASSWORD, Diagnostic, did_you_mean, format_path
 from .document import locate
+from .model import ALL_READ_OPTIONS, READ_OPTIONS
 from .values import GivenText, check_class_path, check_cron, check_function_ref, parse_duration, parse_quantity
 from .yamlpos import SURROGATE_MESSAGE, YMap, has_lone_surrogate
 
@@ -110,6 +111,7 @@ class _Checker:
         self.check_evaluation_and_deployment()
         self.check_predict()
         self.check_steps_and_features()
+        self.check_source_options()
         self.check_validations()
         self.check_values()
         self.check_env()
@@ -512,6 +514,52 @@ class _Checker:
                                "makes (or deploys): a cycle; score with a registry version number instead")
                     break
                 todo.extend(derived.get(current, []))
+
+    def check_source_options(self) -> None:
+        """Each reader option applies to the source's format (a `sheet` on a csv is a mistake, not
+        something to ignore), and the csv dialect's characters can tell a value from a separator."""
+        for name, source in self.doc.get("sources", {}).items():
+            path = ("sources", name)
+            fmt = source.get("format", "parquet") if source["type"] == "s3" else source["type"]
+            allowed = READ_OPTIONS.get(fmt, ())
+            for option in ALL_READ_OPTIONS:
+                if option in source and option not in allowed:
+                    kind = f"an s3 source of format {fmt}" if source["type"] == "s3" else f"{'an' if fmt == 'xlsx' else 'a'} {fmt} source"
+                    self.error(path + (option,), f"'{option}' does not apply to {kind}; "
+                               + (f"its options: {', '.join(allowed)}" if allowed else "it takes no reader options"),
+                               key=True)
+            if "on_bad_value" in source and "columns" not in source and "on_bad_value" in allowed:
+                self.error(path + ("on_bad_value",), "on_bad_value applies to declared columns: add `columns: "
+                           "{name: type}` or remove it", key=True)
+            self.check_source_extension(path, source, fmt)
+            if source.get("header") is False and "header" in allowed:
+                for column in source.get("columns", {}):
+                    if not (column.startswith("column") and column[6:].isdigit() and column[6:].isascii()):
+                        self.error(path + ("columns", column), f"with header: false the columns are named column0, "
+                                   f"column1, ... (in file order): '{column}' is none of them", key=True)
+            characters = {k: source[k] for k in ("delimiter", "quote", "escape") if k in allowed and k in source}
+            for key, value in characters.items():
+                if value in ("\n", "\r"):
+                    self.error(path + (key,), f"a line break cannot be the {key}: line endings end rows")
+            delimiter, quote = source.get("delimiter", ","), source.get("quote", '"')
+            if "delimiter" in allowed and delimiter == quote and ("delimiter" in source or "quote" in source):
+                self.error(path + ("quote" if "quote" in source else "delimiter",),
+                           f"the delimiter and the quote are both {delimiter!r}: a reader cannot tell them apart")
+
+    def check_source_extension(self, path: tuple, source: dict, fmt: str) -> None:
+        """A uri whose extension names another format (data.xlsx read as csv) fails at run time
+        with a parser's confusion: said here instead. json and jsonl files are often named
+        either way, and a uri holding a reference or naming a folder is not judged."""
+        uri = source.get("uri")
+        if not isinstance(uri, str) or "${" in uri or uri.endswith("/"):
+            return
+        extension = uri.rsplit("/", 1)[-1].rpartition(".")[2].lower() if "." in uri.rsplit("/", 1)[-1] else ""
+        if extension == "xls":
+            self.error(path + ("uri",), "an .xls workbook (Excel 97-2003) is not read: save it as .xlsx and use type: xlsx")
+        elif extension in READ_OPTIONS and extension != fmt and {extension, fmt} != {"json", "jsonl"} and extension != "sql":
+            field = "format" if source["type"] == "s3" else "type"
+            self.error(path + ("uri",), f"the file is {extension} by its name but the source reads {fmt}: "
+                       f"set {field}: {extension}")
 
     def check_steps_and_features(self) -> None:
         for name, feature in self.doc.get("features", {}).items():
