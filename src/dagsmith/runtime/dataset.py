@@ -24,7 +24,7 @@ from pathlib import Path
 from ..quantities import parse_quantity
 
 MEMORY_SHARE = Decimal("0.75")  # of resources.memory, DuckDB's memory_limit
-PART_SHARE = 8  # a part file's size: memory_limit / PART_SHARE
+PART_SHARE = 16  # a part file's size: memory_limit / PART_SHARE
 MIN_PART_BYTES = 1 << 20
 MAX_PART_BYTES = 256 << 20  # without a memory limit: parts of at most 256 MiB
 _PART = re.compile(r"part-([0-9]+)\.parquet")
