@@ -10,14 +10,15 @@ as the two source tables of a local store. The feature, a join and a GROUP BY of
     FROM events e JOIN users u USING (user_id) GROUP BY e.user_id, u.region
 
 with `key: [user_id]` and `resources.memory` set so that DuckDB's memory_limit (75% of it,
-runtime/dataset.py) is a quarter of the data's size (the inputs' uncompressed Parquet size; at
+runtime/dataset.py) is a quarter of the data's size (the inputs' size in memory, as Arrow; at
 least 64 MiB, below which DuckDB cannot run the join: "floor" in the table).
 
 Rows: for each size, wall time and peak RSS (the child's ru_maxrss, os.wait4) of
   - dagsmith: `dagsmith step IR per_user` in a fresh process (start-up, the IR, the COPY into
     parts, the sha256 of every part and the commit included);
   - duckdb: a fresh `python -c` doing the same COPY with the same settings (memory_limit,
-    temp_directory, preserve_insertion_order=false, part size) in one process, nothing else.
+    threads, temp_directory, preserve_insertion_order=false, part size: runtime/dataset.settings)
+    in one process, nothing else.
 Each figure is the minimum of --repeat runs. Targets (issue 24): dagsmith's peak RSS within
 memory_limit + 300 MB, its time at most 1.2x DuckDB's. The 1-minute load average is printed: on
 a shared machine the times say less than they seem.
@@ -60,12 +61,12 @@ SQL = ("SELECT e.user_id, u.region, count(*) AS events, sum(e.amount) AS total, 
        "FROM events e JOIN users u USING (user_id) GROUP BY e.user_id, u.region")
 
 PLAIN = """
-import sys, duckdb
-events, users, out, spill, limit, part = sys.argv[1:7]
-con = duckdb.connect(config={"memory_limit": limit + "B", "temp_directory": spill, "preserve_insertion_order": False})
+import json, sys, duckdb
+events, users, out, config, part = sys.argv[1:6]
+con = duckdb.connect(config=json.loads(config))
 con.read_parquet(events).create_view("events")
 con.read_parquet(users).create_view("users")
-con.execute(f"COPY ({sys.argv[7]}) TO '{out}' (FORMAT parquet, FILE_SIZE_BYTES {part}, FILENAME_PATTERN 'part-{{i}}')")
+con.execute(f"COPY ({sys.argv[6]}) TO '{out}' (FORMAT parquet, FILE_SIZE_BYTES {part}, FILENAME_PATTERN 'part-{{i}}')")
 """
 
 
@@ -75,8 +76,12 @@ def rows_of(text: str) -> int:
     return int(float(text[:-1] if text[-1] in "kMG" else text) * scale)
 
 
+class Failed(Exception):
+    """The child failed: its last words, for the table (DuckDB's "Out of Memory Error"...)."""
+
+
 def measured(argv: list[str], env: dict | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of a child process; it must succeed."""
+    """Wall seconds and peak RSS (bytes) of a child process; Failed when it fails."""
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -84,7 +89,8 @@ def measured(argv: list[str], env: dict | None = None) -> tuple[float, int]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     if proc.returncode != 0:
-        raise SystemExit(f"{argv[:3]} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
+        text = (err.strip() or out.strip() or f"exit {proc.returncode}").splitlines()
+        raise Failed(next((line for line in text if "Error" in line), text[-1])[:160])
     return wall, usage.ru_maxrss * 1024
 
 
@@ -103,11 +109,13 @@ def generate(folder: Path, n: int) -> tuple[Path, Path]:
     return events_path, users_path
 
 
-def uncompressed(path: Path) -> int:
+def in_memory(path: Path) -> int:
+    """The table's size in memory (Arrow): its first row group's bytes per row times the rows."""
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path).metadata
-    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    parquet = pq.ParquetFile(path)
+    first = parquet.read_row_group(0)
+    return first.nbytes * parquet.metadata.num_rows // max(1, first.num_rows)
 
 
 def commit_source(store, step_id: str, path: Path) -> None:
@@ -125,7 +133,7 @@ def one_size(n: int, workdir: Path, repeat: int) -> dict:
     folder = workdir / f"rows-{n}"
     folder.mkdir(parents=True, exist_ok=True)
     events, users = generate(folder, n)
-    size = uncompressed(events) + uncompressed(users)
+    size = in_memory(events) + in_memory(users)
     limit = max(MIN_LIMIT, size // 4)
     memory = -(-limit * 4 // 3)  # resources.memory whose 75% is `limit`, in bytes
     limit = dataset.memory_limit({"memory": memory})
@@ -134,23 +142,31 @@ def one_size(n: int, workdir: Path, repeat: int) -> dict:
     (folder / "ir.json").write_text(ir.dumps())
 
     best = {"dagsmith": (float("inf"), 0), "duckdb": (float("inf"), 0)}
+    failures: dict = {}
     for _ in range(repeat):
         store = LocalStore(folder / "store")
         for step_id, path in (("events", events), ("users", users)):
             commit_source(store, step_id, path)
         env = {**os.environ, "DAGSMITH_RUN_ID": "bench", "DAGSMITH_ROOT": str(folder), "PYTHONPATH": str(REPO / "src")}
-        wall, rss = measured([str(Path(sys.executable).parent / "dagsmith"), "step", str(folder / "ir.json"), "per_user",
-                              "--store", str(folder / "store")], env)
-        best["dagsmith"] = (min(best["dagsmith"][0], wall), max(best["dagsmith"][1], rss))
+        try:
+            wall, rss = measured([str(Path(sys.executable).parent / "dagsmith"), "step", str(folder / "ir.json"), "per_user",
+                                  "--store", str(folder / "store")], env)
+            best["dagsmith"] = (min(best["dagsmith"][0], wall), max(best["dagsmith"][1], rss))
+        except Failed as exc:
+            failures["dagsmith"] = str(exc)
         out, spill = folder / "plain-out", folder / "plain-spill"
         shutil.rmtree(out, ignore_errors=True)
         spill.mkdir(exist_ok=True)
-        wall, rss = measured([sys.executable, "-c", PLAIN, str(events), str(users), str(out), str(spill), str(limit),
-                              str(dataset.part_bytes(limit)), SQL])
-        best["duckdb"] = (min(best["duckdb"][0], wall), max(best["duckdb"][1], rss))
+        try:
+            config = json.dumps(dataset.settings(limit, str(spill), keep_order=False))
+            wall, rss = measured([sys.executable, "-c", PLAIN, str(events), str(users), str(out), config,
+                                  str(dataset.part_bytes(limit)), SQL])
+            best["duckdb"] = (min(best["duckdb"][0], wall), max(best["duckdb"][1], rss))
+        except Failed as exc:
+            failures["duckdb"] = str(exc)
         shutil.rmtree(folder / "store", ignore_errors=True)
         shutil.rmtree(spill, ignore_errors=True)
-    return {"rows": n, "data": size, "limit": limit, "floor": limit == MIN_LIMIT or size // 4 < MIN_LIMIT, **best}
+    return {"rows": n, "data": size, "limit": limit, "floor": size // 4 < MIN_LIMIT, "failures": failures, **best}
 
 
 def mib(value: int) -> str:
@@ -173,16 +189,22 @@ def main() -> None:
     print(f"load average (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     header = ("rows", "data", "memory_limit", "dagsmith s", "duckdb s", "time ratio", "dagsmith RSS", "duckdb RSS",
               "RSS - limit", "targets")
-    lines = []
+    lines, notes = [], []
     for r in results:
         (ds, drss), (ps, prss) = r["dagsmith"], r["duckdb"]
-        ok = drss <= r["limit"] + RSS_MARGIN and ds <= TIME_TARGET * ps
+        ok = not r["failures"] and drss <= r["limit"] + RSS_MARGIN and ds <= TIME_TARGET * ps
+        failed = {who: "failed" for who in r["failures"]}
         lines.append((f"{r['rows']:,}", mib(r["data"]), mib(r["limit"]) + (" (floor)" if r["floor"] else ""),
-                      f"{ds:.2f}", f"{ps:.2f}", f"{ds / ps:.2f}x", mib(drss), mib(prss), mib(drss - r["limit"]),
+                      failed.get("dagsmith") or f"{ds:.2f}", failed.get("duckdb") or f"{ps:.2f}",
+                      "-" if failed else f"{ds / ps:.2f}x", failed.get("dagsmith") or mib(drss),
+                      failed.get("duckdb") or mib(prss), failed.get("dagsmith") or mib(drss - r["limit"]),
                       "met" if ok else "MISSED"))
+        notes += [f"{r['rows']:,} rows, {who}: {why}" for who, why in r["failures"].items()]
     widths = [max(len(str(row[i])) for row in (header, *lines)) for i in range(len(header))]
     for row in (header, tuple("-" * w for w in widths), *lines):
         print(" | ".join(str(cell).rjust(width) for cell, width in zip(row, widths)))
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,8 @@ def test_memory_limit_and_part_size_follow_resources_memory():
     assert dataset.memory_limit({"memory": "2Gi"}) == 3 * 2**29
     assert dataset.memory_limit({"memory": "16Mi"}) == 12 * 2**20
     assert dataset.part_bytes(None) == dataset.MAX_PART_BYTES
+    assert dataset.threads(None, cpus=8) is None and dataset.threads(3 * 2**30, cpus=8) is None
+    assert dataset.threads(300 * 10**6, cpus=8) == 2 and dataset.threads(12 * 2**20, cpus=8) == 1
     assert dataset.part_bytes(24 * 2**20) == 24 * 2**20 // 16
     assert dataset.part_bytes(1000) == dataset.MIN_PART_BYTES
 

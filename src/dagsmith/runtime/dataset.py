@@ -8,13 +8,15 @@ parts in their number's order as one table (StepContext.table_parts / table_file
 
 DuckDB runs under the step's memory: `memory_limit` is MEMORY_SHARE of `resources.memory` (the
 rest is for Python, pyarrow and DuckDB's allocations outside its buffer pool; DuckDB's own
-default is 80% of the machine's RAM), what does not fit spills to `temp_directory`, a folder on
+default is 80% of the machine's RAM), with one thread per 125 MB of it at most (`threads`), what
+does not fit spills to `temp_directory`, a folder on
 the task's disk beside the staging folder (never committed), and a part is closed when it
 reaches 1/PART_SHARE of the limit (at least MIN_PART_BYTES), so a writer never holds a whole table.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -27,6 +29,7 @@ MEMORY_SHARE = Decimal("0.75")  # of resources.memory, DuckDB's memory_limit
 PART_SHARE = 16  # a part file's size: memory_limit / PART_SHARE
 MIN_PART_BYTES = 1 << 20
 MAX_PART_BYTES = 256 << 20  # without a memory limit: parts of at most 256 MiB
+MEMORY_PER_THREAD = 125 * 10**6
 _PART = re.compile(r"part-([0-9]+)\.parquet")
 
 
@@ -42,6 +45,27 @@ def part_bytes(limit: int | None) -> int:
     if limit is None:
         return MAX_PART_BYTES
     return max(MIN_PART_BYTES, min(MAX_PART_BYTES, limit // PART_SHARE))
+
+
+def threads(limit: int | None, cpus: int | None = None) -> int | None:
+    """DuckDB's threads under `limit`: at most one per MEMORY_PER_THREAD (DuckDB's "minimum of
+    125 MB of memory per thread", duckdb-web docs/stable/guides/performance/environment.md,
+    "Minimum Required Memory"), at least 1; None (DuckDB's default, one per CPU) when the limit
+    allows them all."""
+    cpus = cpus or os.cpu_count() or 1
+    if limit is None or limit // MEMORY_PER_THREAD >= cpus:
+        return None
+    return max(1, limit // MEMORY_PER_THREAD)
+
+
+def settings(limit: int | None, spill: str, keep_order: bool) -> dict:
+    """The DuckDB configuration of a query under `limit` bytes (None: DuckDB's defaults)."""
+    config = {"temp_directory": spill, "preserve_insertion_order": keep_order}
+    if limit is not None:
+        config["memory_limit"] = f"{limit}B"
+    if threads(limit) is not None:
+        config["threads"] = threads(limit)
+    return config
 
 
 def parts_of(manifest: dict, file: str) -> list[str]:
@@ -65,10 +89,10 @@ def staged_parts(staging, file: str) -> list[str]:
 
 
 def copy_query(query: str, params: dict, inputs: dict[str, list[str]], staging, file: str, *,
-               resources: dict, keep_order: bool) -> int:
+               resources: dict, keep_order: bool) -> tuple[int, int]:
     """Run `query` (inputs: view name -> its Parquet files) with DuckDB under the step's memory
     and write its result into `staging` as table `file` (one file, or a folder of parts); its row
-    count. `keep_order`: the rows keep the query's order (preserve_insertion_order; an ORDER BY
+    and column counts. `keep_order`: the rows keep the query's order (preserve_insertion_order; an ORDER BY
     is kept either way); without it DuckDB may reorder rows, which needs less memory.
     Raises duckdb.Error."""
     import duckdb
@@ -76,10 +100,7 @@ def copy_query(query: str, params: dict, inputs: dict[str, list[str]], staging, 
     limit = memory_limit(resources)
     spill = Path(tempfile.mkdtemp(prefix="dagsmith-spill-", dir=staging.store.staging_root()))
     out = staging.path(file.removesuffix(".parquet"))  # staging.path makes the parent folder
-    settings = {"temp_directory": str(spill), "preserve_insertion_order": keep_order}
-    if limit is not None:
-        settings["memory_limit"] = f"{limit}B"
-    con = duckdb.connect(config=settings)
+    con = duckdb.connect(config=settings(limit, str(spill), keep_order))
     try:
         for name, files in inputs.items():
             con.read_parquet(files[0] if len(files) == 1 else files).create_view(name)
@@ -89,11 +110,13 @@ def copy_query(query: str, params: dict, inputs: dict[str, list[str]], staging, 
         body = query.rstrip().rstrip(";").rstrip()
         rows = con.execute(f"COPY (\n{body}\n) TO '{target}' (FORMAT parquet, FILE_SIZE_BYTES {part_bytes(limit)}, "
                            "FILENAME_PATTERN 'part-{i}')", params).fetchone()[0]
+        first = str(next(out.glob("part-*.parquet")))  # there is one, if only of no rows
+        columns = len(con.execute("SELECT * FROM read_parquet(?) LIMIT 0", [first]).description)
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
     _name_parts(out, Path(staging.path(file)))
-    return int(rows)
+    return int(rows), columns
 
 
 def _name_parts(folder: Path, single: Path) -> None:

@@ -15,25 +15,24 @@ from .userscode import import_function
 
 
 def run(ctx: StepContext) -> dict:
-    import pyarrow.parquet as pq
-
     config = ctx.step.config
     staging = ctx.stage()
     if "sql" in config:
-        rows = _sql(ctx, config, staging)
+        rows, columns = _sql(ctx, config, staging)
     else:
+        import pyarrow.parquet as pq
+
         table = _transform(ctx, config)
         pq.write_table(table, staging.path(TABLE_FILE))
-        rows = table.num_rows
+        rows, columns = table.num_rows, table.num_columns
     parts = staged_parts(staging, TABLE_FILE)
-    columns = len(pq.read_schema(staging.dir / parts[0]).names)
     ctx.store.commit(staging, {"rows": rows})
     return {"rows": rows, "columns": columns, **({"parts": len(parts)} if len(parts) > 1 else {})}
 
 
-def _sql(ctx: StepContext, config: dict, staging) -> int:
+def _sql(ctx: StepContext, config: dict, staging) -> tuple[int, int]:
     """The query streamed by DuckDB into the staged table (parts under the step's memory, see
-    runtime/dataset.py); its row count. Row order: a feature with a `key` is read by key (training
+    runtime/dataset.py); its row and column counts. Row order: a feature with a `key` is read by key (training
     sorts by it), so DuckDB may reorder its rows (preserve_insertion_order off, less memory); one
     without keeps its query's order (a predict or a custom step reading it sees that order)."""
     import duckdb
