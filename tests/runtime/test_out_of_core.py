@@ -153,3 +153,14 @@ def test_parts_are_read_in_their_numbers_order():
         "table/part-00001.parquet", "table/part-00002.parquet", "table/part-00010.parquet"]
     assert dataset.parts_of({"files": files}, "tables/x.parquet") == ["tables/x.parquet"]
     assert dataset.parts_of({"files": files}, "tables/y.parquet") == []
+
+
+def test_a_sql_error_cites_the_line_of_the_feature_query(tmp_path):
+    from dagsmith.runtime.context import StepFailed
+
+    bad = SPEC.replace("current_setting('memory_limit') AS memory_limit", "e.nope AS memory_limit")
+    p = Pipeline(tmp_path, bad, {name: frame.head(10) for name, frame in _tables().items()})
+    with pytest.raises(StepFailed) as failed:
+        p.run("joined")
+    assert "feature 'joined': SQL failed: Binder Error" in str(failed.value) and "LINE 2:" in str(failed.value)
+    assert not list((p.store.root / ".staging").glob("dagsmith-spill-*"))

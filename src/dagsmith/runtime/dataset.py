@@ -105,10 +105,11 @@ def copy_query(query: str, params: dict, inputs: dict[str, list[str]], staging, 
         for name, files in inputs.items():
             con.read_parquet(files[0] if len(files) == 1 else files).create_view(name)
         # The target is a folder of our staging area: a quote in it is doubled, never SQL. The
-        # query stands on lines of its own (a trailing -- comment ends there), without a final `;`.
+        # query keeps its line numbers (DuckDB's messages cite them); a newline ends a trailing
+        # -- comment; a final `;` is dropped.
         target = str(out).replace("'", "''")
         body = query.rstrip().rstrip(";").rstrip()
-        rows = con.execute(f"COPY (\n{body}\n) TO '{target}' (FORMAT parquet, FILE_SIZE_BYTES {part_bytes(limit)}, "
+        rows = con.execute(f"COPY ({body}\n) TO '{target}' (FORMAT parquet, FILE_SIZE_BYTES {part_bytes(limit)}, "
                            "FILENAME_PATTERN 'part-{i}')", params).fetchone()[0]
         first = str(next(out.glob("part-*.parquet")))  # there is one, if only of no rows
         columns = len(con.execute("SELECT * FROM read_parquet(?) LIMIT 0", [first]).description)
