@@ -8,10 +8,10 @@ parts in their number's order as one table (StepContext.table_parts / table_file
 
 DuckDB runs under the step's memory: `memory_limit` is MEMORY_SHARE of `resources.memory` (the
 rest is for Python, pyarrow and DuckDB's allocations outside its buffer pool; DuckDB's own
-default is 80% of the machine's RAM), with one thread per 125 MB of it at most (`threads`), what
-does not fit spills to `temp_directory`, a folder on
-the task's disk beside the staging folder (never committed), and a part is closed when it
-reaches 1/PART_SHARE of the limit (at least MIN_PART_BYTES), so a writer never holds a whole table.
+default is 80% of the machine's RAM), with at most one thread per 125 MB of it (`threads`). What
+does not fit spills to `temp_directory`, a folder on the task's disk beside the staging folder
+(never committed, removed afterwards). A part is closed when it reaches 1/PART_SHARE of the limit
+(1 MiB to 256 MiB), so no writer holds a whole table.
 """
 
 from __future__ import annotations
