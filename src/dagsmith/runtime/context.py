@@ -182,7 +182,7 @@ class StepContext:
         return parts
 
     def table_files(self, name: str) -> list[Path]:
-        """The local paths of table `name`'s parts, in order (one but for a row fan-out's)."""
+        """The local paths of table `name`'s parts, in order (one for a table of one file)."""
         return [self.store.file(manifest, file) for manifest, file in self.table_parts(name)]
 
     def table_file(self, name: str) -> Path:
