@@ -5,12 +5,11 @@ Each parser returns the parsed value or raises ValueError with a message fit for
 
 from __future__ import annotations
 
-import math
 import re
-from decimal import Decimal
 
 from .. import cron
 from ..quantities import parse_quantity  # noqa: F401  (Kubernetes quantities, shared with the runtime)
+
 
 class GivenText(str):
     """A parameter value given for one invocation (`--param NAME=VALUE`), put in the document as
