@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,20 +186,23 @@ class StoreView:
         exactly across backends."""
         import pyarrow.parquet as pq
 
+        from dagsmith.runtime.dataset import parts_of
+
         out = {}
         for s in self.steps:
             if s["kind"] not in ("predict", "custom"):
                 continue
             if (s.get("fanout") or {}).get("method") == "rows":  # a predict over row ranges: its items' parts in order
-                parts = self.item_manifests(s["id"])
-                rows = [row for manifest in parts for row in pq.read_table(self.store.file(manifest, "table.parquet")).to_pylist()]
-                out[f"{s['id']}/table.parquet"] = json.loads(json.dumps(rows, default=str))
-                continue
-            manifest = self.store.manifest(self.store.step_key(self.run_id, s["id"]))
-            for name in sorted((manifest or {}).get("files") or {}):
-                if name.endswith(".parquet"):
-                    rows = pq.read_table(self.store.file(manifest, name)).to_pylist()
-                    out[f"{s['id']}/{name}"] = json.loads(json.dumps(rows, default=str))
+                manifests = self.item_manifests(s["id"])
+            else:
+                manifests = [self.store.manifest(self.store.step_key(self.run_id, s["id"])) or {"files": {}}]
+            # a table is one file or a folder of parts (runtime/dataset.py), read in order as one
+            tables = sorted({name if not re.fullmatch(r".*/part-[0-9]+\.parquet", name) else name.rsplit("/", 1)[0] + ".parquet"
+                             for manifest in manifests for name in manifest["files"] if name.endswith(".parquet")})
+            for table in tables:
+                rows = [row for manifest in manifests for name in parts_of(manifest, table)
+                        for row in pq.read_table(self.store.file(manifest, name)).to_pylist()]
+                out[f"{s['id']}/{table}"] = json.loads(json.dumps(rows, default=str))
         return out
 
     def item_manifests(self, step_id: str) -> list[dict]:

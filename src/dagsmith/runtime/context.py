@@ -17,6 +17,7 @@ from .. import references
 from ..errors import DagsmithError
 from ..ir import IR, Step
 from . import environment as E
+from .dataset import parts_of
 from .store import Staging, Store
 
 # A reference ${...}, or the escape $${ (a literal ${): the one pattern, in dagsmith/references.py.
@@ -152,30 +153,41 @@ class StepContext:
         return name if self.ir.has_step(name) else self.ir.producer(f"table:{name}")
 
     def table_parts(self, name: str) -> list[tuple[dict, str]]:
-        """Where table `name` of this run is: (manifest, file name) of each part, in order. One
-        part: a source's or feature's `table.parquet`, a custom step's output `tables/<name>.parquet`
-        in that step's manifest (which, on a cache hit, points at the run that made it). A predict
-        fanned out over row ranges (fanout method "rows") wrote one part per item,
-        `items/<step>/<i>/table.parquet`; item 0's manifest says how many (`items`)."""
+        """Where table `name` of this run is: (manifest, file name) of each part, in order. A
+        source's or feature's `table.parquet`, a custom step's output `tables/<name>.parquet`, in
+        that step's manifest (which, on a cache hit, points at the run that made it); a table
+        streamed in parts is the folder beside that name, `table/part-<n>.parquet`, ... (every
+        part in the manifest, runtime/dataset.py). A predict fanned out over row ranges (fanout
+        method "rows") wrote one table per item, `items/<step>/<i>/`; item 0's manifest says how
+        many (`items`): the parts are each item's, in item order."""
         producer = self.step_of(name)
         file = table_file_name(name, producer)
         step = self.ir.step(producer) if self.ir.has_step(producer) else None
         if step is None or step.fanout is None or step.fanout.method != "rows":
-            return [(self.manifest_of(producer), file)]
-        first = self.manifest_of(producer, 0)
-        count = first.get("items")
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise StepFailed(f"table {name!r}: item 0 of step {producer!r} does not say how many parts the table has "
-                             f"(run {self.values.run_id!r})")
-        return [(first, file)] + [(self.manifest_of(producer, index), file) for index in range(1, count)]
+            manifests = [self.manifest_of(producer)]
+        else:
+            first = self.manifest_of(producer, 0)
+            count = first.get("items")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise StepFailed(f"table {name!r}: item 0 of step {producer!r} does not say how many parts the table has "
+                                 f"(run {self.values.run_id!r})")
+            manifests = [first] + [self.manifest_of(producer, index) for index in range(1, count)]
+        parts = []
+        for manifest in manifests:
+            names = parts_of(manifest, file)
+            if not names:
+                raise StepFailed(f"table {name!r}: the outputs of step {producer!r} have no {file} nor parts of it "
+                                 f"(have: {', '.join(sorted(manifest.get('files') or {}))})")
+            parts.extend((manifest, part) for part in names)
+        return parts
 
     def table_files(self, name: str) -> list[Path]:
-        """The local paths of table `name`'s parts, in order (one but for a row fan-out's)."""
+        """The local paths of table `name`'s parts, in order (one for a table of one file)."""
         return [self.store.file(manifest, file) for manifest, file in self.table_parts(name)]
 
     def table_file(self, name: str) -> Path:
-        """The local path of table `name` when it is ONE file; a table in parts (a predict fanned
-        out over row ranges) is read with `table_files` or `read_table`."""
+        """The local path of table `name` when it is ONE file; a table in parts (streamed in parts,
+        or a predict fanned out over row ranges) is read with `table_files` or `read_table`."""
         files = self.table_files(name)
         if len(files) != 1:
             raise StepFailed(f"table {name!r} is in {len(files)} parts: read it with table_files or read_table (a dagsmith bug)")
@@ -183,12 +195,16 @@ class StepContext:
 
     def table_fingerprint(self, name: str) -> str | None:
         """What identifies table `name`'s content: its manifest's fingerprint, or its parts' in order."""
-        parts = self.table_parts(name)
-        if len(parts) == 1:
-            return parts[0][0].get("fingerprint")
+        manifests = []  # each manifest once: its fingerprint covers all its parts
+        for manifest, _ in self.table_parts(name):
+            if not manifests or manifests[-1] is not manifest:
+                manifests.append(manifest)
+        fingerprints = [manifest.get("fingerprint") for manifest in manifests]
+        if len(fingerprints) == 1:
+            return fingerprints[0]
         import hashlib
 
-        return hashlib.sha256(json.dumps([m.get("fingerprint") for m, _ in parts]).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()
 
     def manifest_of(self, step_id: str, item: int | None = None, *, missing_ok: bool = False) -> dict | None:
         """Outputs of a step of this run (its manifest); with `missing_ok`, None when it has none.
@@ -209,7 +225,7 @@ class StepContext:
 
     def read_table(self, name: str):
         """Table `name` of this run (pyarrow.Table): a source's, a feature's, one a custom step
-        wrote (found through IR.producer), or a predict's (its parts in item order, as one table)."""
+        wrote (found through IR.producer), a predict's: its parts in order, as one table."""
         import pyarrow.parquet as pq
 
         files = self.table_files(name)

@@ -1,5 +1,6 @@
 """Feature steps: DuckDB SQL over the inputs (each a view under its own name), or a Python
-transform `module:function(frames: dict[str, DataFrame]) -> DataFrame`. Output: table.parquet.
+transform `module:function(frames: dict[str, DataFrame]) -> DataFrame`. Output: table.parquet, or
+for a large SQL result the parts table/part-<n>.parquet (runtime/dataset.py).
 
 ${params.X} in SQL becomes a bound parameter ($p_X), also inside a quoted literal ('${params.X}'
 becomes the parameter, 'a-${params.X}' a concatenation with it): a value with a quote, `--`,
@@ -8,41 +9,41 @@ becomes the parameter, 'a-${params.X}' a concatenation with it): a value with a 
 
 from __future__ import annotations
 
-from .context import StepContext, StepFailed
+from .context import TABLE_FILE, StepContext, StepFailed
+from .dataset import copy_query, staged_parts
 from .userscode import import_function
 
 
 def run(ctx: StepContext) -> dict:
-    import pyarrow.parquet as pq
-
     config = ctx.step.config
-    table = _sql(ctx, config) if "sql" in config else _transform(ctx, config)
     staging = ctx.stage()
-    pq.write_table(table, staging.path("table.parquet"))
-    ctx.store.commit(staging, {"rows": table.num_rows})
-    return {"rows": table.num_rows, "columns": table.num_columns}
+    if "sql" in config:
+        rows, columns = _sql(ctx, config, staging)
+    else:
+        import pyarrow.parquet as pq
+
+        table = _transform(ctx, config)
+        pq.write_table(table, staging.path(TABLE_FILE))
+        rows, columns = table.num_rows, table.num_columns
+    parts = staged_parts(staging, TABLE_FILE)
+    ctx.store.commit(staging, {"rows": rows})
+    return {"rows": rows, "columns": columns, **({"parts": len(parts)} if len(parts) > 1 else {})}
 
 
-def _sql(ctx: StepContext, config: dict):
+def _sql(ctx: StepContext, config: dict, staging) -> tuple[int, int]:
+    """The query streamed by DuckDB into the staged table (parts under the step's memory, see
+    runtime/dataset.py); its row and column counts. Row order: a feature with a `key` is read by key (training
+    sorts by it), so DuckDB may reorder its rows (preserve_insertion_order off, less memory); one
+    without keeps its query's order (a predict or a custom step reading it sees that order)."""
     import duckdb
 
-    con = duckdb.connect()
+    inputs = {name: [str(path) for path in ctx.table_files(name)] for name in config["inputs"]}
+    query, bound = ctx.values.bind_sql(config["sql"])
     try:
-        for name in config["inputs"]:
-            con.read_parquet(_parquet_files(ctx, name)).create_view(name)
-        query, bound = ctx.values.bind_sql(config["sql"])
-        return con.sql(query, params=bound).to_arrow_table()
+        return copy_query(query, bound, inputs, staging, TABLE_FILE, resources=ctx.step.resources,
+                          keep_order=not config.get("key"))
     except duckdb.Error as exc:
         raise StepFailed(f"feature {ctx.step.id!r}: SQL failed: {exc}") from None
-    finally:
-        con.close()
-
-
-def _parquet_files(ctx: StepContext, name: str):
-    """What DuckDB's read_parquet reads for table `name`: its file, or its parts in order (a
-    predict fanned out over row ranges; DuckDB keeps the files' order, preserve_insertion_order)."""
-    files = [str(path) for path in ctx.table_files(name)]
-    return files[0] if len(files) == 1 else files
 
 
 def _transform(ctx: StepContext, config: dict):

@@ -1,0 +1,166 @@
+"""Out of core (issue 24): a SQL feature streams its result with DuckDB's COPY into Parquet parts
+under a memory_limit taken from the step's `resources.memory` (runtime/dataset.py); the manifest
+lists every part, and every reader (a SQL feature, validation, training, predict, dagsmith.step)
+reads the parts, in order, as the one table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from dagsmith.runtime import dataset
+from dagsmith.runtime.store import Store
+
+from runtime_testing import RUN, Pipeline
+
+N = 370_000  # four DuckDB row groups of 122,880 rows: with parts of 1.5 MiB (32Mi of memory), several parts
+
+SPEC = """
+dagsmith: 1
+pipeline: {name: ooc}
+sources:
+  events: {type: csv, uri: events.csv}
+  users: {type: csv, uri: users.csv}
+features:
+  joined:
+    inputs: [events, users]
+    resources: {memory: 32Mi}
+    sql: |
+      SELECT e.event_id, e.amount, u.region, e.y,
+             current_setting('memory_limit') AS memory_limit,
+             current_setting('preserve_insertion_order') AS ordered
+      FROM events e JOIN users u USING (user_id)
+      ORDER BY e.event_id  -- a trailing comment, and a semicolon;
+  per_user:
+    inputs: [joined]
+    key: [region]
+    resources: {memory: 32Mi}
+    sql: SELECT region, count(*) AS n, current_setting('preserve_insertion_order') AS ordered FROM joined GROUP BY region
+validation:
+  - name: joined_ok
+    on: joined
+    expectations:
+      - expect_table_row_count_to_be_between: {min_value: 370000, max_value: 370000}
+      - expect_column_values_to_not_be_null: {column: event_id}
+training:
+  inputs: [joined]
+  target: y
+  split: {test_size: 0.25, seed: 1}
+  model: {estimator: sklearn.linear_model.LogisticRegression}
+predict:
+  scores: {model: trained, input: joined, batch_rows: 100000, output_columns: [prediction]}
+steps:
+  count_rows:
+    inputs: [joined]
+    outputs: [counted]
+    run: {python: "usercode:count_rows"}
+"""
+
+CODE = '''
+import pyarrow as pa
+from dagsmith import step
+
+
+def count_rows():
+    rows = step.read_table("joined")
+    step.write_table("counted", pa.table({"n": [len(rows)], "ordered": [bool(rows["event_id"].is_monotonic_increasing)]}))
+'''
+
+
+@pytest.fixture(autouse=True)
+def fresh_module():
+    import sys
+
+    yield
+    sys.modules.pop("usercode", None)
+
+
+def _tables() -> dict:
+    rng = np.random.default_rng(0)
+    amount = rng.normal(size=N)
+    events = pd.DataFrame({"event_id": np.arange(N), "user_id": np.arange(N) % 1000, "amount": amount,
+                           "y": (amount + rng.normal(scale=0.5, size=N) > 0).astype(int)})
+    users = pd.DataFrame({"user_id": np.arange(1000), "region": [("a", "b", "c")[i % 3] for i in range(1000)]})
+    return {"events": events.sample(frac=1, random_state=0), "users": users}  # the join has to sort
+
+
+def test_a_feature_streams_parts_and_every_reader_reads_them_as_one_table(tmp_path):
+    (tmp_path / "usercode.py").write_text(CODE)
+    p = Pipeline(tmp_path, SPEC, _tables())
+    result = p.run("joined")
+    manifest = p.store.manifest(Store.step_key(RUN, "joined"))
+    parts = sorted(name for name in manifest["files"] if name.startswith("table/"))
+    assert result["rows"] == N and result["parts"] == len(parts) >= 2
+    assert "table.parquet" not in manifest["files"]
+    assert parts == [f"table/part-{i:05d}.parquet" for i in range(len(parts))]
+    assert all(len(manifest["files"][name]["sha256"]) == 64 for name in parts)
+
+    whole = p.ctx("per_user").read_table("joined")
+    assert whole.num_rows == N and whole.column("event_id").to_pylist() == list(range(N))  # in order across parts
+    # DuckDB ran under 75% of 32Mi, keeping the order (no key)
+    assert set(whole.column("memory_limit").to_pylist()) == {"24.0 MiB"}
+    assert set(whole.column("ordered").to_pylist()) == {True}
+
+    # a SQL feature reads the parts; it has a key: DuckDB may reorder its rows
+    assert p.run("per_user")["rows"] == 3
+    per_user = p.ctx("per_user").read_table("per_user").to_pydict()
+    regions = [("a", "b", "c")[(i % 1000) % 3] for i in range(N)]
+    assert sorted(zip(per_user["region"], per_user["n"])) == sorted((r, regions.count(r)) for r in "abc")
+    assert set(per_user["ordered"]) == {False}
+
+    validate = next(s.id for s in p.ir.steps if s.kind == "validate")
+    checked = p.run(validate)["validation"]
+    assert checked["success"] is True and checked["rows"] == N  # validation reads all the rows
+
+    trained = p.run("train")
+    assert trained["rows"]["train"] == N * 3 // 4  # training reads all the parts
+
+    assert p.run("scores")["rows"] == N  # predict's range reader over the parts, input order kept
+    scores = p.ctx("scores").read_table("scores")
+    assert scores.column("event_id").to_pylist() == list(range(N))
+
+    assert p.run("count_rows")["tables"] == {"counted": 1}  # dagsmith.step
+    assert p.ctx("count_rows").read_table("counted").to_pylist() == [{"n": N, "ordered": True}]
+
+
+def test_a_small_result_is_one_file_and_the_spill_folder_is_gone(tmp_path):
+    p = Pipeline(tmp_path, SPEC, {name: frame.head(1000) for name, frame in _tables().items()})
+    result = p.run("joined")
+    assert (result["rows"], result["columns"], "parts" in result) == (1000, 6, False)
+    manifest = p.store.manifest(Store.step_key(RUN, "joined"))
+    assert sorted(manifest["files"]) == ["table.parquet"]  # the layout of one-file tables, as before
+    assert pq.read_table(p.ctx("joined").table_file("joined")).num_rows == 1000
+    assert not list((p.store.root / ".staging").glob("dagsmith-spill-*"))
+
+
+def test_memory_limit_and_part_size_follow_resources_memory():
+    assert dataset.memory_limit({}) is None and dataset.memory_limit({"cpu": 1}) is None
+    assert dataset.memory_limit({"memory": "2Gi"}) == 3 * 2**29
+    assert dataset.memory_limit({"memory": "16Mi"}) == 12 * 2**20
+    assert dataset.part_bytes(None) == dataset.MAX_PART_BYTES
+    assert dataset.threads(None, cpus=8) is None and dataset.threads(3 * 2**30, cpus=8) is None
+    assert dataset.threads(300 * 10**6, cpus=8) == 2 and dataset.threads(12 * 2**20, cpus=8) == 1
+    assert dataset.part_bytes(24 * 2**20) == 24 * 2**20 // 16
+    assert dataset.part_bytes(1000) == dataset.MIN_PART_BYTES
+
+
+def test_parts_are_read_in_their_numbers_order():
+    files = {name: {} for name in ("table/part-00010.parquet", "table/part-00002.parquet", "table/notes.txt",
+                                   "tables/x.parquet", "table/part-00001.parquet")}
+    assert dataset.parts_of({"files": files}, "table.parquet") == [
+        "table/part-00001.parquet", "table/part-00002.parquet", "table/part-00010.parquet"]
+    assert dataset.parts_of({"files": files}, "tables/x.parquet") == ["tables/x.parquet"]
+    assert dataset.parts_of({"files": files}, "tables/y.parquet") == []
+
+
+def test_a_sql_error_cites_the_line_of_the_feature_query(tmp_path):
+    from dagsmith.runtime.context import StepFailed
+
+    bad = SPEC.replace("current_setting('memory_limit') AS memory_limit", "e.nope AS memory_limit")
+    p = Pipeline(tmp_path, bad, {name: frame.head(10) for name, frame in _tables().items()})
+    with pytest.raises(StepFailed) as failed:
+        p.run("joined")
+    assert "feature 'joined': SQL failed: Binder Error" in str(failed.value) and "LINE 2:" in str(failed.value)
+    assert not list((p.store.root / ".staging").glob("dagsmith-spill-*"))
