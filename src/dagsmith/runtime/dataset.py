@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -95,27 +96,44 @@ def copy_query(query: str, params: dict, inputs: dict[str, list[str]], staging, 
     and column counts. `keep_order`: the rows keep the query's order (preserve_insertion_order; an ORDER BY
     is kept either way); without it DuckDB may reorder rows, which needs less memory.
     Raises duckdb.Error."""
-    import duckdb
-
-    limit = memory_limit(resources)
-    spill = Path(tempfile.mkdtemp(prefix="dagsmith-spill-", dir=staging.store.staging_root()))
-    out = staging.path(file.removesuffix(".parquet"))  # staging.path makes the parent folder
-    con = duckdb.connect(config=settings(limit, str(spill), keep_order))
-    try:
+    with limited_connection(staging, resources, keep_order) as con:
         for name, files in inputs.items():
             con.read_parquet(files[0] if len(files) == 1 else files).create_view(name)
-        # The target is a folder of our staging area: a quote in it is doubled, never SQL. The
-        # query keeps its line numbers (DuckDB's messages cite them); a newline ends a trailing
-        # -- comment; a final `;` is dropped.
-        target = str(out).replace("'", "''")
-        body = query.rstrip().rstrip(";").rstrip()
-        rows = con.execute(f"COPY ({body}\n) TO '{target}' (FORMAT parquet, FILE_SIZE_BYTES {part_bytes(limit)}, "
-                           "FILENAME_PATTERN 'part-{i}')", params).fetchone()[0]
-        first = str(next(out.glob("part-*.parquet")))  # there is one, if only of no rows
-        columns = len(con.execute("SELECT * FROM read_parquet(?) LIMIT 0", [first]).description)
+        return copy_to(con, query, params, staging, file, resources)
+
+
+@contextmanager
+def limited_connection(staging, resources: dict, keep_order: bool, database: str = ":memory:", **options):
+    """A DuckDB connection under the step's memory (settings), spilling to a folder of the staging
+    area that is removed afterwards. `database`, `options`: duckdb.connect's (a source's database
+    file, read_only). Raises duckdb.Error."""
+    import duckdb
+
+    spill = Path(tempfile.mkdtemp(prefix="dagsmith-spill-", dir=staging.store.staging_root()))
+    try:
+        con = duckdb.connect(database, config=settings(memory_limit(resources), str(spill), keep_order), **options)
+        try:
+            yield con
+        finally:
+            con.close()
     finally:
-        con.close()
         shutil.rmtree(spill, ignore_errors=True)
+
+
+def copy_to(con, query: str, params: dict, staging, file: str, resources: dict) -> tuple[int, int]:
+    """COPY `query`'s result on `con` (a limited_connection) into `staging` as table `file`, in
+    parts of part_bytes; its row and column counts. Raises duckdb.Error."""
+    limit = memory_limit(resources)
+    out = staging.path(file.removesuffix(".parquet"))  # staging.path makes the parent folder
+    # The target is a folder of our staging area: a quote in it is doubled, never SQL. The
+    # query keeps its line numbers (DuckDB's messages cite them); a newline ends a trailing
+    # -- comment; a final `;` is dropped.
+    target = str(out).replace("'", "''")
+    body = query.rstrip().rstrip(";").rstrip()
+    rows = con.execute(f"COPY ({body}\n) TO '{target}' (FORMAT parquet, FILE_SIZE_BYTES {part_bytes(limit)}, "
+                       "FILENAME_PATTERN 'part-{i}')", params).fetchone()[0]
+    first = str(next(out.glob("part-*.parquet")))  # there is one, if only of no rows
+    columns = len(con.execute("SELECT * FROM read_parquet(?) LIMIT 0", [first]).description)
     _name_parts(out, Path(staging.path(file)))
     return int(rows), columns
 

@@ -9,6 +9,7 @@ convert is reported with its file, line and column, or becomes null with `on_bad
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from .context import StepFailed
@@ -46,9 +47,11 @@ def _convert(expression: str, kind: str) -> str:
     return f"TRY_CAST({expression} AS {COLUMN_TYPES[kind]})"
 
 
-def read(con, fmt: str, files: list[Path], config: dict, label: str, scratch: Path):
-    """The files of one source as a pyarrow table. `label`: how messages name the source;
-    `scratch`: a folder for a file's normalized copy (mixed line endings)."""
+def read(con, fmt: str, files: list[Path], config: dict, label: str, scratch: Path) -> str:
+    """The SELECT on `con` of the files of one source as one table, its declared columns checked
+    (unless `on_bad_value: null`) and converted; the caller runs it (sources.py streams it with
+    COPY) inside `reading(label, fmt)`. `label`: how messages name the source; `scratch`: a folder
+    for a file's normalized copy (mixed line endings)."""
     import duckdb
 
     declared = dict(config.get("columns") or {})
@@ -67,11 +70,21 @@ def read(con, fmt: str, files: list[Path], config: dict, label: str, scratch: Pa
     select = ", ".join(
         (f"{_convert(_quoted(c), declared[c])} AS {_quoted(c)}" if c in declared else _quoted(c)) for c in present
     )
-    try:  # a row past the sniffer's sample that breaks the dialect fails here, in a query
+    with reading(label, fmt):  # a row past the sniffer's sample that breaks the dialect fails here, in a query
         if config.get("on_bad_value", "fail") == "fail":
             for (view, path) in views:
                 _check(con, view, path, fmt, config, declared, label)
-        return con.sql(f"SELECT {select} FROM ({union})").to_arrow_table()
+    return f"SELECT {select} FROM ({union})"
+
+
+@contextmanager
+def reading(label: str, fmt: str):
+    """A DuckDB error while a source's files are read, as the StepFailed that names the source
+    and the line (and, for csv, the options that set the dialect)."""
+    import duckdb
+
+    try:
+        yield
     except duckdb.Error as exc:
         raise StepFailed(_reader_error(label, fmt, exc)) from None
 

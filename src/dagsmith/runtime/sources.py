@@ -1,5 +1,6 @@
 """Source steps: csv / parquet / json / jsonl / xlsx files (a file, a glob, a folder; local or s3://), s3 prefixes,
-and SQL queries on a named connection. Output: table.parquet.
+and SQL queries on a named connection. Output: table.parquet, or for a large table its parts
+table/part-<n>.parquet (runtime/dataset.py).
 
 Connections are names: `connection: warehouse` reads DAGSMITH_CONN_WAREHOUSE from the
 environment, a SQLAlchemy URL (postgresql://..., sqlite:///file.db) or a DuckDB database file.
@@ -16,7 +17,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from .context import StepContext, StepFailed
+from .context import TABLE_FILE, StepContext, StepFailed
+from .dataset import copy_to, limited_connection, staged_parts
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -69,22 +71,26 @@ def fingerprint(ctx: StepContext) -> str | None:
 
 
 def run(ctx: StepContext) -> dict:
-    import pyarrow.parquet as pq
-
     config = ctx.step.config
     data_fingerprint = fingerprint(ctx)
-    table = _read_sql(ctx, config) if config["type"] == "sql" else _read_files(ctx, config)
     staging = ctx.stage()
-    pq.write_table(table, staging.path("table.parquet"))
-    ctx.store.commit(staging, {"data_fingerprint": data_fingerprint, "rows": table.num_rows})
-    return {"rows": table.num_rows, "columns": table.num_columns, "data_fingerprint": data_fingerprint}
+    reader = _read_sql if config["type"] == "sql" else _read_files
+    rows, columns = reader(ctx, config, staging)
+    parts = staged_parts(staging, TABLE_FILE)
+    ctx.store.commit(staging, {"data_fingerprint": data_fingerprint, "rows": rows})
+    return {"rows": rows, "columns": columns, "data_fingerprint": data_fingerprint,
+            **({"parts": len(parts)} if len(parts) > 1 else {})}
 
 
-def _read_files(ctx: StepContext, config: dict):
+def _read_files(ctx: StepContext, config: dict, staging) -> tuple[int, int]:
+    """The files streamed by DuckDB into the staged table under the step's memory, in file order
+    (preserve_insertion_order on); an xlsx sheet is read whole by openpyxl first. Its row and
+    column counts."""
     import duckdb
 
     uri = ctx.path(config["uri"])
     fmt = source_format(config)
+    label = f"source {ctx.step.id!r} ({config['uri']})"
     with tempfile.TemporaryDirectory(prefix="dagsmith-src-") as tmp:
         if uri.startswith("s3://"):
             from .s3 import download, split_uri
@@ -96,17 +102,18 @@ def _read_files(ctx: StepContext, config: dict):
         if not files:
             raise StepFailed(f"source {ctx.step.id!r}: no {fmt} files at {config['uri']!r} (resolved to {uri})")
         paths = [str(p) for p in files]
-        con = duckdb.connect()
         try:
-            if fmt != "parquet":
-                from .readers import read
+            with limited_connection(staging, ctx.step.resources, keep_order=True) as con:
+                if fmt != "parquet":
+                    from .readers import read, reading
 
-                return read(con, fmt, [Path(p) for p in paths], config, f"source {ctx.step.id!r} ({config['uri']})", Path(tmp))
-            return con.read_parquet(paths, union_by_name=True).to_arrow_table()
+                    query = read(con, fmt, [Path(p) for p in paths], config, label, Path(tmp))
+                    with reading(label, fmt):
+                        return copy_to(con, query, {}, staging, TABLE_FILE, ctx.step.resources)
+                return copy_to(con, "SELECT * FROM read_parquet($files, union_by_name=true)", {"files": paths},
+                               staging, TABLE_FILE, ctx.step.resources)
         except duckdb.Error as exc:
             raise StepFailed(f"source {ctx.step.id!r}: cannot read {fmt} from {config['uri']!r}: {exc}") from None
-        finally:
-            con.close()
 
 
 # Driver modules SQLAlchemy imports for a URL scheme -> what to install (the package and the extra).
@@ -127,12 +134,12 @@ def _hide(text: str, value: str, variable: str) -> str:
     return hide_value(text, value, variable) or ""
 
 
-def _read_sql(ctx: StepContext, config: dict):
-    """Whatever goes wrong, the message (in run.json, on stderr) never holds the connection value."""
+def _read_sql(ctx: StepContext, config: dict, staging) -> tuple[int, int]:
+    """The query's result into the staged table; its row and column counts. Whatever goes wrong, the message (in run.json, on stderr) never holds the connection value."""
     variable = connection_env(config["connection"])
     target = os.environ.get(variable) or ""
     try:
-        return _query(ctx, config, variable, target)
+        return _query(ctx, config, variable, target, staging)
     except StepFailed as exc:
         raise StepFailed(_hide(str(exc), target, variable)) from None
     except Exception as exc:  # a driver's own error type: its text may quote the URL
@@ -140,8 +147,11 @@ def _read_sql(ctx: StepContext, config: dict):
                                f"{type(exc).__name__}: {exc}", target, variable)) from None
 
 
-def _query(ctx: StepContext, config: dict, variable: str, target: str):
+def _query(ctx: StepContext, config: dict, variable: str, target: str, staging) -> tuple[int, int]:
+    """On a SQLAlchemy URL the result is read whole (pandas.read_sql) and written as one file; on a
+    DuckDB database file DuckDB streams it into parts under the step's memory, as a feature."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     name = config["connection"]
     if not target:
@@ -179,7 +189,9 @@ def _query(ctx: StepContext, config: dict, variable: str, target: str):
             raise StepFailed(_hide(f"source {ctx.step.id!r}: query failed on connection {name!r}: {exc.__class__.__name__}: {cause}", target, variable)) from None
         finally:
             engine.dispose()
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        pq.write_table(table, staging.path(TABLE_FILE))
+        return table.num_rows, table.num_columns
     if not Path(target).is_file():
         # Not a URL (no scheme://) and no such file: a mistyped URL (postgresql//u:pw@h) that must
         # not be repeated anywhere, since it may hold a password.
@@ -190,13 +202,11 @@ def _query(ctx: StepContext, config: dict, variable: str, target: str):
     import duckdb
 
     query, bound = ctx.values.bind_sql(config["query"])
+    opened = False
     try:
-        con = duckdb.connect(target, read_only=True)
+        with limited_connection(staging, ctx.step.resources, True, target, read_only=True) as con:
+            opened = True
+            return copy_to(con, query, bound, staging, TABLE_FILE, ctx.step.resources)
     except duckdb.Error as exc:
-        raise StepFailed(_hide(f"source {ctx.step.id!r}: cannot open DuckDB database of connection {name!r}: {exc}", target, variable)) from None
-    try:
-        return con.sql(query, params=bound).to_arrow_table()
-    except duckdb.Error as exc:
-        raise StepFailed(_hide(f"source {ctx.step.id!r}: query failed on connection {name!r}: {exc}", target, variable)) from None
-    finally:
-        con.close()
+        what = "query failed on connection" if opened else "cannot open DuckDB database of connection"
+        raise StepFailed(_hide(f"source {ctx.step.id!r}: {what} {name!r}: {exc}", target, variable)) from None
