@@ -164,3 +164,59 @@ def test_a_sql_error_cites_the_line_of_the_feature_query(tmp_path):
         p.run("joined")
     assert "feature 'joined': SQL failed: Binder Error" in str(failed.value) and "LINE 2:" in str(failed.value)
     assert not list((p.store.root / ".staging").glob("dagsmith-spill-*"))
+
+
+SOURCE_SPEC = """
+dagsmith: 1
+pipeline: {name: ooc-sources}
+sources:
+  events:
+    type: csv
+    uri: events.csv
+    columns: {event_id: integer, amount: double}
+    resources: {memory: 32Mi}
+  users: {type: csv, uri: users.csv}
+  picked:
+    type: sql
+    connection: warehouse
+    query: SELECT x, current_setting('memory_limit') AS memory_limit FROM numbers ORDER BY x DESC;
+    resources: {memory: 32Mi}
+features:
+  joined:
+    inputs: [events, users]
+    sql: SELECT e.event_id, e.amount, u.region FROM events e JOIN users u USING (user_id)
+"""
+
+
+def test_a_csv_source_streams_parts_in_file_order_and_every_reader_reads_them(tmp_path, monkeypatch):
+    import duckdb
+
+    tables = _tables()
+    tables["events"].to_csv(tmp_path / "events.csv", index=False)
+    with open(tmp_path / "events.csv", "a", newline="") as handle:  # rows appended with CRLF endings
+        handle.write("370000,7,0.5,1\r\n370001,8,-0.5,0\r\n")
+    tables["users"].to_csv(tmp_path / "users.csv", index=False)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("CREATE TABLE numbers AS SELECT range AS x FROM range(5)")
+    monkeypatch.setenv("DAGSMITH_CONN_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    p = Pipeline(tmp_path, SOURCE_SPEC, {})
+
+    result = p.run("events")
+    manifest = p.store.manifest(Store.step_key(RUN, "events"))
+    parts = sorted(name for name in manifest["files"] if name.startswith("table/"))
+    assert result["rows"] == N + 2 and result["parts"] == len(parts) >= 2 and len(result["data_fingerprint"]) == 64
+    assert "table.parquet" not in manifest["files"] and manifest["rows"] == N + 2
+    assert parts == [f"table/part-{i:05d}.parquet" for i in range(len(parts))]
+    events = p.ctx("joined").read_table("events")  # StepContext: validation, training, dagsmith.step
+    order = tables["events"]["event_id"].tolist() + [370000, 370001]
+    assert events.column("event_id").to_pylist() == order  # the file's order, across parts
+    assert str(events.schema.field("event_id").type) == "int64" and str(events.schema.field("amount").type) == "double"
+    assert not list((p.store.root / ".staging").glob("dagsmith-spill-*"))
+
+    p.run("users")
+    assert p.run("joined")["rows"] == N + 2  # a SQL feature reads the source's parts
+
+    # a DuckDB database's query streams too, under the same limit, in the query's order
+    assert p.run("picked")["rows"] == 5
+    picked = p.ctx("picked").read_table("picked").to_pydict()
+    assert picked == {"x": [4, 3, 2, 1, 0], "memory_limit": ["24.0 MiB"] * 5}
