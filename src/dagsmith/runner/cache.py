@@ -64,18 +64,11 @@ def cache_key(ctx: StepContext, ir: IR) -> str | None:
         if data is None:
             return None
         parts["data"] = data
-    if step.kind == "custom":
-        registry = _registry_versions(ctx)
+    if step.kind in ("custom", "predict"):
+        registry = _registry_versions(ctx)  # a registry version: its number and files, as resolved now
         if registry is None:
             return None
         parts["registry"] = registry
-    if step.kind == "predict":
-        from ..runtime.predict import model_fingerprint
-
-        model = model_fingerprint(ctx)  # a registry version: its number and files, as resolved now
-        if model is None:
-            return None
-        parts["model"] = model
     model_config = step.config.get("model") if step.kind == "train" else None  # predict's `model` is a name
     code = step.config.get("transform") or (model_config or {}).get("entrypoint") or step.config.get("python")
     if code:
@@ -99,9 +92,10 @@ def _cacheable_custom(step: Step) -> bool:
 
 
 def _registry_versions(ctx: StepContext) -> dict | None:
-    """The registry models a custom step reads ({model: production}...), each as the version its
-    alias points at now and that version's fingerprint; None (not cached) when one cannot be
-    resolved (the step then fails saying why)."""
+    """The registry models a custom or predict step reads ({model: production}...), each as the
+    version its alias points at now and that version's fingerprint; None (not cached) when one
+    cannot be resolved (the step then fails saying why). This run's model is in the key through
+    its step's fingerprint (a dependency)."""
     refs = [a.partition(":")[2] for a in ctx.step.inputs if a.startswith("registry:")]
     if not refs:
         return {}

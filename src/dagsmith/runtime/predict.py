@@ -51,20 +51,6 @@ def resolve_version(ctx: StepContext) -> int | None:
     return registry.resolve(ctx.store, config["model_name"], config["model"])
 
 
-def model_fingerprint(ctx: StepContext):
-    """What identifies the model the step would score with, for the cache key: this run's model
-    is in the key through its step's fingerprint (a dependency); a registry version by its
-    number and the fingerprint of its files. None: it cannot be resolved (the step will fail)."""
-    try:
-        version = resolve_version(ctx)
-    except StepFailed:
-        return None
-    if version is None:
-        return "trained"
-    manifest = ctx.store.manifest(registry.version_key(ctx.step.config["model_name"], version))
-    return None if manifest is None else {"version": version, "fingerprint": manifest.get("fingerprint")}
-
-
 def _models(ctx: StepContext) -> VersionModels:
     version = resolve_version(ctx)
     if version is None:
