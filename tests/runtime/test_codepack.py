@@ -151,10 +151,10 @@ def test_concurrent_steps_unpack_one_complete_folder(package_file):
 
 
 def test_a_cache_folder_another_user_could_write_is_refused(tmp_path, monkeypatch):
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o777)
-    os.chmod(shared, 0o777)
-    monkeypatch.setenv(codepack.CACHE_ENV, str(shared))
+    world_writable = tmp_path / "world_writable"
+    world_writable.mkdir(mode=0o777)
+    os.chmod(world_writable, 0o777)
+    monkeypatch.setenv(codepack.CACHE_ENV, str(world_writable))
     with pytest.raises(StepFailed, match="not a folder of this user's alone"):
         codepack.cache_root()
 
