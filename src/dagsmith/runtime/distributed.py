@@ -662,6 +662,15 @@ def _work(folder: Path, rank: int, world_size: int, framework: str) -> bool:
         report = {"rank": rank, "world_size": world_size, "pid": os.getpid(), "backend": backend, "device": device,
                   "rows": len(shard["y_train"]), "fit_seconds": round(seconds, 4), "note": note}
         (folder / f"report-{rank}.json").write_text(json.dumps(report), encoding="utf-8")
+        if framework == "torch":
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                # Every rank done before any tears the group down: a rank that exits first closes
+                # its gloo pairs under one still in teardown, which then aborts (SIGABRT,
+                # "terminate called without an active exception"). On a failure the runner kills
+                # the other ranks, so only the success path waits here.
+                dist.barrier()
     finally:
         if framework == "torch":
             import torch.distributed as dist
