@@ -86,7 +86,7 @@ def _tables() -> dict:
     return {"events": events.sample(frac=1, random_state=0), "users": users}  # the join has to sort
 
 
-def test_a_feature_streams_parts_and_every_reader_reads_them_as_one_table(tmp_path):
+def test_a_feature_streams_parts_and_every_reader_reads_them_as_one_table(tmp_path, monkeypatch):
     (tmp_path / "usercode.py").write_text(CODE)
     p = Pipeline(tmp_path, SPEC, _tables())
     result = p.run("joined")
@@ -111,8 +111,13 @@ def test_a_feature_streams_parts_and_every_reader_reads_them_as_one_table(tmp_pa
     assert set(per_user["ordered"]) == {False}
 
     validate = next(s.id for s in p.ir.steps if s.kind == "validate")
-    checked = p.run(validate)["validation"]
+    with monkeypatch.context() as patched:  # its expectations run as SQL: the table is never loaded whole
+        from dagsmith.runtime.context import StepContext
+
+        patched.setattr(StepContext, "read_table", lambda *a: pytest.fail("validation loaded the table whole"))
+        checked = p.run(validate)["validation"]
     assert checked["success"] is True and checked["rows"] == N  # validation reads all the rows
+    assert checked["engine"] == "sql"
 
     trained = p.run("train")
     assert trained["rows"]["train"] == N * 3 // 4  # training reads all the parts
