@@ -834,12 +834,6 @@ def main(argv: list[str] | None = None) -> int:
     _EXIT_FAST = False
     try:
         app.main(args=argv, prog_name="dagsmith", standalone_mode=False)
-    except DagsmithError as exc:
-        from .errors import hide_connections
-
-        for line in exc.lines():  # a client library's text may quote a connection: never any part of it
-            click.echo(hide_connections(line), err=True)
-        return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -848,16 +842,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except Exception as exc:  # a bug: say so in one line, the traceback only on request
-        if os.environ.get("DAGSMITH_DEBUG"):
-            raise
-        from .errors import hide_connections
+    except (DagsmithError, SystemExit, Exception) as exc:
+        from .errors import exit_code_of
 
-        text = hide_connections(f"{type(exc).__name__}: {exc}")
-        click.echo(f"dagsmith: internal error: {text} (set DAGSMITH_DEBUG=1 for the traceback; please report it)", err=True)
-        return 3
+        return exit_code_of(exc, lambda line: click.echo(line, err=True))
     return 0
 
 

@@ -288,3 +288,21 @@ def format_path(parts: Iterable[object]) -> str:
                 text = repr(text)[1:-1]
             out += f".{text}" if out else text
     return out
+
+
+def exit_code_of(exc: BaseException, echo) -> int:
+    """How a command ends on `exc` (the CLI's and the step launcher's one rule): a DagsmithError's
+    lines (connections hidden: a client library's text may quote one) and its exit code; a
+    SystemExit's code; any other Exception is a bug, said in one line (its traceback only with
+    DAGSMITH_DEBUG=1), exit 3. Anything else (KeyboardInterrupt) is raised again."""
+    if isinstance(exc, DagsmithError):
+        for line in exc.lines():
+            echo(hide_connections(line))
+        return exc.exit_code
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    if not isinstance(exc, Exception) or os.environ.get("DAGSMITH_DEBUG"):
+        raise exc
+    text = hide_connections(f"{type(exc).__name__}: {exc}")
+    echo(f"dagsmith: internal error: {text} (set DAGSMITH_DEBUG=1 for the traceback; please report it)")
+    return 3
