@@ -225,3 +225,42 @@ def test_a_csv_source_streams_parts_in_file_order_and_every_reader_reads_them(tm
     assert p.run("picked")["rows"] == 5
     picked = p.ctx("picked").read_table("picked").to_pydict()
     assert picked == {"x": [4, 3, 2, 1, 0], "memory_limit": ["24.0 MiB"] * 5}
+
+
+SQL_SOURCE_SPEC = """
+dagsmith: 1
+pipeline: {name: ooc-sql}
+sources:
+  orders: {type: sql, connection: warehouse, query: "SELECT id, late, flag, amount FROM orders ORDER BY id"}
+"""
+
+
+def test_a_sqlalchemy_source_streams_in_chunks_with_one_schema(tmp_path, monkeypatch):
+    """A SQLAlchemy URL's result is read and written in chunks (a part each). A chunk's types are
+    what its rows show: `late` is NULL in the first chunks and an integer after, `flag` an integer
+    with a NULL in one chunk only (pandas reads that chunk as floats): the parts are cast to one
+    schema (`late` takes the later chunks' type, `flag` is double, as a whole read gives it)."""
+    import sqlite3
+
+    from dagsmith.runtime import sources
+
+    monkeypatch.setattr(sources, "SQL_CHUNK_ROWS", 1000)
+    rows = 3500
+    db = tmp_path / "warehouse.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE orders (id INTEGER, late INTEGER, flag INTEGER, amount REAL)")
+        con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)",
+                        [(i, None if i < 2500 else i, None if i == 1500 else i % 2, i / 4) for i in range(rows)])
+    monkeypatch.setenv("DAGSMITH_CONN_WAREHOUSE", f"sqlite:///{db}")
+    p = Pipeline(tmp_path, SQL_SOURCE_SPEC, {})
+    result = p.run("orders")
+    manifest = p.store.manifest(Store.step_key(RUN, "orders"))
+    parts = sorted(name for name in manifest["files"] if name.startswith("table/"))
+    assert result["rows"] == rows and len(parts) == 4
+    schemas = {str(pq.read_schema(p.store.file(manifest, name))) for name in parts}
+    assert len(schemas) == 1  # one schema across the parts
+    whole = pd.read_sql("SELECT id, late, flag, amount FROM orders ORDER BY id", f"sqlite:///{db}")
+    table = p.ctx("orders").read_table("orders")
+    assert table.schema.field("late").type == pq.read_schema(p.store.file(manifest, parts[-1])).field("late").type
+    assert str(table.schema.field("flag").type) == "double" and str(table.schema.field("late").type) in ("int64", "double")
+    assert table.to_pandas().astype(float).equals(whole.astype(float))

@@ -18,7 +18,9 @@ import tempfile
 from pathlib import Path
 
 from .context import TABLE_FILE, StepContext, StepFailed
-from .dataset import copy_to, limited_connection, staged_parts
+from .dataset import copy_to, limited_connection, staged_parts, write_batches
+
+SQL_CHUNK_ROWS = 50_000  # rows of a SQLAlchemy source's result read, and written as a part, at a time
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -134,6 +136,14 @@ def _hide(text: str, value: str, variable: str) -> str:
     return hide_value(text, value, variable) or ""
 
 
+def _tables(frames):
+    """pandas chunks as Arrow tables (as pandas typed them: the parts are unified after)."""
+    import pyarrow as pa
+
+    for frame in frames:
+        yield pa.Table.from_pandas(frame, preserve_index=False)
+
+
 def _read_sql(ctx: StepContext, config: dict, staging) -> tuple[int, int]:
     """The query's result into the staged table; its row and column counts. Whatever goes wrong, the message (in run.json, on stderr) never holds the connection value."""
     variable = connection_env(config["connection"])
@@ -148,11 +158,8 @@ def _read_sql(ctx: StepContext, config: dict, staging) -> tuple[int, int]:
 
 
 def _query(ctx: StepContext, config: dict, variable: str, target: str, staging) -> tuple[int, int]:
-    """On a SQLAlchemy URL the result is read whole (pandas.read_sql) and written as one file; on a
+    """On a SQLAlchemy URL the result streams in chunks (pandas.read_sql, chunksize), a part each; on a
     DuckDB database file DuckDB streams it into parts under the step's memory, as a feature."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     name = config["connection"]
     if not target:
         raise StepFailed(
@@ -182,16 +189,17 @@ def _query(ctx: StepContext, config: dict, variable: str, target: str, staging) 
                 f"{_hide(f'{exc.__class__.__name__}: {exc}', target, variable)}"
             ) from None
         try:
+            # The result streams (a server-side cursor where the driver has one) in chunks of
+            # SQL_CHUNK_ROWS, each written as a part when read: one chunk is in memory at a time.
             with engine.connect() as connection:
-                frame = pd.read_sql(statement, connection, params=bound)
+                chunks = pd.read_sql(statement, connection.execution_options(stream_results=True), params=bound,
+                                     chunksize=SQL_CHUNK_ROWS)
+                return write_batches(_tables(chunks), staging, TABLE_FILE)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             cause = exc.orig if hasattr(exc, "orig") else exc
             raise StepFailed(_hide(f"source {ctx.step.id!r}: query failed on connection {name!r}: {exc.__class__.__name__}: {cause}", target, variable)) from None
         finally:
             engine.dispose()
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        pq.write_table(table, staging.path(TABLE_FILE))
-        return table.num_rows, table.num_columns
     if not Path(target).is_file():
         # Not a URL (no scheme://) and no such file: a mistyped URL (postgresql//u:pw@h) that must
         # not be repeated anywhere, since it may hold a password.
