@@ -264,3 +264,22 @@ def test_a_sqlalchemy_source_streams_in_chunks_with_one_schema(tmp_path, monkeyp
     assert table.schema.field("late").type == pq.read_schema(p.store.file(manifest, parts[-1])).field("late").type
     assert str(table.schema.field("flag").type) == "double" and str(table.schema.field("late").type) in ("int64", "double")
     assert table.to_pandas().astype(float).equals(whole.astype(float))
+
+
+def test_a_sqlalchemy_source_whose_column_turns_from_numbers_to_text_fails_clearly(tmp_path, monkeypatch):
+    """SQLite keeps what each row was given: numbers in the first chunk, text in the next is a
+    clear failure naming the source, not a table of two schemas."""
+    import sqlite3
+
+    from dagsmith.runtime import sources
+    from dagsmith.runtime.context import StepFailed
+
+    monkeypatch.setattr(sources, "SQL_CHUNK_ROWS", 10)
+    db = tmp_path / "warehouse.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE orders (id INTEGER, late, flag INTEGER, amount REAL)")
+        con.executemany("INSERT INTO orders VALUES (?, ?, 0, 0.5)", [(i, i if i < 10 else f"x{i}") for i in range(20)])
+    monkeypatch.setenv("DAGSMITH_CONN_WAREHOUSE", f"sqlite:///{db}")
+    p = Pipeline(tmp_path, SQL_SOURCE_SPEC, {})
+    with pytest.raises(StepFailed, match="source 'orders': the result's columns change type from one chunk"):
+        p.run("orders")

@@ -138,17 +138,20 @@ def copy_to(con, query: str, params: dict, staging, file: str, resources: dict) 
     return int(rows), columns
 
 
+class ChunkTypesDiffer(ValueError):
+    """write_batches: a column is of one type in a chunk and of another, not promotable, in the next."""
+
+
 def write_batches(batches, staging, file: str) -> tuple[int, int]:
     """Write `batches` (pyarrow Tables of the same columns, in order: a result read in chunks)
     into `staging` as table `file`, one part per batch, named as copy_to names DuckDB's; its row and
     column counts. Parts are written as they come, so one batch is in memory at a time. A chunk's
     types are what its rows show (a column of nulls only, integers with a null read as floats):
     the parts are then cast to the types of all of them (Arrow's permissive promotion: null to
-    any type, integer to float), part by part, so the table has one schema. A column whose chunks disagree otherwise (numbers here, text there) is a StepFailed."""
+    any type, integer to float), part by part, so the table has one schema. A column whose
+    chunks disagree otherwise (numbers here, text there) raises ChunkTypesDiffer."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from .context import StepFailed
 
     out = staging.path(file.removesuffix(".parquet"))
     out.mkdir(parents=True, exist_ok=True)
@@ -160,11 +163,11 @@ def write_batches(batches, staging, file: str) -> tuple[int, int]:
         schemas.append(batch.schema.remove_metadata())
         paths.append(path)
     if not paths:
-        raise StepFailed("internal error (please report): a table was read in no chunks, not even an empty one")
+        raise ValueError("internal error (please report): a table was read in no chunks, not even an empty one")
     try:
         schema = pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
-        raise StepFailed(f"the result's columns change type from one chunk of rows to the next: {exc}") from None
+        raise ChunkTypesDiffer(f"the result's columns change type from one chunk of rows to the next: {exc}") from None
     for path, own in zip(paths, schemas):
         if not own.equals(schema):
             pq.write_table(pq.read_table(path).cast(schema), path)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .context import TABLE_FILE, StepContext, StepFailed
-from .dataset import copy_to, limited_connection, staged_parts, write_batches
+from .dataset import ChunkTypesDiffer, copy_to, limited_connection, staged_parts, write_batches
 
 SQL_CHUNK_ROWS = 50_000  # rows of a SQLAlchemy source's result read, and written as a part, at a time
 
@@ -195,6 +195,8 @@ def _query(ctx: StepContext, config: dict, variable: str, target: str, staging) 
                 chunks = pd.read_sql(statement, connection.execution_options(stream_results=True), params=bound,
                                      chunksize=SQL_CHUNK_ROWS)
                 return write_batches(_tables(chunks), staging, TABLE_FILE)
+        except ChunkTypesDiffer as exc:
+            raise StepFailed(f"source {ctx.step.id!r}: {exc}") from None
         except sqlalchemy.exc.SQLAlchemyError as exc:
             cause = exc.orig if hasattr(exc, "orig") else exc
             raise StepFailed(_hide(f"source {ctx.step.id!r}: query failed on connection {name!r}: {exc.__class__.__name__}: {cause}", target, variable)) from None
