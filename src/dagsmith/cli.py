@@ -842,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
-    except (DagsmithError, SystemExit, Exception) as exc:
+    except (SystemExit, Exception) as exc:  # a DagsmithError, a SystemExit, or a bug: errors.exit_code_of
         from .errors import exit_code_of
 
         return exit_code_of(exc, lambda line: click.echo(line, err=True))

@@ -23,8 +23,8 @@ from pathlib import Path
 from .context import StepContext, StepFailed
 
 _SOURCE = "dagsmith"  # the data source each validation adds to the context, and deletes
-_TABLE = "dagsmith_table"
-_INDEX = "dagsmith_index"  # in each expectation's meta: its place in the spec  # the view over the table's parts, in check_parts' database
+_TABLE = "dagsmith_table"  # the view over the table's parts, in check_parts' database
+_INDEX = "dagsmith_index"  # in each expectation's meta: its place in the spec
 
 # Expectations that run as SQL on DuckDB (check_parts) with the same outcome, counts and observed
 # values as on pandas: each is proven so by tests/runtime/test_validate_sql.py. A validation whose
@@ -56,8 +56,8 @@ _stats = {"contexts": 0, "validations": 0}  # contexts made and validations run 
 
 def _gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    # GX imports pyspark when it is installed (the spark extra), which warns about pandas 3 on
-    # every import: noise in each validation's output, about an engine this step may not use.
+    # GX imports pyspark when it is installed, which warns about pandas 3 on every import: noise
+    # in each validation's output, about an engine this step does not use.
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     try:
         import great_expectations as gx
@@ -104,8 +104,10 @@ def check_parts(files: list[str], expectations: list[dict], staging, resources: 
     read by the queries GX makes, never loaded whole. Only for expectations in SQL_EXPECTATIONS."""
     import tempfile
 
+    import duckdb
+
     from . import gx_duckdb
-    from .dataset import limited_connection, settings, memory_limit
+    from .dataset import memory_limit, settings
 
     gx_duckdb.register()
     folder = Path(tempfile.mkdtemp(prefix="dagsmith-validate-", dir=staging.store.staging_root()))
@@ -113,8 +115,10 @@ def check_parts(files: list[str], expectations: list[dict], staging, resources: 
     try:
         # The table is a view over its parts in a database file of its own, so GX inspects its
         # columns and types as a table's. Paths are quoted literals (a quote doubled), never SQL.
+        # Defining the views reads only the files' footers: no memory limit, no spill folder yet.
         listed = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
-        with limited_connection(staging, resources, True, database=str(database)) as con:
+        con = duckdb.connect(str(database))
+        try:
             con.execute(f"CREATE VIEW {_TABLE}_parts AS SELECT * FROM read_parquet([{listed}])")
             # A float NaN is a missing value to GX's pandas engine (pandas' isna), a number to
             # DuckDB: the view makes it NULL, so both engines count the same values.
@@ -122,6 +126,8 @@ def check_parts(files: list[str], expectations: list[dict], staging, resources: 
                       if kind in ("FLOAT", "DOUBLE")]
             replaced = ", ".join(f"CASE WHEN isnan({_quote(n)}) THEN NULL ELSE {_quote(n)} END AS {_quote(n)}" for n in floats)
             con.execute(f"CREATE VIEW {_TABLE} AS SELECT *{f' REPLACE ({replaced})' if floats else ''} FROM {_TABLE}_parts")
+        finally:
+            con.close()
         config = settings(memory_limit(resources), str(folder / "spill"), True)
 
         def batch(context):
@@ -146,10 +152,8 @@ def _validate(make_batch, expectations: list[dict]) -> list[dict]:
     gx, context = _context()
     from great_expectations.expectations.registry import get_expectation_impl
 
-    added = False
     try:
         batch = make_batch(context)
-        added = True
         suite = gx.ExpectationSuite(name="dagsmith")
         for index, e in enumerate(expectations):
             suite.add_expectation(get_expectation_impl(e["type"])(**e["kwargs"], meta={_INDEX: index}))
@@ -158,7 +162,7 @@ def _validate(make_batch, expectations: list[dict]) -> list[dict]:
         _engine = None  # whatever state the context was left in, the next validation starts afresh
         raise
     finally:
-        if _engine is not None and (added or _SOURCE in _source_names(context)):
+        if _engine is not None:  # else the step raised, and the next validation starts afresh anyway
             try:
                 _drop_source(context)  # with it, the engine that holds the frame or the database
             except Exception:  # noqa: BLE001 - the outcome stands; the next validation gets a new context
@@ -168,13 +172,6 @@ def _validate(make_batch, expectations: list[dict]) -> list[dict]:
     # never saved): each is matched to its expectation by the index in its meta.
     by_index = {result.expectation_config.meta[_INDEX]: result for result in outcome.results}
     return [_record(expectation, by_index[index]) for index, expectation in enumerate(expectations)]
-
-
-def _source_names(context) -> set:
-    try:
-        return {source.name for source in context.data_sources.all().values()}
-    except Exception:  # noqa: BLE001 - no listing: assume it is there, deleting is harmless
-        return {_SOURCE}
 
 
 def _drop_source(context) -> None:
